@@ -1,0 +1,1 @@
+"""Controller wiring: informers -> work queue -> ``lbd.core.ipam`` -> status writer."""

@@ -1,0 +1,1 @@
+"""The lab: a Kubernetes API stand-in and a network-namespace cluster for demos and tests."""

@@ -1,0 +1,1 @@
+"""Lab API server: a Kubernetes REST API stand-in that the official client and kubectl use."""

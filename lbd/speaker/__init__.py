@@ -1,0 +1,1 @@
+"""Speaker wiring: informers + heartbeats -> ``lbd.core.election`` -> ARP/NDP responder."""
