@@ -16,8 +16,7 @@ Two pure steps, both free of I/O so that every speaker computes the same answer 
 ranked by hash with the name as tie-breaker, and advertisements are folded with order-independent
 set operations.
 
-Advertisements are structurally typed (:class:`AdvertisementLike`) so this module depends only on
-the fields it reads; ``lbd.core.model.Advertisement`` satisfies the protocol.
+Advertisements are ``lbd.core.model.Advertisement`` values (validated L2Advertisements).
 """
 
 from __future__ import annotations
@@ -26,7 +25,9 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
+
+from lbd.core.model import Advertisement
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
@@ -83,28 +84,6 @@ def _freeze(obj: Any, name: str, value: Mapping[str, str]) -> None:
         object.__setattr__(obj, name, Labels(value))
 
 
-class LabelSelectorLike(Protocol):
-    def matches(self, labels: Mapping[str, str]) -> bool: ...
-
-
-class AdvertisementLike(Protocol):
-    """The fields of ``lbd.core.model.Advertisement`` that election reads."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def node_selectors(self) -> Sequence[LabelSelectorLike]: ...
-
-    @property
-    def service_selectors(self) -> Sequence[LabelSelectorLike]: ...
-
-    @property
-    def interfaces(self) -> Sequence[str]: ...
-
-    def selects_pool(self, name: str, labels: Mapping[str, str]) -> bool: ...
-
-
 @dataclass(frozen=True)
 class NodeView:
     """What election needs to know about one node (from the Node object and its heartbeats)."""
@@ -154,14 +133,9 @@ class Decision:
     reasons: Mapping[str, Ineligible] = field(default_factory=dict)
 
 
-def _selector_match(selectors: Sequence[LabelSelectorLike], labels: Mapping[str, str]) -> bool:
-    # An empty selector list selects everything (MetalLB's and the Kubernetes convention).
-    return not selectors or any(s.matches(labels) for s in selectors)
-
-
 def matching_advertisements(
-    node: NodeView, svc: ServiceView, ads: Sequence[AdvertisementLike]
-) -> list[AdvertisementLike]:
+    node: NodeView, svc: ServiceView, ads: Sequence[Advertisement]
+) -> list[Advertisement]:
     """The advertisements that let ``node`` announce ``svc`` (pool, Service and node selectors)."""
     if svc.pool is None:
         return []
@@ -169,12 +143,12 @@ def matching_advertisements(
         ad
         for ad in ads
         if ad.selects_pool(svc.pool, svc.pool_labels)
-        and _selector_match(ad.service_selectors, svc.labels)
-        and _selector_match(ad.node_selectors, node.labels)
+        and ad.selects_service(svc.labels)
+        and ad.selects_node(node.labels)
     ]
 
 
-def announce_interfaces(ads: Iterable[AdvertisementLike]) -> tuple[str, ...]:
+def announce_interfaces(ads: Iterable[Advertisement]) -> tuple[str, ...]:
     """Interfaces to announce on: the union over ``ads``; empty (default rule) if any ad is open.
 
     An advertisement without ``interfaces`` means "the default interfaces", which is a superset of
@@ -189,7 +163,7 @@ def announce_interfaces(ads: Iterable[AdvertisementLike]) -> tuple[str, ...]:
 
 
 def eligibility(
-    node: NodeView, svc: ServiceView, ads: Sequence[AdvertisementLike]
+    node: NodeView, svc: ServiceView, ads: Sequence[Advertisement]
 ) -> Ineligible | None:
     """None if ``node`` may own ``svc``'s VIPs, else the first rule (SPEAKER.md) that says no."""
     if not node.alive:
@@ -230,9 +204,7 @@ def rank(key: str, nodes: Iterable[str]) -> list[str]:
     return sorted(set(nodes), key=lambda n: (_weight(n, key), n))
 
 
-def decide(
-    svc: ServiceView, nodes: Sequence[NodeView], ads: Sequence[AdvertisementLike]
-) -> Decision:
+def decide(svc: ServiceView, nodes: Sequence[NodeView], ads: Sequence[Advertisement]) -> Decision:
     """Elect the owner of ``svc``'s VIPs among ``nodes``; independent of the input order."""
     reasons: dict[str, Ineligible] = {}
     eligible: dict[str, NodeView] = {}

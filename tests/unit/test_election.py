@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,28 +23,15 @@ from lbd.core.election import (
     eligibility,
     rank,
 )
+from lbd.core.model import Advertisement, LabelSelector
 
 
-@dataclass(frozen=True)
-class Sel:
-    """matchLabels-only selector: enough to exercise election's use of selectors."""
-
-    match: tuple[tuple[str, str], ...]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.match)
+def Sel(match: tuple[tuple[str, str], ...]) -> LabelSelector:
+    return LabelSelector(match_labels=match)
 
 
-@dataclass(frozen=True)
-class Ad:
-    name: str = "ad"
-    pools: tuple[str, ...] = ()
-    node_selectors: tuple[Sel, ...] = ()
-    service_selectors: tuple[Sel, ...] = ()
-    interfaces: tuple[str, ...] = ()
-
-    def selects_pool(self, name: str, labels: Mapping[str, str]) -> bool:
-        return not self.pools or name in self.pools
+def Ad(name: str = "ad", pools: tuple[str, ...] = (), **kw: Any) -> Advertisement:
+    return Advertisement(name=name, pools=frozenset(pools), **kw)
 
 
 def node(name: str = "n1", **kw: object) -> NodeView:
@@ -52,7 +40,7 @@ def node(name: str = "n1", **kw: object) -> NodeView:
 
 
 SVC = ServiceView(key="ns/web", vips=("198.18.100.7",), pool="default")
-ADS: Sequence[Ad] = (Ad(),)
+ADS: Sequence[Advertisement] = (Ad(),)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +158,9 @@ ADS: Sequence[Ad] = (Ad(),)
         ),
     ],
 )
-def test_eligibility_rules(n: NodeView, svc: ServiceView, ads: Sequence[Ad], want: object) -> None:
+def test_eligibility_rules(
+    n: NodeView, svc: ServiceView, ads: Sequence[Advertisement], want: object
+) -> None:
     assert eligibility(n, svc, ads) == want
 
 
