@@ -1,0 +1,392 @@
+"""The speaker's few Kubernetes writes: ServiceL2Status, ``NodeAssigned`` and conflict Events.
+
+The speaker writes to the API only when ownership of a Service changes, never per VIP or per
+period, so a steady cluster costs zero writes (SPEAKER.md). Writes never run on the reconcile or
+responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one Service and
+returns at once; one writer thread converges the API towards it. While the API server is away,
+the wanted state simply waits (with capped exponential backoff) and announcing goes on.
+
+Design decisions:
+
+- Level-triggered and idempotent: a sync reads the current object and writes only the
+  difference, so a retry, a restart or a duplicate call changes nothing. ``NodeAssigned`` is
+  emitted when the object did not name this node before our write, which is exactly "once per
+  owner change" - a restarted speaker that still owns the Service finds its own name and stays
+  silent.
+- Two speakers touch the same object during a handover (the old owner removes it, the new one
+  writes it). The old owner deletes only an object whose ``status.node`` is its own, with
+  ``preconditions`` on uid and resourceVersion; a concurrent write by the new owner turns that
+  delete into ``409 Conflict``, the old owner re-reads, sees the new owner's name, and leaves it.
+- The object is created without status (a create ignores status when the status subresource is
+  on), then its status is written through ``/status``.
+- The ownerReference to the Service lets the garbage collector remove the object with its
+  Service; the speaker also deletes it itself when the Service goes away, for API servers
+  without a garbage collector.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lbd.k8s.client import EVENTS, SERVICEL2STATUSES, ApiError, JsonDict, PatchType
+from lbd.runtime.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+NODE_LABEL = "lbd.io/node"
+SERVICE_NAME_LABEL = "lbd.io/service-name"
+SERVICE_NAMESPACE_LABEL = "lbd.io/service-namespace"
+COMPONENT = "lbd-speaker"
+
+
+class KubeApi(Protocol):
+    """The verbs of :class:`lbd.k8s.client.Kube` this module uses (a fake in unit tests)."""
+
+    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict: ...
+    def create(self, path: str, body: JsonDict) -> JsonDict: ...
+    def replace(self, path: str, body: JsonDict) -> JsonDict: ...
+    def patch(self, path: str, body: Any, *, patch: PatchType = ...) -> JsonDict: ...
+    def delete(self, path: str, *, body: JsonDict | None = None) -> JsonDict: ...
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """This node announces a Service: what its ServiceL2Status and NodeAssigned event say."""
+
+    namespace: str
+    name: str
+    uid: str
+    vips: tuple[str, ...]
+    interfaces: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A core/v1 Event about a Service."""
+
+    namespace: str
+    name: str
+    uid: str
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def node_assigned_message(own: Ownership, node: str) -> str:
+    """``announcing 198.18.100.7 from n2 on eth0`` (API.md)."""
+    where = f" on {', '.join(own.interfaces)}" if own.interfaces else ""
+    return f"announcing {', '.join(own.vips)} from {node}{where}"
+
+
+def _rfc3339(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def desired_object(own: Ownership, node: str) -> JsonDict:
+    """The ServiceL2Status object (metadata only; status goes through ``/status``)."""
+    return {
+        "apiVersion": SERVICEL2STATUSES.api_version,
+        "kind": SERVICEL2STATUSES.kind,
+        "metadata": {
+            "name": own.name,
+            "namespace": own.namespace,
+            "labels": {
+                NODE_LABEL: node,
+                SERVICE_NAME_LABEL: own.name,
+                SERVICE_NAMESPACE_LABEL: own.namespace,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "name": own.name,
+                    "uid": own.uid,
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": {},
+    }
+
+
+def desired_status(own: Ownership, node: str, since: str) -> JsonDict:
+    return {
+        "node": node,
+        "serviceName": own.name,
+        "serviceNamespace": own.namespace,
+        "interfaces": [{"name": i} for i in own.interfaces],
+        "vips": list(own.vips),
+        "since": since,
+    }
+
+
+def event_body(ev: EventSpec, *, node: str, now: dt.datetime) -> JsonDict:
+    stamp = _rfc3339(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{ev.name}.", "namespace": ev.namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "namespace": ev.namespace,
+            "name": ev.name,
+            "uid": ev.uid,
+        },
+        "type": ev.type,
+        "reason": ev.reason,
+        "message": ev.message,
+        "source": {"component": COMPONENT, "host": node},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": node,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+@dataclass
+class _Work:
+    dirty: set[str] = field(default_factory=set)
+    retry: list[tuple[float, str]] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+class StatusWriter:
+    """Converges ServiceL2Status objects of this node towards :meth:`set_desired`; emits Events."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        *,
+        node_name: str,
+        clock: Clock = SYSTEM_CLOCK,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self.kube = kube
+        self.node = node_name
+        self.clock = clock
+        self.now = now
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._cond = threading.Condition()
+        self._desired: dict[str, Ownership | None] = {}
+        self._events: list[EventSpec] = []
+        self._work = _Work()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.writes = 0  # API writes made (steady state must add none)
+
+    # -- producer side (reconcile thread) ------------------------------------------------
+    def set_desired(self, key: str, ownership: Ownership | None) -> None:
+        """Want ``key`` (``ns/name``) owned by this node (``ownership``) or not (None)."""
+        with self._cond:
+            if key in self._desired and self._desired[key] == ownership:
+                return
+            self._desired[key] = ownership
+            self._work.dirty.add(key)
+            self._work.attempts.pop(key, None)
+            self._cond.notify()
+
+    def emit(self, event: EventSpec) -> None:
+        """Queue an Event (best effort: dropped after a few failed attempts)."""
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify()
+
+    def cleanup_stale(self, keys: Mapping[str, Any]) -> None:
+        """Remove objects naming this node for Services not in ``keys`` (left by a past run)."""
+        try:
+            listing = self.kube.get(
+                SERVICEL2STATUSES.path(), query={"labelSelector": f"{NODE_LABEL}={self.node}"}
+            )
+        except ApiError as exc:
+            log.warning("cannot list stale ServiceL2Status", extra={"error": str(exc)})
+            return
+        for item in listing.get("items") or []:
+            meta = item.get("metadata") or {}
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            if key not in keys:
+                with self._cond:
+                    self._desired.setdefault(key, None)
+                    self._work.dirty.add(key)
+                    self._cond.notify()
+
+    # -- writer thread -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._work.dirty) + len(self._work.retry) + len(self._events)
+
+    def _next(self) -> str | EventSpec | None:
+        """Block until there is work (or stop); return one key or event."""
+        with self._cond:
+            while not self._stopping:
+                now = self.clock.monotonic()
+                retry = self._work.retry
+                while retry and retry[0][0] <= now:
+                    self._work.dirty.add(heapq.heappop(retry)[1])
+                if self._events:
+                    return self._events.pop(0)
+                if self._work.dirty:
+                    return self._work.dirty.pop()
+                wait = (retry[0][0] - now) if retry else None
+                self._cond.wait(timeout=wait)
+            return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            if isinstance(item, EventSpec):
+                self._send_event(item)
+            else:
+                self.process(item)
+
+    def process(self, key: str) -> bool:
+        """Sync one key now; True when done, False when it was rescheduled after an error."""
+        with self._cond:
+            want = self._desired.get(key)
+        try:
+            self.sync(key, want)
+        except ApiError as exc:
+            with self._cond:
+                n = self._work.attempts.get(key, 0) + 1
+                self._work.attempts[key] = n
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** (n - 1))
+                heapq.heappush(self._work.retry, (self.clock.monotonic() + delay, key))
+            log.info(
+                "ServiceL2Status write failed, will retry",
+                extra={"service": key, "error": str(exc), "duration": delay},
+            )
+            return False
+        with self._cond:
+            self._work.attempts.pop(key, None)
+            if want is None and self._desired.get(key, ...) is None:
+                self._desired.pop(key, None)
+        return True
+
+    def _send_event(self, ev: EventSpec, attempts: int = 3) -> None:
+        body = event_body(ev, node=self.node, now=self.now())
+        for _ in range(attempts):
+            try:
+                self.kube.create(EVENTS.path(namespace=ev.namespace), body)
+                self.writes += 1
+                return
+            except ApiError as exc:
+                if not exc.retryable:
+                    break
+                self.clock.sleep(self.backoff_initial)
+        log.warning("event dropped", extra={"service": f"{ev.namespace}/{ev.name}"})
+
+    # -- one sync, synchronous ---------------------------------------------------------------
+    def _get(self, namespace: str, name: str) -> JsonDict | None:
+        try:
+            return self.kube.get(SERVICEL2STATUSES.path(namespace=namespace, name=name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def sync(self, key: str, want: Ownership | None) -> None:
+        """Make the API match ``want`` for ``key``; raises :class:`ApiError` to be retried."""
+        namespace, _, name = key.partition("/")
+        current = self._get(namespace, name)
+        if want is None:
+            self._remove(current)
+            return
+        body = desired_object(want, self.node)
+        previous_node = None
+        if current is None:
+            # 409 AlreadyExists (another node created it meanwhile) is retried: re-read, update.
+            current = self.kube.create(SERVICEL2STATUSES.path(namespace=namespace), body)
+            self.writes += 1
+        else:
+            previous_node = (current.get("status") or {}).get("node")
+            meta = current.get("metadata") or {}
+            if (
+                meta.get("labels") != body["metadata"]["labels"]
+                or meta.get("ownerReferences") != (body["metadata"]["ownerReferences"])
+            ):
+                updated = dict(current)
+                updated["metadata"] = {
+                    **meta,
+                    "labels": body["metadata"]["labels"],
+                    "ownerReferences": body["metadata"]["ownerReferences"],
+                }
+                current = self.kube.replace(SERVICEL2STATUSES.object_path(current), updated)
+                self.writes += 1
+        old_status = current.get("status") or {}
+        since = old_status.get("since") if previous_node == self.node else None
+        status = desired_status(want, self.node, since or _rfc3339(self.now()))
+        if old_status != status:
+            current = dict(current)
+            current["status"] = status
+            self.kube.replace(SERVICEL2STATUSES.object_path(current, "status"), current)
+            self.writes += 1
+        if previous_node != self.node:
+            log.info(
+                "now announcing",
+                extra={"service": key, "vip": ",".join(want.vips), "node": self.node},
+            )
+            self.emit(
+                EventSpec(
+                    namespace=namespace,
+                    name=name,
+                    uid=want.uid,
+                    type="Normal",
+                    reason="NodeAssigned",
+                    message=node_assigned_message(want, self.node),
+                )
+            )
+
+    def _remove(self, current: JsonDict | None) -> None:
+        if current is None:
+            return
+        meta = current.get("metadata") or {}
+        owner = (current.get("status") or {}).get("node") or (meta.get("labels") or {}).get(
+            NODE_LABEL
+        )
+        if owner != self.node:
+            return  # another node took over: its object now
+        try:
+            self.kube.delete(
+                SERVICEL2STATUSES.object_path(current),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "preconditions": {
+                        "uid": meta.get("uid"),
+                        "resourceVersion": meta.get("resourceVersion"),
+                    },
+                },
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            raise
+        self.writes += 1

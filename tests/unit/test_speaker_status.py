@@ -1,0 +1,271 @@
+"""ServiceL2Status + NodeAssigned writer against a small in-memory API with real semantics.
+
+The fake keeps resourceVersions, the status subresource (a main write ignores status, a status
+write ignores metadata), delete preconditions and 404/409 answers: the handover races the writer
+is designed for are played out step by step.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from lbd.k8s.client import ApiError, ApiUnavailableError, JsonDict, PatchType
+from lbd.k8s.speaker_status import (
+    NODE_LABEL,
+    EventSpec,
+    Ownership,
+    StatusWriter,
+    node_assigned_message,
+)
+from lbd.runtime.clock import FakeClock
+
+BASE = "/apis/lbd.io/v1beta1/namespaces/ns/servicel2statuses"
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: dict[str, JsonDict] = {}
+        self.events: list[JsonDict] = []
+        self.rv = itertools.count(1)
+        self.down = False
+        self.calls: list[str] = []
+        self.before_write: Any = None  # hook to inject a concurrent change
+
+    def _check(self, verb: str, path: str) -> None:
+        self.calls.append(f"{verb} {path}")
+        if self.down:
+            raise ApiUnavailableError("connection refused")
+
+    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
+        self._check("GET", path)
+        if path == "/apis/lbd.io/v1beta1/servicel2statuses":
+            sel = dict([str((query or {})["labelSelector"]).split("=")])
+            items = [
+                o
+                for o in self.objects.values()
+                if all(o["metadata"]["labels"].get(k) == v for k, v in sel.items())
+            ]
+            return {"items": copy.deepcopy(items)}
+        if path not in self.objects:
+            raise ApiError(404, "NotFound", path)
+        return copy.deepcopy(self.objects[path])
+
+    def create(self, path: str, body: JsonDict) -> JsonDict:
+        self._check("POST", path)
+        if path.endswith("/events"):
+            self.events.append(body)
+            return body
+        obj = copy.deepcopy(body)
+        full = f"{path}/{obj['metadata']['name']}"
+        if full in self.objects:
+            raise ApiError(409, "AlreadyExists", full)
+        obj.pop("status", None)
+        obj["metadata"]["uid"] = f"uid-{next(self.rv)}"
+        obj["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.objects[full] = obj
+        return copy.deepcopy(obj)
+
+    def replace(self, path: str, body: JsonDict) -> JsonDict:
+        self._check("PUT", path)
+        if self.before_write:
+            hook, self.before_write = self.before_write, None
+            hook()
+        status = path.endswith("/status")
+        key = path.removesuffix("/status")
+        cur = self.objects.get(key)
+        if cur is None:
+            raise ApiError(404, "NotFound", key)
+        if body["metadata"].get("resourceVersion") != cur["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", key)
+        new = copy.deepcopy(cur)
+        if status:
+            new["status"] = copy.deepcopy(body["status"])
+        else:
+            new["metadata"]["labels"] = body["metadata"]["labels"]
+            new["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"]
+        new["metadata"]["resourceVersion"] = str(next(self.rv))
+        self.objects[key] = new
+        return copy.deepcopy(new)
+
+    def patch(self, path: str, body: Any, *, patch: PatchType = PatchType.MERGE) -> JsonDict:
+        raise AssertionError("not used")
+
+    def delete(self, path: str, *, body: JsonDict | None = None) -> JsonDict:
+        self._check("DELETE", path)
+        if self.before_write:
+            hook, self.before_write = self.before_write, None
+            hook()
+        cur = self.objects.get(path)
+        if cur is None:
+            raise ApiError(404, "NotFound", path)
+        pre = (body or {}).get("preconditions") or {}
+        if pre.get("resourceVersion") not in (None, cur["metadata"]["resourceVersion"]):
+            raise ApiError(409, "Conflict", path)
+        del self.objects[path]
+        return {}
+
+    def writes(self) -> list[str]:
+        return [c for c in self.calls if not c.startswith("GET")]
+
+
+WEB = Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",))
+T0 = dt.datetime(2026, 11, 24, 0, 0, 0, tzinfo=dt.UTC)
+
+
+def writer(api: FakeApi, node: str, clock: FakeClock | None = None) -> StatusWriter:
+    return StatusWriter(api, node_name=node, clock=clock or FakeClock(), now=lambda: T0)
+
+
+def drain(w: StatusWriter) -> None:
+    """Run queued work synchronously (what the writer thread does)."""
+    while True:
+        item = w._next() if w.pending() else None
+        if item is None:
+            return
+        if isinstance(item, EventSpec):
+            w._send_event(item)
+        else:
+            w.process(item)
+
+
+def test_owner_creates_status_with_labels_owner_reference_and_event() -> None:
+    api = FakeApi()
+    w = writer(api, "n2")
+    w.set_desired("ns/web", WEB)
+    drain(w)
+    obj = api.objects[f"{BASE}/web"]
+    assert obj["metadata"]["labels"] == {
+        "lbd.io/node": "n2",
+        "lbd.io/service-name": "web",
+        "lbd.io/service-namespace": "ns",
+    }
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
+    assert obj["metadata"]["ownerReferences"][0]["kind"] == "Service"
+    assert obj["status"] == {
+        "node": "n2",
+        "serviceName": "web",
+        "serviceNamespace": "ns",
+        "interfaces": [{"name": "eth0"}],
+        "vips": ["198.18.100.7"],
+        "since": "2026-11-24T00:00:00Z",
+    }
+    [event] = api.events
+    assert event["reason"] == "NodeAssigned" and event["type"] == "Normal"
+    assert event["message"] == "announcing 198.18.100.7 from n2 on eth0"
+    assert event["involvedObject"]["name"] == "web"
+    assert event["involvedObject"]["uid"] == "svc-uid"
+
+
+def test_steady_state_and_restart_write_nothing() -> None:
+    api = FakeApi()
+    w = writer(api, "n2")
+    w.set_desired("ns/web", WEB)
+    drain(w)
+    before = len(api.writes())
+    w.set_desired("ns/web", WEB)  # same wish again: no work at all
+    drain(w)
+    restarted = writer(api, "n2")  # a new process that still owns the Service
+    restarted.set_desired("ns/web", WEB)
+    drain(restarted)
+    assert len(api.writes()) == before
+    assert len(api.events) == 1
+
+
+def test_handover_new_owner_rewrites_old_owner_leaves_it() -> None:
+    api = FakeApi()
+    old, new = writer(api, "n1"), writer(api, "n2")
+    old.set_desired("ns/web", WEB)
+    drain(old)
+    new.set_desired("ns/web", WEB)
+    drain(new)
+    old.set_desired("ns/web", None)
+    drain(old)
+    obj = api.objects[f"{BASE}/web"]
+    assert obj["status"]["node"] == "n2"
+    assert obj["metadata"]["labels"][NODE_LABEL] == "n2"
+    assert [e["message"] for e in api.events] == [
+        "announcing 198.18.100.7 from n1 on eth0",
+        "announcing 198.18.100.7 from n2 on eth0",
+    ]
+
+
+def test_old_owner_delete_loses_race_against_new_owner_write() -> None:
+    api = FakeApi()
+    old, new = writer(api, "n1"), writer(api, "n2")
+    old.set_desired("ns/web", WEB)
+    drain(old)
+
+    def new_owner_writes_now() -> None:
+        new.set_desired("ns/web", WEB)
+        drain(new)
+
+    api.before_write = new_owner_writes_now  # between old's GET and its DELETE
+    old.set_desired("ns/web", None)
+    assert not old.process("ns/web")  # 409 on the delete precondition: rescheduled
+    old._work.retry.clear()
+    assert old.process("ns/web")  # re-read: n2 owns it now, leave it
+    assert api.objects[f"{BASE}/web"]["status"]["node"] == "n2"
+
+
+def test_owner_that_loses_the_service_deletes_its_object() -> None:
+    api = FakeApi()
+    w = writer(api, "n1")
+    w.set_desired("ns/web", WEB)
+    drain(w)
+    w.set_desired("ns/web", None)
+    drain(w)
+    assert f"{BASE}/web" not in api.objects
+
+
+def test_vip_change_updates_status_but_keeps_since_and_sends_no_event() -> None:
+    api = FakeApi()
+    times = iter([T0, T0 + dt.timedelta(minutes=5)])
+    w = StatusWriter(api, node_name="n1", clock=FakeClock(), now=lambda: next(times))
+    w.set_desired("ns/web", WEB)
+    drain(w)
+    w.set_desired("ns/web", Ownership("ns", "web", "svc-uid", (*WEB.vips, "2001:db8::7"), ()))
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["vips"] == ["198.18.100.7", "2001:db8::7"]
+    assert status["since"] == "2026-11-24T00:00:00Z"
+    assert len(api.events) == 1
+
+
+def test_api_outage_retries_with_backoff_then_converges() -> None:
+    api = FakeApi()
+    clock = FakeClock()
+    w = writer(api, "n1", clock)
+    api.down = True
+    w.set_desired("ns/web", WEB)
+    assert not w.process(w._next())  # type: ignore[arg-type]
+    assert not w.process("ns/web")
+    due = [t for t, _ in w._work.retry]
+    assert max(due) - clock.monotonic() == pytest.approx(0.4)  # 0.2 then 0.4: exponential
+    api.down = False
+    clock.advance(1)
+    drain(w)
+    assert api.objects[f"{BASE}/web"]["status"]["node"] == "n1"
+
+
+def test_cleanup_removes_objects_left_by_a_previous_run() -> None:
+    api = FakeApi()
+    w = writer(api, "n1")
+    w.set_desired("ns/web", WEB)
+    w.set_desired("ns/db", Ownership("ns", "db", "u2", ("198.18.100.8",), ()))
+    drain(w)
+    restarted = writer(api, "n1")
+    restarted.set_desired("ns/web", WEB)
+    restarted.cleanup_stale({"ns/web": WEB})
+    drain(restarted)
+    assert sorted(api.objects) == [f"{BASE}/web"]
+
+
+def test_message_without_interfaces() -> None:
+    own = Ownership("ns", "web", "u", ("198.18.100.7", "2001:db8::7"), ())
+    assert node_assigned_message(own, "n3") == "announcing 198.18.100.7, 2001:db8::7 from n3"
