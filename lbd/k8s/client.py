@@ -1,0 +1,346 @@
+"""A thin, fast JSON client for the Kubernetes API.
+
+API (used by the controller, the speaker and the lab tools)::
+
+    kube = load_kube(kubeconfig=None)          # --kubeconfig, else $KUBECONFIG, else in-cluster,
+                                               # else ~/.kube/config
+    svc = kube.get(SERVICES.path(namespace="ns", name="web"))           # -> dict
+    page = kube.get(SERVICES.path(), query={"labelSelector": "a=b"})    # -> dict (a List)
+    kube.create(EVENTS.path(namespace="ns"), body)                      # -> dict
+    kube.replace(path, body) / kube.patch(path, body, patch=PatchType.MERGE) / kube.delete(path)
+    for event in kube.watch(SERVICES.path(), query={...}): ...          # dicts {type, object}
+    kube.api_client                            # the official ApiClient, for typed calls if wanted
+
+Every failure is an :class:`ApiError` carrying the HTTP status and the ``Status`` reason
+(``Conflict``, ``NotFound``, ``Gone``, ``TooManyRequests`` ...); transport failures
+(connection refused, reset, timeouts) are :class:`ApiUnavailableError`, a subclass with status 0,
+so that callers can treat "the API server is not there" with one ``except``.
+
+Design: the official client builds a model object for every returned item and walks it again to
+serialise requests. With ten thousand Services that costs hundreds of megabytes and most of the
+CPU time, so lbd reads and writes plain JSON dicts over the client's own connection pool and
+authentication (bearer tokens, client certificates, token refresh for in-cluster and exec
+credentials all keep working because the client's ``Configuration`` is reused as is). The pool is
+sized for several long-lived watch connections plus concurrent writers.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+JsonDict = dict[str, Any]
+
+DEFAULT_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for ordinary requests; watches use their own read timeout."""
+
+DEFAULT_POOL_SIZE = 32
+"""Connections kept per host: one per watch (about ten across both programs) plus writers."""
+
+
+class PatchType(enum.Enum):
+    """Content types of PATCH requests."""
+
+    MERGE = "application/merge-patch+json"
+    STRATEGIC = "application/strategic-merge-patch+json"
+    JSON = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """A failed API request: HTTP ``status`` and the ``Status`` object's ``reason``."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, body: JsonDict | None = None
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+    @property
+    def retryable(self) -> bool:
+        """True for answers worth retrying: conflicts, throttling, server errors, no server."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+class ApiUnavailableError(ApiError):
+    """The API server could not be reached or did not answer in time (status 0)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Unavailable", message)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One API resource type: where it lives and whether it is namespaced."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
+        """The URL path: collection (all namespaces or one), object, or an object's subresource."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{quote(name, safe='')}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+    def object_path(self, obj: Mapping[str, Any], subresource: str | None = None) -> str:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") if self.namespaced else None
+        return self.path(namespace=ns, name=meta["name"], subresource=subresource)
+
+
+SERVICES = Resource("", "v1", "services", "Service", True)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
+NODES = Resource("", "v1", "nodes", "Node", False)
+EVENTS = Resource("", "v1", "events", "Event", True)
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
+IPADDRESSPOOLS = Resource("lbd.io", "v1beta1", "ipaddresspools", "IPAddressPool", False)
+L2ADVERTISEMENTS = Resource("lbd.io", "v1beta1", "l2advertisements", "L2Advertisement", False)
+SERVICEL2STATUSES = Resource("lbd.io", "v1beta1", "servicel2statuses", "ServiceL2Status", True)
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+class Kube:
+    """JSON requests over an official :class:`kubernetes.client.ApiClient`'s pool and auth."""
+
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.api_client = api_client
+        self.configuration: k8s_client.Configuration = api_client.configuration
+        self._pool: urllib3.PoolManager = api_client.rest_client.pool_manager
+        self._host = str(self.configuration.host).rstrip("/")
+        self._timeout = timeout
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "lbd"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        # auth_settings() re-reads refreshed tokens (in-cluster token rotation, exec plugins).
+        settings: dict[str, Any] = dict(self.configuration.auth_settings())
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        return headers
+
+    def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
+        url = self._host + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        return url
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: tuple[float, float] | None = None,
+        stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        connect, read = timeout or self._timeout
+        try:
+            resp = self._pool.request(
+                method,
+                self._url(path, query),
+                body=data,
+                headers=self._headers(content_type),
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                retries=False,
+                preload_content=not stream,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailableError(f"{method} {path}: {exc}") from exc
+        if resp.status >= 400:
+            raw = resp.data if not stream else resp.read()
+            if stream:
+                resp.release_conn()
+            raise _error_from(resp.status, raw, f"{method} {path}")
+        return resp
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> JsonDict:
+        """Send one request and return the decoded JSON answer (``{}`` for an empty body)."""
+        resp = self._open(
+            method, path, query=query, body=body, content_type=content_type, timeout=timeout
+        )
+        try:
+            raw = resp.data
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailableError(f"{method} {path}: {exc}") from exc
+        if not raw:
+            return {}
+        decoded: JsonDict = json.loads(raw)
+        return decoded
+
+    # -- verbs ----------------------------------------------------------------------------
+    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
+        return self.request("GET", path, query=query)
+
+    def create(self, path: str, body: JsonDict) -> JsonDict:
+        return self.request("POST", path, body=body)
+
+    def replace(self, path: str, body: JsonDict) -> JsonDict:
+        return self.request("PUT", path, body=body)
+
+    def patch(self, path: str, body: Any, *, patch: PatchType = PatchType.MERGE) -> JsonDict:
+        return self.request("PATCH", path, body=body, content_type=patch.value)
+
+    def delete(self, path: str, *, body: JsonDict | None = None) -> JsonDict:
+        return self.request("DELETE", path, body=body)
+
+    def watch(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        read_timeout: float = 330.0,
+        on_open: Any = None,
+    ) -> Iterator[JsonDict]:
+        """Stream watch events (``{"type": ..., "object": {...}}``) until the server ends it.
+
+        ``on_open(response)`` is called with the open response so that another thread can
+        ``shutdown()`` it to end the stream early (informer ``stop()``).
+        """
+        q = dict(query or {})
+        q["watch"] = "true"
+        resp = self._open(
+            "GET", path, query=q, timeout=(self._timeout[0], read_timeout), stream=True
+        )
+        if on_open is not None:
+            on_open(resp)
+        try:
+            for line in _lines(resp):
+                if line.strip():
+                    event: JsonDict = json.loads(line)
+                    yield event
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ApiUnavailableError(f"watch {path}: {exc}") from exc
+        finally:
+            resp.release_conn()
+
+
+def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """Split a streamed body into lines as soon as each line has arrived."""
+    buf = b""
+    read1 = getattr(resp, "read1", None)
+    while True:
+        chunk = read1(65536) if read1 is not None else resp.read(1)
+        if not chunk:
+            break
+        buf += chunk
+        while True:
+            idx = buf.find(b"\n")
+            if idx < 0:
+                break
+            yield buf[:idx]
+            buf = buf[idx + 1 :]
+    if buf:
+        yield buf
+
+
+def _error_from(status: int, raw: bytes, what: str) -> ApiError:
+    body: JsonDict = {}
+    try:
+        decoded = json.loads(raw) if raw else {}
+        if isinstance(decoded, dict):
+            body = decoded
+    except ValueError:
+        pass
+    reason = str(body.get("reason") or _REASONS.get(status, "Unknown"))
+    message = str(body.get("message") or raw[:200].decode(errors="replace") or what)
+    return ApiError(status, reason, message, body)
+
+
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def load_configuration(kubeconfig: str | None = None) -> k8s_client.Configuration:
+    """``--kubeconfig``, else ``$KUBECONFIG``, else in-cluster config, else ``~/.kube/config``."""
+    cfg = k8s_client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if path:
+        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    return cfg
+
+
+def load_kube(
+    kubeconfig: str | None = None,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> Kube:
+    """Build a :class:`Kube` (and its ``ApiClient``) from a kubeconfig or in-cluster config."""
+    cfg = load_configuration(kubeconfig)
+    cfg.connection_pool_maxsize = pool_size
+    return Kube(k8s_client.ApiClient(cfg), timeout=timeout)

@@ -1,0 +1,306 @@
+"""A generic informer: list, then watch, into a :class:`~lbd.k8s.store.Store`.
+
+API::
+
+    inf = Informer(kube, SERVICES, namespace=None, label_selector=None, field_selector=None,
+                   resync_period=None, watch_timeout=300, name="services")
+    inf.add_handler(lambda type_, old, new: ...)    # type_ is EventType.ADDED/MODIFIED/DELETED
+    inf.on_add(fn(new)) / inf.on_update(fn(old, new)) / inf.on_delete(fn(old))
+    inf.start()                      # one daemon thread
+    inf.wait_for_sync(timeout=30)    # True once the first list is in the store
+    inf.has_synced(); inf.store.get("ns/name"); inf.store.list()
+    inf.stop()
+
+How it follows the API (client-go's reflector): list (paged with ``limit``/``continue`` when the
+server supports it), replace the store and emit the differences, then watch from the list's
+``resourceVersion`` with bookmarks on. Every event and bookmark moves the remembered
+``resourceVersion`` forward, so a broken stream (server restart, timeout, network cut) resumes
+with a new watch from there, after a backoff computed by tenacity (exponential with jitter,
+capped) so that an API outage does not turn into a reconnect storm. ``410 Gone`` (as an HTTP
+answer or as an ``ERROR`` event) means our version fell out of the server's history: relist.
+
+While the API is unreachable the store keeps its last view: nothing is deleted because a list
+failed. Handlers run on the informer's thread, in event order; they must be quick (enqueue a key).
+A handler that raises is logged and does not stop the informer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
+from lbd.k8s.client import ApiError, JsonDict, Kube, Resource, object_key
+from lbd.k8s.store import Indexer, Store
+
+log = logging.getLogger(__name__)
+
+
+class EventType(enum.Enum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+Handler = Callable[[EventType, JsonDict | None, JsonDict | None], None]
+
+LIST_PAGE = 500
+"""Objects per list page: bounds the size of one response (client-go uses 500 too)."""
+
+
+class Informer:
+    """Keeps a :class:`Store` in step with one resource type and tells handlers what changed."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        indexers: dict[str, Indexer] | None = None,
+        resync_period: float | None = None,
+        watch_timeout: int = 300,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        self.kube = kube
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.store = Store(indexers)
+        self.resync_period = resync_period
+        self.watch_timeout = watch_timeout
+        self.name = name or resource.plural
+        self._wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max, jitter=0.2)
+        self._handlers: list[Handler] = []
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._resource_version: str | None = None
+        self._response: Any = None
+        self._resp_lock = threading.Lock()
+        self.relists = 0
+        """Number of lists after the first (after 410 Gone or a failed list); for tests."""
+
+    # -- handlers -------------------------------------------------------------------------
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def on_add(self, fn: Callable[[JsonDict], None]) -> None:
+        self.add_handler(lambda t, _o, n: fn(n) if t is EventType.ADDED and n else None)
+
+    def on_update(self, fn: Callable[[JsonDict, JsonDict], None]) -> None:
+        self.add_handler(lambda t, o, n: fn(o, n) if t is EventType.MODIFIED and o and n else None)
+
+    def on_delete(self, fn: Callable[[JsonDict], None]) -> None:
+        self.add_handler(lambda t, o, _n: fn(o) if t is EventType.DELETED and o else None)
+
+    def _emit(self, type_: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(type_, old, new)
+            except Exception:
+                log.exception("informer %s: handler failed", self.name)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}", daemon=True)
+        self._thread.start()
+        if self.resync_period:
+            threading.Thread(
+                target=self._resync_loop, name=f"resync-{self.name}", daemon=True
+            ).start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._close_stream()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_for_sync(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    @property
+    def resource_version(self) -> str | None:
+        return self._resource_version
+
+    def _close_stream(self) -> None:
+        with self._resp_lock:
+            resp = self._response
+        if resp is not None:
+            try:
+                shutdown = getattr(resp, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+                else:
+                    resp.close()
+            except Exception:
+                log.debug("informer %s: closing the stream failed", self.name, exc_info=True)
+
+    def _set_response(self, resp: Any) -> None:
+        with self._resp_lock:
+            self._response = resp
+        if self._stop.is_set():
+            self._close_stream()
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        attempt = 0
+        need_list = True
+        while not self._stop.is_set():
+            try:
+                if need_list:
+                    self._list()
+                    need_list = False
+                self._watch()
+                attempt = 0  # the stream ended normally (timeout): rewatch at once
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("informer %s: watch expired (410), relisting", self.name)
+                    need_list = True
+                    continue
+                attempt += 1
+                delay = self._backoff(attempt)
+                log.warning(
+                    "informer %s: %s; retrying in %.2fs",
+                    self.name,
+                    exc,
+                    delay,
+                    extra={"error": str(exc), "duration": round(delay, 3)},
+                )
+                self._stop.wait(delay)
+            except Exception as exc:  # a bug or garbage from the server: keep going
+                attempt += 1
+                log.exception("informer %s: unexpected error", self.name)
+                self._stop.wait(self._backoff(attempt))
+                del exc
+            finally:
+                with self._resp_lock:
+                    self._response = None
+
+    def _backoff(self, attempt: int) -> float:
+        # tenacity's wait strategies only read attempt_number from the call state.
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        return float(self._wait(state))
+
+    def _query(self) -> dict[str, Any]:
+        q: dict[str, Any] = {}
+        if self.label_selector:
+            q["labelSelector"] = self.label_selector
+        if self.field_selector:
+            q["fieldSelector"] = self.field_selector
+        return q
+
+    def _list(self) -> None:
+        path = self.resource.path(namespace=self.namespace)
+        items: list[JsonDict] = []
+        cont: str | None = None
+        rv = ""
+        while True:
+            q = self._query()
+            q["limit"] = LIST_PAGE
+            if cont:
+                q["continue"] = cont
+            page = self.kube.get(path, query=q)
+            items.extend(page.get("items") or [])
+            lmeta = page.get("metadata") or {}
+            cont = lmeta.get("continue") or None
+            if not cont:
+                rv = str(lmeta.get("resourceVersion") or "")
+                break
+        if self._synced.is_set():
+            self.relists += 1
+        self._replace(items)
+        self._resource_version = rv
+        self._synced.set()
+
+    def _replace(self, items: list[JsonDict]) -> None:
+        """Make the store equal to ``items`` and emit what changed (DELETED for the missing)."""
+        kind = self.resource.kind
+        api_version = self.resource.api_version
+        seen: set[str] = set()
+        for obj in items:
+            # List items carry no kind/apiVersion: add them, as watched objects have them.
+            obj.setdefault("kind", kind)
+            obj.setdefault("apiVersion", api_version)
+            key, old = self.store.put(obj)
+            seen.add(key)
+            if old is None:
+                self._emit(EventType.ADDED, None, obj)
+            elif _rv(old) != _rv(obj):
+                self._emit(EventType.MODIFIED, old, obj)
+        for key in list(self.store.keys()):  # a snapshot: we remove while iterating
+            if key not in seen:
+                gone = self.store.remove(key)
+                if gone is not None:
+                    self._emit(EventType.DELETED, gone, None)
+
+    def _watch(self) -> None:
+        q = self._query()
+        q["allowWatchBookmarks"] = "true"
+        q["resourceVersion"] = self._resource_version or ""
+        # Spread reconnects of many clients, as client-go does (timeout in [T, 2T)).
+        timeout = int(self.watch_timeout * (1 + random.random()))
+        q["timeoutSeconds"] = timeout
+        stream = self.kube.watch(
+            self.resource.path(namespace=self.namespace),
+            query=q,
+            read_timeout=timeout + 30,
+            on_open=self._set_response,
+        )
+        for event in stream:
+            if self._stop.is_set():
+                return
+            self._handle(event)
+
+    def _handle(self, event: JsonDict) -> None:
+        type_ = event.get("type")
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            return
+        if type_ == "ERROR":
+            code = int(obj.get("code") or 500)
+            raise ApiError(code, str(obj.get("reason") or ""), str(obj.get("message") or ""), obj)
+        rv = _rv(obj)
+        if type_ == "BOOKMARK":
+            if rv:
+                self._resource_version = rv
+            return
+        if type_ in ("ADDED", "MODIFIED"):
+            _key, old = self.store.put(obj)
+            self._emit(EventType.ADDED if old is None else EventType.MODIFIED, old, obj)
+        elif type_ == "DELETED":
+            old = self.store.remove(object_key(obj))
+            self._emit(EventType.DELETED, old or obj, None)
+        if rv:
+            self._resource_version = rv
+
+    def _resync_loop(self) -> None:
+        period = self.resync_period or 0.0
+        while not self._stop.wait(period):
+            if self._synced.is_set():
+                self.resync()
+
+    def resync(self) -> None:
+        """Emit MODIFIED (old is new) for every stored object: level-triggered catch-up."""
+        for obj in self.store.list():
+            self._emit(EventType.MODIFIED, obj, obj)
+
+
+def _rv(obj: JsonDict) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
