@@ -1,0 +1,130 @@
+"""Service dicts -> ServiceRequest: annotations (lbd.io and MetalLB's), families, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lbd.core.config import FieldError
+from lbd.core.model import Family, FamilyPolicy, Port, ServiceRequest
+from lbd.k8s.convert import (
+    allocated_pool,
+    class_matches,
+    ingress_addresses,
+    service_request,
+)
+
+
+def svc(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": "web",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": annotations or {},
+            "labels": {"app": "web"},
+        },
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], **spec},
+    }
+
+
+def request(obj: dict[str, Any]) -> ServiceRequest:
+    req = service_request(obj, {"team": "a"})
+    assert isinstance(req, ServiceRequest), req
+    return req
+
+
+def test_plain_service():
+    req = request(svc())
+    assert req.key == "ns/web"
+    assert req.ip_families == (Family.IPV4,)
+    assert req.family_policy is FamilyPolicy.SINGLE_STACK
+    assert req.ports == frozenset({Port("TCP", 80)})
+    assert req.namespace_labels == {"team": "a"}
+    assert req.requested == ()
+    assert req.pool is None
+    assert req.sharing_key is None
+
+
+@pytest.mark.parametrize(
+    ("annotations", "want"),
+    [
+        ({"lbd.io/address-pool": "a"}, "a"),
+        ({"metallb.io/address-pool": "m"}, "m"),
+        ({"metallb.universe.tf/address-pool": "u"}, "u"),
+        ({"metallb.universe.tf/address-pool": "u", "lbd.io/address-pool": "a"}, "a"),
+        ({"metallb.universe.tf/address-pool": "u", "metallb.io/address-pool": "m"}, "m"),
+    ],
+    ids=["lbd.io", "metallb.io", "metallb.universe.tf", "lbd.io wins", "metallb.io beats old"],
+)
+def test_pool_annotation_precedence(annotations, want):
+    assert request(svc(annotations)).pool == want
+
+
+def test_metallb_requested_ips_and_sharing_key_are_read():
+    req = request(
+        svc(
+            {
+                "metallb.universe.tf/loadBalancerIPs": "198.18.100.7, 2001:DB8::7",
+                "metallb.io/allow-shared-ip": "k1",
+            }
+        )
+    )
+    assert req.requested == ("198.18.100.7", "2001:db8::7")
+    assert req.sharing_key == "k1"
+
+
+def test_spec_load_balancer_ip_is_a_request():
+    assert request(svc(loadBalancerIP="198.18.100.9")).requested == ("198.18.100.9",)
+
+
+def test_dual_stack_fields():
+    req = request(svc(ipFamilies=["IPv6", "IPv4"], ipFamilyPolicy="RequireDualStack"))
+    assert req.ip_families == (Family.IPV6, Family.IPV4)
+    assert req.family_policy is FamilyPolicy.REQUIRE_DUAL_STACK
+
+
+@pytest.mark.parametrize(
+    ("obj", "path", "words"),
+    [
+        (svc({"lbd.io/loadBalancerIPs": "nope"}), "lbd.io/loadBalancerIPs", "not an IP"),
+        (
+            svc({"metallb.io/loadBalancerIPs": "198.18.0.1,198.18.0.2"}),
+            "metallb.io/loadBalancerIPs",
+            "one per family",
+        ),
+        (
+            svc({"lbd.io/loadBalancerIPs": "198.18.100.1"}, loadBalancerIP="198.18.100.2"),
+            "spec.loadBalancerIP",
+            "differs",
+        ),
+        (svc(ipFamilies=["IPv5"]), "spec.ipFamilies[0]", "not IPv4"),
+        (svc(ipFamilyPolicy="Sometimes"), "spec.ipFamilyPolicy", "not SingleStack"),
+        (svc(ports=[{"port": "http"}]), "spec.ports[0].port", "integer"),
+        (svc({"lbd.io/address-pool": " "}), "lbd.io/address-pool", "must name a pool"),
+    ],
+    ids=["garbage ip", "two v4", "annotation vs spec", "family", "policy", "port", "empty pool"],
+)
+def test_bad_input_names_the_field(obj, path, words):
+    err = service_request(obj)
+    assert isinstance(err, FieldError)
+    assert path in err.path
+    assert words in err.reason
+
+
+def test_class_filter():
+    assert class_matches(svc(), None)
+    assert not class_matches(svc(loadBalancerClass="other"), None)
+    assert class_matches(svc(loadBalancerClass="lbd"), "lbd")
+    assert not class_matches(svc(), "lbd")
+
+
+def test_ingress_and_allocated_pool():
+    obj = svc({"lbd.io/ip-allocated-from-pool": "p"})
+    obj["status"] = {
+        "loadBalancer": {"ingress": [{"ip": "2001:DB8::1"}, {"hostname": "x"}, {"ip": "bad"}]}
+    }
+    assert ingress_addresses(obj) == ("2001:db8::1",)
+    assert allocated_pool(obj) == "p"
+    assert ingress_addresses(svc()) == ()
