@@ -1,0 +1,143 @@
+"""One pass of the speaker's decision: a snapshot of the cluster + who is alive -> a plan.
+
+:func:`make_plan` is a pure function of its inputs (the raw objects the informers hold, the live
+peers with the interfaces each reported up, and this node's name). It runs
+:func:`lbd.core.election.decide` for every Service - cheap enough to do for all of them on any
+change, which keeps the speaker level-triggered: a plan never depends on which event woke it, so
+a lost or reordered event cannot leave a VIP announced from the wrong node.
+
+Every speaker computes every decision, not just its own, because what the others will do is part
+of the answer (the status writer must know when it stopped being the owner) and because a
+Service's decision is the same on every node that shares the same view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbd.core.election import Decision, NodeView, decide
+from lbd.core.model import Advertisement
+from lbd.k8s.speaker_convert import (
+    NO_ENDPOINTS,
+    ConversionError,
+    EndpointSummary,
+    is_announceable,
+    node_view,
+    object_key,
+    service_pool,
+    service_view,
+    service_vips,
+)
+from lbd.k8s.speaker_status import Ownership
+
+log = logging.getLogger(__name__)
+
+Obj = Mapping[str, Any]
+
+InterfaceResolver = Callable[[str, tuple[str, ...]], tuple[str, ...]]
+"""``(vip, interfaces from the advertisements or () for the default rule) -> local interfaces``."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The speaker's last known Kubernetes view (kept as is while the API server is away)."""
+
+    nodes: Sequence[Obj] = ()
+    services: Sequence[Obj] = ()
+    endpoints: Mapping[str, EndpointSummary] = field(default_factory=dict)  # by "ns/name"
+    pool_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    advertisements: Sequence[Advertisement] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this node should do now."""
+
+    decisions: Mapping[str, Decision]  # every announceable Service with a VIP, by "ns/name"
+    owned: Mapping[str, tuple[str, ...]]  # VIP -> interfaces this node answers on
+    ownerships: Mapping[str, Ownership]  # Services this node announces, by "ns/name"
+    errors: Mapping[str, str] = field(default_factory=dict)  # objects skipped, and why
+
+    def owner_of(self, vip: str) -> str | None:
+        """The Service key owning ``vip`` on this node, if any."""
+        for key, own in self.ownerships.items():
+            if vip in own.vips:
+                return key
+        return None
+
+
+EMPTY_PLAN = Plan(decisions={}, owned={}, ownerships={})
+
+
+def node_views(
+    nodes: Sequence[Obj], *, self_name: str, alive: Mapping[str, frozenset[str]]
+) -> tuple[list[NodeView], dict[str, str]]:
+    """NodeViews with heartbeat facts: ``alive`` maps each live speaker to its interfaces up."""
+    views: list[NodeView] = []
+    errors: dict[str, str] = {}
+    for obj in nodes:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        try:
+            views.append(
+                node_view(
+                    obj,
+                    alive=name == self_name or name in alive,
+                    interfaces_up=alive.get(name, frozenset()),
+                )
+            )
+        except ConversionError as exc:
+            errors[name or "<node>"] = str(exc)
+    return views, errors
+
+
+def make_plan(
+    snap: Snapshot,
+    *,
+    self_name: str,
+    alive: Mapping[str, frozenset[str]],
+    lb_class: str | None,
+    resolve_interfaces: InterfaceResolver,
+) -> Plan:
+    """Decide every Service; collect the VIPs and Services this node owns."""
+    nodes, errors = node_views(snap.nodes, self_name=self_name, alive=alive)
+    decisions: dict[str, Decision] = {}
+    owned: dict[str, tuple[str, ...]] = {}
+    ownerships: dict[str, Ownership] = {}
+    for svc in snap.services:
+        key = object_key(svc)
+        try:
+            if not is_announceable(svc, lb_class) or not service_vips(svc):
+                continue
+            pool = service_pool(svc)
+            view = service_view(
+                svc,
+                endpoints=snap.endpoints.get(key, NO_ENDPOINTS),
+                pool_labels=snap.pool_labels.get(pool, {}) if pool else {},
+            )
+        except ConversionError as exc:
+            errors[key] = str(exc)
+            continue
+        decision = decide(view, nodes, snap.advertisements)
+        decisions[key] = decision
+        if decision.owner != self_name:
+            continue
+        interfaces: set[str] = set()
+        for vip in view.vips:
+            found = resolve_interfaces(vip, decision.interfaces)
+            if not found:
+                continue  # no local interface for this family/subnet: nothing to answer on
+            # Services sharing a VIP rank on the same key, so they agree on the owner; merge.
+            owned[vip] = tuple(sorted(set(owned.get(vip, ())) | set(found)))
+            interfaces.update(found)
+        meta = svc.get("metadata") or {}
+        ownerships[key] = Ownership(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            vips=view.vips,
+            interfaces=tuple(sorted(interfaces)),
+        )
+    return Plan(decisions=decisions, owned=owned, ownerships=ownerships, errors=errors)

@@ -1,0 +1,244 @@
+"""The speaker's reconcile loop: any change -> recompute every decision -> hand over the result.
+
+One thread. Informer events, membership changes and link changes only call :meth:`trigger`
+(set a flag, note when); the loop wakes, builds a :class:`~lbd.speaker.plan.Snapshot` from the
+informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the differences:
+
+- the responder gets the complete ``{vip: interfaces}`` table of this node in one call
+  (``set_owned`` swaps it atomically; it sends gratuitous announcements for VIPs it gains and
+  stops answering lost ones at once);
+- membership learns new peers (Node InternalIPs) and this node's announce interfaces;
+- the status writer learns which Services this node now owns or stopped owning (it writes only
+  those changes, on its own thread; nothing here waits on the API server);
+- metrics (``lbd_speaker_announced``, ``lbd_peers_alive``, ``lbd_failover_seconds``).
+
+Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
+not a thousand. A periodic pass (``resync``) guards against a missed wake-up; it costs CPU
+only, never an API write, because every output is compared with the last one.
+
+Start-up grace: until membership has run for ``warmup`` seconds (about ``--dead-after``), this
+node has not yet heard its peers and would believe it is alone; announcing then would steal every
+VIP for a moment each time a speaker restarts. So the first plans are computed but not announced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from lbd.k8s.speaker_convert import peers_from_nodes
+from lbd.k8s.speaker_status import EventSpec, Ownership
+from lbd.metrics import SpeakerMetrics
+from lbd.runtime.clock import SYSTEM_CLOCK, Clock
+from lbd.speaker.plan import EMPTY_PLAN, Plan, Snapshot, make_plan
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeats(Protocol):
+    """Membership as the reconciler sees it."""
+
+    def set_peers(self, peers: Mapping[str, str]) -> None: ...
+    def set_interfaces_up(self, interfaces: frozenset[str]) -> None: ...
+    def alive_peers(self) -> Mapping[str, frozenset[str]]:
+        """Live peers (this node excluded) -> the announce interfaces each reported up."""
+        ...
+
+
+class Announcer(Protocol):
+    """The responder: answers ARP/NDP for the VIPs of the last table it was given."""
+
+    def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None: ...
+
+
+class LocalLinks(Protocol):
+    """This node's interfaces."""
+
+    def interfaces_up(self) -> frozenset[str]:
+        """Announce-capable interfaces that are up (reported in heartbeats)."""
+        ...
+
+    def resolve(self, vip: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """Interfaces to answer ``vip`` on (``wanted`` from the advertisement, () = default)."""
+        ...
+
+
+class StatusSink(Protocol):
+    def set_desired(self, key: str, ownership: Ownership | None) -> None: ...
+    def cleanup_stale(self, keys: Mapping[str, Ownership]) -> None: ...
+    def emit(self, event: EventSpec) -> None: ...
+
+
+class Reconciler:
+    """Level-triggered loop from (Kubernetes view, live peers, links) to the responder's table."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        lb_class: str | None,
+        source: Callable[[], Snapshot],
+        heartbeats: Heartbeats,
+        announcer: Announcer,
+        links: LocalLinks,
+        status: StatusSink,
+        metrics: SpeakerMetrics,
+        clock: Clock = SYSTEM_CLOCK,
+        warmup: float = 0.0,
+        resync: float = 5.0,
+    ) -> None:
+        self.node = node_name
+        self.lb_class = lb_class
+        self.source = source
+        self.heartbeats = heartbeats
+        self.announcer = announcer
+        self.links = links
+        self.status = status
+        self.metrics = metrics
+        self.clock = clock
+        self.resync = resync
+        self._announce_from = clock.monotonic() + warmup
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._noticed_at: float | None = None
+        self._peers: Mapping[str, str] | None = None
+        self._local_up: frozenset[str] | None = None
+        self._owned: Mapping[str, tuple[str, ...]] | None = None
+        self._conflicts: set[str] = set()
+        self.plan: Plan = EMPTY_PLAN
+        self.passes = 0
+        self.first_pass_done = threading.Event()
+
+    # -- wake-ups (any thread) -----------------------------------------------------------
+    def trigger(self) -> None:
+        """Something changed: recompute soon. Remembers when the first unhandled change came."""
+        with self._lock:
+            if self._noticed_at is None:
+                self._noticed_at = self.clock.monotonic()
+        self._wake.set()
+
+    def on_conflict(self, vip: str, mac: str) -> None:
+        """The responder saw another MAC claim ``vip``: one Warning event per VIP while owned."""
+        with self._lock:
+            key = self.plan.owner_of(vip)
+            if key is None or vip in self._conflicts:
+                return
+            self._conflicts.add(vip)
+            own = self.plan.ownerships[key]
+        log.warning("another host claims an owned VIP", extra={"vip": vip, "mac": mac})
+        self.status.emit(
+            EventSpec(
+                namespace=own.namespace,
+                name=own.name,
+                uid=own.uid,
+                type="Warning",
+                reason="VIPConflict",
+                message=f"{mac} also answers for {vip}, announced from {self.node}; "
+                "re-announcing (check for a duplicate address on the network)",
+            )
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile on every wake-up (and every ``resync`` s) until ``stop`` is set."""
+        while not stop.is_set():
+            self._wake.wait(self.resync)
+            if stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except Exception:  # a bug in one pass must not stop announcing
+                log.exception("reconcile failed")
+            warm_in = self._announce_from - self.clock.monotonic()
+            if self._owned is None and warm_in > 0:
+                stop.wait(warm_in)  # end of start-up grace: come back at once
+                self._wake.set()
+
+    def reconcile(self) -> Plan:
+        """One pass; returns the plan it applied."""
+        with self._lock:
+            noticed = self._noticed_at
+            self._noticed_at = None
+        snap = self.source()
+        peers = peers_from_nodes(snap.nodes, self_name=self.node)
+        if peers != self._peers:
+            self.heartbeats.set_peers(peers)
+            self._peers = peers
+        local_up = self.links.interfaces_up()
+        if local_up != self._local_up:
+            self.heartbeats.set_interfaces_up(local_up)
+            self._local_up = local_up
+        alive = dict(self.heartbeats.alive_peers())
+        alive.pop(self.node, None)
+        self.metrics.peers_alive.set(len(alive) + 1)
+        alive[self.node] = local_up
+        plan = make_plan(
+            snap,
+            self_name=self.node,
+            alive=alive,
+            lb_class=self.lb_class,
+            resolve_interfaces=self.links.resolve,
+        )
+        for key, why in plan.errors.items():
+            if key not in self.plan.errors:
+                log.warning("object skipped", extra={"key": key, "reason": why})
+        if self.clock.monotonic() < self._announce_from:
+            self.passes += 1
+            return plan
+        self._apply(plan, alive, noticed)
+        self.passes += 1
+        self.first_pass_done.set()
+        return plan
+
+    def _apply(
+        self, plan: Plan, alive: Mapping[str, frozenset[str]], noticed: float | None
+    ) -> None:
+        previous, previous_owned = self.plan, self._owned
+        if plan.owned != previous_owned:
+            self.announcer.set_owned(plan.owned)
+            done = self.clock.monotonic()
+            self._observe_failover(previous, plan, alive, noticed, done)
+            self._update_announced(previous_owned or {}, plan.owned)
+        with self._lock:
+            self.plan = plan
+            self._owned = plan.owned
+            self._conflicts &= set(plan.owned)
+        if previous_owned is None:
+            self.status.cleanup_stale(plan.ownerships)
+        for key, own in plan.ownerships.items():
+            self.status.set_desired(key, own)
+        for key in previous.ownerships.keys() - plan.ownerships.keys():
+            self.status.set_desired(key, None)
+
+    def _observe_failover(
+        self,
+        previous: Plan,
+        plan: Plan,
+        alive: Mapping[str, frozenset[str]],
+        noticed: float | None,
+        done: float,
+    ) -> None:
+        """Takeovers from a node that is gone: time from noticing it to announcing."""
+        if noticed is None:
+            return
+        for key in plan.ownerships.keys() - previous.ownerships.keys():
+            before = previous.decisions.get(key)
+            if before is None or before.owner in (None, self.node) or before.owner in alive:
+                continue
+            self.metrics.failover_seconds.observe(max(0.0, done - noticed))
+            log.info(
+                "took over",
+                extra={"service": key, "node": before.owner, "duration": done - noticed},
+            )
+
+    def _update_announced(
+        self, before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]
+    ) -> None:
+        gauge = self.metrics.speaker_announced
+        for vip in before.keys() - after.keys():
+            gauge.remove(vip, self.node)
+        for vip in after.keys() - before.keys():
+            gauge.labels(vip=vip, node=self.node).set(1)

@@ -1,0 +1,310 @@
+"""The speaker's plan and reconcile loop with fake membership, responder, links and status."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from lbd.core.election import rank
+from lbd.core.model import Advertisement
+from lbd.k8s.speaker_convert import EndpointSummary
+from lbd.k8s.speaker_status import EventSpec, Ownership
+from lbd.metrics import SpeakerMetrics
+from lbd.runtime.clock import FakeClock
+from lbd.speaker.plan import Snapshot, make_plan
+from lbd.speaker.reconciler import Reconciler
+from tests.unit.test_speaker_convert import node, service
+
+NODES = ("n1", "n2", "n3")
+VIP = "198.18.100.7"
+
+
+def snapshot(*services: dict[str, Any], nodes: tuple[str, ...] = NODES, **kw: Any) -> Snapshot:
+    endpoints = {
+        f"ns/{s['metadata']['name']}": EndpointSummary(True, frozenset(nodes)) for s in services
+    }
+    endpoints.update(kw.pop("endpoints", {}))
+    return Snapshot(
+        nodes=[node(n, ips=(f"198.18.0.{11 + i}",)) for i, n in enumerate(nodes)],
+        services=list(services),
+        endpoints=endpoints,
+        advertisements=kw.pop("advertisements", [Advertisement(name="l2")]),
+        **kw,
+    )
+
+
+def default_rule(vip: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    return wanted or ("eth0",)
+
+
+def plan_for(me: str, snap: Snapshot, alive: tuple[str, ...] = NODES, lb_class: str | None = None):
+    return make_plan(
+        snap,
+        self_name=me,
+        alive={n: frozenset({"eth0"}) for n in alive},
+        lb_class=lb_class,
+        resolve_interfaces=default_rule,
+    )
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def test_exactly_the_ranked_owner_announces() -> None:
+    snap = snapshot(service("web"))
+    owner = rank(VIP, NODES)[0]
+    for me in NODES:
+        plan = plan_for(me, snap)
+        assert plan.decisions["ns/web"].owner == owner
+        if me == owner:
+            assert plan.owned == {VIP: ("eth0",)}
+            assert plan.ownerships["ns/web"] == Ownership("ns", "web", "u-1", (VIP,), ("eth0",))
+        else:
+            assert plan.owned == {} and plan.ownerships == {}
+
+
+def test_vips_of_many_services_spread_over_all_nodes() -> None:
+    svcs = [service(f"s{i}", ips=(f"198.18.100.{i}",)) for i in range(1, 31)]
+    snap = snapshot(*svcs)
+    owners = {n: len(plan_for(n, snap).owned) for n in NODES}
+    assert sum(owners.values()) == 30
+    assert all(count > 0 for count in owners.values()), owners
+
+
+def test_plan_does_not_depend_on_object_order() -> None:
+    svcs = [service(f"s{i}", ips=(f"198.18.100.{i}",)) for i in range(1, 20)]
+    snap = snapshot(*svcs)
+    shuffled = list(snap.nodes)
+    random.Random(7).shuffle(shuffled)
+    svc_shuffled = list(snap.services)
+    random.Random(8).shuffle(svc_shuffled)
+    other = Snapshot(shuffled, svc_shuffled, snap.endpoints, {}, snap.advertisements)
+    assert plan_for("n1", snap).owned == plan_for("n1", other).owned
+
+
+def test_dead_owner_moves_vip_to_next_in_rank() -> None:
+    snap = snapshot(service("web"))
+    first, second = rank(VIP, NODES)[:2]
+    survivors = tuple(n for n in NODES if n != first)
+    assert plan_for(second, snap, alive=survivors).owned == {VIP: ("eth0",)}
+
+
+def test_foreign_class_and_cluster_ip_services_are_ignored_and_bad_ones_reported() -> None:
+    snap = snapshot(
+        service("other", lb_class="x.io/lb", ips=("198.18.100.1",)),
+        service("cip", svc_type="ClusterIP", ips=("198.18.100.2",)),
+        service("bad", ips=("nope",)),
+        service("pending", ips=()),
+    )
+    plan = plan_for("n1", snap)
+    assert plan.decisions == {}
+    assert "ns/bad" in plan.errors and "not an IP address" in plan.errors["ns/bad"]
+    assert set(plan_for("n1", snap, lb_class="x.io/lb").decisions) == {"ns/other"}
+
+
+def test_shared_ip_lands_on_one_node() -> None:
+    snap = snapshot(service("a", ips=(VIP,)), service("b", ips=(VIP,)))
+    owning = [n for n in NODES if plan_for(n, snap).owned]
+    assert owning == [rank(VIP, NODES)[0]]
+    assert set(plan_for(owning[0], snap).ownerships) == {"ns/a", "ns/b"}
+
+
+def test_advertisement_interfaces_and_etp_local() -> None:
+    ad = Advertisement(name="l2", interfaces=("eth1",))
+    snap = snapshot(
+        service("web", etp="Local"),
+        advertisements=[ad],
+        endpoints={"ns/web": EndpointSummary(True, frozenset({"n3"}))},
+    )
+    plan = make_plan(
+        snap,
+        self_name="n3",
+        alive={n: frozenset({"eth0", "eth1"}) for n in NODES},
+        lb_class=None,
+        resolve_interfaces=default_rule,
+    )
+    assert plan.decisions["ns/web"].owner == "n3"
+    assert plan.owned == {VIP: ("eth1",)}
+
+
+# --- reconciler ------------------------------------------------------------------------------
+
+
+class FakeHeartbeats:
+    def __init__(self, alive: tuple[str, ...]) -> None:
+        self.alive = {n: frozenset({"eth0"}) for n in alive}
+        self.peers: Mapping[str, str] = {}
+        self.reported: frozenset[str] | None = None
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        self.peers = dict(peers)
+
+    def set_interfaces_up(self, interfaces: frozenset[str]) -> None:
+        self.reported = interfaces
+
+    def alive_peers(self) -> Mapping[str, frozenset[str]]:
+        return dict(self.alive)
+
+
+class FakeResponder:
+    def __init__(self) -> None:
+        self.tables: list[dict[str, tuple[str, ...]]] = []
+
+    def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None:
+        self.tables.append(dict(owned))
+
+
+class FakeLinks:
+    def interfaces_up(self) -> frozenset[str]:
+        return frozenset({"eth0"})
+
+    def resolve(self, vip: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        return default_rule(vip, wanted)
+
+
+class FakeStatus:
+    def __init__(self) -> None:
+        self.desired: dict[str, Ownership | None] = {}
+        self.calls = 0
+        self.events: list[EventSpec] = []
+        self.cleanups = 0
+
+    def set_desired(self, key: str, ownership: Ownership | None) -> None:
+        if self.desired.get(key, ...) != ownership:
+            self.calls += 1
+        self.desired[key] = ownership
+
+    def cleanup_stale(self, keys: Mapping[str, Ownership]) -> None:
+        self.cleanups += 1
+
+    def emit(self, event: EventSpec) -> None:
+        self.events.append(event)
+
+
+def make_reconciler(me: str, snap: Snapshot, *, alive=NODES, warmup=0.0, clock=None):
+    hb = FakeHeartbeats(tuple(n for n in alive if n != me))
+    resp, status, metrics = FakeResponder(), FakeStatus(), SpeakerMetrics()
+    rec = Reconciler(
+        node_name=me,
+        lb_class=None,
+        source=lambda: snap,
+        heartbeats=hb,
+        announcer=resp,
+        links=FakeLinks(),
+        status=status,
+        metrics=metrics,
+        clock=clock or FakeClock(),
+        warmup=warmup,
+    )
+    return rec, hb, resp, status, metrics
+
+
+def test_reconcile_feeds_membership_responder_and_status() -> None:
+    first = rank(VIP, NODES)[0]
+    rec, hb, resp, status, metrics = make_reconciler(first, snapshot(service("web")))
+    rec.reconcile()
+    assert hb.peers == {
+        n: ip
+        for n, ip in {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}.items()
+        if n != first
+    }
+    assert hb.reported == {"eth0"}
+    assert resp.tables == [{VIP: ("eth0",)}]
+    assert status.desired == {"ns/web": Ownership("ns", "web", "u-1", (VIP,), ("eth0",))}
+    assert status.cleanups == 1
+    text = generate_latest(metrics.registry).decode()
+    assert f'lbd_speaker_announced{{node="{first}",vip="{VIP}"}} 1.0' in text
+    assert "lbd_peers_alive 3.0" in text
+
+
+def test_steady_state_hands_nothing_new_to_responder_or_api() -> None:
+    rec, _hb, resp, status, _m = make_reconciler(rank(VIP, NODES)[0], snapshot(service("web")))
+    rec.reconcile()
+    calls = status.calls
+    for _ in range(5):
+        rec.trigger()
+        rec.reconcile()
+    assert len(resp.tables) == 1
+    assert status.calls == calls
+
+
+def test_takeover_when_owner_dies_and_give_back_when_it_returns() -> None:
+    first, second = rank(VIP, NODES)[:2]
+    clock = FakeClock()
+    rec, hb, resp, status, metrics = make_reconciler(second, snapshot(service("web")), clock=clock)
+    rec.reconcile()
+    assert resp.tables == [{}]
+    del hb.alive[first]  # membership: first stopped heartbeating
+    rec.trigger()
+    clock.advance(0.003)
+    rec.reconcile()
+    assert resp.tables[-1] == {VIP: ("eth0",)}
+    assert status.desired["ns/web"] is not None
+    text = generate_latest(metrics.registry).decode()
+    assert "lbd_failover_seconds_count 1.0" in text
+    assert "lbd_failover_seconds_sum 0.003" in text
+    hb.alive[first] = frozenset({"eth0"})  # it is back: ownership follows the ranking again
+    rec.trigger()
+    rec.reconcile()
+    assert resp.tables[-1] == {}
+    assert status.desired["ns/web"] is None
+    assert f'vip="{VIP}"' not in generate_latest(metrics.registry).decode()
+
+
+def test_nothing_announced_during_startup_grace() -> None:
+    clock = FakeClock()
+    me = rank(VIP, NODES)[1]
+    # alone at start (peers not heard yet): would wrongly believe it owns the VIP
+    rec, hb, resp, status, _ = make_reconciler(
+        me, snapshot(service("web")), alive=(me,), warmup=0.5, clock=clock
+    )
+    rec.reconcile()
+    assert resp.tables == [] and status.desired == {}
+    hb.alive = {n: frozenset({"eth0"}) for n in NODES if n != me}
+    clock.advance(0.5)
+    rec.reconcile()
+    assert resp.tables == [{}]
+
+
+def test_conflict_gives_one_warning_event_per_owned_vip() -> None:
+    rec, _hb, _resp, status, _m = make_reconciler(rank(VIP, NODES)[0], snapshot(service("web")))
+    rec.reconcile()
+    rec.on_conflict(VIP, "02:00:00:00:00:99")
+    rec.on_conflict(VIP, "02:00:00:00:00:99")
+    rec.on_conflict("198.18.100.99", "02:00:00:00:00:99")  # not ours: not our business
+    [event] = status.events
+    assert event.type == "Warning" and event.reason == "VIPConflict"
+    assert event.name == "web" and VIP in event.message
+
+
+def wait_for(cond, timeout: float = 5.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return True
+        done.wait(0.01)
+    return bool(cond())
+
+
+def test_run_loop_reacts_to_trigger_and_stops() -> None:
+    snap_box = [snapshot()]
+    rec, _hb, _resp, _s, _m = make_reconciler("n1", snapshot())
+    rec.source = lambda: snap_box[0]
+    stop = threading.Event()
+    thread = threading.Thread(target=rec.run, args=(stop,))
+    thread.start()
+    try:
+        rec.trigger()
+        assert rec.first_pass_done.wait(5)
+        snap_box[0] = snapshot(service("web", ips=("198.18.100.1",)), service("db"))
+        rec.trigger()
+        assert wait_for(lambda: set(rec.plan.decisions) == {"ns/web", "ns/db"})
+    finally:
+        stop.set()
+        rec.trigger()
+        thread.join(5)
+    assert not thread.is_alive()
