@@ -28,11 +28,12 @@ Design decisions:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbd.core.election import DRAIN_ANNOTATION, Labels, NodeView, ServiceView
+from lbd.core.model import Advertisement
 
 POOL_ANNOTATIONS: tuple[str, ...] = (
     "lbd.io/ip-allocated-from-pool",
@@ -273,3 +274,17 @@ def service_view(
         ready_endpoint_nodes=endpoints.ready_nodes,
         has_endpoints=endpoints.has_endpoints,
     )
+
+
+# --- the whole view --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The speaker's last known Kubernetes view (kept as is while the API server is away)."""
+
+    nodes: Sequence[Obj] = ()
+    services: Sequence[Obj] = ()
+    endpoints: Mapping[str, EndpointSummary] = field(default_factory=dict)
+    pool_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    advertisements: Sequence[Advertisement] = ()

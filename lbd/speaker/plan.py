@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbd.core.election import Decision, NodeView, decide
-from lbd.core.model import Advertisement
 from lbd.k8s.speaker_convert import (
     NO_ENDPOINTS,
+    ClusterView,
     ConversionError,
-    EndpointSummary,
     is_announceable,
     node_view,
     object_key,
@@ -41,15 +40,8 @@ InterfaceResolver = Callable[[str, tuple[str, ...]], tuple[str, ...]]
 """``(vip, interfaces from the advertisements or () for the default rule) -> local interfaces``."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The speaker's last known Kubernetes view (kept as is while the API server is away)."""
-
-    nodes: Sequence[Obj] = ()
-    services: Sequence[Obj] = ()
-    endpoints: Mapping[str, EndpointSummary] = field(default_factory=dict)  # by "ns/name"
-    pool_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    advertisements: Sequence[Advertisement] = ()
+Snapshot = ClusterView
+"""Raw Nodes and Services, endpoint summaries, pool labels, validated advertisements."""
 
 
 @dataclass(frozen=True)
