@@ -1,0 +1,274 @@
+"""Heartbeat transport: UDP sender and receiver threads around :mod:`lbd.core.membership`.
+
+The wire format, authentication and the alive/leaving/dead state machine are pure
+(``lbd.core.membership``); this module only moves datagrams and keeps time:
+
+- a *sender* thread signs a heartbeat (fresh boot id per process, sequence +1 per heartbeat) and
+  sends it to every peer every ``interval``, and at once when the local link health changes;
+- a *receiver* thread verifies datagrams, feeds the table, and wakes at the next possible expiry
+  so that a dead peer is noticed ``dead_after`` after its last heartbeat, not a full poll later.
+
+``on_change`` runs on the receiver thread whenever the set of live peers or their reported
+interfaces changes; it must be quick (the speaker's reconciler only sets a flag).
+
+Errors on the socket (a peer's network unreachable, EINTR, ENETDOWN) are counted and never end
+either thread: membership must outlive anything the network does.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from lbd.core.membership import (
+    DEFAULT_DEAD_AFTER,
+    DEFAULT_INTERVAL,
+    DEFAULT_PORT,
+    Heartbeat,
+    HeartbeatDrop,
+    MembershipTable,
+    PeerState,
+    PeerStatus,
+    decode,
+    encode,
+)
+from lbd.metrics import SpeakerMetrics
+from lbd.runtime.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+MIN_KEY_BYTES = 16
+LEAVING_COPIES = 3  # UDP may drop one; three back-to-back copies make a graceful exit reliable
+
+PeerAddress = str | tuple[str, int]
+
+
+class MembershipKeyError(ValueError):
+    """The membership key is missing or unusable."""
+
+
+def load_key(path: str | os.PathLike[str] | None, *, insecure: bool = False) -> bytes:
+    """The HMAC key from ``path`` (surrounding whitespace stripped).
+
+    No path: refuse (:class:`MembershipKeyError`) unless ``insecure``, in which case the empty key
+    is used - heartbeats still carry a MAC, but anyone on the network can forge one.
+    """
+    if path is None:
+        if insecure:
+            log.warning("membership heartbeats are NOT authenticated (--insecure-membership)")
+            return b""
+        raise MembershipKeyError(
+            "membership key: no key file given; mount one (--membership-key-file) "
+            "or pass --insecure-membership"
+        )
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise MembershipKeyError(f"membership key: cannot read {path}: {exc.strerror}") from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise MembershipKeyError(
+            f"membership key: {path} holds {len(key)} bytes, need at least {MIN_KEY_BYTES}"
+        )
+    return key
+
+
+class Membership:
+    """Heartbeats with the peer speakers; answers who is alive."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        key: bytes,
+        bind: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
+        interval: float = DEFAULT_INTERVAL,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+        clock: Clock = SYSTEM_CLOCK,
+        on_change: Callable[[], None] | None = None,
+        metrics: SpeakerMetrics | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"heartbeat interval: must be > 0 s, got {interval}")
+        if dead_after <= interval:
+            raise ValueError(
+                f"dead_after: must exceed the heartbeat interval ({interval} s), got {dead_after}"
+            )
+        self.node_name = node_name
+        self.interval = interval
+        self.clock = clock
+        self.on_change = on_change
+        self.metrics = metrics
+        self._key = key
+        self._bind = bind
+        self._boot_id = os.urandom(16)
+        self._seq = 0
+        self._table = MembershipTable(node_name, dead_after)
+        self._table.self_boot_id = self._boot_id
+        self._lock = threading.Lock()
+        self._peers: dict[str, tuple[str, int]] = {}
+        self._interfaces: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._send_now = threading.Event()
+        self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._threads: list[threading.Thread] = []
+        self._last_view: dict[str, tuple[bool, frozenset[str]]] = {}
+        self._change_lock = threading.Lock()
+        self.dropped: Counter[HeartbeatDrop] = Counter()
+        self.sent = 0
+        self.send_errors = 0
+        self.received = 0
+
+    # -- configuration (any thread) ------------------------------------------------------
+    def set_peers(self, peers: Mapping[str, PeerAddress]) -> None:
+        """Peers by node name -> IP (default port) or (IP, port); this node may be included."""
+        resolved = {
+            name: (addr, self._bind[1]) if isinstance(addr, str) else addr
+            for name, addr in peers.items()
+            if name != self.node_name
+        }
+        with self._lock:
+            self._peers = resolved
+            self._table.set_peers(set(resolved))
+        self._check_change()
+
+    def set_interfaces_up(self, interfaces: frozenset[str]) -> None:
+        """This node's announce interfaces that are up; a change is sent at once."""
+        with self._lock:
+            changed = interfaces != self._interfaces
+            self._interfaces = frozenset(interfaces)
+            self._table.self_interfaces = self._interfaces
+        if changed:
+            self._send_now.set()
+
+    # -- queries -------------------------------------------------------------------------
+    def alive(self) -> Mapping[str, PeerState]:
+        """Every known peer and this node, with liveness as of now."""
+        with self._lock:
+            return self._table.view(self.clock.monotonic())
+
+    def alive_peers(self) -> Mapping[str, frozenset[str]]:
+        """Live peers (this node excluded) -> the announce interfaces each reported up."""
+        return {
+            name: st.interfaces_up
+            for name, st in self.alive().items()
+            if st.alive and name != self.node_name
+        }
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port (useful when binding port 0)."""
+        return self._sock.getsockname()[1] if self._sock is not None else self._bind[1]
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(self._bind)
+        sock.setblocking(False)
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
+        for target, name in ((self._send_loop, "hb-send"), (self._recv_loop, "hb-recv")):
+            t = threading.Thread(target=target, name=f"{name}-{self.node_name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop; ``graceful`` first tells the peers we are leaving so they take over at once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._send_now.set()
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
+        for t in self._threads:
+            t.join(timeout=2.0)
+        if graceful and self._sock is not None:
+            for _ in range(LEAVING_COPIES):
+                self._send_all(PeerStatus.LEAVING)
+        if self._sock is not None:
+            self._sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    # -- threads -------------------------------------------------------------------------
+    def _send_all(self, status: PeerStatus) -> None:
+        with self._lock:
+            self._seq += 1
+            hb = Heartbeat(self.node_name, self._boot_id, self._seq, status, self._interfaces)
+            peers = list(self._peers.values())
+        data = encode(hb, self._key)
+        assert self._sock is not None
+        for addr in peers:
+            try:
+                self._sock.sendto(data, addr)
+                self.sent += 1
+            except OSError:  # unreachable peer, ENETDOWN, full buffer: try again next interval
+                self.send_errors += 1
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._send_all(PeerStatus.ALIVE)
+            self._send_now.wait(self.interval)
+            self._send_now.clear()
+
+    def _recv_loop(self) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        while not self._stop.is_set():
+            with self._lock:
+                expiry = self._table.next_expiry(self.clock.monotonic())
+            timeout = self.interval
+            if expiry is not None:
+                timeout = min(timeout, max(0.0, expiry - self.clock.monotonic()) + 0.001)
+            try:
+                ready, _, _ = select.select([sock.fileno(), self._wake_r], [], [], timeout)
+            except InterruptedError:
+                continue
+            if sock.fileno() in ready:
+                self._drain(sock)
+            self._check_change()
+
+    def _drain(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(2048)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.ENETDOWN, errno.ECONNREFUSED):
+                    continue
+                log.warning("heartbeat receive failed: %s", exc)
+                return
+            self.received += 1
+            hb = decode(data, self._key)
+            if isinstance(hb, HeartbeatDrop):
+                self.dropped[hb] += 1
+                continue
+            with self._lock:
+                why = self._table.receive(hb, self.clock.monotonic())
+            if why is not None:
+                self.dropped[why] += 1
+
+    def _check_change(self) -> None:
+        with self._change_lock:
+            view = {n: (s.alive, s.interfaces_up) for n, s in self.alive().items()}
+            if view == self._last_view:
+                return
+            self._last_view = view
+        if self.metrics is not None:
+            self.metrics.peers_alive.set(sum(1 for alive, _ in view.values() if alive))
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("membership on_change callback failed")

@@ -1,0 +1,101 @@
+"""The UDP heartbeat transport on loopback: peers see each other, leave, and die."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lbd.core.membership import HeartbeatDrop
+from lbd.net.membership import Membership, MembershipKeyError, load_key
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Membership, Membership]]:
+    a = Membership(node_name="a", key=KEY, bind=("127.0.0.1", 0), interval=0.05, dead_after=0.2)
+    b = Membership(node_name="b", key=KEY, bind=("127.0.0.1", 0), interval=0.05, dead_after=0.2)
+    a.start()
+    b.start()
+    a.set_peers({"b": ("127.0.0.1", b.port)})
+    b.set_peers({"a": ("127.0.0.1", a.port)})
+    try:
+        yield a, b
+    finally:
+        a.stop(graceful=False)
+        b.stop(graceful=False)
+
+
+def test_peers_see_each_other_and_their_interfaces(pair: tuple[Membership, Membership]) -> None:
+    a, b = pair
+    changes: list[int] = []
+    b.on_change = lambda: changes.append(1)
+    a.set_interfaces_up(frozenset({"eth0"}))
+    assert wait_for(lambda: b.alive_peers() == {"a": frozenset({"eth0"})})
+    assert changes
+    assert wait_for(lambda: "b" in a.alive_peers())
+
+
+def test_graceful_stop_makes_the_peer_dead_at_once(pair: tuple[Membership, Membership]) -> None:
+    a, b = pair
+    assert wait_for(lambda: "a" in b.alive_peers())
+    a.stop(graceful=True)
+    t0 = time.monotonic()
+    assert wait_for(lambda: "a" not in b.alive_peers())
+    assert b.alive()["a"].leaving
+    assert time.monotonic() - t0 < 0.2  # before dead_after could have expired
+
+
+def test_silent_peer_is_dead_after_timeout(pair: tuple[Membership, Membership]) -> None:
+    a, b = pair
+    assert wait_for(lambda: "a" in b.alive_peers())
+    a.stop(graceful=False)
+    assert wait_for(lambda: "a" not in b.alive_peers(), timeout=1.0)
+    assert not b.alive()["a"].leaving
+
+
+def test_wrong_key_is_counted_and_ignored() -> None:
+    a = Membership(node_name="a", key=b"x" * 32, bind=("127.0.0.1", 0), interval=0.05)
+    b = Membership(node_name="b", key=KEY, bind=("127.0.0.1", 0), interval=0.05)
+    a.start()
+    b.start()
+    try:
+        a.set_peers({"b": ("127.0.0.1", b.port)})
+        b.set_peers({"a": ("127.0.0.1", a.port)})
+        assert wait_for(lambda: b.dropped[HeartbeatDrop.BAD_MAC] >= 3)
+        assert "a" not in b.alive_peers()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_key_file_rules(tmp_path: Path) -> None:
+    good = tmp_path / "key"
+    good.write_bytes(KEY + b"\n")
+    assert load_key(good) == KEY
+    short = tmp_path / "short"
+    short.write_bytes(b"abc")
+    with pytest.raises(MembershipKeyError, match="at least 16"):
+        load_key(short)
+    with pytest.raises(MembershipKeyError, match="cannot read"):
+        load_key(tmp_path / "missing")
+    with pytest.raises(MembershipKeyError, match="insecure-membership"):
+        load_key(None)
+    assert load_key(None, insecure=True) == b""
+
+
+def test_dead_after_must_exceed_interval() -> None:
+    with pytest.raises(ValueError, match="dead_after"):
+        Membership(node_name="a", key=KEY, interval=0.2, dead_after=0.1)
