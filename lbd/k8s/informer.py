@@ -169,6 +169,8 @@ class Informer:
                 self._watch()
                 attempt = 0  # the stream ended normally (timeout): rewatch at once
             except ApiError as exc:
+                if self._stop.is_set():
+                    break  # stop() cut the stream: not an error
                 if exc.status == 410:
                     log.info("informer %s: watch expired (410), relisting", self.name)
                     need_list = True
@@ -244,7 +246,7 @@ class Informer:
                 self._emit(EventType.ADDED, None, obj)
             elif _rv(old) != _rv(obj):
                 self._emit(EventType.MODIFIED, old, obj)
-        for key in list(self.store.keys()):  # a snapshot: we remove while iterating
+        for key in list(self.store.list_keys()):  # a snapshot: we remove while iterating
             if key not in seen:
                 gone = self.store.remove(key)
                 if gone is not None:

@@ -4,7 +4,7 @@ API::
 
     store = Store(indexers={"pool": lambda obj: [obj["metadata"]["annotations"]["p"]]})
     store.get("ns/web") -> dict | None
-    store.list() -> list[dict]            store.keys() -> list[str]        len(store)
+    store.list() -> list[dict]            store.list_keys() -> list[str]        len(store)
     store.by_index("pool", "default") -> list[dict]
 
 Objects are the decoded JSON dicts the API returned. They are shared, not copied: callers must
@@ -42,7 +42,7 @@ class Store:
         with self._lock:
             return list(self._items.values())
 
-    def keys(self) -> builtins.list[str]:
+    def list_keys(self) -> builtins.list[str]:
         with self._lock:
             return list(self._items)
 

@@ -1,0 +1,129 @@
+"""The controller process: informers, health endpoint, elector, controller; until a signal.
+
+Leadership is wired so that writes stop before the lease can expire: the controller's writer asks
+``elector.is_leader()`` before every request, and losing the lease ends the session (the allocator
+is dropped); winning it again starts a fresh session that restores from the Services.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+
+from lbd import log as lbd_log
+from lbd.controller.controller import Controller, ControllerSettings
+from lbd.health import HealthServer
+from lbd.k8s.client import ApiError, load_kube
+from lbd.k8s.elector import ElectionConfig, LeaderElector
+from lbd.metrics import ControllerMetrics
+
+log = logging.getLogger("lbd.controller")
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    kubeconfig: str | None = None
+    lb_class: str | None = None
+    leader_elect: bool = False
+    lease_namespace: str = "lbd-system"
+    lease_name: str = "lbd-controller"
+    identity: str = "lbd-controller"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    health_addr: str = "0.0.0.0:7472"
+    workers: int = 8
+    resync_period: float = 600.0
+    log_level: str = "info"
+
+
+def main(opts: ControllerOptions) -> int:
+    lbd_log.setup(opts.log_level)
+    try:
+        election = (
+            ElectionConfig(
+                namespace=opts.lease_namespace,
+                name=opts.lease_name,
+                identity=opts.identity,
+                lease_duration=opts.lease_duration,
+                renew_deadline=opts.renew_deadline,
+                retry_period=opts.retry_period,
+            )
+            if opts.leader_elect
+            else None
+        )
+    except ValueError as exc:
+        log.error("invalid leader election flags: %s", exc, extra={"error": str(exc)})
+        return 2
+    if opts.workers < 1:
+        log.error("--workers: must be at least 1")
+        return 2
+    kube = load_kube(opts.kubeconfig)
+    metrics = ControllerMetrics()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    elector: LeaderElector | None = None
+    holder: list[Controller] = []
+    if election is not None:
+        elector = LeaderElector(
+            kube,
+            election,
+            on_started_leading=lambda: threading.Thread(
+                target=holder[0].start_leading, name="session", daemon=True
+            ).start(),
+            on_stopped_leading=lambda: holder[0].stop_leading(),  # noqa: PLW0108 (late binding)
+        )
+    ctl = Controller(
+        kube,
+        ControllerSettings(
+            lb_class=opts.lb_class,
+            workers=opts.workers,
+            resync_period=opts.resync_period,
+            identity=opts.identity,
+        ),
+        metrics=metrics,
+        may_write=elector.is_leader if elector is not None else (lambda: True),
+    )
+    holder.append(ctl)
+    health = HealthServer(opts.health_addr, readyz=ctl.ready, registry=metrics.registry)
+    try:
+        health.start()
+    except (OSError, ValueError) as exc:
+        log.error("--health-addr %s: %s", opts.health_addr, exc, extra={"error": str(exc)})
+        return 2
+    ctl.start()
+    log.info(
+        "controller started",
+        extra={"node": opts.identity},
+    )
+    try:
+        while not ctl.wait_for_sync(timeout=1.0):
+            if stop.is_set():
+                return 0
+        if elector is not None:
+            elector_thread = threading.Thread(
+                target=elector.run, args=(stop,), name="elector", daemon=True
+            )
+            elector_thread.start()
+            stop.wait()
+            elector_thread.join(10)
+        else:
+            ctl.start_leading()
+            stop.wait()
+    except ApiError as exc:
+        log.error("fatal API error: %s", exc, extra={"error": str(exc)})
+        return 1
+    finally:
+        ctl.stop()
+        health.stop()
+    return 0

@@ -1,0 +1,171 @@
+"""Helpers for the controller tests: a lab API server with the CRDs and RBAC loaded, clients for
+the admin and for the controller's service account, object builders, and polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s_client
+
+from lbd.k8s.client import (
+    IPADDRESSPOOLS,
+    NAMESPACES,
+    SERVICES,
+    ApiError,
+    JsonDict,
+    Kube,
+)
+from lbd.lab.apiserver import LabApiServer
+from lbd.lab.apiserver.errors import ApiError as LabApiError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTROLLER_SA = "system:serviceaccount:lbd-system:lbd-controller"
+CONTROLLER_TOKEN = "controller-token"
+
+T = TypeVar("T")
+
+
+def start_lab() -> LabApiServer:
+    """A lab API server with crds/ and deploy/base/rbac.yaml, namespace lbd-system, and the
+    controller's service-account token (so a missing permission fails the test)."""
+    server = LabApiServer(crds_dir=ROOT / "crds", bookmark_interval=0.2)
+    for ns in ("lbd-system", "default"):
+        with contextlib.suppress(ApiError, LabApiError):  # already there
+            server.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    server.load_rbac(ROOT / "deploy/base/rbac.yaml")
+    server.add_token(CONTROLLER_TOKEN, CONTROLLER_SA)
+    server.start()
+    return server
+
+
+def kube_for(server: LabApiServer, token: str | None = None) -> Kube:
+    cfg = k8s_client.Configuration()
+    cfg.host = server.url
+    cfg.api_key = {"BearerToken": token or server.admin_token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    cfg.retries = False
+    cfg.connection_pool_maxsize = 32
+    return Kube(k8s_client.ApiClient(cfg), timeout=(2.0, 10.0))
+
+
+def wait_for(
+    fn: Callable[[], T | None], timeout: float = 10.0, what: str = "condition", interval=0.02
+) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except ApiError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def namespace(kube: Kube, name: str, labels: dict[str, str] | None = None) -> JsonDict:
+    return kube.create(
+        NAMESPACES.path(),
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels or {}},
+        },
+    )
+
+
+def pool(kube: Kube, name: str, addresses: list[str], **spec: Any) -> JsonDict:
+    return kube.create(
+        IPADDRESSPOOLS.path(),
+        {
+            "apiVersion": "lbd.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": name},
+            "spec": {"addresses": addresses, **spec},
+        },
+    )
+
+
+def service_body(
+    name: str,
+    namespace: str = "default",
+    *,
+    annotations: dict[str, str] | None = None,
+    ports: list[tuple[str, int]] | None = None,
+    **spec: Any,
+) -> JsonDict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": name},
+            "ports": [
+                {"name": f"p{i}", "protocol": proto, "port": port, "targetPort": port}
+                for i, (proto, port) in enumerate(ports or [("TCP", 80)])
+            ],
+            **spec,
+        },
+    }
+
+
+def service(kube: Kube, name: str, namespace: str = "default", **kw: Any) -> JsonDict:
+    return kube.create(SERVICES.path(namespace=namespace), service_body(name, namespace, **kw))
+
+
+def get_service(kube: Kube, name: str, namespace: str = "default") -> JsonDict:
+    return kube.get(SERVICES.path(namespace=namespace, name=name))
+
+
+def addresses(svc: JsonDict) -> list[str]:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return [i["ip"] for i in ingress if "ip" in i]
+
+
+def condition(svc: JsonDict, ctype: str = "lbd.io/AddressAssigned") -> JsonDict | None:
+    for c in (svc.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return None
+
+
+def wait_addresses(kube: Kube, name: str, namespace: str = "default", timeout=10.0) -> list[str]:
+    return wait_for(
+        lambda: addresses(get_service(kube, name, namespace)),
+        timeout,
+        f"an address on {namespace}/{name}",
+    )
+
+
+def wait_condition(
+    kube: Kube, name: str, reason: str, namespace: str = "default", timeout=10.0
+) -> JsonDict:
+    def check() -> JsonDict | None:
+        c = condition(get_service(kube, name, namespace))
+        return c if c is not None and c.get("reason") == reason else None
+
+    return wait_for(check, timeout, f"condition reason {reason} on {namespace}/{name}")
+
+
+def events(kube: Kube, name: str, namespace: str = "default") -> list[JsonDict]:
+    items = kube.get(f"/api/v1/namespaces/{namespace}/events").get("items") or []
+    return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
+
+
+def event_reasons(kube: Kube, name: str, namespace: str = "default") -> list[str]:
+    return sorted(
+        e["reason"] for e in events(kube, name, namespace) for _ in range(e.get("count", 1))
+    )
+
+
+def iter_services(kube: Kube) -> Iterator[JsonDict]:
+    yield from kube.get(SERVICES.path()).get("items") or []
