@@ -1,0 +1,489 @@
+"""deploy/ installs what lbd needs, nothing more, the same way through kustomize and Helm.
+
+- The generated files (Helm chart, CRD copies) are fresh: deploy/render.py would write the same.
+- Both renderings (``kubectl kustomize deploy/`` and the Helm chart with default values) are
+  valid Kubernetes objects (kubernetes-validate, strict: unknown fields fail) and are the same
+  objects, apart from Helm's bookkeeping labels, the Namespace (Helm installs into an existing
+  one) and the chart's membership Secret.
+- Workloads have the properties the README promises (probes, security contexts, downward API).
+- RBAC is least privilege: each component can make the calls it makes and no others listed.
+- The Dockerfile, the Vagrant lab and its scripts pass their linters when installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from lbd.core.model import Reason
+from lbd.metrics import ControllerMetrics, SpeakerMetrics
+from tests.unit.deploy_rbac import Call, allowed
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "lbd"
+K8S_VERSION = "1.30"
+NS = "lbd-system"
+CONTROLLER = f"{NS}/lbd-controller"
+SPEAKER = f"{NS}/lbd-speaker"
+HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
+MONITORING_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def _render_module() -> Any:
+    spec = importlib.util.spec_from_file_location("lbd_deploy_render", DEPLOY / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+
+def _by_key(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {_key(o): o for o in objs}
+    assert len(out) == len(objs), "duplicate objects"
+    return out
+
+
+def _base_objects_without_kubectl(kustomization_dir: Path) -> list[dict[str, Any]]:
+    """What kustomize renders for our kustomizations: their resources, recursively, in order.
+
+    Only used when kubectl is missing; our kustomizations use nothing but ``resources``.
+    """
+    k = yaml.safe_load((kustomization_dir / "kustomization.yaml").read_text())
+    assert set(k) <= {"apiVersion", "kind", "resources"}, "extend this reader"
+    objs: list[dict[str, Any]] = []
+    for res in k["resources"]:
+        path = (kustomization_dir / res).resolve()
+        objs += _base_objects_without_kubectl(path) if path.is_dir() else _docs(path.read_text())
+    return objs
+
+
+@cache
+def kustomize(directory: str) -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        return _base_objects_without_kubectl(DEPLOY / directory)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return _docs(out.stdout)
+
+
+def _helm_python(values: dict[str, Any]) -> list[dict[str, Any]]:
+    import helm_python
+
+    with helm_python.Chart.load(str(CHART)) as chart:
+        rendered: dict[str, str] = chart.render(values, name="lbd", namespace=NS)
+    return [
+        d for name, text in sorted(rendered.items()) if name.endswith(".yaml") for d in _docs(text)
+    ]
+
+
+def _helm_binary(values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
+    values_file = tmp / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = subprocess.run(
+        ["helm", "template", "lbd", str(CHART), "-n", NS, "-f", str(values_file)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return _docs(out.stdout)
+
+
+def helm_renderer() -> Callable[[dict[str, Any], Path], list[dict[str, Any]]]:
+    """Real Helm: the helm-python-sdk package (Helm's Go SDK) or a ``helm`` binary."""
+    if importlib.util.find_spec("helm_python") is not None:
+        return lambda values, _tmp: _helm_python(values)
+    if shutil.which("helm") is not None:
+        return _helm_binary
+    pytest.skip("Helm is not installed: pip install helm-python-sdk (or put helm on PATH)")
+
+
+def _without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    labels = obj["metadata"].get("labels", {})
+    for label in HELM_LABELS:
+        labels.pop(label, None)
+    return obj
+
+
+def _workload(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (obj,) = [o for o in objs if o["kind"] == kind]
+    return obj
+
+
+def _container(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+# --- one source of truth ------------------------------------------------------------------------
+
+
+def test_generated_files_are_fresh():
+    stale = _render_module().stale_files()
+    assert stale == [], "stale generated files; run: python3 deploy/render.py"
+
+
+def test_generated_crd_copies_are_the_crds():
+    for crd in (ROOT / "crds").glob("*.yaml"):
+        assert (DEPLOY / "base" / "crds" / crd.name).read_text() == crd.read_text()
+        assert (CHART / "crds" / crd.name).read_text() == crd.read_text()
+
+
+def test_render_check_notices_an_edited_template(tmp_path, monkeypatch):
+    render = _render_module()
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    monkeypatch.setattr(render, "CHART", chart)
+    assert render.stale_files() == []
+    target = chart / "templates" / "speaker.yaml"
+    target.write_text(target.read_text().replace("NET_RAW", "NET_ADMIN"))
+    (chart / "templates" / "stray.yaml").write_text("kind: ConfigMap\n")
+    assert set(render.stale_files()) == {target, chart / "templates" / "stray.yaml"}
+
+
+def test_image_tag_is_the_project_version():
+    version = _render_module().project_version()
+    for kind in ("Deployment", "DaemonSet"):
+        assert _container(_workload(kustomize("."), kind))["image"] == f"lbd:{version}"
+
+
+# --- the renderings are valid and agree ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory", [".", "monitoring"])
+def test_kustomize_rendering_is_valid(directory):
+    objs = kustomize(directory)
+    assert objs, "nothing rendered"
+    for obj in objs:
+        if obj["kind"] in MONITORING_KINDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_kustomize_installs_everything_in_lbd_system():
+    objs = _by_key(kustomize("."))
+    kinds = sorted(k for k, _, _ in objs)
+    assert kinds.count("CustomResourceDefinition") == 3
+    for kind, ns, name in objs:
+        cluster_scoped = kind in (
+            "Namespace",
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        )
+        assert (ns == "") == cluster_scoped, (kind, ns, name)
+        assert ns in ("", NS)
+
+
+def test_validation_rejects_an_unknown_field():
+    """kubernetes-validate's strict mode is what makes the tests above able to fail."""
+    deployment = copy.deepcopy(_workload(kustomize("."), "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_helm_default_rendering_is_the_kustomize_base(tmp_path):
+    render = helm_renderer()
+    helm = _by_key([_without_helm_labels(o) for o in render({}, tmp_path)])
+    for obj in helm.values():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    secret = helm.pop(("Secret", NS, "lbd-memberlist"))
+    assert len(secret["data"]["key"]) >= 44
+    base = {
+        k: o
+        for k, o in _by_key(kustomize(".")).items()
+        if k[0] not in ("Namespace", "CustomResourceDefinition")
+    }
+    assert sorted(helm) == sorted(base)
+    for key, obj in base.items():
+        assert helm[key] == obj, f"{key} differs between Helm and kustomize"
+
+
+def test_helm_options_render_monitoring_and_lb_class(tmp_path):
+    render = helm_renderer()
+    values = {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "loadBalancerClass": "example.com/lbd",
+        "image": {"repository": "registry.example/lbd", "tag": "9.9.9"},
+        "controller": {"replicas": 3},
+        "membership": {"createSecret": False},
+    }
+    objs = render(values, tmp_path)
+    kinds = [o["kind"] for o in objs]
+    assert "Secret" not in kinds
+    monitoring = {
+        _key(_without_helm_labels(o)): _without_helm_labels(o)
+        for o in objs
+        if o["kind"] in MONITORING_KINDS
+    }
+    expected = {_key(o): o for o in kustomize("monitoring") if o["kind"] in MONITORING_KINDS}
+    assert monitoring == expected, (
+        "alerts must print {{ $labels }} verbatim, as in deploy/monitoring"
+    )
+    for kind in ("Deployment", "DaemonSet"):
+        container = _container(_workload(objs, kind))
+        assert container["args"][-1] == "--lb-class=example.com/lbd"
+        assert container["image"] == "registry.example/lbd:9.9.9"
+    assert _workload(objs, "Deployment")["spec"]["replicas"] == 3
+
+
+# --- workloads -----------------------------------------------------------------------------------
+
+
+def test_namespace_allows_the_speaker_privileges():
+    (ns,) = [o for o in kustomize(".") if o["kind"] == "Namespace"]
+    assert ns["metadata"]["name"] == NS
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+
+
+def _probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
+    get = container[probe]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return get["path"], ports.get(get["port"], get["port"])
+
+
+def test_controller_deployment():
+    deployment = _workload(kustomize("."), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["serviceAccountName"] == "lbd-controller"
+    assert container["args"] == ["controller", "--leader-elect"]
+    assert _env(container) == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+    assert _probe(container, "livenessProbe") == ("/healthz", 7472)
+    assert _probe(container, "readinessProbe") == ("/readyz", 7472)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_speaker_daemonset():
+    daemonset = _workload(kustomize("."), "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = _container(daemonset)
+    assert pod["hostNetwork"] is True
+    assert pod["serviceAccountName"] == "lbd-speaker"
+    assert pod["terminationGracePeriodSeconds"] == 2
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {t["key"] for t in pod["tolerations"]} >= {"node-role.kubernetes.io/control-plane"}
+    assert container["args"][0] == "speaker"
+    args = container["args"]
+    key_file = args[args.index("--membership-key") + 1]
+    assert key_file == "/etc/lbd/membership/key"
+    assert args[args.index("--node-name") + 1] == "$(NODE_NAME)"
+    assert _env(container)["NODE_NAME"] == "spec.nodeName"
+    (mount,) = [m for m in container["volumeMounts"] if key_file.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "lbd-memberlist"
+    assert volume["secret"]["items"] == [{"key": "key", "path": "key"}]
+    assert _probe(container, "livenessProbe") == ("/healthz", 7473)
+    assert _probe(container, "readinessProbe") == ("/readyz", 7473)
+    security = container["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security.get("privileged", False) is False
+
+
+def test_metrics_services_select_the_pods_and_their_ports():
+    objs = kustomize(".")
+    services = [o for o in objs if o["kind"] == "Service"]
+    for workload in (_workload(objs, "Deployment"), _workload(objs, "DaemonSet")):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        port = _container(workload)["ports"][0]["containerPort"]
+        matching = [s for s in services if s["spec"]["selector"].items() <= labels.items()]
+        assert [s["spec"]["ports"][0]["port"] for s in matching] == [port]
+
+
+# --- RBAC: least privilege ---------------------------------------------------------------------
+
+CONTROLLER_CALLS = [
+    *(Call(v, "", "services") for v in ("list", "watch")),
+    *(Call(v, "", "services", "default") for v in ("get", "patch", "update")),
+    *(Call(v, "", "services/status", "default") for v in ("get", "patch", "update")),
+    *(Call(v, "", "namespaces") for v in ("get", "list", "watch")),
+    *(
+        Call(v, "lbd.io", r)
+        for v in ("get", "list", "watch")
+        for r in ("ipaddresspools", "l2advertisements")
+    ),
+    *(Call(v, "lbd.io", "ipaddresspools/status") for v in ("get", "patch", "update")),
+    *(Call(v, g, "events", "default") for v in ("create", "patch") for g in ("", "events.k8s.io")),
+    *(Call(v, "coordination.k8s.io", "leases", NS) for v in ("get", "create", "update", "patch")),
+]
+CONTROLLER_FORBIDDEN = [
+    *(
+        Call(v, "", "pods", ns)
+        for v in ("get", "list", "create", "delete")
+        for ns in (None, "default", NS)
+    ),
+    Call("delete", "", "services", "default"),
+    Call("create", "", "services", "default"),
+    Call("update", "coordination.k8s.io", "leases", "default"),
+    Call("get", "", "secrets", NS),
+    Call("list", "", "nodes"),
+    Call("create", "lbd.io", "servicel2statuses", "default"),
+    Call("update", "lbd.io", "ipaddresspools"),
+]
+SPEAKER_CALLS = [
+    *(Call(v, "", r) for v in ("get", "list", "watch") for r in ("nodes", "services")),
+    *(Call(v, "discovery.k8s.io", "endpointslices") for v in ("get", "list", "watch")),
+    *(
+        Call(v, "lbd.io", r)
+        for v in ("get", "list", "watch")
+        for r in ("ipaddresspools", "l2advertisements")
+    ),
+    *(
+        Call(v, "lbd.io", r, "default")
+        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
+        for r in ("servicel2statuses", "servicel2statuses/status")
+    ),
+    *(Call(v, g, "events", "default") for v in ("create", "patch") for g in ("", "events.k8s.io")),
+]
+SPEAKER_FORBIDDEN = [
+    *(
+        Call(v, "", r, "default")
+        for v in ("create", "update", "patch", "delete")
+        for r in ("services", "services/status")
+    ),
+    Call("get", "", "secrets", NS),
+    Call("list", "", "pods"),
+    Call("update", "", "nodes"),
+    Call("update", "lbd.io", "ipaddresspools/status"),
+    Call("create", "lbd.io", "ipaddresspools"),
+    Call("update", "coordination.k8s.io", "leases", NS),
+]
+
+
+def _rbac_renderings() -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
+    return [
+        ("rbac.yaml", lambda: _docs((DEPLOY / "base" / "rbac.yaml").read_text())),
+        ("kustomize", lambda: kustomize(".")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "load"), _rbac_renderings(), ids=lambda x: x if isinstance(x, str) else ""
+)
+@pytest.mark.parametrize(
+    ("account", "calls", "expected"),
+    [
+        (CONTROLLER, CONTROLLER_CALLS, True),
+        (CONTROLLER, CONTROLLER_FORBIDDEN, False),
+        (SPEAKER, SPEAKER_CALLS, True),
+        (SPEAKER, SPEAKER_FORBIDDEN, False),
+        (f"{NS}/default", CONTROLLER_CALLS + SPEAKER_CALLS, False),
+    ],
+    ids=[
+        "controller may",
+        "controller may not",
+        "speaker may",
+        "speaker may not",
+        "default SA may not",
+    ],
+)
+def test_rbac(source, load, account, calls, expected):
+    objs = load()
+    wrong = [str(c) for c in calls if allowed(objs, account, c) != expected]
+    assert wrong == [], f"{account} {'lacks' if expected else 'has'}: {wrong}"
+
+
+def test_rbac_has_no_wildcards_and_binds_only_lbd_accounts():
+    objs = _docs((DEPLOY / "base" / "rbac.yaml").read_text())
+    assert {o["kind"] for o in objs} == {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+    for obj in objs:
+        for rule in obj.get("rules", []):
+            for field in ("verbs", "apiGroups", "resources"):
+                assert "*" not in rule[field], (obj["metadata"]["name"], rule)
+        for subject in obj.get("subjects", []):
+            assert f"{subject['namespace']}/{subject['name']}" in (CONTROLLER, SPEAKER)
+
+
+def test_rbac_evaluator_respects_role_binding_namespace():
+    """The lease Role is bound in lbd-system only; the evaluator must not leak it elsewhere."""
+    objs = _docs((DEPLOY / "base" / "rbac.yaml").read_text())
+    assert allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", NS))
+    assert not allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases"))
+    assert not allowed(
+        objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", "kube-system")
+    )
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+
+def _exported_metric_names() -> set[str]:
+    names: set[str] = set()
+    for metrics in (ControllerMetrics(), SpeakerMetrics()):
+        for family in metrics.registry.collect():
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+            names |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
+    return names
+
+
+def test_alerts_use_exported_metric_names():
+    (rule,) = [o for o in kustomize("monitoring") if o["kind"] == "PrometheusRule"]
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\blbd_[a-z_]+", e)}
+    assert used, "no lbd metric in the alerts"
+    assert used <= _exported_metric_names()
+    reasons = {m for e in exprs for m in re.findall(r'reason="(\w+)"', e)}
+    assert reasons <= {r.value for r in Reason}
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"LbdPoolUsage75", "LbdPoolUsage85", "LbdPoolUsage95", "LbdPoolExhausted"} <= alerts
+    assert {"LbdSpeakerDown", "LbdVIPConflict"} <= alerts
+
+
+def test_service_monitor_scrapes_both_metrics_services():
+    objs = kustomize("monitoring")
+    (monitor,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        o
+        for o in objs
+        if o["kind"] == "Service" and selector.items() <= o["metadata"]["labels"].items()
+    ]
+    assert sorted(s["metadata"]["name"] for s in services) == [
+        "lbd-controller-metrics",
+        "lbd-speaker-metrics",
+    ]
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
