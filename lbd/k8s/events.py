@@ -175,7 +175,7 @@ class EventRecorder:
     def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
             stop=stop_after_attempt(self._attempts),
             reraise=True,
         )

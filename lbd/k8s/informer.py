@@ -80,7 +80,9 @@ class Informer:
         self.resync_period = resync_period
         self.watch_timeout = watch_timeout
         self.name = name or resource.plural
-        self._wait = wait_exponential_jitter(initial=backoff_initial, max=backoff_max, jitter=0.2)
+        self._wait = wait_exponential_jitter(
+            multiplier=backoff_initial, max=backoff_max, jitter=0.2
+        )
         self._handlers: list[Handler] = []
         self._synced = threading.Event()
         self._stop = threading.Event()

@@ -168,7 +168,7 @@ class StatusWriter:
         self.kube = kube
         self.may_write = may_write
         self.attempts = attempts
-        self._wait = wait_exponential_jitter(initial=wait_initial, max=wait_max, jitter=0.1)
+        self._wait = wait_exponential_jitter(multiplier=wait_initial, max=wait_max, jitter=0.1)
         self.requests = 0
 
     def _sleep_for(self, attempt: int) -> float:

@@ -61,12 +61,13 @@ def wait_for(
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = fn()
+            got = fn()
         except ApiError as exc:
             last = exc
         else:
-            if last:
-                return last
+            last = got
+            if got:
+                return got
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
@@ -169,3 +170,41 @@ def event_reasons(kube: Kube, name: str, namespace: str = "default") -> list[str
 
 def iter_services(kube: Kube) -> Iterator[JsonDict]:
     yield from kube.get(SERVICES.path()).get("items") or []
+
+
+class Env:
+    """A lab API server, an admin client, and a running in-process controller."""
+
+    def __init__(self, *, lb_class: str | None = None) -> None:
+        from lbd.controller.controller import Controller, ControllerSettings
+
+        self.server = start_lab()
+        self.admin = kube_for(self.server)
+        self.lb_class = lb_class
+        self._controller_cls = Controller
+        self._settings_cls = ControllerSettings
+        self.controllers: list[Any] = []
+        self.ctl = self.start_controller()
+
+    def start_controller(self, *, lead: bool = True, identity: str = "test") -> Any:
+        ctl = self._controller_cls(
+            kube_for(self.server, CONTROLLER_TOKEN),
+            self._settings_cls(
+                lb_class=self.lb_class, workers=2, identity=identity, pool_status_interval=0.2
+            ),
+        )
+        ctl.start()
+        assert ctl.wait_for_sync(10)
+        if lead:
+            ctl.start_leading()
+        self.controllers.append(ctl)
+        return ctl
+
+    def stop_controller(self, ctl: Any) -> None:
+        ctl.stop()
+        self.controllers.remove(ctl)
+
+    def close(self) -> None:
+        for ctl in list(self.controllers):
+            ctl.stop()
+        self.server.stop()
