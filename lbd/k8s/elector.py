@@ -95,7 +95,8 @@ class LeaderElector:
         self._observed_rv: str | None = None
         self._observed_lease: JsonDict | None = None
         self._renewed_at: float | None = None  # monotonic time of our last successful write
-        self._leading = False
+        self._leading = False  # we hold the lease as of our last successful write
+        self._notified = False  # what the callbacks were last told
         self._leader: str | None = None
 
     @property
@@ -148,6 +149,8 @@ class LeaderElector:
         self._note_leader(holder)
         duration = float(spec.get("leaseDurationSeconds") or cfg.lease_duration)
         if holder and holder != cfg.identity and now < observed_at + duration:
+            with self._lock:
+                self._leading = False  # someone else holds it: whatever we had is gone
             return False  # held by another replica and not expired as far as we have seen
 
         transitions = int(spec.get("leaseTransitions") or 0)
@@ -196,6 +199,7 @@ class LeaderElector:
         with self._lock:
             # Count the renewal from when we *sent* it: the conservative end of the interval.
             self._renewed_at = started
+            self._leading = True
             self._observed = (
                 spec.get("holderIdentity"),
                 spec.get("renewTime"),
@@ -245,9 +249,10 @@ class LeaderElector:
 
     def _set_leading(self, leading: bool) -> None:
         with self._lock:
-            changed = self._leading != leading
-            self._leading = leading
+            changed = self._notified != leading
+            self._notified = leading
             if not leading:
+                self._leading = False
                 self._renewed_at = None
         if not changed:
             return
