@@ -1,0 +1,93 @@
+"""The lab's pure parts: layout (names, addresses, MACs) and the failover measure."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from lbd.lab.layout import LayoutError, plan
+from lbd.lab.probe import Probe, arp_request_frame, longest_outage, parse_arp_reply
+
+
+def test_layout_follows_lab_md_addressing():
+    layout = plan("lt1", 3, ipv6_pool=True)
+    assert layout.control_plane.ipv4 == "198.18.0.1"
+    assert [n.ipv4 for n in layout.nodes] == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
+    assert [n.name for n in layout.nodes] == ["n1", "n2", "n3"]
+    assert layout.client.ipv4 == "198.18.0.100"
+    assert layout.api_url == "http://198.18.0.1:6443"
+    assert layout.namespaces == ("lt1-sw", "lt1-cp", "lt1-n1", "lt1-n2", "lt1-n3", "lt1-c1")
+
+
+def test_every_address_is_in_the_documentation_ranges_and_unique():
+    layout = plan("lt1", 89)
+    v4 = [ipaddress.ip_address(m.ipv4) for m in layout.members]
+    v6 = [ipaddress.ip_address(m.ipv6) for m in layout.members]
+    assert all(a in ipaddress.ip_network("198.18.0.0/15") for a in v4)
+    assert all(a in ipaddress.ip_network("2001:db8::/32") for a in v6)
+    assert len(set(v4)) == len(set(v6)) == len({m.mac for m in layout.members}) == 91
+    assert all(len(ns) <= 15 for ns in layout.namespaces)
+
+
+def test_mac_embeds_the_ipv4_address_and_is_locally_administered():
+    n1 = plan("lt1", 1).nodes[0]
+    assert n1.mac == "02:00:c6:12:00:0b"
+    assert int(n1.mac[:2], 16) & 0x02
+
+
+@pytest.mark.parametrize(
+    ("prefix", "nodes", "field"),
+    [
+        ("Upper", 3, "prefix"),
+        ("a-b", 3, "prefix"),
+        ("waytoolongprefix", 3, "prefix"),
+        ("lt1", 0, "nodes"),
+        ("lt1", 90, "nodes"),
+    ],
+    ids=["uppercase prefix", "dash in prefix", "prefix too long", "no nodes", "too many nodes"],
+)
+def test_bad_parameters_name_the_field(prefix, nodes, field):
+    with pytest.raises(LayoutError, match=f"^{field}:"):
+        plan(prefix, nodes)
+
+
+def test_unknown_node_is_a_clear_error():
+    with pytest.raises(LayoutError, match="no node named 'n9'"):
+        plan("lt1", 2).node("n9")
+
+
+def test_arp_request_and_reply_round_trip():
+    frame = arp_request_frame("02:00:c6:12:00:64", "198.18.0.100", "198.18.100.7")
+    assert frame[:6] == b"\xff" * 6 and len(frame) == 42
+    # Turn the request into the reply a speaker would send.
+    reply = bytearray(frame)
+    reply[20:22] = b"\x00\x02"
+    reply[22:28] = bytes.fromhex("0200c612000b")
+    reply[28:32] = bytes([198, 18, 100, 7])
+    assert parse_arp_reply(bytes(reply), "198.18.100.7") == "02:00:c6:12:00:0b"
+    assert parse_arp_reply(bytes(reply), "198.18.100.8") is None
+    assert parse_arp_reply(frame, "198.18.100.7") is None  # a request is not an answer
+
+
+def _probes(pattern: str, interval: float = 0.01) -> list[Probe]:
+    return [Probe(i, i * interval, None if c == "." else c) for i, c in enumerate(pattern)]
+
+
+def test_longest_outage_measures_between_last_and_first_answer():
+    out = longest_outage(_probes("aaa....bbb"))
+    assert out.seconds == pytest.approx(0.05)
+    assert out.lost == 4
+    assert out.last_before is not None and out.last_before.answered_by == "a"
+    assert out.first_after is not None and out.first_after.answered_by == "b"
+
+
+def test_longest_outage_picks_the_longest_gap_and_handles_no_gap():
+    assert longest_outage(_probes("a.a...a")).lost == 3
+    assert longest_outage(_probes("aaaa")).seconds == 0.0
+
+
+def test_outage_that_never_ends_counts_until_the_last_probe():
+    out = longest_outage(_probes("aa...."))
+    assert out.first_after is None
+    assert out.seconds == pytest.approx(0.04)

@@ -1,0 +1,261 @@
+"""The lab's plumbing, without lbd's own programs: topology, processes, up/down, kill/restore."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lbd.k8s.client import ENDPOINTSLICES, NODES, SERVICES, load_kube
+from lbd.lab import probe, supervisor, topology
+from lbd.lab.layout import plan
+from lbd.lab.netns import call_in_netns, namespaces_with_prefix, pids_in_namespaces
+
+from .conftest import assert_nothing_left
+
+pytestmark = pytest.mark.needs_root
+
+
+def wait_for(condition, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def topo(netns_prefix):
+    layout = plan(netns_prefix, 2)
+    try:
+        topology.build(layout)
+        yield layout
+    finally:
+        topology.destroy(netns_prefix)
+
+
+def test_namespaces_are_created_and_client_reaches_every_node(topo):
+    assert namespaces_with_prefix(topo.prefix) == sorted(topo.namespaces)
+    for node in topo.nodes:
+        assert probe.ping(topo.client.netns, node.ipv4)
+    assert probe.ping(topo.nodes[0].netns, topo.control_plane.ipv4)
+
+
+def test_nothing_of_the_lab_is_in_the_root_namespace(topo):
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link.get("ifname") for link in ipr.get_links()}
+    assert not any(topo.prefix in (name or "") for name in names)
+    assert not {"br0", "n1", "n2", "cp", "c1"} & names - {None}
+
+
+def test_arp_for_a_node_is_answered_by_that_node_mac(topo):
+    c = topo.client
+    n2 = topo.nodes[1]
+    assert probe.arp_who_has(c.netns, c.ifname, c.mac, c.ipv4, n2.ipv4) == [n2.mac]
+
+
+def test_unplugged_node_is_unreachable_until_plugged_back(topo):
+    n1 = topo.nodes[0]
+    topology.set_switch_port(topo, n1, up=False)
+    assert not probe.ping(topo.client.netns, n1.ipv4, timeout=0.3)
+    topology.set_switch_port(topo, n1, up=True)
+    assert wait_for(lambda: probe.ping(topo.client.netns, n1.ipv4, timeout=0.3), what="ping")
+
+
+def test_destroy_kills_processes_inside_and_is_idempotent(netns_prefix):
+    layout = plan(netns_prefix, 1)
+    topology.build(layout)
+    try:
+        sleeper = subprocess.Popen(["ip", "netns", "exec", layout.nodes[0].netns, "sleep", "600"])
+        wait_for(lambda: pids_in_namespaces([layout.nodes[0].netns]), what="sleeper in netns")
+    finally:
+        removed = topology.destroy(netns_prefix)
+    assert sleeper.wait(5) != 0
+    assert sorted(removed) == sorted(layout.namespaces)
+    assert namespaces_with_prefix(netns_prefix) == []
+    assert topology.destroy(netns_prefix) == []
+
+
+def test_build_refuses_an_existing_prefix(topo):
+    with pytest.raises(topology.TopologyError, match="already exist"):
+        topology.build(topo)
+
+
+def test_sysctl_is_set_only_inside_the_namespace(topo):
+    path = "/proc/sys/net/ipv6/conf/default/accept_dad"
+    inside = call_in_netns(topo.nodes[0].netns, lambda: Path(path).read_text().strip())
+    assert inside == "0"
+
+
+@pytest.fixture(scope="module")
+def lab(module_lab_factory):
+    return module_lab_factory(nodes=2, ipv6=True)
+
+
+def test_up_writes_the_lab_json_contract(lab):
+    data = json.loads((lab.dir / "lab.json").read_text())
+    assert data["api"]["url"] == "http://198.18.0.1:6443"
+    assert data["control_plane"]["netns"] == f"{lab.prefix}-cp"
+    assert data["client"]["ipv4"] == "198.18.0.100"
+    assert [n["name"] for n in data["nodes"]] == ["n1", "n2"]
+    assert data["nodes"][0]["ipv4"] == "198.18.0.11"
+    assert data["pools"] == {"ipv4": "198.18.100.0/24", "ipv6": "2001:db8:18::100:0/120"}
+    assert (lab.dir / "kubeconfig").exists() and (lab.dir / "logs").is_dir()
+
+
+def test_nodes_are_registered_ready_with_internal_ips(lab):
+    kube = load_kube(str(lab.host_kubeconfig))
+    nodes = {n["metadata"]["name"]: n for n in kube.get(NODES.path())["items"]}
+    assert set(nodes) == {"n1", "n2"}
+    addrs = [a["address"] for a in nodes["n1"]["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert addrs == ["198.18.0.11", "2001:db8:18::11"]
+    ready = [c for c in nodes["n1"]["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready[0]["status"] == "True"
+
+
+def test_lab_kubeconfig_works_from_inside_the_lab(lab):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lbd",
+            "lab",
+            "exec",
+            "--dir",
+            str(lab.dir),
+            "--node",
+            "n1",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; from lbd.k8s.client import load_kube, NODES; "
+            "print(len(load_kube(os.environ['KUBECONFIG']).get(NODES.path())['items']))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert out.stdout.strip() == "2"
+
+
+def test_echo_answers_with_the_node_name_on_each_node(lab):
+    client = lab.data["client"]["netns"]
+    for node in lab.data["nodes"]:
+        assert probe.udp_ask(client, node["ipv4"]) == node["name"]
+        assert probe.udp_ask(client, node["ipv6"]) == node["name"]
+        assert probe.tcp_ask(client, node["ipv4"]) == node["name"]
+
+
+def _service(name, selector=None, lb_class=None):
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": selector or {"app": "echo"},
+            "ports": [{"name": "udp", "port": 9000, "protocol": "UDP"}],
+            **({"loadBalancerClass": lb_class} if lb_class else {}),
+        },
+    }
+
+
+def test_kube_proxy_stand_in_puts_ingress_ips_on_lo_of_every_node(lab):
+    kube = load_kube(str(lab.host_kubeconfig))
+    # Another class: lbd's controller leaves it alone, kube-proxy programs it all the same.
+    kube.create(SERVICES.path(namespace="default"), _service("kp", lb_class="example.com/other"))
+    kube.patch(
+        SERVICES.path(namespace="default", name="kp", subresource="status"),
+        {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.200"}]}}},
+    )
+
+    def on_lo(netns):
+        from pyroute2 import IPRoute
+
+        def addrs():
+            with IPRoute() as ipr:
+                return {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=1)}
+
+        return call_in_netns(netns, addrs)
+
+    for node in lab.data["nodes"]:
+        wait_for(lambda n=node: "198.18.100.200" in on_lo(n["netns"]), what="vip on lo")
+        arp_ignore = call_in_netns(
+            node["netns"],
+            lambda: Path("/proc/sys/net/ipv4/conf/all/arp_ignore").read_text().strip(),
+        )
+        assert arp_ignore == "1"
+    kube.delete(SERVICES.path(namespace="default", name="kp"))
+    for node in lab.data["nodes"]:
+        wait_for(lambda n=node: "198.18.100.200" not in on_lo(n["netns"]), what="vip removed")
+
+
+def test_endpoints_stand_in_lists_one_ready_endpoint_per_node(lab):
+    kube = load_kube(str(lab.host_kubeconfig))
+    kube.create(SERVICES.path(namespace="default"), _service("eps"))
+    kube.create(SERVICES.path(namespace="default"), _service("other", {"app": "web"}))
+
+    def slices(svc):
+        q = {"labelSelector": f"kubernetes.io/service-name={svc}"}
+        return kube.get(ENDPOINTSLICES.path(namespace="default"), query=q)["items"]
+
+    found = wait_for(lambda: slices("eps"), what="endpointslice")
+    eps = found[0]["endpoints"]
+    assert sorted((e["nodeName"], e["addresses"][0]) for e in eps) == [
+        ("n1", "198.18.0.11"),
+        ("n2", "198.18.0.12"),
+    ]
+    assert all(e["conditions"]["ready"] for e in eps)
+    assert slices("other") == []
+
+
+def test_kill_node_cuts_it_off_and_restore_brings_it_back(lab):
+    client = lab.data["client"]["netns"]
+    n2 = lab.node("n2")
+    from lbd.lab.lab import kill_node, restore_node
+
+    kill_node(lab, "n2")
+    assert not probe.ping(client, n2["ipv4"], timeout=0.3)
+    restore_node(lab, "n2")
+    assert wait_for(lambda: probe.ping(client, n2["ipv4"], timeout=0.3), what="ping n2")
+
+
+def test_supervisor_restarts_a_crashed_process(lab):
+    before = supervisor.request(lab.prefix, "status")["processes"]["echo-n1"]["pid"]
+    import os
+    import signal
+
+    os.kill(before, signal.SIGKILL)
+
+    def restarted():
+        now = supervisor.request(lab.prefix, "status")["processes"]["echo-n1"]
+        return now["running"] and now["pid"] != before
+
+    wait_for(restarted, what="echo restarted")
+    wait_for(
+        lambda: probe.udp_ask(lab.data["client"]["netns"], "198.18.0.11") == "n1",
+        what="echo answering again",
+    )
+
+
+def test_down_leaves_nothing_and_tolerates_a_crashed_supervisor(lab_factory):
+    lab = lab_factory(nodes=1)
+    import os
+    import signal
+
+    os.kill(supervisor.request(lab.prefix, "status")["pid"], signal.SIGKILL)
+    from lbd.lab.lab import down
+
+    report = down(prefix=lab.prefix, lab_dir=lab.dir)
+    assert len(report.namespaces) == 4
+    assert_nothing_left(lab.prefix)
