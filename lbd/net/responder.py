@@ -1,0 +1,486 @@
+"""The ARP/NDP responder: answers for owned VIPs from a raw socket per interface.
+
+Threads:
+
+- one *port* thread per interface runs the hot path: ``poll`` -> ``recv`` frames until the
+  socket is empty -> :func:`lbd.core.arp.decide_reply` / :func:`lbd.core.ndp.decide_reply` ->
+  ``send``. It reads the interface's answer table through one attribute, which
+  :meth:`Responder.set_owned` replaces with a new immutable object: the swap is atomic, the hot
+  path takes no lock, and a VIP that is lost stops being answered with the very next frame.
+  It counts in plain integers (no metrics library call per frame) and hands conflicts to the
+  announcer through a queue, so no user code and no logging run on the hot path.
+- one *announcer* thread sends gratuitous ARP / unsolicited NA on the schedule of
+  :class:`lbd.core.garp.GarpScheduler`, handles conflicts (count, ``on_conflict`` callback,
+  re-announce) and copies the counters into :class:`lbd.metrics.SpeakerMetrics` once a second.
+
+Robustness: malformed frames are just drop reasons; ``EINTR``/``ENETDOWN``/``ENOBUFS`` are
+counted and ignored; an interface that vanishes (its index changes or disappears) makes the port
+close its socket and reopen it by name every ``reopen_delay`` seconds until it is back. Nothing
+that arrives from the network ends a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from lbd.core import arp, ndp
+from lbd.core.garp import GarpPlan, GarpScheduler
+from lbd.metrics import SpeakerMetrics
+from lbd.net.packet import open_packet_socket, set_multicast
+from lbd.runtime.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+_ARP = b"\x08\x06"
+_IGNORED_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN, errno.ENETDOWN, errno.ENOBUFS})
+_BATCH = 512  # frames per wake-up before re-checking for stop
+CONFLICT_REPORT_INTERVAL = 1.0  # per VIP and interface: a GARP war must not become a log flood
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """What one interface answers for (packed addresses, for lookups straight from the frame)."""
+
+    arp: frozenset[bytes] = frozenset()
+    ndp: frozenset[bytes] = frozenset()
+
+
+_EMPTY = _Table()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    vip: str
+    mac: str
+    interface: str
+
+
+def _mac_str(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def _key(vip: str) -> tuple[bool, bytes]:
+    """(is_ipv6, packed) for a VIP string; raises ValueError naming the VIP."""
+    try:
+        addr = ipaddress.ip_address(vip)
+    except ValueError as exc:
+        raise ValueError(f"owned: {vip!r} is not an IP address") from exc
+    return addr.version == 6, addr.packed
+
+
+class _Port:
+    """One interface: its socket, its answer table and its receive thread."""
+
+    def __init__(self, owner: Responder, ifname: str) -> None:
+        self.owner = owner
+        self.ifname = ifname
+        self.table = _EMPTY
+        self.mac = b""
+        self.up = False  # socket open and bound
+        self._sock: socket.socket | None = None
+        self._ifindex = 0
+        self._groups: set[bytes] = set()
+        self._lock = threading.Lock()  # socket (re)open vs. group joins from set_owned
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._last_conflict: dict[bytes, float] = {}
+        # Hot-path counters: plain ints, read by the announcer thread.
+        self.drops: Counter[StrEnum] = Counter()
+        self.arp_requests = self.arp_replies = self.ndp_requests = self.ndp_replies = 0
+        self.send_errors = 0
+        self.reopens = 0
+        self.thread = threading.Thread(target=self._run, name=f"responder-{ifname}", daemon=True)
+        self.thread.start()
+
+    # -- control (other threads) -----------------------------------------------------------
+    def set_table(self, table: _Table) -> None:
+        self.table = table  # the atomic swap; the hot path reads it once per frame
+        with self._lock:
+            self._sync_groups()
+
+    def stop(self) -> None:
+        self.table = _EMPTY
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+
+    def join(self) -> None:
+        self.thread.join(timeout=2.0)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def send(self, frame: bytes) -> bool:
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.send(frame)
+            return True
+        except OSError:
+            self.send_errors += 1
+            return False
+
+    # -- internals ---------------------------------------------------------------------------
+    def _sync_groups(self) -> None:
+        """Join the solicited-node group of every owned IPv6 VIP, leave the others."""
+        sock = self._sock
+        if sock is None:
+            self._groups.clear()
+            return
+        want = {ndp.solicited_node_mac(ip) for ip in self.table.ndp}
+        for mac in want - self._groups:
+            try:
+                set_multicast(sock, self._ifindex, mac, join=True)
+                self._groups.add(mac)
+            except OSError as exc:
+                log.warning("cannot join %s on %s: %s", _mac_str(mac), self.ifname, exc)
+        for mac in self._groups - want:
+            with contextlib.suppress(OSError):
+                set_multicast(sock, self._ifindex, mac, join=False)
+            self._groups.discard(mac)
+
+    def _open(self) -> bool:
+        try:
+            ifindex = socket.if_nametoindex(self.ifname)
+            sock, mac = open_packet_socket(self.ifname)
+        except OSError:
+            return False
+        with self._lock:
+            self._sock, self.mac, self._ifindex = sock, mac, ifindex
+            self._groups.clear()
+            self._sync_groups()
+        self.up = True
+        return True
+
+    def _close(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+            self._groups.clear()
+        self.up = False
+        if sock is not None:
+            sock.close()
+
+    def _vanished(self) -> bool:
+        try:
+            return socket.if_nametoindex(self.ifname) != self._ifindex
+        except OSError:
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._open():
+                self._stop.wait(self.owner.reopen_delay)
+                continue
+            try:
+                self._serve()
+            except Exception:  # a bug must not silently end answering on this interface
+                log.exception("responder loop failed on %s; reopening", self.ifname)
+            self._close()
+            if not self._stop.is_set():
+                self.reopens += 1
+                self._stop.wait(self.owner.reopen_delay)
+
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        recv, send = sock.recv, sock.send
+        mac = self.mac
+        arp_decide, ndp_decide = arp.decide_reply, ndp.decide_reply
+        arp_claim, ndp_claim = arp.claimed_by_other, ndp.claimed_by_other
+        arp_dropped = {arp.DropReason.GRATUITOUS, arp.DropReason.FROM_SELF}
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        drops = self.drops
+        my_macs = frozenset({mac})
+        while not self._stop.is_set():
+            try:
+                events = poller.poll(1000)
+            except InterruptedError:
+                continue
+            for fd, ev in events:
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 64)
+                elif ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) and self._vanished():
+                    return
+            for _ in range(_BATCH):
+                try:
+                    frame = recv(65535)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in _IGNORED_ERRNOS:
+                        if exc.errno == errno.ENETDOWN and self._vanished():
+                            return
+                        continue
+                    raise
+                table = self.table
+                if frame[12:14] == _ARP:
+                    out = arp_decide(frame, mac, table.arp)
+                    if isinstance(out, bytes):
+                        self.arp_requests += 1
+                        try:
+                            send(out)
+                            self.arp_replies += 1
+                        except OSError:
+                            self.send_errors += 1
+                        continue
+                    drops[out] += 1
+                    if out in arp_dropped:
+                        self.arp_requests += 1
+                    claim = arp_claim(frame, my_macs, table.arp)
+                else:
+                    out6 = ndp_decide(frame, mac, table.ndp)
+                    if isinstance(out6, bytes):
+                        self.ndp_requests += 1
+                        try:
+                            send(out6)
+                            self.ndp_replies += 1
+                        except OSError:
+                            self.send_errors += 1
+                        continue
+                    drops[out6] += 1
+                    claim = ndp_claim(frame, my_macs, table.ndp)
+                if claim is not None:
+                    self._report_conflict(*claim)
+
+    def _report_conflict(self, vip: bytes, mac: bytes) -> None:
+        now = self.owner.clock.monotonic()
+        last = self._last_conflict.get(vip)
+        if last is not None and now - last < CONFLICT_REPORT_INTERVAL:
+            return
+        self._last_conflict[vip] = now
+        addr = str(ipaddress.ip_address(vip))
+        self.owner._conflicts.put(Conflict(addr, _mac_str(mac), self.ifname))
+        self.owner._wake.set()
+
+
+def _port_counts(p: _Port) -> Counter[str]:
+    out: Counter[str] = Counter(
+        arp_requests=p.arp_requests,
+        arp_replies=p.arp_replies,
+        ndp_requests=p.ndp_requests,
+        ndp_replies=p.ndp_replies,
+        send_errors=p.send_errors,
+        reopens=p.reopens,
+    )
+    for reason, n in list(p.drops.items()):
+        family = "arp" if isinstance(reason, arp.DropReason) else "ndp"
+        out[f"drop_{family}_{reason}"] += n
+    return out
+
+
+class Responder:
+    """Answers ARP and NDP for the VIPs of the last table given to :meth:`set_owned`."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str = "",
+        metrics: SpeakerMetrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        garp_plan: GarpPlan | None = None,
+        on_conflict: Callable[[str, str], None] | None = None,
+        reopen_delay: float = 1.0,
+    ) -> None:
+        self.node_name = node_name
+        self.metrics = metrics
+        self.clock = clock
+        self.on_conflict = on_conflict
+        self.reopen_delay = reopen_delay
+        self._garp = GarpScheduler(garp_plan)
+        self._lock = threading.Lock()
+        self._ports: dict[str, _Port] = {}
+        self._listen: frozenset[str] = frozenset()
+        self._owned: dict[str, tuple[str, ...]] = {}
+        self._conflicts: queue.SimpleQueue[Conflict] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._announcer: threading.Thread | None = None
+        self._flushed: Counter[str] = Counter()
+        self._retired: Counter[str] = Counter()  # counts of ports already closed
+        self.garp_sent = 0
+        self.conflicts: Counter[str] = Counter()
+
+    # -- public API ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the announcer thread (idempotent; the ``set_*`` calls start it too)."""
+        with self._lock:
+            if self._announcer is None and not self._stopped.is_set():
+                self._announcer = threading.Thread(
+                    target=self._announce_loop, name="responder-announcer", daemon=True
+                )
+                self._announcer.start()
+
+    def set_interfaces(self, names: Iterable[str]) -> None:
+        """Interfaces to listen on even without an owned VIP (conflict watching, quick start)."""
+        with self._lock:
+            self._listen = frozenset(names)
+            self._apply_locked()
+        self.start()
+
+    def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None:
+        """Replace the whole answer table: ``{vip: interfaces}``.
+
+        Takes effect atomically per interface. VIPs gained (or announced on new interfaces) get
+        a gratuitous burst; VIPs lost are not answered from the next frame on.
+        """
+        for vip in owned:
+            _key(vip)  # validate before changing anything
+        now = self.clock.monotonic()
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            old = self._owned
+            self._owned = {vip: tuple(ifs) for vip, ifs in owned.items()}
+            self._apply_locked()
+            for vip in old.keys() - self._owned.keys():
+                self._garp.discard(vip)
+                if self.metrics is not None:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.speaker_announced.remove(vip, self.node_name)
+            for vip, ifs in self._owned.items():
+                if old.get(vip) != ifs:
+                    self._garp.add(vip, now)
+                    if self.metrics is not None:
+                        self.metrics.speaker_announced.labels(vip, self.node_name).set(1)
+        self.start()
+        self._wake.set()
+
+    def owned(self) -> Mapping[str, tuple[str, ...]]:
+        with self._lock:
+            return dict(self._owned)
+
+    def stop(self) -> None:
+        """Stop answering at once, then stop the threads and close the sockets."""
+        with self._lock:
+            self._stopped.set()
+            ports = list(self._ports.values())
+            self._ports.clear()
+            self._owned = {}
+        for p in ports:
+            p.stop()  # empties its table first
+        self._wake.set()
+        for p in ports:
+            p.join()
+        if self._announcer is not None:
+            self._announcer.join(timeout=2.0)
+
+    def ports_ready(self) -> bool:
+        """True when every interface in use has an open socket (for tests and readiness)."""
+        with self._lock:
+            return all(p.up for p in self._ports.values())
+
+    def stats(self) -> dict[str, int]:
+        """Totals over all interfaces (replies, requests, drops by reason, errors)."""
+        with self._lock:
+            ports = list(self._ports.values())
+        with self._lock:
+            out: Counter[str] = Counter(self._retired)
+        for p in ports:
+            out.update(_port_counts(p))
+        out["garp_sent"] = self.garp_sent
+        out["conflicts"] = sum(self.conflicts.values())
+        return dict(out)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _apply_locked(self) -> None:
+        per_if: dict[str, tuple[set[bytes], set[bytes]]] = {n: (set(), set()) for n in self._listen}
+        for vip, ifs in self._owned.items():
+            is_v6, key = _key(vip)
+            for ifname in ifs:
+                v4set, v6set = per_if.setdefault(ifname, (set(), set()))
+                (v6set if is_v6 else v4set).add(key)
+        for ifname in list(self._ports.keys() - per_if.keys()):
+            gone = self._ports.pop(ifname)
+            gone.stop()
+            self._retired.update(_port_counts(gone))
+            threading.Thread(target=gone.join, daemon=True).start()
+        for ifname, (v4, v6) in per_if.items():
+            port = self._ports.get(ifname)
+            if port is None:
+                port = self._ports[ifname] = _Port(self, ifname)
+            port.set_table(_Table(frozenset(v4), frozenset(v6)))
+
+    def _announce(self, vip: str, ifnames: Iterable[str]) -> None:
+        v6, key = _key(vip)
+        for ifname in ifnames:
+            port = self._ports.get(ifname)
+            if port is None or not port.mac:
+                continue
+            frames = (ndp.unsolicited(key, port.mac),) if v6 else arp.gratuitous(key, port.mac)
+            for frame in frames:
+                if port.send(frame):
+                    self.garp_sent += 1
+
+    def _announce_loop(self) -> None:
+        next_flush = self.clock.monotonic()
+        while not self._stopped.is_set():
+            now = self.clock.monotonic()
+            with self._lock:
+                for vip in self._garp.due(now):
+                    self._announce(vip, self._owned.get(vip, ()))
+                wake_at = self._garp.next_wakeup(now)
+            self._handle_conflicts()
+            if now >= next_flush:
+                self._flush_metrics()
+                next_flush = now + 1.0
+            timeout = next_flush - now
+            if wake_at is not None:
+                timeout = min(timeout, wake_at - now)
+            self._wake.wait(max(timeout, 0.0))
+            self._wake.clear()
+        self._flush_metrics()
+
+    def _handle_conflicts(self) -> None:
+        while True:
+            try:
+                c = self._conflicts.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                still_owned = c.interface in self._owned.get(c.vip, ())
+                if still_owned:
+                    self._announce(c.vip, (c.interface,))  # re-assert our claim once
+            if not still_owned:
+                continue
+            self.conflicts[c.vip] += 1
+            log.warning(
+                "another MAC claims an owned VIP",
+                extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
+            )
+            if self.metrics is not None:
+                self.metrics.vip_conflicts_total.labels(c.vip).inc()
+            if self.on_conflict is not None:
+                try:
+                    self.on_conflict(c.vip, c.mac)
+                except Exception:
+                    log.exception("on_conflict callback failed")
+
+    def _flush_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        totals = self.stats()
+        m = self.metrics
+        for name, counter in (
+            ("arp_requests", m.arp_requests_total),
+            ("arp_replies", m.arp_replies_total),
+            ("ndp_requests", m.ndp_requests_total),
+            ("ndp_replies", m.ndp_replies_total),
+            ("garp_sent", m.garp_sent_total),
+        ):
+            delta = totals.get(name, 0) - self._flushed[name]
+            if delta > 0:
+                counter.inc(delta)
+                self._flushed[name] += delta

@@ -1,0 +1,236 @@
+"""The responder on a real Ethernet segment (veth + bridge in network namespaces)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lbd.core import arp, ndp
+from lbd.metrics import SpeakerMetrics
+from lbd.net.responder import Responder
+from tests.netns.conftest import Segment
+from tests.netns.l2client import arp_ask, collect, ndp_ask, open_raw, send_frames
+
+pytestmark = pytest.mark.needs_root
+
+VIP = "198.18.100.7"
+VIP6 = "2001:db8::100:7"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.fixture
+def responders(segment: Segment) -> Iterator[dict[str, Responder]]:
+    """A responder listening on eth0 in each node namespace, owning nothing yet."""
+    out: dict[str, Responder] = {}
+
+    def make(name: str) -> Responder:
+        r = Responder(node_name=name, metrics=SpeakerMetrics(), reopen_delay=0.1)
+        r.set_interfaces(["eth0"])  # opens the socket on a thread inside this namespace
+        return r
+
+    try:
+        for name in ("node1", "node2", "node3"):
+            out[name] = segment.call(name, make, name)
+        assert wait_for(lambda: all(r.ports_ready() for r in out.values()))
+        yield out
+    finally:
+        for r in out.values():
+            r.stop()
+
+
+def ask(segment: Segment, target: str = VIP, timeout: float = 0.3) -> list[bytes]:
+    c = segment["client"]
+    return segment.call("client", arp_ask, "eth0", c.mac, c.ipv4, target, timeout)
+
+
+def test_owner_answers_arp_with_its_mac_and_others_stay_silent(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    assert ask(segment) == []  # nobody owns it yet
+    responders["node1"].set_owned({VIP: ("eth0",)})
+    assert ask(segment) == [segment["node1"].mac]
+    other = responders["node2"]
+    # node2 saw the requests (possibly a moment after node1 answered) and did not reply.
+    assert wait_for(lambda: other.stats().get("drop_arp_NotOwned", 0) >= 2)
+    assert other.stats()["arp_replies"] == 0
+
+
+def test_owner_answers_ndp_solicitation_with_its_mac(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    responders["node2"].set_owned({VIP6: ("eth0",)})
+    c = segment["client"]
+    got = segment.call("client", ndp_ask, "eth0", c.mac, c.ipv6, VIP6, 0.3)
+    assert got == [segment["node2"].mac]
+
+
+def test_lost_vip_is_not_answered_and_stop_silences_at_once(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    r = responders["node1"]
+    r.set_owned({VIP: ("eth0",)})
+    assert ask(segment) == [segment["node1"].mac]
+    r.set_owned({})
+    assert ask(segment) == []
+    r.set_owned({VIP: ("eth0",)})
+    assert ask(segment) == [segment["node1"].mac]
+    r.stop()
+    assert ask(segment) == []
+
+
+def test_takeover_sends_gratuitous_arp_seen_by_the_client(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    vip_key = arp.vip_key(VIP)
+    node2 = segment["node2"].mac
+
+    def garp(frame: bytes) -> bool:
+        p = arp.parse(frame)
+        return (
+            isinstance(p, arp.ArpPacket)
+            and p.sender_ip == vip_key
+            and p.target_ip == vip_key
+            and p.sender_mac == node2
+        )
+
+    def sniff_during_takeover() -> list[bytes]:
+        with open_raw("eth0") as sock:
+            t0 = time.monotonic()
+            responders["node2"].set_owned({VIP: ("eth0",)})
+            frames = collect(sock, garp, timeout=1.0, stop_after=2)
+            assert time.monotonic() - t0 < 0.5  # the first pair goes out immediately
+            return frames
+
+    frames = segment.call("client", sniff_during_takeover)
+    ops = sorted(arp.parse(f).op for f in frames)  # type: ignore[union-attr]
+    assert ops == [arp.OP_REQUEST, arp.OP_REPLY]
+
+
+def test_unsolicited_na_on_ipv6_takeover(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    key = ndp.vip_key(VIP6)
+
+    def sniff() -> list[bytes]:
+        with open_raw("eth0") as sock:
+            responders["node3"].set_owned({VIP6: ("eth0",)})
+            return collect(
+                sock, lambda f: f[12:14] == b"\x86\xdd" and f[62:78] == key, 1.0, stop_after=1
+            )
+
+    frames = segment.call("client", sniff)
+    assert frames and frames[0][6:12] == segment["node3"].mac
+
+
+def _junk(rng: random.Random, n: int) -> Iterator[bytes]:
+    """Malformed ARP and NDP frames that still look like ARP / IPv6 to the kernel.
+
+    (Frames with a broken IPv6 header never reach a packet socket on the far side of the veth
+    and bridge; the unit tests fuzz those against the parsers directly.)
+    """
+    base_arp = arp.request(
+        src_mac=b"\x02" * 6, src_ip=bytes(4), target_ip=arp.vip_key(VIP), dst_mac=b"\xff" * 6
+    )
+    base_ns = ndp.solicitation(
+        src_mac=b"\x02" * 6, src_ip=ndp.vip_key("2001:db8::99"), target=ndp.vip_key(VIP6)
+    )
+    ipv6_head = base_ns[:18]  # Ethernet + IPv6 version/class/flow
+    ipv6_tail = base_ns[20:54]  # next header, hop limit, addresses
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:  # ARP ethertype, random body of random length
+            yield base_arp[:14] + rng.randbytes(rng.randint(0, 60))
+        elif kind == 1:  # ARP request with garbled bytes, maybe truncated
+            f = bytearray(base_arp[: rng.randint(20, 60)])
+            for _ in range(3):
+                f[rng.randrange(14, len(f))] = rng.randrange(256)
+            yield bytes(f)
+        else:  # ICMPv6: a garbled solicitation (kind 2) or random bytes (kind 3)
+            if kind == 2:
+                body = bytearray(base_ns[54:])
+                for _ in range(2):
+                    body[rng.randrange(len(body))] = rng.randrange(256)
+            else:
+                body = bytearray(rng.randbytes(rng.randint(1, 64)))
+            yield ipv6_head + len(body).to_bytes(2, "big") + ipv6_tail + bytes(body)
+
+
+def dropped(r: Responder) -> int:
+    return sum(v for k, v in r.stats().items() if k.startswith("drop_"))
+
+
+def test_ten_thousand_malformed_frames_do_not_stop_answering(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    r = responders["node1"]
+    r.set_owned({VIP: ("eth0",), VIP6: ("eth0",)})
+    junk = list(_junk(random.Random(7), 10_000))
+    sent = segment.call("client", send_frames, "eth0", junk, 5000)
+    assert sent == 10_000
+    assert wait_for(lambda: dropped(r) > 9000), str(r.stats())
+    assert ask(segment) == [segment["node1"].mac]
+    c = segment["client"]
+    assert segment.call("client", ndp_ask, "eth0", c.mac, c.ipv6, VIP6, 0.3) == [
+        segment["node1"].mac
+    ]
+    assert r.stats()["reopens"] == 0
+
+
+def test_conflicting_mac_is_detected_counted_and_reannounced(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    seen: list[tuple[str, str]] = []
+    r = responders["node1"]
+    r.on_conflict = lambda vip, mac: seen.append((vip, mac))
+    r.set_owned({VIP: ("eth0",)})
+    assert wait_for(lambda: r.stats()["garp_sent"] >= 2)
+    rogue = segment["node3"].mac
+    garp_before = r.stats()["garp_sent"]
+    segment.call("node3", send_frames, "eth0", [arp.gratuitous(arp.vip_key(VIP), rogue)[1]])
+    assert wait_for(lambda: bool(seen))
+    assert seen == [(VIP, ":".join(f"{b:02x}" for b in rogue))]
+    assert r.stats()["conflicts"] == 1
+    assert r.metrics is not None
+    assert r.metrics.vip_conflicts_total.labels(VIP)._value.get() == 1
+    assert wait_for(lambda: r.stats()["garp_sent"] > garp_before)  # re-announced
+
+
+def test_link_down_up_and_a_vanished_interface_do_not_end_the_responder(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    r = responders["node1"]
+    r.set_owned({VIP: ("eth0",)})
+    assert ask(segment) == [segment["node1"].mac]
+    segment.link("node1", up=False)
+    assert ask(segment) == []
+    segment.link("node1", up=True)
+    assert wait_for(lambda: ask(segment, timeout=0.1) == [segment["node1"].mac])
+    # Delete eth0 (and its bridge port), then plug a new cable in with the same name.
+    ns = segment["node1"].ns
+    segment.ip("node1", "link", "del", "eth0")
+    assert wait_for(lambda: not r.ports_ready())
+    from tests.netns.conftest import run
+
+    run("ip", "link", "add", "name", "p9", "netns", segment.bridge_ns, "type", "veth",
+        "peer", "name", "eth0", "netns", ns)  # fmt: skip
+    run("ip", "-n", segment.bridge_ns, "link", "set", "p9", "master", "br0", "up")
+    segment.ip("node1", "link", "set", "eth0", "up")
+    new_mac = bytes.fromhex(
+        segment.ip("node1", "-o", "link", "show", "eth0")
+        .split("link/ether ", 1)[1]
+        .split()[0]
+        .replace(":", "")
+    )
+    assert wait_for(lambda: ask(segment, timeout=0.1) == [new_mac], timeout=5.0)
+    assert r.stats()["reopens"] >= 1
