@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,21 +16,15 @@ from lbd.k8s.client import ENDPOINTSLICES, NODES, SERVICES, load_kube
 from lbd.lab import probe, supervisor, topology
 from lbd.lab.layout import plan
 from lbd.lab.netns import call_in_netns, namespaces_with_prefix, pids_in_namespaces
+from lbd.lab.scenario import poll
 
 from .conftest import assert_nothing_left
 
 pytestmark = pytest.mark.needs_root
 
 
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    return poll(condition, timeout=timeout, what=what)
 
 
 @pytest.fixture
@@ -156,7 +152,9 @@ def test_echo_answers_with_the_node_name_on_each_node(lab):
         assert probe.tcp_ask(client, node["ipv4"]) == node["name"]
 
 
-def _service(name, selector=None, lb_class=None):
+def _service(
+    name: str, selector: dict[str, str] | None = None, lb_class: str | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -179,17 +177,24 @@ def test_kube_proxy_stand_in_puts_ingress_ips_on_lo_of_every_node(lab):
         {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.200"}]}}},
     )
 
-    def on_lo(netns):
+    def on_lo(netns: str) -> set[str]:
         from pyroute2 import IPRoute
 
-        def addrs():
+        def addrs() -> set[str]:
             with IPRoute() as ipr:
                 return {a.get("IFA_ADDRESS") for a in ipr.get_addr(index=1)}
 
         return call_in_netns(netns, addrs)
 
+    def has_vip(netns: str) -> bool:
+        return "198.18.100.200" in on_lo(netns)
+
+    def lacks_vip(netns: str) -> bool:
+        return not has_vip(netns)
+
     for node in lab.data["nodes"]:
-        wait_for(lambda n=node: "198.18.100.200" in on_lo(n["netns"]), what="vip on lo")
+        ns = str(node["netns"])
+        wait_for(partial(has_vip, ns), what="vip on lo")
         arp_ignore = call_in_netns(
             node["netns"],
             lambda: Path("/proc/sys/net/ipv4/conf/all/arp_ignore").read_text().strip(),
@@ -197,7 +202,8 @@ def test_kube_proxy_stand_in_puts_ingress_ips_on_lo_of_every_node(lab):
         assert arp_ignore == "1"
     kube.delete(SERVICES.path(namespace="default", name="kp"))
     for node in lab.data["nodes"]:
-        wait_for(lambda n=node: "198.18.100.200" not in on_lo(n["netns"]), what="vip removed")
+        ns = str(node["netns"])
+        wait_for(partial(lacks_vip, ns), what="vip removed")
 
 
 def test_endpoints_stand_in_lists_one_ready_endpoint_per_node(lab):
@@ -205,9 +211,12 @@ def test_endpoints_stand_in_lists_one_ready_endpoint_per_node(lab):
     kube.create(SERVICES.path(namespace="default"), _service("eps"))
     kube.create(SERVICES.path(namespace="default"), _service("other", {"app": "web"}))
 
-    def slices(svc):
+    def slices(svc: str) -> list[dict[str, Any]]:
         q = {"labelSelector": f"kubernetes.io/service-name={svc}"}
-        return kube.get(ENDPOINTSLICES.path(namespace="default"), query=q)["items"]
+        items: list[dict[str, Any]] = kube.get(ENDPOINTSLICES.path(namespace="default"), query=q)[
+            "items"
+        ]
+        return items
 
     found = wait_for(lambda: slices("eps"), what="endpointslice")
     eps = found[0]["endpoints"]
@@ -237,9 +246,9 @@ def test_supervisor_restarts_a_crashed_process(lab):
 
     os.kill(before, signal.SIGKILL)
 
-    def restarted():
+    def restarted() -> bool:
         now = supervisor.request(lab.prefix, "status")["processes"]["echo-n1"]
-        return now["running"] and now["pid"] != before
+        return bool(now["running"] and now["pid"] != before)
 
     wait_for(restarted, what="echo restarted")
     wait_for(
