@@ -21,6 +21,7 @@ from typing import Any
 from lbd.k8s.client import (
     IPADDRESSPOOLS,
     L2ADVERTISEMENTS,
+    LEASES,
     NAMESPACES,
     NODES,
     ApiError,
@@ -192,3 +193,30 @@ def wait_ready(kube: Kube, layout: Layout, *, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise BootstrapError(f"nodes missing after {timeout:.0f} s: {sorted(want - names)}")
         time.sleep(0.05)  # polling a condition with a deadline
+
+
+CONTROLLER_LEASE = "lbd-controller"
+
+
+def leader(kube: Kube) -> str | None:
+    """The identity holding the controller's Lease, or None."""
+    try:
+        lease = kube.get(LEASES.path(namespace=SYSTEM_NAMESPACE, name=CONTROLLER_LEASE))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    holder = (lease.get("spec") or {}).get("holderIdentity")
+    return str(holder) if holder else None
+
+
+def wait_for_leader(kube: Kube, *, timeout: float = 30.0, not_: str | None = None) -> str:
+    """Wait until a controller replica (other than ``not_``) holds the Lease; its identity."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = leader(kube)
+        if holder and holder != not_:
+            return holder
+        if time.monotonic() > deadline:
+            raise BootstrapError(f"no controller leader after {timeout:.0f} s (holder: {holder})")
+        time.sleep(0.1)  # polling a condition with a deadline

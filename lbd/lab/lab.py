@@ -211,6 +211,14 @@ def _process_plan(
                         "--kubeconfig",
                         str(lab_dir / "controller.kubeconfig"),
                         "--leader-elect",
+                        # Shorter than the production defaults (15/10/2 s) so that a killed
+                        # leader is replaced within seconds in the demo and the tests.
+                        "--lease-duration",
+                        "6",
+                        "--renew-deadline",
+                        "4",
+                        "--retry-period",
+                        "1",
                         "--health-addr",
                         f"127.0.0.1:{7471 + i}",
                     ),
@@ -371,6 +379,9 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     _wait_running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
     bootstrap.wait_ready(kube, layout, timeout=opts.ready_timeout)
     _wait_echo(layout, opts.ready_timeout)
+    if any(p.name.startswith("controller-") for p in procs):
+        holder = bootstrap.wait_for_leader(kube, timeout=opts.ready_timeout)
+        say(f"controller leader: {holder}")
     say(f"lab {layout.prefix} is up in {time.monotonic() - started:.1f} s (dir {lab_dir})")
     return Lab.load(lab_dir)
 

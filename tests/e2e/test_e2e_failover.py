@@ -1,0 +1,53 @@
+"""Whole lab, failures: the owner node dies; the controller leader dies.
+
+Each test disturbs the lab, so each gets its own lab.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lbd.lab import bootstrap, scenario, supervisor
+from lbd.lab.lab import kill_node, restore_node
+
+from .conftest import LabFactory
+from .e2e_helpers import needs_controller, needs_lbd_programs
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
+
+
+@needs_lbd_programs
+def test_owner_node_killed_traffic_resumes_on_another_node(lab_factory: LabFactory) -> None:
+    lab = lab_factory(nodes=3)
+    kube = scenario.host_kube(lab)
+    scenario.create_echo_service(kube, "web")
+    (vip,) = scenario.wait_for_vips(kube, "web")
+    owner = scenario.wait_for_answer(lab, vip)
+
+    result = scenario.measure_failover(lab, vip, owner, kill=lambda: kill_node(lab, owner))
+
+    assert result.new_owner in {"n1", "n2", "n3"} - {owner}
+    new_mac = lab.node(result.new_owner)["mac"]
+    assert scenario.wait_for_arp(lab, vip) == [new_mac]
+    print(f"failover {owner} -> {result.new_owner}: {result.outage:.3f} s, {result.lost} lost")
+
+    restore_node(lab, owner)
+    # The ranking is stable: the restored node is the VIP's first choice again.
+    assert scenario.wait_for_answer(lab, vip, node=owner, timeout=15.0) == owner
+
+
+@needs_controller
+def test_controller_leader_killed_new_services_still_get_addresses(
+    lab_factory: LabFactory,
+) -> None:
+    lab = lab_factory(nodes=1)
+    kube = scenario.host_kube(lab)
+    leader = bootstrap.wait_for_leader(kube)
+    process = leader.removeprefix("lbd-")  # identity lbd-controller-N runs as controller-N
+    assert process in lab.data["processes"], leader
+    supervisor.request(lab.prefix, "stop", names=[process], signal="SIGKILL")
+
+    scenario.create_echo_service(kube, "after-leader-died")
+    (vip,) = scenario.wait_for_vips(kube, "after-leader-died", timeout=30.0)
+    assert vip.startswith("198.18.100.")
+    assert bootstrap.leader(kube) not in (None, leader)

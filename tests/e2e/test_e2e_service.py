@@ -1,0 +1,78 @@
+"""Whole lab, lbd's own programs: a Service gets an address and the client reaches it.
+
+One lab (3 nodes, dual-stack pool) for the module: these tests only add Services, so they do not
+disturb each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from lbd.k8s.client import SERVICES
+from lbd.lab import probe, scenario
+from lbd.lab.lab import Lab
+
+from .conftest import LabFactory
+from .e2e_helpers import needs_lbd_programs
+
+pytestmark = [pytest.mark.needs_root, needs_lbd_programs]
+
+
+@pytest.fixture(scope="module")
+def lab(module_lab_factory: LabFactory) -> Lab:
+    return module_lab_factory(nodes=3, ipv6=True)
+
+
+def test_service_gets_an_address_and_the_client_reaches_it(lab: Lab) -> None:
+    kube = scenario.host_kube(lab)
+    scenario.create_echo_service(kube, "web")
+    (vip,) = scenario.wait_for_vips(kube, "web")
+    assert vip.startswith("198.18.100.")
+    answers = scenario.wait_for_arp(lab, vip)
+    macs = {n["mac"]: n["name"] for n in lab.data["nodes"]}
+    assert len(answers) == 1 and answers[0] in macs, f"ARP answers for {vip}: {answers}"
+    owner = macs[answers[0]]
+    assert scenario.wait_for_answer(lab, vip) == owner
+    assert scenario.tcp(lab, vip) == owner
+
+
+def test_dual_stack_service_is_reachable_on_both_families(lab: Lab) -> None:
+    kube = scenario.host_kube(lab)
+    scenario.create_echo_service(kube, "dual", dual_stack=True)
+    vips = scenario.wait_for_vips(kube, "dual", count=2)
+    v4 = [v for v in vips if ":" not in v]
+    v6 = [v for v in vips if ":" in v]
+    assert len(v4) == 1 and len(v6) == 1
+    assert v6[0].startswith("2001:db8:18::100:")
+    owner4 = scenario.wait_for_answer(lab, v4[0])
+    owner6 = scenario.wait_for_answer(lab, v6[0])
+    # All VIPs of one Service are ranked by its first VIP: one node announces both.
+    assert owner4 == owner6
+    assert probe.tcp_ask(lab.data["client"]["netns"], v6[0]) == owner6
+
+
+def test_a_service_without_endpoints_is_not_announced(lab: Lab) -> None:
+    kube = scenario.host_kube(lab)
+    svc = scenario.echo_service("noeps")
+    svc["spec"]["selector"] = {"app": "nothing-runs-this"}
+    kube.create(SERVICES.path(namespace="default"), svc)
+    (vip,) = scenario.wait_for_vips(kube, "noeps")
+    c = lab.data["client"]
+    assert probe.arp_who_has(c["netns"], c["ifname"], c["mac"], c["ipv4"], vip, wait=1.0) == []
+
+
+@pytest.mark.slow
+def test_fifty_services_spread_over_all_nodes(lab: Lab) -> None:
+    kube = scenario.host_kube(lab)
+    names = [f"many-{i}" for i in range(50)]
+    for name in names:
+        scenario.create_echo_service(kube, name)
+    vips = {name: scenario.wait_for_vips(kube, name, timeout=30.0)[0] for name in names}
+    assert len(set(vips.values())) == 50
+    owners = Counter(scenario.wait_for_answer(lab, vip) for vip in vips.values())
+    # Rendezvous ranking spreads VIPs evenly; with 50 VIPs and 3 nodes every node has some
+    # (the chance that one has none is about 3 * (2/3)^50, i.e. never).
+    assert set(owners) == {"n1", "n2", "n3"}, owners
+    assert min(owners.values()) >= 5, owners
