@@ -134,8 +134,10 @@ def _scenario(lab: Lab, n: Narrator) -> list[str]:
 
     def restore() -> str:
         restore_node(lab, owner)
-        back = scenario.wait_for_answer(lab, vip)
-        n.say(f"{owner} restored; {vip} answered by {back}")
+        n.say(f"{owner}: link up, speaker restarted; waiting for it to rejoin")
+        # The ranking is stable: once its heartbeats are seen again, the VIP goes back to it.
+        back = scenario.wait_for_answer(lab, vip, node=owner, timeout=30.0)
+        n.say(f"{vip} answered by {back} again")
         return back
 
     after = n.step(f"Restore {owner}", restore)

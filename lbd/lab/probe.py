@@ -155,6 +155,49 @@ def tcp_ask(netns: str, vip: str, *, port: int = ECHO_PORT, timeout: float = 2.0
         return data.decode().strip()
 
 
+def first_answers(
+    netns: str,
+    vips: list[str],
+    *,
+    accept: set[str] | None = None,
+    since: float,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> dict[str, float]:
+    """For each IPv4 VIP, seconds from ``since`` until it is first answered by a node in ``accept``.
+
+    One unconnected UDP socket in the client namespace sends a request to every VIP still waiting
+    each ``interval``; the echo service replies from the VIP itself, so ``recvfrom`` says which
+    VIP answered and the payload says which node. VIPs not answered by ``timeout`` are missing
+    from the result.
+    """
+    sock = call_in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    pending = set(vips)
+    answered: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    next_round = time.monotonic()
+    with sock:
+        while pending and time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_round:
+                for vip in pending:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(b"0", (vip, ECHO_PORT))
+                next_round = now + interval
+            ready, _, _ = select.select([sock], [], [], max(0.0, next_round - time.monotonic()))
+            while ready:
+                try:
+                    data, (src, _port) = sock.recvfrom(512)
+                except OSError:
+                    break
+                node = data.decode(errors="replace").partition(" ")[2].strip()
+                if src in pending and (accept is None or node in accept):
+                    answered[src] = time.monotonic() - since
+                    pending.discard(src)
+                ready, _, _ = select.select([sock], [], [], 0)
+    return answered
+
+
 @dataclass(frozen=True)
 class Probe:
     """One request of a :class:`UdpProber`: when it was sent and who answered it (if anyone)."""

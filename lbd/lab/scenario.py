@@ -149,6 +149,7 @@ class Failover:
     outage: float  # seconds between the last answer before and the first answer after
     lost: int
     sent: int
+    killed_at: float  # time.monotonic() just before ``kill`` ran
 
 
 def measure_failover(
@@ -185,4 +186,5 @@ def measure_failover(
         outage=outage.seconds,
         lost=outage.lost,
         sent=len(probes),
+        killed_at=killed_at,
     )
