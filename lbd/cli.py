@@ -17,7 +17,7 @@ from lbd import __version__
 
 # Modules that expose ``register(subparsers: argparse._SubParsersAction) -> None``. Each
 # registered parser sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
-COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.cli", "lbd.controller.cli")
+COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.cli", "lbd.controller.cli", "lbd.speaker.cli")
 
 
 def _version(_: argparse.Namespace) -> int:

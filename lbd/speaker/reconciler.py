@@ -10,7 +10,8 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
 - membership learns new peers (Node InternalIPs) and this node's announce interfaces;
 - the status writer learns which Services this node now owns or stopped owning (it writes only
   those changes, on its own thread; nothing here waits on the API server);
-- metrics (``lbd_speaker_announced``, ``lbd_peers_alive``, ``lbd_failover_seconds``).
+- metrics ``lbd_peers_alive`` and ``lbd_failover_seconds`` (the responder keeps
+  ``lbd_speaker_announced`` and the ARP/NDP counters).
 
 Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
 not a thousand. A periodic pass (``resync``) guards against a missed wake-up; it costs CPU
@@ -201,7 +202,6 @@ class Reconciler:
             self.announcer.set_owned(plan.owned)
             done = self.clock.monotonic()
             self._observe_failover(previous, plan, alive, noticed, done)
-            self._update_announced(previous_owned or {}, plan.owned)
         with self._lock:
             self.plan = plan
             self._owned = plan.owned
@@ -233,12 +233,3 @@ class Reconciler:
                 "took over",
                 extra={"service": key, "node": before.owner, "duration": done - noticed},
             )
-
-    def _update_announced(
-        self, before: Mapping[str, tuple[str, ...]], after: Mapping[str, tuple[str, ...]]
-    ) -> None:
-        gauge = self.metrics.speaker_announced
-        for vip in before.keys() - after.keys():
-            gauge.remove(vip, self.node)
-        for vip in after.keys() - before.keys():
-            gauge.labels(vip=vip, node=self.node).set(1)

@@ -1,0 +1,148 @@
+"""``lbd speaker``: one per node; makes the VIPs of LoadBalancer Services reachable at layer 2.
+
+Wiring only (heavy imports happen inside :func:`run`, so ``lbd --help`` stays fast)::
+
+    informers (lbd.k8s.speaker_informers) --+
+    heartbeats (lbd.net.membership) --------+--> Reconciler (lbd.speaker.reconciler)
+    link monitor (lbd.net.links) -----------+        |-> Responder.set_owned  (ARP/NDP, GARP)
+                                                     |-> Membership.set_peers / interfaces up
+                                                     '-> StatusWriter (ServiceL2Status, Events)
+
+Shutdown on SIGTERM/SIGINT, within about a second: tell the peers we are leaving (they take
+over at once), keep answering for ``HANDOVER_GRACE`` so the new owner's gratuitous announcement
+lands before we go quiet (the client-visible gap of a graceful hand-over is then only the
+peers' reaction time), stop answering, exit. Informers and the status writer are stopped last
+and without waiting for the API server: a cluster whose API is down must still let a node drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+log = logging.getLogger("lbd.speaker")
+
+DEFAULT_HEALTH_ADDR = "0.0.0.0:7473"
+HANDOVER_GRACE = 0.05
+"""Seconds the leaving owner keeps answering after its ``leaving`` heartbeats (see module doc)."""
+SYNC_TIMEOUT = 60.0
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    from lbd.core.membership import DEFAULT_DEAD_AFTER, DEFAULT_INTERVAL, DEFAULT_PORT
+
+    p = sub.add_parser(
+        "speaker",
+        help="announce Service VIPs from this node (ARP/NDP, heartbeats, election)",
+        description="Runs on every node: elects one owner node per VIP among live speakers and "
+        "answers ARP/NDP for the VIPs this node owns.",
+    )
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's Kubernetes Node name (default: $NODE_NAME)",
+    )
+    p.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster config)"
+    )
+    p.add_argument(
+        "--membership-key",
+        metavar="FILE",
+        help="file holding the shared heartbeat HMAC key (mounted from a Secret)",
+    )
+    p.add_argument(
+        "--insecure-membership",
+        action="store_true",
+        help="allow running without a membership key (heartbeats can then be forged)",
+    )
+    p.add_argument("--membership-port", type=int, default=DEFAULT_PORT, help="heartbeat UDP port")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between heartbeats (default {DEFAULT_INTERVAL})",
+    )
+    p.add_argument(
+        "--dead-after",
+        type=float,
+        default=DEFAULT_DEAD_AFTER,
+        metavar="SECONDS",
+        help=f"a peer silent this long is dead (default {DEFAULT_DEAD_AFTER})",
+    )
+    p.add_argument(
+        "--lb-class",
+        default=None,
+        help="handle only Services with this spec.loadBalancerClass (default: only Services "
+        "without a class)",
+    )
+    p.add_argument(
+        "--health-addr",
+        default=DEFAULT_HEALTH_ADDR,
+        help=f"HOST:PORT for /healthz, /readyz, /metrics (default {DEFAULT_HEALTH_ADDR})",
+    )
+    p.add_argument(
+        "--interfaces-exclude",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="interface name prefixes the default interface rule never picks (in addition "
+        "to the built-in list of virtual interfaces); repeatable or comma-separated",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def _excludes(values: list[str]) -> tuple[str, ...]:
+    return tuple(x.strip() for v in values for x in v.split(",") if x.strip())
+
+
+def run(args: argparse.Namespace) -> int:
+    from lbd import log as lbd_log
+
+    lbd_log.setup(args.log_level)
+    if not args.node_name:
+        log.error("--node-name (or $NODE_NAME) is required")
+        return 2
+    from lbd.net.membership import MembershipKeyError, load_key
+
+    try:
+        key = load_key(args.membership_key, insecure=args.insecure_membership)
+    except MembershipKeyError as exc:
+        log.error(str(exc))
+        return 2
+    from lbd.speaker.daemon import Speaker, SpeakerSettings
+
+    settings = SpeakerSettings(
+        node_name=args.node_name,
+        kubeconfig=args.kubeconfig,
+        key=key,
+        membership_port=args.membership_port,
+        heartbeat_interval=args.heartbeat_interval,
+        dead_after=args.dead_after,
+        lb_class=args.lb_class or None,
+        health_addr=args.health_addr,
+        interfaces_exclude=_excludes(args.interfaces_exclude),
+    )
+    try:
+        speaker = Speaker(settings)
+    except ValueError as exc:
+        log.error(str(exc))
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal received, leaving", extra={"reason": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    speaker.start()
+    while not stop.wait(1.0):
+        pass
+    speaker.stop(grace=HANDOVER_GRACE)
+    return 0
