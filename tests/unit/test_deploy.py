@@ -28,6 +28,7 @@ import yaml
 
 from lbd.core.model import Reason
 from lbd.metrics import ControllerMetrics, SpeakerMetrics
+from tests.unit.deploy_helm_lite import UnsupportedTemplateError, render_chart
 from tests.unit.deploy_rbac import Call, allowed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,13 +115,25 @@ def _helm_binary(values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
     return _docs(out.stdout)
 
 
-def helm_renderer() -> Callable[[dict[str, Any], Path], list[dict[str, Any]]]:
+Renderer = Callable[[dict[str, Any], Path], list[dict[str, Any]]]
+
+
+def real_helm() -> Renderer | None:
     """Real Helm: the helm-python-sdk package (Helm's Go SDK) or a ``helm`` binary."""
     if importlib.util.find_spec("helm_python") is not None:
         return lambda values, _tmp: _helm_python(values)
     if shutil.which("helm") is not None:
         return _helm_binary
-    pytest.skip("Helm is not installed: pip install helm-python-sdk (or put helm on PATH)")
+    return None
+
+
+def _helm_lite(values: dict[str, Any], _tmp: Path) -> list[dict[str, Any]]:
+    return _docs(render_chart(CHART, values, name="lbd", namespace=NS))
+
+
+def helm_renderer() -> Renderer:
+    """Real Helm when installed, else the small renderer (checked against Helm when both exist)."""
+    return real_helm() or _helm_lite
 
 
 def _without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +267,62 @@ def test_helm_options_render_monitoring_and_lb_class(tmp_path):
         assert container["args"][-1] == "--lb-class=example.com/lbd"
         assert container["image"] == "registry.example/lbd:9.9.9"
     assert _workload(objs, "Deployment")["spec"]["replicas"] == 3
+
+
+HELM_VALUE_SETS = [
+    {},
+    {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "loadBalancerClass": "example.com/lbd",
+        "membership": {"createSecret": False},
+    },
+    {"image": {"repository": "r.example/lbd", "tag": "1.2.3", "pullPolicy": "Always"}},
+    {"controller": {"replicas": 1, "resources": {}}, "speaker": {"tolerations": []}},
+]
+
+
+@pytest.mark.parametrize("values", HELM_VALUE_SETS, ids=["defaults", "options", "image", "sizes"])
+def test_small_renderer_agrees_with_real_helm(values, tmp_path):
+    helm = real_helm()
+    if helm is None:
+        pytest.skip("Helm is not installed (pip install helm-python-sdk): nothing to compare with")
+
+    def comparable(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        out = _by_key(objs)
+        for obj in out.values():
+            obj.get("data", {}).pop("key", None)  # the random membership key
+        return out
+
+    assert comparable(_helm_lite(values, tmp_path)) == comparable(helm(values, tmp_path))
+
+
+def test_chart_keeps_the_membership_key_of_an_existing_secret():
+    existing = {"apiVersion": "v1", "kind": "Secret", "data": {"key": "c2VjcmV0LWtleQ=="}}
+    cluster: dict[tuple[str, ...], Any] = {("v1", "Secret", NS, "lbd-memberlist"): existing}
+    upgrade = _docs(render_chart(CHART, {}, name="lbd", namespace=NS, cluster=cluster))
+    (secret,) = [o for o in upgrade if o["kind"] == "Secret"]
+    assert secret["data"]["key"] == "c2VjcmV0LWtleQ=="
+    first = [o for o in _helm_lite({}, Path()) if o["kind"] == "Secret"]
+    second = [o for o in _helm_lite({}, Path()) if o["kind"] == "Secret"]
+    assert first[0]["data"]["key"] != second[0]["data"]["key"], "a fresh install gets a random key"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ include "x" . }}',
+        "{{ range .Values.a }}x{{ end }}",
+        "{{ .Values | toJson }}",
+        "{{ .Values }}",
+    ],
+)
+def test_small_renderer_refuses_what_it_does_not_implement(template, tmp_path):
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "extra.yaml").write_text(template)
+    with pytest.raises(UnsupportedTemplateError):
+        render_chart(chart, {}, name="lbd", namespace=NS)
 
 
 # --- workloads -----------------------------------------------------------------------------------
