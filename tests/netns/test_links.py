@@ -1,0 +1,108 @@
+"""Interface selection (pure rules) and the netlink link monitor (in a namespace)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+
+import pytest
+
+from lbd.net.links import (
+    IFF_BROADCAST,
+    IFF_LOWER_UP,
+    IFF_NOARP,
+    IFF_UP,
+    Link,
+    LinkMonitor,
+    announce_capable,
+    select_interfaces,
+)
+from tests.netns.conftest import Segment
+
+UP = IFF_UP | IFF_LOWER_UP | IFF_BROADCAST
+
+
+def link(name: str, *addrs: str, flags: int = UP, **kw: object) -> Link:
+    return Link(
+        name=name,
+        index=hash(name) % 1000,
+        flags=flags,
+        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+LINKS = {
+    "lo": link("lo", "127.0.0.1/8", "198.18.100.7/32", flags=IFF_UP | IFF_LOWER_UP | 0x8),
+    "kube-ipvs0": link("kube-ipvs0", "198.18.100.7/32", flags=UP | IFF_NOARP, kind="dummy"),
+    "eth0": link("eth0", "198.18.0.1/16", "2001:db8::1/64"),
+    "eth1": link("eth1", "10.1.0.1/24"),
+    "eth2": link("eth2"),
+    "docker0": link("docker0", "172.17.0.1/16", kind="bridge"),
+    "cali1234": link("cali1234", "fe80::1/64", kind="veth"),
+    "bond-member": link("bond-member", master=7),
+    "noarp0": link("noarp0", flags=UP | IFF_NOARP),
+    "down0": link("down0", flags=IFF_UP | IFF_BROADCAST),  # no carrier
+}
+
+
+@pytest.mark.parametrize(
+    ("vip", "wanted", "want"),
+    [
+        pytest.param("198.18.100.7", (), ("eth0",), id="subnet wins; VIP on lo/kube-ipvs0 not"),
+        pytest.param("2001:db8::100:7", (), ("eth0",), id="IPv6 subnet"),
+        pytest.param("203.0.113.9", (), ("eth0", "eth1", "eth2"), id="no subnet: capable ones"),
+        pytest.param("198.18.100.7", ("eth2", "down0", "nope"), ("eth2",), id="advertised list"),
+    ],
+)
+def test_select_interfaces(vip: str, wanted: tuple[str, ...], want: tuple[str, ...]) -> None:
+    assert select_interfaces(vip, LINKS, wanted) == want
+
+
+@pytest.mark.parametrize(
+    ("name", "capable"),
+    [
+        ("eth0", True),
+        ("eth2", True),
+        ("lo", False),
+        ("docker0", False),
+        ("cali1234", False),
+        ("bond-member", False),
+        ("noarp0", False),
+        ("down0", False),
+    ],
+)
+def test_announce_capable_exclusions(name: str, capable: bool) -> None:
+    assert announce_capable(LINKS[name]) is capable
+
+
+def test_a_veth_with_a_real_address_may_announce() -> None:
+    assert announce_capable(link("lab0", "198.18.0.9/16", kind="veth"))
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.mark.needs_root
+def test_monitor_sees_link_down_and_up(segment_factory: Callable[[list[str]], Segment]) -> None:
+    seg = segment_factory(["node1"])
+    changes: list[int] = []
+    mon = LinkMonitor(on_change=lambda: changes.append(1))
+    seg.call("node1", mon.start)
+    try:
+        assert mon.interfaces_up() == {"eth0"}
+        assert mon.resolve("198.18.100.7", ()) == ("eth0",)
+        seg.link("node1", up=False)
+        assert wait_for(lambda: mon.interfaces_up() == frozenset())
+        assert changes
+        seg.link("node1", up=True)
+        assert wait_for(lambda: mon.interfaces_up() == {"eth0"})
+    finally:
+        mon.stop()

@@ -1,0 +1,82 @@
+"""Heartbeats between speakers in separate network namespaces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lbd.net.membership import Membership
+from tests.netns.conftest import Segment
+
+pytestmark = pytest.mark.needs_root
+
+KEY = b"lab-membership-key-0123456789abcdef"
+INTERVAL, DEAD_AFTER = 0.1, 0.4
+NODES = ("node1", "node2", "node3")
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+@pytest.fixture
+def speakers(segment: Segment) -> Iterator[dict[str, Membership]]:
+    out: dict[str, Membership] = {}
+    peers = {n: segment[n].ipv4 for n in NODES}
+    try:
+        for n in NODES:
+            m = Membership(
+                node_name=n,
+                key=KEY,
+                bind=(segment[n].ipv4, 7947),
+                interval=INTERVAL,
+                dead_after=DEAD_AFTER,
+            )
+            segment.call(n, m.start)  # the UDP socket lives in the node's namespace
+            m.set_interfaces_up(frozenset({"eth0"}))
+            m.set_peers(peers)
+            out[n] = m
+        assert wait_for(
+            lambda: all(set(m.alive_peers()) == set(NODES) - {n} for n, m in out.items())
+        )
+        yield out
+    finally:
+        for m in out.values():
+            m.stop(graceful=False)
+
+
+def test_all_speakers_see_each_other_with_interfaces(speakers: dict[str, Membership]) -> None:
+    assert speakers["node1"].alive_peers() == {
+        "node2": frozenset({"eth0"}),
+        "node3": frozenset({"eth0"}),
+    }
+
+
+def test_cutting_a_link_makes_the_others_declare_it_dead_within_dead_after(
+    segment: Segment, speakers: dict[str, Membership]
+) -> None:
+    segment.link("node3", up=False)
+    t0 = time.monotonic()
+    assert wait_for(
+        lambda: all("node3" not in speakers[n].alive_peers() for n in ("node1", "node2")),
+        timeout=2.0,
+    )
+    elapsed = time.monotonic() - t0
+    # The last heartbeat may have left up to one interval before the cut.
+    assert elapsed <= DEAD_AFTER + 0.1, elapsed
+    assert "node1" in speakers["node2"].alive_peers()
+
+
+def test_graceful_leave_is_seen_at_once(speakers: dict[str, Membership]) -> None:
+    t0 = time.monotonic()
+    speakers["node2"].stop(graceful=True)
+    assert wait_for(lambda: "node2" not in speakers["node1"].alive_peers(), timeout=2.0)
+    assert time.monotonic() - t0 < DEAD_AFTER / 2
+    assert speakers["node1"].alive()["node2"].leaving
