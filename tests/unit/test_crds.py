@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lbd.core.model import render_count
 from tests.unit.crd_structural import (
     apply_defaults,
     crd_errors,
@@ -187,6 +188,25 @@ def test_pool_status_counts_are_int_or_string(count):
     _validate_cr(pool)
     with pytest.raises(jsonschema.ValidationError):
         _validate_cr({**pool, "status": {"availableIPv6": 1.5}})
+
+
+def test_counts_as_the_controller_renders_them_are_valid():
+    """lbd.core.model.render_count is what the controller writes into these fields."""
+    status = {
+        "assignedIPv4": render_count(3),
+        "availableIPv4": render_count(253),
+        "assignedIPv6": render_count(2**53),
+        "availableIPv6": render_count(2**64 - 1),
+    }
+    assert isinstance(status["availableIPv6"], str)
+    pool = {
+        "apiVersion": "lbd.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": "p"},
+        "spec": {"addresses": ["198.18.100.0/24", "2001:db8:18::/64"]},
+        "status": status,
+    }
+    _validate_cr(pool)
 
 
 def test_status_schema_documents_how_huge_counts_are_shown():

@@ -200,6 +200,16 @@ def test_kustomize_rendering_is_valid(directory):
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
+@pytest.mark.parametrize("directory", [".", "monitoring"])
+def test_fallback_reader_renders_what_kubectl_kustomize_renders(directory):
+    """Without kubectl the tests read the kustomizations themselves; keep that reader honest."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: nothing to compare the reader with")
+    assert _by_key(_base_objects_without_kubectl(DEPLOY / directory)) == _by_key(
+        kustomize(directory)
+    )
+
+
 def test_kustomize_installs_everything_in_lbd_system():
     objs = _by_key(kustomize("."))
     kinds = sorted(k for k, _, _ in objs)
