@@ -689,6 +689,7 @@ def test_shellcheck_accepts_the_lab_scripts():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # vagrant (Ruby) starts slowly: 2-7 s
 def test_vagrant_validate_accepts_the_vagrantfile(tmp_path):
     vagrant = _tool("vagrant")
     # A copy: the Vagrantfile writes its join token next to itself.
