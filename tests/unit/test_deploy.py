@@ -403,6 +403,33 @@ def test_speaker_daemonset():
     assert security.get("privileged", False) is False
 
 
+def _parsed_args(container: dict[str, Any], env: dict[str, str]) -> Any:
+    """The container's args as lbd parses them, after the kubelet expands $(VAR) references."""
+    from lbd.cli import build_parser
+
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    return build_parser().parse_args(args)
+
+
+@pytest.mark.parametrize("lb_class", ["", "example.com/lbd"], ids=["defaults", "with lb class"])
+def test_lbd_accepts_the_args_and_listens_where_the_probes_look(lb_class, tmp_path):
+    objs = helm_renderer()({"loadBalancerClass": lb_class}, tmp_path)
+    controller = _container(_workload(objs, "Deployment"))
+    parsed = _parsed_args(controller, {})
+    assert parsed.command == "controller" and parsed.leader_elect is True
+    assert parsed.lb_class == (lb_class or None)
+    assert parsed.health_addr.endswith(f":{_probe(controller, 'readinessProbe')[1]}")
+
+    speaker = _container(_workload(objs, "DaemonSet"))
+    parsed = _parsed_args(speaker, {"NODE_NAME": "node-1"})
+    assert parsed.command == "speaker" and parsed.node_name == "node-1"
+    assert parsed.membership_key == "/etc/lbd/membership/key"
+    assert parsed.lb_class == (lb_class or None)
+    assert parsed.health_addr.endswith(f":{_probe(speaker, 'readinessProbe')[1]}")
+    ports = {p["name"]: p["containerPort"] for p in speaker["ports"]}
+    assert parsed.membership_port == ports["membership"]
+
+
 def test_metrics_services_select_the_pods_and_their_ports():
     objs = kustomize(".")
     services = [o for o in objs if o["kind"] == "Service"]
