@@ -62,6 +62,7 @@ from lbd.k8s.status import (
     NotLeaderError,
     ServiceStatus,
     StatusWriter,
+    WriteOutcome,
     merge_conditions,
     now_rfc3339,
 )
@@ -109,7 +110,13 @@ class Controller:
             kube, component=settings.component, host=settings.identity
         )
         self._may_write = may_write
-        self.writer = StatusWriter(kube, may_write=self._writing_allowed)
+        self.writer = StatusWriter(
+            kube, may_write=self._writing_allowed, on_written=self._remember_own_write
+        )
+        # resourceVersions our own writes produced, per Service key: their watch echoes need no
+        # reconcile (we computed that very state). Anything else still wakes the key.
+        self._own_writes: dict[str, set[str]] = {}
+        self._own_lock = threading.Lock()
         self.queue: WorkQueue[str] = WorkQueue(clock=clock)
         self.services = Informer(
             kube,
@@ -248,10 +255,42 @@ class Controller:
         )
 
     # -- event handlers (informer threads: only enqueue) ----------------------------------
-    def _on_service(self, _t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
+    def _remember_own_write(self, obj: JsonDict) -> None:
+        if obj.get("kind") != "Service":
+            return
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._own_lock:
+            if len(self._own_writes) > 100_000:  # echoes lost to a relist: start over
+                self._own_writes.clear()
+            rvs = self._own_writes.setdefault(_key(obj), set())
+            if len(rvs) > 4:  # echoes that arrived before we noted them: forget
+                rvs.clear()
+            rvs.add(rv)
+
+    def _is_own_echo(self, obj: JsonDict) -> bool:
+        key = _key(obj)
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        with self._own_lock:
+            rvs = self._own_writes.get(key)
+            if rvs is None or rv not in rvs:
+                return False
+            rvs.discard(rv)
+            if not rvs:
+                del self._own_writes[key]
+            return True
+
+    def _on_service(self, t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
         obj = new or old
-        if obj is not None:
-            self.queue.add("s:" + _key(obj))
+        if obj is None:
+            return
+        if (
+            t is EventType.MODIFIED
+            and new is not None
+            and old is not new
+            and self._is_own_echo(new)
+        ):
+            return
+        self.queue.add("s:" + _key(obj))
 
     def _on_pool(self, _t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
         self.queue.add(CONFIG_KEY)
@@ -389,6 +428,17 @@ class Controller:
             return
         self._assign(svc, req)
 
+    def _write_service(self, svc: JsonDict, desired: ServiceStatus) -> WriteOutcome:
+        """Status now; the pool annotation, if it changes too, in a later pass of the same key.
+
+        The key goes to the back of the queue, so after a burst (a restart of a big cluster, a
+        pool change) every Service gets its address before any bookkeeping write is made.
+        """
+        outcome = self.writer.write_service(svc, desired, defer_metadata=True)
+        if outcome.metadata_pending:
+            self.queue.add("s:" + _key(svc))
+        return outcome
+
     def _release(self, key: ServiceKey) -> tuple[str, ...]:
         if self._allocator is None:
             raise NotLeaderError(key)
@@ -409,7 +459,7 @@ class Controller:
         if not ours:
             return
         before = ingress_addresses(svc)
-        outcome = self.writer.write_service(svc, ServiceStatus((), None, None))
+        outcome = self._write_service(svc, ServiceStatus((), None, None))
         if outcome.wrote and before:
             self.events.event(svc, EventKind.NORMAL, "IPReleased", f"released {', '.join(before)}")
             log.info("released", extra={"service": key, "address": ",".join(before)})
@@ -426,7 +476,7 @@ class Controller:
             pool=held.pool if held is not None else None,
             condition=Condition(False, "InvalidRequest", str(err)),
         )
-        outcome = self.writer.write_service(svc, desired)
+        outcome = self._write_service(svc, desired)
         if outcome.wrote and _condition_changed(outcome.before, desired.condition):
             self.events.event(svc, EventKind.WARNING, "InvalidRequest", str(err))
             log.warning(
@@ -462,7 +512,7 @@ class Controller:
             )
         else:
             desired = ServiceStatus((), None, Condition(False, result.reason.value, result.message))
-        outcome = self.writer.write_service(svc, desired)
+        outcome = self._write_service(svc, desired)
         if not outcome.wrote:
             return
         self._announce(outcome.before, req.key, result, desired)

@@ -20,6 +20,10 @@ Design:
   existing Event with a merge patch instead of creating a new one (client-go's EventCorrelator
   cache, an LRU of ``CACHE_SIZE`` entries). If the patch finds the Event gone, it is recreated.
 - Writes are retried a few times with tenacity on 429/5xx/no answer; then given up (and logged).
+- Event writes are paced by a token bucket (``qps``/``burst``, by default kubelet's
+  ``--event-qps=50 --event-burst=100``): after a pool change that reassigns thousands of
+  Services, the status writes users wait for are not slowed down by thousands of Event creates
+  competing for the API server; the Events follow as fast as the bucket allows.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from tenacity import (
 )
 
 from lbd.k8s.client import EVENTS, ApiError, JsonDict, Kube
+from lbd.runtime.workqueue import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +117,15 @@ class EventRecorder:
         component: str,
         host: str = "",
         attempts: int = 4,
+        qps: float = 50.0,
+        burst: int = 100,
     ) -> None:
         self.kube = kube
         self.component = component
         self.host = host
         self.dropped = 0
         self._attempts = attempts
+        self._bucket = TokenBucket(qps, burst)
         self._queue: queue.Queue[_Pending | _Marker | None] = queue.Queue(QUEUE_SIZE)
         # (ref identity, type, reason, message) -> (event namespace, event name, count)
         self._cache: OrderedDict[tuple[str, ...], tuple[str, str, int]] = OrderedDict()
@@ -160,6 +168,9 @@ class EventRecorder:
             if isinstance(item, _Marker):
                 item.done.set()
                 continue
+            delay = self._bucket.reserve()
+            if delay > 0:
+                time.sleep(delay)
             try:
                 self._write(item)
             except ApiError as exc:

@@ -5,7 +5,7 @@ API::
     desired = ServiceStatus(addresses=("198.18.100.7",), pool="default",
                             condition=Condition(True, "Assigned", "198.18.100.7 from pool default"))
     meta_patch, status_patch = service_diff(svc, desired)     # pure; (None, None) = nothing to do
-    writer = StatusWriter(kube, may_write=elector.is_leader)
+    writer = StatusWriter(kube, may_write=elector.is_leader, on_written=fn(obj))
     outcome = writer.write_service(svc, desired)              # WriteOutcome (before, after objects)
     writer.write_pool_status(pool, status_fields)             # counters and conditions
 
@@ -151,6 +151,7 @@ class WriteOutcome:
     before: JsonDict
     after: JsonDict | None
     wrote: bool
+    metadata_pending: bool = False
 
 
 class StatusWriter:
@@ -161,12 +162,14 @@ class StatusWriter:
         kube: Kube,
         *,
         may_write: Callable[[], bool] = lambda: True,
+        on_written: Callable[[JsonDict], None] | None = None,
         attempts: int = 8,
         wait_initial: float = 0.05,
         wait_max: float = 2.0,
     ) -> None:
         self.kube = kube
         self.may_write = may_write
+        self.on_written = on_written
         self.attempts = attempts
         self._wait = wait_exponential_jitter(multiplier=wait_initial, max=wait_max, jitter=0.1)
         self.requests = 0
@@ -180,10 +183,19 @@ class StatusWriter:
         if not self.may_write():
             raise NotLeaderError(path)
         self.requests += 1
-        return self.kube.patch(path, body, patch=PatchType.MERGE)
+        written = self.kube.patch(path, body, patch=PatchType.MERGE)
+        if self.on_written is not None:
+            self.on_written(written)
+        return written
 
-    def write_service(self, svc: JsonDict, desired: ServiceStatus) -> WriteOutcome:
-        """Make ``svc`` show ``desired``. Raises ApiError after the last attempt."""
+    def write_service(
+        self, svc: JsonDict, desired: ServiceStatus, *, defer_metadata: bool = False
+    ) -> WriteOutcome:
+        """Make ``svc`` show ``desired``. Raises ApiError after the last attempt.
+
+        ``defer_metadata``: when the status changes too, write only the status now and report
+        the annotation as ``metadata_pending`` (the caller writes it later, at lower priority).
+        """
         current = svc
         before = svc
         wrote = False
@@ -191,6 +203,11 @@ class StatusWriter:
             meta_patch, status_patch = service_diff(current, desired)
             if meta_patch is None and status_patch is None:
                 return WriteOutcome(before, current, wrote)
+            if defer_metadata and status_patch is not None and meta_patch is not None:
+                meta_patch = None
+                pending = True
+            else:
+                pending = False
             try:
                 # Status first: the address is what users wait for; the annotation follows.
                 if status_patch is not None:
@@ -203,6 +220,8 @@ class StatusWriter:
                 if meta_patch is not None:
                     current = self._send(SERVICES.object_path(current), meta_patch)
                     wrote = True
+                if pending:
+                    return WriteOutcome(before, current, wrote, metadata_pending=True)
             except ApiError as exc:
                 if exc.status == 404:
                     return WriteOutcome(before, None, wrote)

@@ -208,3 +208,13 @@ class Env:
         for ctl in list(self.controllers):
             ctl.stop()
         self.server.stop()
+
+
+def wait_pool_annotation(kube: Kube, name: str, namespace: str = "default", timeout=10.0) -> str:
+    """The ``lbd.io/ip-allocated-from-pool`` annotation (written just after the address)."""
+
+    def get() -> str | None:
+        ann = get_service(kube, name, namespace)["metadata"].get("annotations") or {}
+        return ann.get("lbd.io/ip-allocated-from-pool")
+
+    return wait_for(get, timeout, f"the pool annotation on {namespace}/{name}")

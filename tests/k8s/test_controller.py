@@ -21,6 +21,7 @@ from tests.k8s.controller_support import (
     wait_addresses,
     wait_condition,
     wait_for,
+    wait_pool_annotation,
 )
 
 
@@ -49,6 +50,7 @@ def test_assigns_an_address_writes_condition_annotation_and_one_event(env: Env):
     pool(env.admin, "lab", ["198.18.100.0/28"])
     service(env.admin, "web")
     assert wait_addresses(env.admin, "web") == ["198.18.100.0"]
+    assert wait_pool_annotation(env.admin, "web") == "lab"
     svc = get_service(env.admin, "web")
     assert svc["status"]["loadBalancer"]["ingress"] == [{"ip": "198.18.100.0", "ipMode": "VIP"}]
     assert svc["metadata"]["annotations"]["lbd.io/ip-allocated-from-pool"] == "lab"
@@ -70,12 +72,7 @@ def test_requested_ip_and_pool_annotation(env: Env):
     assert wait_addresses(env.admin, "spec-ip") == ["198.18.101.3"]
     got = wait_addresses(env.admin, "want-pool")
     assert got[0].startswith("198.18.101."), "the annotated pool is used even with autoAssign off"
-    assert (
-        get_service(env.admin, "want-pool")["metadata"]["annotations"][
-            "lbd.io/ip-allocated-from-pool"
-        ]
-        == "b"
-    )
+    assert wait_pool_annotation(env.admin, "want-pool") == "b"
 
 
 def test_sharing_an_address_by_key_and_refusing_without(env: Env):
@@ -257,6 +254,8 @@ def test_restart_changes_no_address_and_writes_nothing(env: Env):
     for name in names:
         service(env.admin, name)
     before = {n: wait_addresses(env.admin, n) for n in names}
+    for n in names:
+        wait_pool_annotation(env.admin, n)
     flush(env)
     env.stop_controller(env.ctl)
     # While the controller is down: one Service goes away, one more arrives.

@@ -1,0 +1,267 @@
+"""Controller benchmark: assignment throughput, restart time, address churn, peak memory.
+
+    .venv/bin/python tests/bench/bench_controller.py [--services 10000] [--workers 8]
+
+1. An in-process lab API server (CRDs and RBAC loaded, the controller's service-account token).
+2. Raw rate: status patches per second on Services, straight from ``--workers`` client threads
+   (what the API server can absorb from one client; the yardstick for the controller).
+3. ``--services`` LoadBalancer Services are created, then ``lbd controller`` is started as a
+   subprocess; we time until every Service has an address (watching from this process).
+4. The controller is stopped and started again: time until ``/readyz`` answers 200, and the
+   number of Services whose address changed (must be 0) once its queue has drained.
+5. Peak RSS of each controller process (``VmHWM`` from ``/proc/PID/status``).
+
+Prints figures; the last line is one JSON object. Never asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from lbd.k8s.client import SERVICES, JsonDict, PatchType  # noqa: E402
+from lbd.k8s.convert import ingress_addresses  # noqa: E402
+from lbd.k8s.informer import EventType, Informer  # noqa: E402
+from tests.k8s.controller_support import (  # noqa: E402
+    CONTROLLER_TOKEN,
+    kube_for,
+    pool,
+    service_body,
+    start_lab,
+)
+
+
+def vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Tracker:
+    """Counts Services with an address, and remembers each one's addresses."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, tuple[str, ...]] = {}
+        self.annotated: set[str] = set()
+        self.changes = 0
+        self.cond = threading.Condition()
+
+    def __call__(self, t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
+        obj = new or old
+        if obj is None or obj["metadata"]["namespace"] != "bench":
+            return
+        key = obj["metadata"]["name"]
+        addrs = ingress_addresses(new) if new is not None else ()
+        with self.cond:
+            prev = self.addresses.get(key, ())
+            if prev and addrs != prev:
+                self.changes += 1
+            if addrs:
+                self.addresses[key] = addrs
+            if new is not None and "lbd.io/ip-allocated-from-pool" in (
+                new["metadata"].get("annotations") or {}
+            ):
+                self.annotated.add(key)
+            self.cond.notify_all()
+
+    def wait_count(self, n: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.addresses) >= n, timeout)
+
+    def wait_annotated(self, n: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.annotated) >= n, timeout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--raw", type=int, default=2000, help="status patches for the raw rate")
+    args = ap.parse_args()
+    n = args.services
+
+    server = start_lab()
+    admin = kube_for(server)
+    tmp = Path(tempfile.mkdtemp(prefix="lbd-bench-"))
+    kubeconfig = server.write_kubeconfig(tmp / "kubeconfig", CONTROLLER_TOKEN)
+    pool(admin, "bench", ["198.18.0.0/17"])
+    for ns in ("bench", "raw"):
+        admin.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+
+    # Watches every Service (as the controller will): its cost is part of both measurements.
+    tracker = Tracker()
+    inf = Informer(admin, SERVICES)
+    inf.add_handler(tracker)
+    inf.start()
+    inf.wait_for_sync(60)
+
+    # -- raw status-patch rate --------------------------------------------------------------
+    sa = kube_for(server, CONTROLLER_TOKEN)  # the same identity and RBAC checks as the controller
+    raw_names = [f"r{i}" for i in range(args.raw)]
+    with ThreadPoolExecutor(args.workers) as ex:
+        list(
+            ex.map(
+                lambda nm: admin.create(
+                    SERVICES.path(namespace="raw"),
+                    service_body(nm, "raw", type="ClusterIP"),
+                ),
+                raw_names,
+            )
+        )
+
+    def raw_patch(i_name: tuple[int, str]) -> None:
+        i, nm = i_name
+        ip = f"198.18.200.{i % 250}"
+        sa.patch(
+            SERVICES.path(namespace="raw", name=nm, subresource="status"),
+            {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}},
+            patch=PatchType.MERGE,
+        )
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as ex:
+        list(ex.map(raw_patch, enumerate(raw_names)))
+    raw_rate = args.raw / (time.perf_counter() - t0)
+    print(f"raw status patches: {raw_rate:.0f}/s ({args.workers} threads)")
+
+    # -- create the Services (controller not running yet) --------------------------------------
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as ex:
+        list(
+            ex.map(
+                lambda i: admin.create(
+                    SERVICES.path(namespace="bench"), service_body(f"s{i}", "bench")
+                ),
+                range(n),
+            )
+        )
+    print(f"created {n} Services in {time.perf_counter() - t0:.1f}s")
+
+    def start_controller() -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lbd",
+                "controller",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--health-addr",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / f"controller-{port}.log", "wb"),  # noqa: SIM115
+        )
+        return proc, port
+
+    # -- first run: assign everything -------------------------------------------------------
+    proc, port = start_controller()
+    t_start = time.perf_counter()
+    while not ready(port) and proc.poll() is None:
+        time.sleep(0.02)
+    t_ready = time.perf_counter()
+    done = tracker.wait_count(n, 600)
+    t_done = time.perf_counter()
+    assign_s = t_done - t_start
+    assign_rate = n / (t_done - t_ready) if done else 0.0
+    rss1 = vm_hwm_kb(proc.pid)
+    cpu1 = cpu_seconds(proc.pid)
+    print(f"controller CPU during the first run: {cpu1:.1f}s of {assign_s:.1f}s")
+    print(
+        f"first start: ready {t_ready - t_start:.2f}s, all {n} assigned {assign_s:.1f}s "
+        f"after start ({assign_rate:.0f}/s after ready), complete={done}"
+    )
+    # The pool annotations follow the addresses (lower priority); wait for them too, so that the
+    # restart below starts from a settled cluster.
+    annotated = tracker.wait_annotated(n, 600)
+    annotated_s = time.perf_counter() - t_start
+    print(f"all annotations written {annotated_s:.1f}s after start, complete={annotated}")
+    rss1 = max(rss1, vm_hwm_kb(proc.pid))
+    before = dict(tracker.addresses)
+    proc.terminate()
+    proc.wait(30)
+    requests_before = server.request_count
+
+    # -- restart ----------------------------------------------------------------------------
+    proc, port = start_controller()
+    t_start = time.perf_counter()
+    while not ready(port) and proc.poll() is None:
+        time.sleep(0.01)
+    restart_ready = time.perf_counter() - t_start
+    time.sleep(3)  # its queue drains: every Service is reconciled once
+    rss2 = vm_hwm_kb(proc.pid)
+    proc.terminate()
+    proc.wait(30)
+    inf.stop()
+    after = dict(tracker.addresses)
+    changed = sum(1 for k, v in before.items() if after.get(k) != v) + tracker.changes
+    print(
+        f"restart: ready in {restart_ready:.2f}s; address changes: {changed}; "
+        f"requests during restart {server.request_count - requests_before}"
+    )
+    ratio = assign_rate / raw_rate if raw_rate else 0.0
+    print(f"peak RSS: {rss1 / 1024:.0f} MB first run, {rss2 / 1024:.0f} MB after restart")
+    print(f"assignment rate / raw status-patch rate: {ratio:.2f}")
+    server.stop()
+    result: dict[str, Any] = {
+        "services": n,
+        "raw_status_patch_per_s": round(raw_rate, 1),
+        "assign_all_seconds": round(assign_s, 2),
+        "assign_per_s": round(assign_rate, 1),
+        "annotate_all_seconds": round(annotated_s, 2),
+        "ratio_vs_raw": round(ratio, 3),
+        "restart_ready_seconds": round(restart_ready, 2),
+        "address_changes_on_restart": changed,
+        "peak_rss_mb": round(max(rss1, rss2) / 1024, 1),
+        "complete": done,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
