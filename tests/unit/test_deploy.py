@@ -279,6 +279,20 @@ def test_helm_options_render_monitoring_and_lb_class(tmp_path):
     assert _workload(objs, "Deployment")["spec"]["replicas"] == 3
 
 
+def test_helm_lint_finds_nothing_above_info():
+    if importlib.util.find_spec("helm_python") is None:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    import helm_python
+
+    values = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    for v in ({}, values):
+        report = helm_python.lint(str(CHART), v, strict=True, namespace=NS)
+        # Helm's severities: 1 info ("icon is recommended"), 2 warning, 3 error.
+        assert report["errors"] == [] and all(m["severity"] <= 1 for m in report["messages"]), (
+            report
+        )
+
+
 HELM_VALUE_SETS = [
     {},
     {
