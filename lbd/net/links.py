@@ -11,9 +11,9 @@ Default interface rule (SPEAKER.md), implemented by :func:`select_interfaces`:
    kind is not in :data:`EXCLUDED_KINDS` unless it carries a non-link-local address (a lab
    node whose only NIC is a veth must still announce).
 
-:class:`LinkMonitor` keeps a snapshot of the links, refreshed on every netlink link/address
-notification (pyroute2), and calls ``on_change`` when the snapshot changes so that an interface
-going down is reported in the very next heartbeat.
+:class:`LinkMonitor` keeps a snapshot of the links, refreshed on every rtnetlink link/address
+notification (:mod:`lbd.net.netlink`), and calls ``on_change`` when the snapshot changes so that
+an interface going down is reported in the very next heartbeat.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from lbd.net.netlink import dump_addresses, dump_links
 
 log = logging.getLogger(__name__)
 
@@ -113,37 +114,23 @@ def select_interfaces(
     return tuple(sorted(n for n, link in links.items() if announce_capable(link, exclude)))
 
 
-def _attr(msg: Any, name: str) -> Any:
-    return msg.get_attr(name)
-
-
-def read_links(ipr: Any) -> dict[str, Link]:
-    """Snapshot every link and its addresses with a pyroute2 ``IPRoute``."""
+def read_links() -> dict[str, Link]:
+    """Snapshot every link of this (thread's) namespace and its addresses via rtnetlink."""
     addrs: dict[int, list[Address]] = {}
-    for msg in ipr.get_addr():
-        ip = _attr(msg, "IFA_ADDRESS")
-        if ip is None:
-            continue
-        try:
-            iface = ipaddress.ip_interface(f"{ip}/{msg['prefixlen']}")
-        except ValueError:
-            continue
-        addrs.setdefault(msg["index"], []).append(iface)
-    out: dict[str, Link] = {}
-    for msg in ipr.get_links():
-        name = _attr(msg, "IFLA_IFNAME")
-        info = _attr(msg, "IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        out[name] = Link(
-            name=name,
-            index=msg["index"],
-            mac=_attr(msg, "IFLA_ADDRESS") or "",
-            flags=msg["flags"],
-            master=_attr(msg, "IFLA_MASTER"),
-            kind=kind,
-            addresses=tuple(addrs.get(msg["index"], ())),
+    for a in dump_addresses():
+        addrs.setdefault(a.index, []).append(a.address)
+    return {
+        raw.name: Link(
+            name=raw.name,
+            index=raw.index,
+            mac=raw.mac,
+            flags=raw.flags,
+            master=raw.master,
+            kind=raw.kind,
+            addresses=tuple(addrs.get(raw.index, ())),
         )
-    return out
+        for raw in dump_links()
+    }
 
 
 def _drain(sock: socket.socket) -> None:
@@ -181,8 +168,8 @@ class LinkMonitor:
         """Subscribe to netlink (in the calling thread's namespace), snapshot, start watching.
 
         The subscription is a plain ``AF_NETLINK`` socket used only as a doorbell: any
-        link/address message triggers a full dump through pyroute2, which is simpler and more
-        robust than applying deltas (and an overrun just means one more dump).
+        link/address message triggers a full dump (:mod:`lbd.net.netlink`), which is simpler and
+        more robust than applying deltas (and an overrun just means one more dump).
         """
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
@@ -215,10 +202,7 @@ class LinkMonitor:
 
     def refresh(self) -> bool:
         """Re-read the links now; True if anything changed (then ``on_change`` was called)."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as dump:
-            links = read_links(dump)
+        links = read_links()
         with self._lock:
             changed = links != self._links
             self._links = links

@@ -7,7 +7,10 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from lbd.net import netlink
 from lbd.net.links import (
     IFF_BROADCAST,
     IFF_LOWER_UP,
@@ -16,6 +19,7 @@ from lbd.net.links import (
     Link,
     LinkMonitor,
     announce_capable,
+    read_links,
     select_interfaces,
 )
 from tests.netns.conftest import Segment
@@ -106,3 +110,27 @@ def test_monitor_sees_link_down_and_up(segment_factory: Callable[[list[str]], Se
         assert wait_for(lambda: mon.interfaces_up() == {"eth0"})
     finally:
         mon.stop()
+
+
+@given(st.binary(max_size=64))
+def test_netlink_attribute_parser_never_raises(data: bytes) -> None:
+    assert isinstance(netlink.attributes(data), dict)
+
+
+@pytest.mark.needs_root
+def test_read_links_matches_the_namespace(segment_factory: Callable[[list[str]], Segment]) -> None:
+    seg = segment_factory(["node1"])
+    links = seg.call("node1", read_links)
+    eth0 = links["eth0"]
+    assert eth0.kind == "veth" and eth0.up and eth0.master is None
+    assert eth0.mac == ":".join(f"{b:02x}" for b in seg["node1"].mac)
+    assert {str(a) for a in eth0.addresses} >= {"198.18.0.1/16", "2001:db8::1/64"}
+    assert set(links) == {"lo", "eth0"}
+    bridge = netlink_in(seg.bridge_ns)
+    assert bridge["p0"].master == bridge["br0"].index and bridge["br0"].kind == "bridge"
+
+
+def netlink_in(ns: str) -> dict[str, Link]:
+    from tests.netns.conftest import netns_call
+
+    return netns_call(ns, read_links)
