@@ -729,7 +729,11 @@ class Allocator:
                 f"status addresses {list(addresses)!r}: want one or two of different families",
             )
         current = self._holdings.get(svc.key)
-        if current is not None and set(current.akeys) == set(akeys):
+        if (
+            current is not None
+            and set(current.akeys) == set(akeys)
+            and self._fits(svc, current.pool, current.akeys)
+        ):
             self._commit(svc, current.pool, current.akeys)
             return self._holdings[svc.key].allocation()
         pool_name = self._restore_pool(svc, akeys, pool)

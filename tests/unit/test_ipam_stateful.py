@@ -1,0 +1,340 @@
+"""Hypothesis drives random allocate / release / restore / set_pools sequences.
+
+A tiny reference model (pools enumerated address by address, which is fine for a dozen addresses)
+checks after every step:
+
+* no address is held by two Services that may not share it;
+* every held address lies in a pool its Service may use (annotation, serviceAllocation, ranges,
+  avoidBuggyIPs);
+* counters equal a recount;
+* a refused call changes nothing (snapshot before == after);
+* an address handed out fresh is the lowest never-used one of its pool and family, or, when none
+  is left, the one released longest ago;
+* the released queue holds exactly the addresses ever held and not held now.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from lbd.core.config import find_conflicts
+from lbd.core.ipam import Allocator, sharing_problem
+from lbd.core.model import (
+    Allocation,
+    Family,
+    Pool,
+    Refusal,
+    ServiceKey,
+    ServiceRequest,
+    address_to_int,
+)
+from tests.unit.test_ipam_support import PREFER, REQUIRE, SINGLE, V4, V6, pool, svc
+
+VARIANTS: dict[str, list[Pool]] = {
+    "a": [
+        pool("a", "198.18.100.0/30"),
+        pool("a", "198.18.100.0/30", "2001:db8::/126"),
+        pool("a", "198.18.100.0/29", buggy=True),
+    ],
+    "b": [
+        pool("b", "198.18.100.4/30", auto=False),
+        pool("b", "198.18.100.4/31", "2001:db8::4/126", allocation={"namespaces": ["ns1"]}),
+    ],
+    "c": [
+        pool("c", "198.18.100.3-198.18.100.5"),
+        pool(
+            "c",
+            "2001:db8::6-2001:db8::7",
+            allocation={"priority": 1, "serviceSelectors": [{"matchLabels": {"app": "x"}}]},
+        ),
+    ],
+}
+UNIVERSE = [f"198.18.100.{i}" for i in range(9)] + [f"2001:db8::{i:x}" for i in range(1, 9)]
+UNIVERSE.append("2001:db8::")
+NAMES = [f"s{i}" for i in range(4)]
+NAMESPACES = ["ns1", "ns2"]
+# Fixed per Service: creation time does not change over a Service's life.
+CREATED = {
+    (ns, n): f"2026-01-0{1 + (i * 3 + j) % 4}T00:00:00Z"
+    for i, n in enumerate(NAMES)
+    for j, ns in enumerate(NAMESPACES)
+}
+
+FAMILY_CHOICES = [
+    ((V4,), SINGLE),
+    ((V4,), SINGLE),
+    ((V4,), SINGLE),
+    ((V6,), SINGLE),
+    ((V4, V6), PREFER),
+    ((V6, V4), REQUIRE),
+    ((V4, V6), REQUIRE),
+]
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> ServiceRequest:
+    name = draw(st.sampled_from(NAMES))
+    ns = draw(st.sampled_from(NAMESPACES))
+    families, policy = draw(st.sampled_from(FAMILY_CHOICES))
+    ips: tuple[str, ...] = ()
+    if draw(st.integers(0, 5)) == 0:
+        ips = (draw(st.sampled_from(UNIVERSE)),)
+    return svc(
+        name,
+        ns,
+        created=CREATED[(ns, name)],
+        families=families,
+        policy=policy,
+        ips=ips,
+        pool=draw(st.sampled_from([None] * 12 + ["a", "b", "c", "gone"])),
+        key=draw(st.sampled_from([None, None, "k", "k", "other"])),
+        share_ns=draw(st.sampled_from([(), ("*",), ("ns1",), ("ns2",)])),
+        tcp=draw(st.sampled_from([(), (80,), (443,), (80, 443)])),
+        udp=draw(st.sampled_from([(), (53,)])),
+        etp=draw(st.sampled_from(["Cluster", "Cluster", "Local"])),
+        selector=draw(st.sampled_from([{}, {"app": "x"}])),
+        labels=draw(st.sampled_from([{}, {"app": "x"}])),
+    )
+
+
+def addresses_of(p: Pool) -> list[tuple[Family, int]]:
+    """Every address of a (tiny) pool, lowest first per family, avoidBuggyIPs applied."""
+    out = []
+    for r in sorted(p.ranges):
+        for v in range(r.first, r.last + 1):
+            if p.avoid_buggy_ips and r.family is V4 and (v & 0xFF) in (0, 255):
+                continue
+            out.append((r.family, v))
+    return out
+
+
+def may_use(p: Pool, s: ServiceRequest) -> bool:
+    a = p.allocation
+    return a is None or a.matches(s.namespace, s.namespace_labels, s.labels)
+
+
+def may_share(a: ServiceRequest, b: ServiceRequest) -> bool:
+    """IPAM.md's sharing rule, written again independently of the allocator's."""
+    if not a.sharing_key or a.sharing_key != b.sharing_key:
+        return False
+    if a.namespace != b.namespace and not (
+        (b.namespace in a.sharing_namespaces or "*" in a.sharing_namespaces)
+        and (a.namespace in b.sharing_namespaces or "*" in b.sharing_namespaces)
+    ):
+        return False
+    if any(p in b.ports for p in a.ports):
+        return False
+    if a.traffic_policy != b.traffic_policy:
+        return False
+    return a.traffic_policy != "Local" or a.selector == b.selector
+
+
+def numeric(address: str) -> tuple[Family, int]:
+    return address_to_int(address)
+
+
+class AllocatorMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.alloc = Allocator()
+        self.defs: dict[str, Pool] = {}  # what the allocator should consider each pool to be
+        self.blind: set[str] = set()  # invalid pools restored into without a known definition
+        self.requests: dict[ServiceKey, ServiceRequest] = {}  # request each holder was kept for
+        self.ever_held: set[str] = set()
+        start = [VARIANTS["a"][1], VARIANTS["b"][1]]
+        assert self.alloc.set_pools(start) == ()
+        self.defs = {p.name: p for p in start}
+
+    # ------------------------------------------------------------------ helpers
+
+    def held(self) -> dict[str, set[ServiceKey]]:
+        out: dict[str, set[ServiceKey]] = {}
+        for k in self.requests:
+            h = self.alloc.holding(k)
+            assert h is not None
+            for addr in h.addresses:
+                out.setdefault(addr, set()).add(k)
+        return out
+
+    def expect_unchanged(self, before: Any) -> None:
+        assert self.alloc.snapshot() == before, "a refused call changed the allocator"
+
+    def check_fresh_pick(
+        self,
+        result: Allocation,
+        held_before: Mapping[str, set[ServiceKey]],
+        released: tuple[str, ...],
+    ) -> None:
+        p = self.defs.get(result.pool)
+        if p is None:
+            return
+        for addr in result.addresses:
+            if addr in held_before:
+                continue  # shared, kept, or requested: not a fresh pick
+            fam, _ = numeric(addr)
+            free = [
+                (f, v)
+                for f, v in addresses_of(p)
+                if f is fam and str(ipaddress.ip_address(v)) not in held_before
+            ]
+            free_text = [str(ipaddress.ip_address(v)) for _, v in free]
+            never = [t for t in free_text if t not in self.ever_held]
+            if never:
+                event("never-used pick")
+                assert addr == never[0], f"{addr} given while never-used {never[0]} was free"
+            else:
+                candidates = [t for t in released if t in free_text]
+                event(f"released pick among {min(len(candidates), 3)}")
+                oldest = candidates[0]
+                assert addr == oldest, f"{addr} given while {oldest} was released longer ago"
+
+    def record(self, svc_: ServiceRequest, result: Allocation) -> None:
+        self.requests[svc_.key] = svc_
+        self.ever_held.update(result.addresses)
+
+    def forget_released(self) -> None:
+        for k in list(self.requests):
+            if self.alloc.holding(k) is None:
+                del self.requests[k]
+
+    # ------------------------------------------------------------------ rules
+
+    @rule(
+        choice=st.fixed_dictionaries(
+            {
+                n: st.sampled_from(["absent", "invalid", *range(len(v)), *range(len(v))])
+                for n, v in VARIANTS.items()
+            }
+        )
+    )
+    def set_pools(self, choice: dict[str, Any]) -> None:
+        pools = [VARIANTS[n][c] for n, c in choice.items() if isinstance(c, int)]
+        invalid = {n for n, c in choice.items() if c == "invalid"}
+        conflicting = find_conflicts(pools)
+        released = self.alloc.set_pools(pools, conflicting=set(conflicting), invalid=invalid)
+        self.defs = {n: d for n, d in self.defs.items() if n in invalid} | {
+            p.name: p for p in pools
+        }
+        self.blind = {n for n in self.blind if n in invalid and n not in self.defs}
+        for k in released:
+            assert self.alloc.holding(k) is None
+        self.forget_released()
+
+    @rule(s=requests())
+    def allocate(self, s: ServiceRequest) -> None:
+        before = self.alloc.snapshot()
+        held_before = self.held()
+        result = self.alloc.allocate(s)
+        event(f"allocate: {type(result).__name__} {getattr(result, 'reason', '')}")
+        if isinstance(result, Refusal):
+            self.expect_unchanged(before)
+            return
+        assert self.alloc.holding(s.key) == result
+        if not s.requested:
+            self.check_fresh_pick(result, held_before, before.released)
+        self.record(s, result)
+        # idempotent: asking again changes nothing
+        again = self.alloc.snapshot()
+        assert self.alloc.allocate(s) == result
+        assert self.alloc.snapshot() == again
+
+    @rule(name=st.sampled_from(NAMES), ns=st.sampled_from(NAMESPACES))
+    def release(self, name: str, ns: str) -> None:
+        key = ServiceKey(f"{ns}/{name}")
+        had = self.alloc.holding(key)
+        before = self.alloc.snapshot().released
+        out = self.alloc.release(key)
+        assert out == (had.addresses if had else ())
+        freed = [a for a in out if not self.alloc.holders(a)]
+        after = self.alloc.snapshot().released
+        assert list(after[len(after) - len(freed) :]) == freed, "freed addresses go to the back"
+        assert len(after) == len(before) + len(freed)
+        self.requests.pop(key, None)
+
+    @rule(
+        s=requests(),
+        addrs=st.lists(st.sampled_from(UNIVERSE), min_size=1, max_size=2, unique=True),
+        hint=st.sampled_from([None, "a", "b", "c"]),
+    )
+    def restore(self, s: ServiceRequest, addrs: list[str], hint: str | None) -> None:
+        before = self.alloc.snapshot()
+        result = self.alloc.restore(s, addrs, hint)
+        displaced = self.alloc.pop_displaced()
+        if isinstance(result, Refusal):
+            self.expect_unchanged(before)
+            assert displaced == ()
+            return
+        assert set(result.addresses) == set(addrs)
+        if result.pool not in self.defs:
+            self.blind.add(result.pool)
+        for k in displaced:
+            assert self.requests[k].age_rank > s.age_rank
+        self.record(s, result)
+        self.forget_released()
+        # idempotent
+        again = self.alloc.snapshot()
+        assert self.alloc.restore(s, addrs, hint) == result
+        assert self.alloc.snapshot() == again
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def nobody_shares_unless_allowed(self) -> None:
+        for addr, keys in self.held().items():
+            ks = sorted(keys)
+            assert set(self.alloc.holders(addr)) == keys
+            for i, k1 in enumerate(ks):
+                for k2 in ks[i + 1 :]:
+                    r1, r2 = self.requests[k1], self.requests[k2]
+                    assert may_share(r1, r2), f"{addr} held by {k1} and {k2}"
+                    assert sharing_problem(r1, r2) is None
+
+    @invariant()
+    def holdings_lie_in_pools_their_service_may_use(self) -> None:
+        for k, s in self.requests.items():
+            h = self.alloc.holding(k)
+            assert h is not None
+            fams = [numeric(a)[0] for a in h.addresses]
+            assert len(set(fams)) == len(fams) >= 1
+            if h.pool in self.blind and h.pool not in self.defs:
+                continue
+            p = self.defs.get(h.pool)
+            assert p is not None, f"{k} holds from unknown pool {h.pool}"
+            assert s.pool is None or s.pool == h.pool
+            assert may_use(p, s), f"{k} may not use {p.name}"
+            members = set(addresses_of(p))
+            for a in h.addresses:
+                assert numeric(a) in members, f"{k}: {a} not in {p.name}"
+
+    @invariant()
+    def counters_equal_a_recount(self) -> None:
+        held = self.held()
+        for name, p in self.defs.items():
+            c = self.alloc.counters(name)
+            for fam in (V4, V6):
+                members = [(f, v) for f, v in addresses_of(p) if f is fam]
+                texts = {str(ipaddress.ip_address(v)) for _, v in members}
+                got = c.of(fam)
+                assert got.total == len(members)
+                assert got.assigned == len(texts & set(held)), (name, fam)
+
+    @invariant()
+    def released_queue_is_exactly_the_used_free_addresses(self) -> None:
+        released = self.alloc.snapshot().released
+        assert len(set(released)) == len(released)
+        assert set(released) == self.ever_held - set(self.held())
+
+
+AllocatorMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestAllocatorMachine = AllocatorMachine.TestCase
