@@ -10,7 +10,7 @@ import argparse
 import importlib
 from typing import Any
 
-LAB_COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.commands",)
+LAB_COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.apiserver.cli", "lbd.lab.commands")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -1,0 +1,273 @@
+"""Defaulting and validation of the built-in types, the parts clients observe.
+
+A real API server runs a registry strategy per type. Only the behaviour lbd (or a user reading
+its output) can see is reproduced: Services get a ClusterIP, ``ipFamilies`` / ``ipFamilyPolicy``,
+port protocols and node ports, and a reset status on create; invalid Service types, ports and
+EndpointSlice address types are rejected with 422 causes naming the field. Cluster IPs come from
+198.19.0.0/16 and 2001:db8:ffff::/112 (documentation ranges: they are only strings here, no
+traffic ever goes to them).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from lbd.lab.apiserver.errors import Cause
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_RFC1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+#: kinds whose names must be DNS-1035 labels (Service) or RFC 1123 labels (Namespace)
+_NAME_RULES: dict[str, tuple[re.Pattern[str], int, str]] = {
+    "Service": (
+        _DNS_LABEL,
+        63,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+        "with an alphabetic character, and end with an alphanumeric character",
+    ),
+    "Namespace": (
+        _RFC1123_LABEL,
+        63,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+        "'-', and must start and end with an alphanumeric character",
+    ),
+}
+_SUBDOMAIN_RULE = (
+    _DNS_SUBDOMAIN,
+    253,
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character",
+)
+#: RBAC objects allow path-segment names ("system:controller:..." etc.)
+_PATH_SEGMENT_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def validate_name(kind: str, name: str) -> list[Cause]:
+    if kind in _PATH_SEGMENT_KINDS:
+        if name in (".", "..") or "/" in name or "%" in name:
+            return [Cause("FieldValueInvalid", f'Invalid value: "{name}"', "metadata.name")]
+        return []
+    pattern, limit, text = _NAME_RULES.get(kind, _SUBDOMAIN_RULE)
+    if len(name) > limit:
+        return [
+            Cause(
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": must be no more than {limit} characters',
+                "metadata.name",
+            )
+        ]
+    if not pattern.match(name):
+        return [Cause("FieldValueInvalid", f'Invalid value: "{name}": {text}', "metadata.name")]
+    return []
+
+
+class IpAllocator:
+    """Hands out cluster IPs and node ports (never reused within a server's life)."""
+
+    def __init__(self) -> None:
+        self._v4 = ipaddress.ip_network("198.19.0.0/16").hosts()
+        self._v6 = ipaddress.ip_network("2001:db8:ffff::/112").hosts()
+        self._port = 30000
+        next(self._v4)  # .1 is the "kubernetes" service in a real cluster
+
+    def ip(self, family: str) -> str:
+        it: Iterator[Any] = self._v6 if family == "IPv6" else self._v4
+        return str(next(it))
+
+    def node_port(self) -> int:
+        self._port += 1
+        if self._port > 32767:
+            self._port = 30001
+        return self._port
+
+
+def _family_of(ip: str) -> str:
+    return "IPv6" if ":" in ip else "IPv4"
+
+
+def prepare_service_create(obj: dict[str, Any], alloc: IpAllocator) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    stype = spec["type"]
+    if stype == "ExternalName":
+        obj["status"] = {"loadBalancer": {}}
+        return
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    if stype in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if stype == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    policy = spec.setdefault("ipFamilyPolicy", "SingleStack")
+    families = spec.get("ipFamilies")
+    if not families:
+        requested = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+        requested = [ip for ip in requested if ip != "None"]
+        if requested:
+            families = [_family_of(ip) for ip in requested]
+        elif policy in ("PreferDualStack", "RequireDualStack"):
+            families = ["IPv4", "IPv6"]
+        else:
+            families = ["IPv4"]
+        if policy != "SingleStack" and len(families) == 1:
+            families = [families[0], "IPv6" if families[0] == "IPv4" else "IPv4"]
+        spec["ipFamilies"] = families
+    if spec.get("clusterIP") == "None":
+        spec["clusterIPs"] = ["None"]
+    else:
+        ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+        for fam in families[len(ips) :]:
+            ips.append(alloc.ip(fam))
+        spec["clusterIPs"] = ips
+        spec["clusterIP"] = ips[0]
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+            if stype in ("NodePort", "LoadBalancer") and (
+                stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts", True)
+            ):
+                port.setdefault("nodePort", alloc.node_port())
+    obj["status"] = {"loadBalancer": {}}
+
+
+def prepare_service_update(new: dict[str, Any], old: dict[str, Any], alloc: IpAllocator) -> None:
+    """Keep what the server allocated when an update leaves it out (cluster IPs, node ports)."""
+    spec = new.setdefault("spec", {})
+    old_spec = old.get("spec", {})
+    if spec.get("type", "ClusterIP") == "ExternalName":
+        return
+    for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+        if key not in spec and key in old_spec:
+            spec[key] = old_spec[key]
+    old_node_ports = {
+        (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+        for p in old_spec.get("ports") or []
+        if isinstance(p, dict)
+    }
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict) and "nodePort" not in port:
+            np = old_node_ports.get((port.get("port"), port.get("protocol", "TCP")))
+            if np:
+                port["nodePort"] = np
+    prepare_service_create_defaults(new, alloc)
+
+
+def prepare_service_create_defaults(obj: dict[str, Any], alloc: IpAllocator) -> None:
+    status = obj.get("status")
+    prepare_service_create(obj, alloc)
+    if status is not None:
+        obj["status"] = status
+
+
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def validate_service(obj: dict[str, Any]) -> list[Cause]:
+    causes: list[Cause] = []
+    spec = obj.get("spec") or {}
+    stype = spec.get("type", "ClusterIP")
+    if stype not in _SERVICE_TYPES:
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                f'Unsupported value: "{stype}": supported values: '
+                + ", ".join(f'"{t}"' for t in _SERVICE_TYPES),
+                "spec.type",
+            )
+        )
+    ports = spec.get("ports") or []
+    if not ports and stype != "ExternalName" and spec.get("clusterIP") != "None":
+        causes.append(Cause("FieldValueRequired", "Required value", "spec.ports"))
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            causes.append(Cause("FieldValueInvalid", "must be an object", f"spec.ports[{i}]"))
+            continue
+        p = port.get("port")
+        if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {p!r}: must be between 1 and 65535, inclusive",
+                    f"spec.ports[{i}].port",
+                )
+            )
+        proto = port.get("protocol", "TCP")
+        if proto not in _PROTOCOLS:
+            causes.append(
+                Cause(
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{proto}": supported values: "SCTP", "TCP", "UDP"',
+                    f"spec.ports[{i}].protocol",
+                )
+            )
+    for key in ("externalTrafficPolicy", "internalTrafficPolicy"):
+        val = spec.get(key)
+        if val is not None and val not in ("Cluster", "Local"):
+            causes.append(
+                Cause(
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{val}": supported values: "Cluster", "Local"',
+                    f"spec.{key}",
+                )
+            )
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    for i, ing in enumerate(ingress):
+        ip = ing.get("ip") if isinstance(ing, dict) else None
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                causes.append(
+                    Cause(
+                        "FieldValueInvalid",
+                        f'Invalid value: "{ip}": must be a valid IP address',
+                        f"status.loadBalancer.ingress[{i}].ip",
+                    )
+                )
+    return causes
+
+
+def validate_endpoint_slice(obj: dict[str, Any]) -> list[Cause]:
+    causes: list[Cause] = []
+    at = obj.get("addressType")
+    if at not in ("IPv4", "IPv6", "FQDN"):
+        causes.append(
+            Cause(
+                "FieldValueNotSupported" if at else "FieldValueRequired",
+                f'Unsupported value: "{at}": supported values: "FQDN", "IPv4", "IPv6"'
+                if at
+                else "Required value",
+                "addressType",
+            )
+        )
+    for i, ep in enumerate(obj.get("endpoints") or []):
+        if not isinstance(ep, dict) or not ep.get("addresses"):
+            causes.append(
+                Cause("FieldValueRequired", "Required value", f"endpoints[{i}].addresses")
+            )
+    return causes
+
+
+def prepare_secret(obj: dict[str, Any]) -> None:
+    obj.setdefault("type", "Opaque")
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict):
+        data = obj.setdefault("data", {})
+        for k, v in string_data.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+def validate(kind: str, obj: dict[str, Any]) -> list[Cause]:
+    if kind == "Service":
+        return validate_service(obj)
+    if kind == "EndpointSlice":
+        return validate_endpoint_slice(obj)
+    return []

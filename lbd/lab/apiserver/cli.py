@@ -1,0 +1,100 @@
+"""``lbd lab apiserver``: run the lab API server as a process.
+
+Prints one line ``ready`` on stdout (flushed) once it serves, so a parent process can wait for
+it; writes an admin kubeconfig with ``--kubeconfig-out``; ``--token TOKEN=USER[,GROUP...]``
+adds identities (repeatable). Runs until SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _token(text: str) -> tuple[str, str, list[str]]:
+    token, sep, rest = text.partition("=")
+    if not sep or not token or not rest:
+        raise argparse.ArgumentTypeError(f"--token: expected TOKEN=USER[,GROUP...], got {text!r}")
+    user, *groups = rest.split(",")
+    return token, user, groups
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen: expected ADDR:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("apiserver", help="run the lab Kubernetes API server")
+    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 6443), metavar="ADDR:PORT")
+    p.add_argument("--crds", metavar="DIR", help="apply every YAML file in DIR at start")
+    p.add_argument(
+        "--rbac", metavar="FILE", nargs="*", default=[], help="YAML files with RBAC objects"
+    )
+    p.add_argument("--kubeconfig-out", metavar="FILE", help="write an admin kubeconfig here")
+    p.add_argument("--admin-token", metavar="TOKEN", help="admin token (default: random)")
+    p.add_argument(
+        "--token",
+        type=_token,
+        action="append",
+        default=[],
+        metavar="TOKEN=USER[,GROUP...]",
+        help="add a bearer token for a user (repeatable)",
+    )
+    p.add_argument("--history", type=int, default=20000, help="watch history size (events)")
+    p.add_argument(
+        "--advertise-host", metavar="HOST", help="host written to the kubeconfig (default: ADDR)"
+    )
+    p.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
+    p.add_argument(
+        "--anonymous-admin",
+        action="store_true",
+        help="treat requests without credentials as the admin (kubectl over plain HTTP)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    import threading
+
+    from lbd.lab.apiserver.server import LabApiServer
+
+    host, port = args.listen
+    advertise = args.advertise_host
+    if advertise is None and host in ("0.0.0.0", "::"):
+        advertise = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    try:
+        server = LabApiServer(
+            host,
+            port,
+            crds_dir=args.crds,
+            rbac_files=args.rbac,
+            history_size=args.history,
+            admin_token=args.admin_token,
+            advertise_host=advertise,
+            tls=args.tls,
+            anonymous_admin=args.anonymous_admin,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"lbd lab apiserver: {exc}", file=sys.stderr)
+        return 1
+    for token, user, groups in args.token:
+        server.add_token(token, user, groups)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"lbd lab apiserver: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    if args.kubeconfig_out:
+        server.write_kubeconfig(args.kubeconfig_out)
+    print("ready", flush=True)
+    stop.wait()
+    server.stop()
+    return 0

@@ -1,0 +1,182 @@
+"""Kubernetes ``Status`` errors.
+
+Every failure the lab API server reports is an :class:`ApiError`, rendered as the ``Status``
+object a real kube-apiserver sends (``kind: Status``, ``reason``, ``code``, ``details``), with the
+same messages where clients or people are likely to match on them (``... not found``,
+``Operation cannot be fulfilled on ...``, ``... is forbidden: User ... cannot ...``). The
+constructors below are named after the ``StatusReason`` they produce, as in apimachinery's
+``k8s.io/apimachinery/pkg/api/errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """One entry of ``details.causes`` (a field path and why it was rejected)."""
+
+    reason: str
+    message: str
+    field: str
+
+
+@dataclass(slots=True)
+class ApiError(Exception):
+    """A request failure that becomes a ``Status`` response."""
+
+    code: int
+    reason: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.reason}: {self.message}"
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def _details(resource: str, group: str, name: str | None) -> dict[str, Any]:
+    details: dict[str, Any] = {"kind": resource}
+    if name:
+        details["name"] = name
+    if group:
+        details["group"] = group
+    return details
+
+
+def qualified(resource: str, group: str) -> str:
+    """``services`` or ``endpointslices.discovery.k8s.io`` as used in messages."""
+    return f"{resource}.{group}" if group else resource
+
+
+def not_found(resource: str, group: str, name: str) -> ApiError:
+    return ApiError(
+        404,
+        "NotFound",
+        f'{qualified(resource, group)} "{name}" not found',
+        _details(resource, group, name),
+    )
+
+
+def path_not_found() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def already_exists(resource: str, group: str, name: str) -> ApiError:
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{qualified(resource, group)} "{name}" already exists',
+        _details(resource, group, name),
+    )
+
+
+def conflict(resource: str, group: str, name: str, why: str | None = None) -> ApiError:
+    why = why or (
+        "the object has been modified; please apply your changes to the latest version and "
+        "try again"
+    )
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
+        _details(resource, group, name),
+    )
+
+
+def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
+    qual = f"{kind}.{group}" if group else kind
+    text = ", ".join(f"{c.field}: {c.message}" for c in causes)
+    if len(causes) > 1:
+        text = f"[{text}]"
+    details = {
+        "name": name,
+        "kind": kind,
+        "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes],
+    }
+    if group:
+        details["group"] = group
+    return ApiError(422, "Invalid", f'{qual} "{name}" is invalid: {text}', details)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def method_not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
+
+
+def unsupported_media_type(content_type: str, accepted: tuple[str, ...]) -> ApiError:
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format ({content_type or 'none'}) - "
+        f"accepted media types include: {', '.join(accepted)}",
+    )
+
+
+def gone(requested: int, oldest: int) -> ApiError:
+    return ApiError(410, "Expired", f"too old resource version: {requested} ({oldest})")
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def forbidden(
+    *,
+    user: str,
+    verb: str,
+    resource: str,
+    subresource: str,
+    group: str,
+    namespace: str,
+    name: str,
+) -> ApiError:
+    """The message of the RBAC authorizer, e.g.
+
+    ``services "web" is forbidden: User "system:serviceaccount:lbd-system:lbd-controller" cannot
+    patch resource "services/status" in API group "" in the namespace "default"``
+    """
+    what = qualified(resource, group) + (f' "{name}"' if name else "")
+    full = f"{resource}/{subresource}" if subresource else resource
+    where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    msg = (
+        f'{what} is forbidden: User "{user}" cannot {verb} resource "{full}" in API group '
+        f'"{group}" {where}'
+    )
+    return ApiError(403, "Forbidden", msg, _details(resource, group, name))
+
+
+def forbidden_path(user: str, verb: str, path: str) -> ApiError:
+    return ApiError(403, "Forbidden", f'forbidden: User "{user}" cannot {verb} path "{path}"', {})
+
+
+def injected(code: int, message: str) -> ApiError:
+    """A failure produced by fault injection, with the reason a real server uses for ``code``."""
+    reasons = {
+        409: "Conflict",
+        429: "TooManyRequests",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+        504: "Timeout",
+    }
+    return ApiError(code, reasons.get(code, "InternalError"), message)

@@ -1,0 +1,528 @@
+"""The HTTP front end: URL scheme, authentication, authorization, faults, watch streaming.
+
+One thread per connection (``ThreadingHTTPServer``) with HTTP/1.1 keep-alive, so a client's
+connection pool is reused across requests. Each response is written with one ``send`` (status
+line, headers and body together) and ``TCP_NODELAY``, which avoids the Nagle / delayed-ACK
+stalls that otherwise cost 40 ms per request. Watches are chunked responses, one JSON event per
+chunk, fed by the watcher's queue; an idle watch wakes up every second to send bookmarks, honour
+``timeoutSeconds`` and notice that its client went away.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from lbd.lab.apiserver import errors, openapi, resources, tables
+from lbd.lab.apiserver.errors import ApiError
+from lbd.lab.apiserver.rbac import Attributes, User
+from lbd.lab.apiserver.resources import ResourceType
+from lbd.lab.apiserver.selectors import build_selector
+from lbd.lab.apiserver.store import CLOSE, Stored, TooOldError, WatchEvent
+
+if TYPE_CHECKING:
+    from lbd.lab.apiserver.server import LabApiServer
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-lbd-lab",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+class Route:
+    """A parsed resource URL."""
+
+    __slots__ = ("name", "namespace", "rt", "subresource", "watch_prefix")
+
+    def __init__(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        subresource: str,
+        watch_prefix: bool,
+    ) -> None:
+        self.rt = rt
+        self.namespace = namespace
+        self.name = name
+        self.subresource = subresource
+        self.watch_prefix = watch_prefix
+
+
+def parse_route(lab: LabApiServer, path: str) -> Route | dict[str, Any] | None:
+    """A :class:`Route`, a discovery document, or None for an unknown path."""
+    parts = [p for p in path.split("/") if p]
+    reg = lab.registry
+    if not parts:
+        return None
+    if parts[0] == "api":
+        if len(parts) == 1:
+            return resources.api_versions_doc(lab.address)
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[0] == "apis":
+        if len(parts) == 1:
+            return resources.group_list_doc(reg)
+        group = parts[1]
+        if len(parts) == 2:
+            versions = reg.groups().get(group)
+            return resources.group_doc(group, versions) if versions and group else None
+        version, rest = parts[2], parts[3:]
+    else:
+        return None
+    if not reg.has_group_version(group, version):
+        return None
+    if not rest:
+        return resources.resource_list_doc(reg, group, version)
+    watch_prefix = False
+    if rest[0] == "watch":
+        watch_prefix, rest = True, rest[1:]
+        if not rest:
+            return None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rt = reg.lookup(group, version, rest[2])
+        if rt is not None and rt.namespaced and len(rest) <= 5:
+            name = rest[3] if len(rest) > 3 else ""
+            sub = rest[4] if len(rest) > 4 else ""
+            return Route(rt, rest[1], name, sub, watch_prefix)
+    rt = reg.lookup(group, version, rest[0])
+    if rt is None or len(rest) > 3:
+        return None
+    if rt.namespaced and len(rest) > 1:
+        return None
+    return Route(
+        rt, "", rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else "", watch_prefix
+    )
+
+
+def _first(query: dict[str, list[str]], key: str) -> str | None:
+    vals = query.get(key)
+    return vals[0] if vals else None
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "1", "")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "lbd-lab-apiserver"
+    lab: LabApiServer  # set on the subclass the server builds
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one line per request on stderr would dominate the cost of a request
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        reason = self.responses.get(code, ("",))[0]
+        head = (
+            f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-cache, private\r\n"
+        )
+        if code == 429:
+            head += "Retry-After: 1\r\n"
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        self.wfile.write(head.encode() + b"\r\n" + body)
+
+    def _json(self, code: int, obj: Any) -> None:
+        self._send(code, json.dumps(obj, separators=(",", ":")).encode())
+
+    def _error(self, err: ApiError) -> None:
+        self._json(err.code, err.status())
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _decode(self, raw: bytes) -> Any:
+        ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        try:
+            if ctype in ("application/yaml", "application/x-yaml"):
+                import yaml
+
+                return yaml.safe_load(raw)
+            return json.loads(raw or b"null")
+        except ValueError as exc:
+            raise errors.bad_request(f"error decoding request body: {exc}") from exc
+        except Exception as exc:  # yaml.YAMLError
+            raise errors.bad_request(f"error decoding request body: {exc}") from exc
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_OPTIONS(self) -> None:
+        self._handle("OPTIONS")
+
+    def _handle(self, method: str) -> None:
+        lab = self.lab
+        if lab.faults.in_outage():
+            self.close_connection = True
+            lab.abort(self.connection)
+            return
+        lab.count_request()
+        raw = b""
+        try:
+            raw = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+            url = urlsplit(self.path)
+            query = parse_qs(url.query, keep_blank_values=True)
+            user = self._authenticate()
+            if url.path.startswith("/_lab/"):
+                self._lab_endpoint(method, url.path, user, raw)
+                return
+            self._dispatch(method, url.path, query, user, raw)
+        except ApiError as err:
+            self._error(err)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            self.close_connection = True
+        except Exception as exc:  # the server must survive any request
+            lab.log_exception(exc)
+            self._error(ApiError(500, "InternalError", f"Internal error occurred: {exc!r}"))
+
+    def _authenticate(self) -> User:
+        header = self.headers.get("Authorization") or ""
+        if not header:
+            # anonymous, as on a cluster with anonymous auth: RBAC lets it read /version and
+            # health endpoints (system:public-info-viewer) and nothing else
+            return self.lab.anonymous
+        if not header.startswith("Bearer "):
+            raise errors.unauthorized()
+        user = self.lab.tokens.authenticate(header[7:].strip())
+        if user is None:
+            raise errors.unauthorized()
+        return user
+
+    def _faults(self, verb: str, path: str) -> None:
+        lab = self.lab
+        delay = lab.faults.latency(verb, path)
+        if delay > 0:
+            lab.faults.sleep(delay)
+        code = lab.faults.take_failure(verb, path)
+        if code is not None:
+            raise errors.injected(code, f"injected fault: {verb} {path} fails with {code}")
+
+    # -- the lab admin endpoint -----------------------------------------------------------------
+
+    def _lab_endpoint(self, method: str, path: str, user: User, raw: bytes) -> None:
+        if not user.is_admin:
+            raise errors.forbidden_path(user.name, method.lower(), path)
+        if path != "/_lab/faults":
+            raise errors.path_not_found()
+        if method == "DELETE":
+            self.lab.reset_faults()
+            self._json(200, {"ok": True})
+            return
+        if method != "POST":
+            raise errors.method_not_allowed()
+        body = self._decode(raw)
+        if not isinstance(body, dict):
+            raise errors.bad_request("fault: body must be a JSON object with an 'action'")
+        try:
+            result = self.lab.apply_fault(body)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise errors.bad_request(f"fault: {exc}") from exc
+        self._json(200, {"ok": True, **result})
+
+    # -- the Kubernetes API ---------------------------------------------------------------------
+
+    def _dispatch(
+        self, method: str, path: str, query: dict[str, list[str]], user: User, raw: bytes
+    ) -> None:
+        lab = self.lab
+        if path in ("/version", "/version/"):
+            self._nonresource(user, "get", path)
+            self._json(200, VERSION_INFO)
+            return
+        if path in ("/healthz", "/readyz", "/livez"):
+            self._send(200, b"ok", "text/plain; charset=utf-8")
+            return
+        if path.startswith("/openapi/"):
+            self._nonresource(user, "get", path)
+            doc = openapi.document(lab.registry, path) if path.startswith("/openapi/v3") else None
+            if doc is None:
+                raise errors.path_not_found()
+            self._json(200, doc)
+            return
+        route = parse_route(lab, path)
+        if route is None:
+            raise errors.path_not_found()
+        if isinstance(route, dict):
+            if method != "GET":
+                raise errors.method_not_allowed()
+            self._nonresource(user, "get", path)
+            self._json(200, route)
+            return
+        rt = route.rt
+        single = bool(route.name)
+        watch = route.watch_prefix or _truthy(_first(query, "watch"))
+        if method == "GET":
+            verb = "get" if single and not watch else ("watch" if watch else "list")
+        elif method == "POST" and not single:
+            verb = "create"
+        elif method == "PUT" and single:
+            verb = "update"
+        elif method == "PATCH" and single:
+            verb = "patch"
+        elif method == "DELETE":
+            verb = "delete" if single else "deletecollection"
+        else:
+            raise errors.method_not_allowed()
+        if route.subresource and (
+            route.subresource != "status" or not rt.status_subresource or verb == "delete"
+        ):
+            if route.subresource != "status" or not rt.status_subresource:
+                raise errors.path_not_found()
+            raise errors.method_not_allowed()
+        attrs = Attributes(
+            verb=verb,
+            group=rt.group,
+            resource=rt.plural,
+            subresource=route.subresource,
+            namespace=route.namespace,
+            name=route.name,
+        )
+        if not lab.authorizer.allowed(user, attrs):
+            raise errors.forbidden(
+                user=user.name,
+                verb=verb,
+                resource=rt.plural,
+                subresource=route.subresource,
+                group=rt.group,
+                namespace=route.namespace,
+                name=route.name,
+            )
+        self._faults(verb, path)
+        api = lab.api
+        dry_run = bool(query.get("dryRun"))
+        ns = route.namespace
+        if verb == "get":
+            self._send(200, api.view(rt, api.get(rt, ns, route.name)))
+        elif verb == "list":
+            self._list(rt, ns, query)
+        elif verb == "watch":
+            self._watch(rt, ns, route.name, query)
+        elif verb == "create":
+            stored = api.create(rt, ns, self._decode(raw), dry_run=dry_run)
+            self._send(201, api.view(rt, stored))
+        elif verb == "update":
+            stored = api.update(
+                rt, ns, route.name, route.subresource, self._decode(raw), dry_run=dry_run
+            )
+            self._send(200, api.view(rt, stored))
+        elif verb == "patch":
+            ctype = self.headers.get("Content-Type") or ""
+            stored = api.patch(
+                rt, ns, route.name, route.subresource, content_type=ctype, body=raw, dry_run=dry_run
+            )
+            self._send(200, api.view(rt, stored))
+        elif verb == "delete":
+            options = self._decode(raw) if raw.strip() else {}
+            deleted, stored = api.delete(
+                rt, ns, route.name, options if isinstance(options, dict) else {}, dry_run=dry_run
+            )
+            if not deleted or rt.custom or rt.plural in ("services", "namespaces"):
+                self._send(200 if deleted else 202, api.view(rt, stored))
+            else:
+                self._json(
+                    200,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": route.name,
+                            "kind": rt.plural,
+                            "uid": stored.obj["metadata"].get("uid"),
+                            **({"group": rt.group} if rt.group else {}),
+                        },
+                    },
+                )
+        else:  # deletecollection
+            selector = build_selector(
+                _first(query, "labelSelector"), _first(query, "fieldSelector"), rt.field_labels
+            )
+            deleted_items = api.delete_collection(rt, ns or None, selector)
+            self._send(200, self._list_bytes(rt, deleted_items, lab.store.resource_version))
+
+    def _nonresource(self, user: User, verb: str, path: str) -> None:
+        if not self.lab.authorizer.allowed(user, Attributes(verb=verb, path=path)):
+            raise errors.forbidden_path(user.name, verb, path)
+
+    def _list_bytes(
+        self,
+        rt: ResourceType,
+        items: list[Stored],
+        rv: int,
+        token: str | None = None,
+        remaining: int | None = None,
+    ) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if token:
+            meta["continue"] = token
+        if remaining is not None:
+            meta["remainingItemCount"] = remaining
+        head = json.dumps(
+            {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta},
+            separators=(",", ":"),
+        ).encode()
+        view = self.lab.api.view
+        return head[:-1] + b',"items":[' + b",".join(view(rt, s) for s in items) + b"]}"
+
+    def _list(self, rt: ResourceType, ns: str, query: dict[str, list[str]]) -> None:
+        selector = build_selector(
+            _first(query, "labelSelector"), _first(query, "fieldSelector"), rt.field_labels
+        )
+        try:
+            limit = int(_first(query, "limit") or 0)
+        except ValueError as exc:
+            raise errors.bad_request(f"limit: {exc}") from exc
+        items, rv, token, remaining = self.lab.api.list_objects(
+            rt, ns or None, selector, limit=limit, continue_token=_first(query, "continue")
+        )
+        accept = self.headers.get("Accept") or ""
+        if "as=Table" in accept:
+            self._json(200, tables.table(rt, [s.obj for s in items], str(rv)))
+            return
+        self._send(200, self._list_bytes(rt, items, rv, token, remaining))
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _watch(self, rt: ResourceType, ns: str, name: str, query: dict[str, list[str]]) -> None:
+        lab = self.lab
+        field_sel = _first(query, "fieldSelector")
+        if name:
+            field_sel = f"metadata.name={name}" + (f",{field_sel}" if field_sel else "")
+        selector = build_selector(_first(query, "labelSelector"), field_sel, rt.field_labels)
+        rv_param = _first(query, "resourceVersion") or ""
+        bookmarks = _truthy(_first(query, "allowWatchBookmarks"))
+        initial_events = _truthy(_first(query, "sendInitialEvents"))
+        try:
+            timeout = float(_first(query, "timeoutSeconds") or lab.max_watch_seconds)
+        except ValueError as exc:
+            raise errors.bad_request(f"timeoutSeconds: {exc}") from exc
+        try:
+            since = None if rv_param in ("", "0") or initial_events else int(rv_param)
+        except ValueError as exc:
+            raise errors.bad_request(f'resourceVersion: invalid value "{rv_param}"') from exc
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Cache-Control: no-cache, private\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            watcher, replay, start_rv = lab.store.watch(rt.key, ns or None, since)
+        except TooOldError as exc:
+            status = errors.gone(exc.requested, exc.oldest).status()
+            self._chunk(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        sent_rv = start_rv if since is None else since
+        try:
+            for item in replay:
+                if isinstance(item, WatchEvent):
+                    self._send_event(rt, selector, item)
+                    sent_rv = item.rv
+                elif selector.matches(item.obj):
+                    self._chunk(b'{"type":"ADDED","object":' + lab.api.view(rt, item) + b"}\n")
+            if since is None and (bookmarks and initial_events):
+                self._bookmark(rt, start_rv, initial_end=True)
+            deadline = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + lab.bookmark_interval
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                wait = min(deadline, next_bookmark) - now
+                try:
+                    ev = watcher.queue.get(timeout=min(max(wait, 0.0), 1.0))
+                except Exception:
+                    ev = None
+                if ev is CLOSE:
+                    break
+                if isinstance(ev, WatchEvent):
+                    self._send_event(rt, selector, ev)
+                    sent_rv = ev.rv
+                    continue
+                if bookmarks and time.monotonic() >= next_bookmark:
+                    # a bookmark must not claim a version whose events are still queued
+                    with lab.store.lock:
+                        if watcher.queue.empty():
+                            sent_rv = max(sent_rv, lab.store.resource_version)
+                    self._bookmark(rt, sent_rv)
+                    next_bookmark = time.monotonic() + lab.bookmark_interval
+                elif self._peer_gone():
+                    self.close_connection = True
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+        finally:
+            lab.store.unwatch(watcher)
+
+    def _peer_gone(self) -> bool:
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return bool(sock.recv(1, socket.MSG_PEEK) == b"")
+        except ValueError:  # TLS sockets cannot peek; their peer is noticed on the next write
+            return False
+        except OSError:
+            return True
+
+    def _bookmark(self, rt: ResourceType, rv: int, *, initial_end: bool = False) -> None:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
+        self._chunk(json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n")
+
+    def _send_event(self, rt: ResourceType, selector: Any, ev: WatchEvent) -> None:
+        etype = ev.type
+        if not selector.empty:
+            now = selector.matches(ev.new.obj)
+            before = ev.old is not None and selector.matches(ev.old.obj)
+            if etype == "MODIFIED":
+                if now and not before:
+                    etype = "ADDED"
+                elif before and not now:
+                    etype = "DELETED"
+                elif not now:
+                    return
+            elif (etype == "ADDED" and not now) or (etype == "DELETED" and not (before or now)):
+                return
+        self._chunk(
+            b'{"type":"' + etype.encode() + b'","object":' + self.lab.api.view(rt, ev.new) + b"}\n"
+        )

@@ -1,0 +1,221 @@
+"""The object store: one global resourceVersion counter, bounded watch history, watcher queues.
+
+Like etcd behind a real API server, every write takes the next value of one global counter as
+its ``resourceVersion``; list responses carry the counter's current value, and a watch started
+from version N replays the retained history after N. History is a bounded deque; once an event
+newer than N has been evicted, a watch from N gets ``410 Gone`` (the server's "too old resource
+version"), which is what forces clients to relist.
+
+Stored objects are plain dicts that are never mutated after they are stored, paired with their
+JSON serialization. Readers (get, list, watch) reuse the bytes, so the hot paths never copy or
+re-encode an object; writers build a new dict (``json.loads`` of the bytes, cheaper than
+``copy.deepcopy``) and replace the entry. Each watcher owns a queue that writers append to
+while holding the store lock, so a watcher registered under that lock sees every event after
+its starting point, exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbd.lab.apiserver.resources import GroupResource
+
+ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An immutable stored object and its JSON bytes."""
+
+    obj: dict[str, Any]
+    raw: bytes
+
+    @staticmethod
+    def of(obj: dict[str, Any]) -> Stored:
+        return Stored(obj, encode(obj))
+
+    def copy(self) -> dict[str, Any]:
+        """A private, mutable deep copy."""
+        out: dict[str, Any] = json.loads(self.raw)
+        return out
+
+    @property
+    def rv(self) -> int:
+        return int(self.obj["metadata"]["resourceVersion"])
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    gr: GroupResource
+    namespace: str
+    new: Stored
+    old: Stored | None
+
+
+#: Sentinel put on a watcher queue to end its stream (fault injection, server stop).
+CLOSE = object()
+
+
+@dataclass(eq=False)
+class Watcher:
+    gr: GroupResource
+    namespace: str | None  # None: all namespaces
+    queue: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
+
+    def close(self) -> None:
+        self.queue.put(CLOSE)
+
+
+class Store:
+    def __init__(self, history_size: int = 20000) -> None:
+        # RLock: request handlers hold it across read-modify-write sequences that call
+        # back into the store.
+        self.lock = threading.RLock()
+        self._rv = 1
+        self._objects: dict[GroupResource, dict[ObjectKey, Stored]] = {}
+        self._history: deque[WatchEvent] = deque(maxlen=max(1, history_size))
+        self._compacted = 0  # highest rv evicted from history
+        self._watchers: dict[GroupResource, set[Watcher]] = {}
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def get(self, gr: GroupResource, key: ObjectKey) -> Stored | None:
+        table = self._objects.get(gr)
+        return table.get(key) if table else None
+
+    def snapshot(self, gr: GroupResource, namespace: str | None) -> tuple[list[Stored], int]:
+        """Objects sorted by (namespace, name) like etcd keys, and the collection version."""
+        with self.lock:
+            table = self._objects.get(gr, {})
+            if namespace is None:
+                keys = sorted(table)
+            else:
+                keys = sorted(k for k in table if k[0] == namespace)
+            return [table[k] for k in keys], self._rv
+
+    def namespaces_in_use(self, namespace: str) -> list[tuple[GroupResource, ObjectKey]]:
+        with self.lock:
+            return [
+                (gr, key)
+                for gr, table in self._objects.items()
+                for key in table
+                if key[0] == namespace
+            ]
+
+    def count(self) -> int:
+        with self.lock:
+            return sum(len(t) for t in self._objects.values())
+
+    # -- writes (caller fills everything but resourceVersion) ------------------------------
+
+    def next_rv(self) -> int:
+        """Reserve the next resourceVersion; call with the lock held, then :meth:`put`."""
+        self._rv += 1
+        return self._rv
+
+    def put(self, gr: GroupResource, key: ObjectKey, obj: dict[str, Any], event: str) -> Stored:
+        """Store ``obj`` (whose metadata.resourceVersion the caller set from :meth:`next_rv`)."""
+        with self.lock:
+            stored = Stored.of(obj)
+            table = self._objects.setdefault(gr, {})
+            old = table.get(key)
+            table[key] = stored
+            self._emit(WatchEvent(stored.rv, event, gr, key[0], stored, old))
+            return stored
+
+    def remove(self, gr: GroupResource, key: ObjectKey, final: dict[str, Any]) -> Stored:
+        """Delete the object; ``final`` is its last state with a fresh resourceVersion."""
+        with self.lock:
+            table = self._objects.get(gr, {})
+            old = table.pop(key, None)
+            stored = Stored.of(final)
+            self._emit(WatchEvent(stored.rv, "DELETED", gr, key[0], stored, old))
+            return stored
+
+    def drop_resource(self, gr: GroupResource) -> list[Stored]:
+        """Forget every object of a resource (its CRD was deleted), emitting DELETED events."""
+        with self.lock:
+            table = self._objects.get(gr, {})
+            out = []
+            for key in list(table):
+                obj = table[key].copy()
+                obj["metadata"]["resourceVersion"] = str(self.next_rv())
+                out.append(self.remove(gr, key, obj))
+            self._objects.pop(gr, None)
+            return out
+
+    def _emit(self, ev: WatchEvent) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._compacted = self._history[0].rv
+        self._history.append(ev)
+        for w in self._watchers.get(ev.gr, ()):
+            if w.namespace is None or w.namespace == ev.namespace:
+                w.queue.put(ev)
+
+    # -- watch -----------------------------------------------------------------------------
+
+    def watch(
+        self, gr: GroupResource, namespace: str | None, since: int | None
+    ) -> tuple[Watcher, list[WatchEvent] | list[Stored], int]:
+        """Register a watcher.
+
+        ``since=None``: returns the current objects (to send as synthetic ADDED events).
+        ``since=N``: returns the retained events after N; raises :class:`TooOldError` when history
+        after N has been evicted. The third value is the store's version at registration.
+        """
+        with self.lock:
+            w = Watcher(gr, namespace)
+            if since is None:
+                items, _ = self.snapshot(gr, namespace)
+                replay: list[WatchEvent] | list[Stored] = items
+            else:
+                if since < self._compacted:
+                    raise TooOldError(since, self._compacted + 1)
+                replay = [
+                    ev
+                    for ev in self._history
+                    if ev.rv > since
+                    and ev.gr == gr
+                    and (namespace is None or ev.namespace == namespace)
+                ]
+            self._watchers.setdefault(gr, set()).add(w)
+            return w, replay, self._rv
+
+    def unwatch(self, w: Watcher) -> None:
+        with self.lock:
+            self._watchers.get(w.gr, set()).discard(w)
+
+    def close_watchers(self) -> int:
+        with self.lock:
+            n = 0
+            for ws in self._watchers.values():
+                for w in ws:
+                    w.close()
+                    n += 1
+            return n
+
+    def watcher_count(self) -> int:
+        with self.lock:
+            return sum(len(ws) for ws in self._watchers.values())
+
+
+class TooOldError(Exception):
+    def __init__(self, requested: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+        self.requested = requested
+        self.oldest = oldest

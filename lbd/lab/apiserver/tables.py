@@ -1,0 +1,105 @@
+"""``meta.k8s.io/v1`` Table responses, which ``kubectl get`` asks for (``Accept: ...;as=Table``).
+
+Columns follow what kubectl shows for a real cluster where it matters to a reader (Service
+type, cluster IP, external IP, ports); CRDs use their ``additionalPrinterColumns`` (simple
+``.a.b`` JSON paths); everything else gets NAME and AGE.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from lbd.lab.apiserver.resources import ResourceType
+
+
+def age(created: str | None, now: datetime.datetime | None = None) -> str:
+    if not created:
+        return "<unknown>"
+    try:
+        then = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.UTC
+        )
+    except ValueError:
+        return "<invalid>"
+    secs = int(((now or datetime.datetime.now(datetime.UTC)) - then).total_seconds())
+    if secs < 120:
+        return f"{max(secs, 0)}s"
+    if secs < 7200:
+        return f"{secs // 60}m"
+    if secs < 172800:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def _path(obj: Any, json_path: str) -> Any:
+    cur = obj
+    for part in json_path.strip().lstrip(".").split("."):
+        if not part:
+            continue
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        else:
+            return None
+    return cur
+
+
+def _service_cells(obj: dict[str, Any]) -> list[Any]:
+    spec = obj.get("spec") or {}
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    external = ",".join(i.get("ip") or i.get("hostname") or "" for i in ingress)
+    if not external:
+        external = "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
+    ports = ",".join(
+        f"{p.get('port')}"
+        + (f":{p['nodePort']}" if p.get("nodePort") else "")
+        + f"/{p.get('protocol', 'TCP')}"
+        for p in spec.get("ports") or []
+    )
+    return [spec.get("type", ""), spec.get("clusterIP", ""), external, ports or "<none>"]
+
+
+def table(rt: ResourceType, items: list[dict[str, Any]], resource_version: str) -> dict[str, Any]:
+    columns: list[dict[str, Any]] = [
+        {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}
+    ]
+    extra: list[tuple[str, str]] = []
+    if rt.kind == "Service" and not rt.group:
+        extra = [
+            ("Type", "string"),
+            ("Cluster-IP", "string"),
+            ("External-IP", "string"),
+            ("Port(s)", "string"),
+        ]
+    elif rt.printer_columns:
+        extra = [(c["name"], c.get("type", "string")) for c in rt.printer_columns]
+    columns += [
+        {"name": n, "type": t, "format": "", "description": n, "priority": 0} for n, t in extra
+    ]
+    columns.append(
+        {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}
+    )
+    rows = []
+    for obj in items:
+        meta = obj.get("metadata", {})
+        if rt.kind == "Service" and not rt.group:
+            cells = _service_cells(obj)
+        else:
+            cells = [_path(obj, c.get("jsonPath", "")) for c in rt.printer_columns]
+        rows.append(
+            {
+                "cells": [meta.get("name"), *cells, age(meta.get("creationTimestamp"))],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                },
+            }
+        )
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns,
+        "rows": rows,
+    }
