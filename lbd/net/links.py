@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import select
 import socket
 import threading
@@ -163,6 +164,7 @@ class LinkMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = -1, -1
 
     def start(self) -> None:
         """Subscribe to netlink (in the calling thread's namespace), snapshot, start watching.
@@ -175,16 +177,23 @@ class LinkMonitor:
         sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         sock.setblocking(False)
         self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="link-monitor", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         if self._sock is not None:
             self._sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def links(self) -> Mapping[str, Link]:
         with self._lock:
@@ -219,7 +228,10 @@ class LinkMonitor:
         last = time.monotonic()
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([sock.fileno()], [], [], 0.5)
+                timeout = max(0.0, last + self.resync - time.monotonic())
+                ready, _, _ = select.select([sock.fileno(), self._wake_r], [], [], timeout)
+                if self._stop.is_set():
+                    break
                 if ready:
                     _drain(sock)  # the dump below is the truth
                 if ready or time.monotonic() - last >= self.resync:
