@@ -48,6 +48,7 @@ BASE_TEMPLATES = (
     "controller.yaml",
     "speaker.yaml",
     "services.yaml",
+    "pdb.yaml",
 )
 # Optional resources, off by default: file -> the value that enables it.
 OPTIONAL_TEMPLATES = {

@@ -387,6 +387,12 @@ def test_controller_deployment():
         "capabilities": {"drop": ["ALL"]},
     }
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    (pdb,) = [o for o in kustomize(".") if o["kind"] == "PodDisruptionBudget"]
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert pdb["spec"]["minAvailable"] == 1
 
 
 def test_speaker_daemonset():
@@ -396,6 +402,7 @@ def test_speaker_daemonset():
     assert pod["hostNetwork"] is True
     assert pod["serviceAccountName"] == "lbd-speaker"
     assert pod["terminationGracePeriodSeconds"] == 2
+    assert pod["priorityClassName"] == "system-node-critical"
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert {t["key"] for t in pod["tolerations"]} >= {"node-role.kubernetes.io/control-plane"}
     assert container["args"][0] == "speaker"
