@@ -62,11 +62,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.lab import LabError, down, find_lab
+    from lbd.lab.lab import LabError, default_dir, down, find_lab
 
     try:
         if args.prefix:
-            report = down(prefix=args.prefix, lab_dir=_dir(args.dir))
+            lab_dir = _dir(args.dir) or default_dir(args.prefix)
+            report = down(prefix=args.prefix, lab_dir=lab_dir if lab_dir.is_dir() else None)
         else:
             lab = find_lab(_dir(args.dir))
             report = down(prefix=lab.prefix, lab_dir=lab.dir)

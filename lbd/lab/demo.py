@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from lbd.lab import scenario
-from lbd.lab.lab import Lab, LabOptions, down, kill_node, restore_node, up
+from lbd.lab.lab import Lab, LabOptions, default_dir, down, kill_node, restore_node, up
+from lbd.lab.netns import namespaces_with_prefix
 
 T = TypeVar("T")
 
@@ -58,6 +59,11 @@ def run_demo(
     narrator = Narrator(emit)
     opts = LabOptions(prefix=prefix, nodes=nodes, dir=lab_dir)
     lab: Lab | None = None
+    leftover = lab_dir or default_dir(prefix)
+    if namespaces_with_prefix(prefix) or (leftover / "lab.json").exists():
+        # A demo that was interrupted (Ctrl-C, a crash) must not block the next one.
+        out(f"removing a leftover demo lab {prefix}")
+        down(prefix=prefix, lab_dir=leftover if leftover.is_dir() else None)
     try:
         lab = narrator.step(
             f"Bring up the lab: {nodes} nodes, a client, an API server, 2 controllers, speakers",

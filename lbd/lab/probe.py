@@ -163,8 +163,8 @@ def first_answers(
     since: float,
     timeout: float = 10.0,
     interval: float = 0.02,
-) -> dict[str, float]:
-    """For each IPv4 VIP, seconds from ``since`` until it is first answered by a node in ``accept``.
+) -> dict[str, tuple[float, str]]:
+    """Per IPv4 VIP: (seconds from ``since``, node) of its first answer by a node in ``accept``.
 
     One unconnected UDP socket in the client namespace sends a request to every VIP still waiting
     each ``interval``; the echo service replies from the VIP itself, so ``recvfrom`` says which
@@ -173,7 +173,7 @@ def first_answers(
     """
     sock = call_in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     pending = set(vips)
-    answered: dict[str, float] = {}
+    answered: dict[str, tuple[float, str]] = {}
     deadline = time.monotonic() + timeout
     next_round = time.monotonic()
     with sock:
@@ -192,10 +192,16 @@ def first_answers(
                     break
                 node = data.decode(errors="replace").partition(" ")[2].strip()
                 if src in pending and (accept is None or node in accept):
-                    answered[src] = time.monotonic() - since
+                    answered[src] = (time.monotonic() - since, node)
                     pending.discard(src)
                 ready, _, _ = select.select([sock], [], [], 0)
     return answered
+
+
+def owners(netns: str, vips: list[str], *, timeout: float = 5.0) -> dict[str, str]:
+    """Which node answers each IPv4 VIP right now (VIPs nobody answers are missing)."""
+    found = first_answers(netns, vips, since=time.monotonic(), timeout=timeout)
+    return {vip: node for vip, (_t, node) in found.items()}
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,6 @@ def test_a_service_without_endpoints_is_not_announced(lab: Lab) -> None:
     assert probe.arp_who_has(c["netns"], c["ifname"], c["mac"], c["ipv4"], vip, wait=1.0) == []
 
 
-@pytest.mark.slow
 def test_fifty_services_spread_over_all_nodes(lab: Lab) -> None:
     kube = scenario.host_kube(lab)
     names = [f"many-{i}" for i in range(50)]

@@ -14,6 +14,7 @@ import pytest
 
 from lbd.k8s.client import ENDPOINTSLICES, NODES, SERVICES, load_kube
 from lbd.lab import probe, supervisor, topology
+from lbd.lab.lab import Lab
 from lbd.lab.layout import plan
 from lbd.lab.netns import call_in_netns, namespaces_with_prefix, pids_in_namespaces
 from lbd.lab.scenario import poll
@@ -237,6 +238,39 @@ def test_kill_node_cuts_it_off_and_restore_brings_it_back(lab):
     assert not probe.ping(client, n2["ipv4"], timeout=0.3)
     restore_node(lab, "n2")
     assert wait_for(lambda: probe.ping(client, n2["ipv4"], timeout=0.3), what="ping n2")
+
+
+def test_kill_node_works_from_inside_a_lab_namespace(lab: Lab) -> None:
+    client = lab.data["client"]["netns"]
+    n1 = lab.node("n1")
+    for verb in ("kill-node", "restore-node"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lbd",
+                "lab",
+                "exec",
+                "--dir",
+                str(lab.dir),
+                "--client",
+                "--",
+                sys.executable,
+                "-m",
+                "lbd",
+                "lab",
+                verb,
+                "n1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        if verb == "kill-node":
+            assert not probe.ping(client, n1["ipv4"], timeout=0.3)
+            status = supervisor.request(lab.prefix, "status")["processes"]
+            assert status.get("speaker-n1", {"running": False})["running"] is False
+    wait_for(lambda: probe.ping(client, n1["ipv4"], timeout=0.3), what="ping n1")
 
 
 def test_supervisor_restarts_a_crashed_process(lab):
