@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check lbd tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	.ci/static-checks
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
