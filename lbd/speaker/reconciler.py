@@ -19,7 +19,12 @@ only, never an API write, because every output is compared with the last one.
 
 Start-up grace: until membership has run for ``warmup`` seconds (about ``--dead-after``), this
 node has not yet heard its peers and would believe it is alone; announcing then would steal every
-VIP for a moment each time a speaker restarts. So the first plans are computed but not announced.
+VIP for a moment each time a speaker restarts. So the first plans are computed but not announced,
+and meanwhile the heartbeats report *no* announce interface, which makes this node ineligible
+for its peers too: otherwise a returning node that ranks first would make the current owner stop
+answering at its first heartbeat, a full grace period before it answers itself (measured: a
+400 ms hole on every node return). When the grace ends the node starts answering first and only
+then reports its interfaces, so the VIP changes hands with no gap.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class Announcer(Protocol):
     """The responder: answers ARP/NDP for the VIPs of the last table it was given."""
 
     def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None: ...
+    def set_interfaces(self, names: frozenset[str]) -> None:
+        """Keep sockets open on these even without an owned VIP (instant takeover)."""
+        ...
 
 
 class LocalLinks(Protocol):
@@ -89,6 +97,7 @@ class Reconciler:
         clock: Clock = SYSTEM_CLOCK,
         warmup: float = 0.0,
         resync: float = 5.0,
+        conflict_grace: float = 1.0,
     ) -> None:
         self.node = node_name
         self.lb_class = lb_class
@@ -106,8 +115,11 @@ class Reconciler:
         self._noticed_at: float | None = None
         self._peers: Mapping[str, str] | None = None
         self._local_up: frozenset[str] | None = None
+        self._listening: frozenset[str] | None = None
         self._owned: Mapping[str, tuple[str, ...]] | None = None
         self._conflicts: set[str] = set()
+        self._gained_at: dict[str, float] = {}
+        self.conflict_grace = conflict_grace
         self.plan: Plan = EMPTY_PLAN
         self.passes = 0
         self.first_pass_done = threading.Event()
@@ -121,10 +133,19 @@ class Reconciler:
         self._wake.set()
 
     def on_conflict(self, vip: str, mac: str) -> None:
-        """The responder saw another MAC claim ``vip``: one Warning event per VIP while owned."""
+        """The responder saw another MAC claim ``vip``: one Warning event per VIP while owned.
+
+        Not during the first ``conflict_grace`` seconds of owning it: in a hand-over the
+        previous owner legitimately answers (and may be in its gratuitous burst) until our
+        heartbeat reaches it; warning the user about that would be a false alarm on every
+        failover and node return (seen in the lab).
+        """
         with self._lock:
             key = self.plan.owner_of(vip)
             if key is None or vip in self._conflicts:
+                return
+            gained = self._gained_at.get(vip)
+            if gained is not None and self.clock.monotonic() - gained < self.conflict_grace:
                 return
             self._conflicts.add(vip)
             own = self.plan.ownerships[key]
@@ -169,9 +190,12 @@ class Reconciler:
             self.heartbeats.set_peers(peers)
             self._peers = peers
         local_up = self.links.interfaces_up()
-        if local_up != self._local_up:
-            self.heartbeats.set_interfaces_up(local_up)
-            self._local_up = local_up
+        if local_up != self._listening:
+            # sockets open before any VIP arrives: the first answer after a takeover does not
+            # wait for a socket to be opened (measured: 20-60 ms of a hand-over otherwise)
+            self.announcer.set_interfaces(local_up)
+            self._listening = local_up
+        warm = self.clock.monotonic() >= self._announce_from
         alive = dict(self.heartbeats.alive_peers())
         alive.pop(self.node, None)
         self.metrics.peers_alive.set(len(alive) + 1)
@@ -186,13 +210,20 @@ class Reconciler:
         for key, why in plan.errors.items():
             if key not in self.plan.errors:
                 log.warning("object skipped", extra={"key": key, "reason": why})
-        if self.clock.monotonic() < self._announce_from:
+        if not warm:
+            self._report_interfaces(frozenset())  # not eligible for peers yet (module doc)
             self.passes += 1
             return plan
         self._apply(plan, alive, noticed)
+        self._report_interfaces(local_up)  # after answering: peers hand over with no gap
         self.passes += 1
         self.first_pass_done.set()
         return plan
+
+    def _report_interfaces(self, interfaces: frozenset[str]) -> None:
+        if interfaces != self._local_up:
+            self.heartbeats.set_interfaces_up(interfaces)
+            self._local_up = interfaces
 
     def _apply(
         self, plan: Plan, alive: Mapping[str, frozenset[str]], noticed: float | None
@@ -202,10 +233,12 @@ class Reconciler:
             self.announcer.set_owned(plan.owned)
             done = self.clock.monotonic()
             self._observe_failover(previous, plan, alive, noticed, done)
+        now = self.clock.monotonic()
         with self._lock:
             self.plan = plan
             self._owned = plan.owned
             self._conflicts &= set(plan.owned)
+            self._gained_at = {vip: self._gained_at.get(vip, now) for vip in plan.owned}
         if previous_owned is None:
             self.status.cleanup_stale(plan.ownerships)
         for key, own in plan.ownerships.items():

@@ -441,6 +441,13 @@ class SpeakerLab:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; now answering: {self.who_answers(vip)}") from None
 
+    def stays(self, vip: str, owner: str | None, seconds: float) -> None:
+        """Assert that exactly ``owner`` (None: nobody) answers for ``vip`` for ``seconds``."""
+        want = set() if owner is None else {owner}
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert self.who_answers(vip) == want
+
     def ranked(self, vip: str, nodes: Sequence[str] | None = None) -> list[str]:
         return rank(vip, self.nodes if nodes is None else nodes)
 

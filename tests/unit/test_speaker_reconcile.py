@@ -153,9 +153,13 @@ class FakeHeartbeats:
 class FakeResponder:
     def __init__(self) -> None:
         self.tables: list[dict[str, tuple[str, ...]]] = []
+        self.listening: frozenset[str] = frozenset()
 
     def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None:
         self.tables.append(dict(owned))
+
+    def set_interfaces(self, names: frozenset[str]) -> None:
+        self.listening = names
 
 
 class FakeLinks:
@@ -253,24 +257,34 @@ def test_takeover_when_owner_dies_and_give_back_when_it_returns() -> None:
     assert status.desired["ns/web"] is None
 
 
-def test_nothing_announced_during_startup_grace() -> None:
+def test_nothing_announced_and_no_interface_reported_during_startup_grace() -> None:
     clock = FakeClock()
-    me = rank(VIP, NODES)[1]
-    # alone at start (peers not heard yet): would wrongly believe it owns the VIP
+    me = rank(VIP, NODES)[0]
+    # alone at start (peers not heard yet): it must not grab the VIP; and while it cannot answer
+    # yet it must not look eligible to its peers either (they would stop answering too early)
     rec, hb, resp, status, _ = make_reconciler(
         me, snapshot(service("web")), alive=(me,), warmup=0.5, clock=clock
     )
     rec.reconcile()
     assert resp.tables == [] and status.desired == {}
+    assert hb.reported == frozenset()
+    assert resp.listening == {"eth0"}  # sockets already open, ready for the first answer
     hb.alive = {n: frozenset({"eth0"}) for n in NODES if n != me}
     clock.advance(0.5)
     rec.reconcile()
-    assert resp.tables == [{}]
+    assert resp.tables == [{VIP: ("eth0",)}]
+    assert hb.reported == {"eth0"}
 
 
 def test_conflict_gives_one_warning_event_per_owned_vip() -> None:
-    rec, _hb, _resp, status, _m = make_reconciler(rank(VIP, NODES)[0], snapshot(service("web")))
+    clock = FakeClock()
+    rec, _hb, _resp, status, _m = make_reconciler(
+        rank(VIP, NODES)[0], snapshot(service("web")), clock=clock
+    )
     rec.reconcile()
+    rec.on_conflict(VIP, "02:00:00:00:00:98")  # the previous owner, still in its hand-over
+    assert status.events == []
+    clock.advance(rec.conflict_grace)
     rec.on_conflict(VIP, "02:00:00:00:00:99")
     rec.on_conflict(VIP, "02:00:00:00:00:99")
     rec.on_conflict("198.18.100.99", "02:00:00:00:00:99")  # not ours: not our business
