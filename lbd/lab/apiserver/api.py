@@ -180,9 +180,20 @@ class Api:
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
 
-    def _prepare(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _prepare(
+        self,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        *,
+        strict: bool = False,
+    ) -> None:
         if rt.custom and rt.schema:
-            schema.prune_and_default(obj, rt.schema)
+            pruned = schema.prune_and_default(obj, rt.schema)
+            if pruned and strict:
+                raise bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned)
+                )
         if rt.kind == "Service" and not rt.group:
             if old is None:
                 builtin.prepare_service_create(obj, self.alloc)
@@ -288,7 +299,13 @@ class Api:
         return items, rv, token, remaining
 
     def create(
-        self, rt: ResourceType, namespace: str, body: Any, *, dry_run: bool = False
+        self,
+        rt: ResourceType,
+        namespace: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        strict: bool = False,
     ) -> Stored:
         obj = self._check_body(rt, namespace, None, body)
         meta = obj["metadata"]
@@ -319,7 +336,7 @@ class Api:
                 obj.pop("status", None)
             for f in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
                 meta.pop(f, None)
-            self._prepare(rt, obj, None)
+            self._prepare(rt, obj, None, strict=strict)
             self._validate(rt, obj)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = self.now()
@@ -342,6 +359,7 @@ class Api:
         body: Any,
         *,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Stored:
         obj = self._check_body(rt, namespace, name, body)
         with self.store.lock:
@@ -360,7 +378,7 @@ class Api:
                         )
                     ],
                 )
-            return self._write(rt, old, obj, subresource, dry_run=dry_run)
+            return self._write(rt, old, obj, subresource, dry_run=dry_run, strict=strict)
 
     def patch(
         self,
@@ -372,6 +390,7 @@ class Api:
         content_type: str,
         body: bytes,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Stored:
         ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
         accepted = PATCH_TYPES if not rt.custom else (PATCH_TYPES[0], PATCH_TYPES[1])
@@ -398,7 +417,7 @@ class Api:
             if not isinstance(patched, dict):
                 raise bad_request("the patch did not produce an object")
             obj = self._check_body(rt, namespace, name, patched)
-            return self._write(rt, old, obj, subresource, dry_run=dry_run)
+            return self._write(rt, old, obj, subresource, dry_run=dry_run, strict=strict)
 
     def _write(
         self,
@@ -408,6 +427,7 @@ class Api:
         subresource: str,
         *,
         dry_run: bool,
+        strict: bool = False,
     ) -> Stored:
         name = old.obj["metadata"]["name"]
         rv = new["metadata"].get("resourceVersion")
@@ -455,7 +475,7 @@ class Api:
                     ],
                 )
         if subresource != "status":
-            self._prepare(rt, new, old.obj)
+            self._prepare(rt, new, old.obj, strict=strict)
         self._validate(rt, new)
         if _strip_volatile(new) == _strip_volatile(old.obj):
             return old  # no-op: no new resourceVersion, no event (like the real server)

@@ -324,6 +324,7 @@ class Handler(BaseHTTPRequestHandler):
         self._faults(verb, path)
         api = lab.api
         dry_run = bool(query.get("dryRun"))
+        strict = (_first(query, "fieldValidation") or "").lower() == "strict"
         ns = route.namespace
         if verb == "get":
             self._send(200, api.view(rt, api.get(rt, ns, route.name)))
@@ -332,17 +333,25 @@ class Handler(BaseHTTPRequestHandler):
         elif verb == "watch":
             self._watch(rt, ns, route.name, query)
         elif verb == "create":
-            stored = api.create(rt, ns, self._decode(raw), dry_run=dry_run)
+            stored = api.create(rt, ns, self._decode(raw), dry_run=dry_run, strict=strict)
             self._send(201, api.view(rt, stored))
         elif verb == "update":
+            body = self._decode(raw)
             stored = api.update(
-                rt, ns, route.name, route.subresource, self._decode(raw), dry_run=dry_run
+                rt, ns, route.name, route.subresource, body, dry_run=dry_run, strict=strict
             )
             self._send(200, api.view(rt, stored))
         elif verb == "patch":
             ctype = self.headers.get("Content-Type") or ""
             stored = api.patch(
-                rt, ns, route.name, route.subresource, content_type=ctype, body=raw, dry_run=dry_run
+                rt,
+                ns,
+                route.name,
+                route.subresource,
+                content_type=ctype,
+                body=raw,
+                dry_run=dry_run,
+                strict=strict,
             )
             self._send(200, api.view(rt, stored))
         elif verb == "delete":

@@ -22,19 +22,16 @@ from lbd.lab.apiserver.errors import Cause
 _ROOT_META = ("apiVersion", "kind", "metadata")
 
 
-def prune_and_default(obj: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Prune unknown fields and apply defaults in place (root metadata is left alone)."""
-    props = schema.get("properties") or {}
-    for key in list(obj):
-        if key in _ROOT_META:
-            continue
-        if key in props:
-            obj[key] = _walk(obj[key], props[key])
-            if obj[key] is _DROP:
-                del obj[key]
-        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
-            del obj[key]
-    _apply_defaults(obj, props)
+def prune_and_default(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Prune unknown fields and apply defaults in place (root metadata is left alone).
+
+    Returns the paths of the unknown fields that were pruned (for ``fieldValidation=Strict``).
+    """
+    pruned: list[str] = []
+    meta = {k: obj.pop(k) for k in _ROOT_META if k in obj}
+    _walk(obj, {**schema, "type": "object"}, "", pruned)
+    obj.update(meta)
+    return pruned
 
 
 class _Drop:
@@ -44,7 +41,7 @@ class _Drop:
 _DROP: Any = _Drop()
 
 
-def _walk(value: Any, schema: dict[str, Any]) -> Any:
+def _walk(value: Any, schema: dict[str, Any], path: str, pruned: list[str]) -> Any:
     if value is None:
         return None if schema.get("nullable") else _DROP
     if schema.get("x-kubernetes-embedded-resource") or not schema:
@@ -54,13 +51,15 @@ def _walk(value: Any, schema: dict[str, Any]) -> Any:
         addl = schema.get("additionalProperties")
         preserve = schema.get("x-kubernetes-preserve-unknown-fields")
         for key in list(value):
+            sub_path = f"{path}.{key}" if path else key
             if props and key in props:
-                sub = _walk(value[key], props[key])
+                sub = _walk(value[key], props[key], sub_path, pruned)
             elif isinstance(addl, dict):
-                sub = _walk(value[key], addl)
+                sub = _walk(value[key], addl, sub_path, pruned)
             elif preserve or addl is True or schema.get("type") != "object":
                 sub = value[key]
             else:
+                pruned.append(sub_path)
                 sub = _DROP  # structural schemas prune fields they do not declare
             if sub is _DROP:
                 del value[key]
@@ -73,8 +72,8 @@ def _walk(value: Any, schema: dict[str, Any]) -> Any:
         items = schema.get("items")
         if isinstance(items, dict):
             out = []
-            for item in value:
-                sub = _walk(item, items)
+            for i, item in enumerate(value):
+                sub = _walk(item, items, f"{path}[{i}]", pruned)
                 out.append(None if sub is _DROP else sub)
             return out
     return value
@@ -83,7 +82,7 @@ def _walk(value: Any, schema: dict[str, Any]) -> Any:
 def _apply_defaults(obj: dict[str, Any], props: dict[str, Any]) -> None:
     for key, sub in props.items():
         if key not in obj and "default" in sub:
-            obj[key] = _walk(copy.deepcopy(sub["default"]), sub)
+            obj[key] = _walk(copy.deepcopy(sub["default"]), sub, "", [])
 
 
 def _to_jsonschema(schema: Any) -> Any:

@@ -44,6 +44,17 @@ def _path(obj: Any, json_path: str) -> Any:
     return cur
 
 
+def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
+    value = _path(obj, column.get("jsonPath", ""))
+    if column.get("type") == "date" and isinstance(value, str):
+        return age(value)
+    if isinstance(value, (list, dict)):
+        import json
+
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
 def _service_cells(obj: dict[str, Any]) -> list[Any]:
     spec = obj.get("spec") or {}
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
@@ -76,19 +87,23 @@ def table(rt: ResourceType, items: list[dict[str, Any]], resource_version: str) 
     columns += [
         {"name": n, "type": t, "format": "", "description": n, "priority": 0} for n, t in extra
     ]
-    columns.append(
-        {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}
-    )
+    # CRDs with printer columns show exactly those (usually including an Age of type date)
+    with_age = not rt.printer_columns
+    if with_age:
+        columns.append(
+            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}
+        )
     rows = []
     for obj in items:
         meta = obj.get("metadata", {})
         if rt.kind == "Service" and not rt.group:
             cells = _service_cells(obj)
         else:
-            cells = [_path(obj, c.get("jsonPath", "")) for c in rt.printer_columns]
+            cells = [_cell(obj, c) for c in rt.printer_columns]
+        tail = [age(meta.get("creationTimestamp"))] if with_age else []
         rows.append(
             {
-                "cells": [meta.get("name"), *cells, age(meta.get("creationTimestamp"))],
+                "cells": [meta.get("name"), *cells, *tail],
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
