@@ -41,7 +41,7 @@ import yaml
 
 from lbd.lab import supervisor, topology
 from lbd.lab.layout import API_IPV4, API_PORT, POOL4, POOL6, Layout, Member, plan
-from lbd.lab.netns import kill_all, pids_with_marker
+from lbd.lab.netns import call_in_netns, kill_all, pids_with_marker
 from lbd.lab.supervisor import ProcSpec, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -379,6 +379,10 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     _wait_running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
     bootstrap.wait_ready(kube, layout, timeout=opts.ready_timeout)
     _wait_echo(layout, opts.ready_timeout)
+    speakers = [p.name for p in procs if p.name.startswith("speaker-")]
+    if speakers:
+        _wait_speakers(layout, opts.ready_timeout)
+        say(f"{len(speakers)} speakers ready, each sees {len(layout.nodes)} live members")
     if any(p.name.startswith("controller-") for p in procs):
         holder = bootstrap.wait_for_leader(kube, timeout=opts.ready_timeout)
         say(f"controller leader: {holder}")
@@ -418,6 +422,63 @@ def _wait_echo(layout: Layout, timeout: float) -> None:
         while udp_ask(layout.client.netns, node.ipv4, timeout=0.2) != node.name:
             if time.monotonic() > deadline:
                 raise LabError(f"echo on {node.name} does not answer after {timeout:.0f} s")
+
+
+SPEAKER_HEALTH_PORT = 7473
+
+
+def _http_get(netns: str, url_host: str, path: str) -> tuple[int, str]:
+    """GET http://url_host:7473/path from inside ``netns`` (the speaker's health endpoint)."""
+    import http.client
+
+    def get() -> tuple[int, str]:
+        conn = http.client.HTTPConnection(url_host, SPEAKER_HEALTH_PORT, timeout=1.0)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    return call_in_netns(netns, get)
+
+
+def speaker_peers_alive(netns: str, ip: str) -> float | None:
+    """The speaker's ``lbd_peers_alive`` (members it sees alive, itself included), or None."""
+    try:
+        status, body = _http_get(netns, ip, "/metrics")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    for line in body.splitlines():
+        if line.startswith("lbd_peers_alive "):
+            return float(line.split()[1])
+    return None
+
+
+def _wait_speakers(layout: Layout, timeout: float) -> None:
+    """Wait until every speaker is ready and sees every node alive.
+
+    Returning earlier would let a test or the demo create a Service while the speakers are still
+    discovering each other, and measure start-up instead of steady state.
+    """
+    deadline = time.monotonic() + timeout
+    want = float(len(layout.nodes))
+    for node in layout.nodes:
+        while True:
+            try:
+                ready = _http_get(node.netns, node.ipv4, "/readyz")[0] == 200
+            except OSError:
+                ready = False
+            if ready and speaker_peers_alive(node.netns, node.ipv4) == want:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"speaker on {node.name} not ready or not seeing all {len(layout.nodes)} "
+                    f"nodes after {timeout:.0f} s (see logs/speaker-{node.name}.log)"
+                )
+            time.sleep(0.05)  # polling a condition with a deadline
 
 
 @dataclass(frozen=True)

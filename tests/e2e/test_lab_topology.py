@@ -291,6 +291,7 @@ def test_supervisor_restarts_a_crashed_process(lab):
     )
 
 
+@pytest.mark.slow
 def test_down_leaves_nothing_and_tolerates_a_crashed_supervisor(lab_factory):
     lab = lab_factory(nodes=1)
     import os
