@@ -5,9 +5,13 @@ Every refusal case also checks that the refused call left the allocator exactly 
 
 from __future__ import annotations
 
-import pytest
+import ipaddress
 
-from lbd.core.ipam import Allocator, PoolStatus, sharing_problem
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lbd.core.ipam import _V6, Allocator, PoolStatus, _text, sharing_problem
 from lbd.core.model import (
     Allocation,
     FamilyCounters,
@@ -859,3 +863,31 @@ def test_story_a_cluster_day() -> None:
         [pool("web", "198.18.100.0/31"), pool("spare", "198.18.101.0/31", auto=False)]
     ) == (s["d"].key,)
     check(b, b.allocate(s["d"]), Refused(EXH, "'web'"))
+
+
+# ---------------------------------------------------------------------------- address text
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1), st.sampled_from([0, 1, 2, 3]))
+def test_address_text_matches_ipaddress(v4: int, v6: int, zeros: int) -> None:
+    # Zero out some words so that runs of zeros (the "::" rule) are actually exercised.
+    for i in range(zeros):
+        v6 &= ~(0xFFFF << (16 * ((v6 >> (i * 7)) % 8)))
+    assert _text(v4) == str(ipaddress.IPv4Address(v4))
+    assert _text(v6 | _V6) == str(ipaddress.IPv6Address(v6))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::",
+        "::1",
+        "1::",
+        "2001:db8::1:0:0:1",
+        "2001:0:0:1::1",
+        "1:0:0:2:0:0:0:3",
+        "1:2:3:4:5:6:7:8",
+    ],
+)
+def test_address_text_rfc5952_cases(address: str) -> None:
+    assert _text(int(ipaddress.IPv6Address(address)) | _V6) == str(ipaddress.IPv6Address(address))
