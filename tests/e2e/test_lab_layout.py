@@ -1,11 +1,14 @@
-"""The lab's pure parts: layout (names, addresses, MACs) and the failover measure."""
+"""The lab's pure parts: layout, the failover measure, the endpoints and kube-proxy stand-ins."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
+from lbd.lab.endpoints import desired_slices
+from lbd.lab.kubeproxy import ingress_ips
 from lbd.lab.layout import LayoutError, plan
 from lbd.lab.probe import Probe, arp_request_frame, longest_outage, parse_arp_reply
 
@@ -91,3 +94,80 @@ def test_outage_that_never_ends_counts_until_the_last_probe():
     out = longest_outage(_probes("aa...."))
     assert out.first_after is None
     assert out.seconds == pytest.approx(0.04)
+
+
+def _node(name: str, ip4: str, ip6: str, ready: str = "True") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": ip4},
+                {"type": "InternalIP", "address": ip6},
+            ],
+            "conditions": [{"type": "Ready", "status": ready}],
+        },
+    }
+
+
+def _svc(name: str, selector: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": selector, "ports": [{"name": "u", "port": 80, "protocol": "UDP"}]}
+        | spec,
+    }
+
+
+NODES = [
+    _node("n1", "198.18.0.11", "2001:db8:18::11"),
+    _node("n2", "198.18.0.12", "2001:db8:18::12", ready="False"),
+    _node("n3", "198.18.0.13", "2001:db8:18::13", ready="Unknown"),
+]
+
+
+def test_endpoint_slices_list_ready_nodes_only_on_port_9000():
+    slices = desired_slices([_svc("web", {"app": "echo"})], NODES)
+    assert list(slices) == ["default/web-ipv4"]
+    body = slices["default/web-ipv4"]
+    assert body["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+    assert [(e["nodeName"], e["addresses"]) for e in body["endpoints"]] == [("n1", ["198.18.0.11"])]
+    assert body["ports"] == [{"name": "u", "port": 9000, "protocol": "UDP"}]
+
+
+def test_dual_stack_service_gets_one_slice_per_family():
+    svc = _svc("dual", {"app": "echo"}, ipFamilyPolicy="RequireDualStack")
+    slices = desired_slices([svc], NODES)
+    assert sorted(slices) == ["default/dual-ipv4", "default/dual-ipv6"]
+    assert slices["default/dual-ipv6"]["addressType"] == "IPv6"
+    assert slices["default/dual-ipv6"]["endpoints"][0]["addresses"] == ["2001:db8:18::11"]
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [{"app": "web"}, {"app": "echo", "tier": "x"}, {}],
+    ids=["other app", "extra label", "no selector"],
+)
+def test_services_not_selecting_exactly_app_echo_get_no_slices(selector):
+    assert desired_slices([_svc("x", selector)], NODES) == {}
+
+
+def test_kube_proxy_programs_every_load_balancer_ingress_ip_normalized():
+    services: list[dict[str, Any]] = [
+        {
+            "spec": {"type": "LoadBalancer"},
+            "status": {
+                "loadBalancer": {
+                    "ingress": [{"ip": "198.18.100.7"}, {"ip": "2001:db8:18:0:0:0:100:7"}]
+                }
+            },
+        },
+        {
+            "spec": {"type": "ClusterIP"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.8"}]}},
+        },
+        {"spec": {"type": "LoadBalancer"}, "status": {}},
+        {
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "not-an-ip"}, {"hostname": "lb"}]}},
+        },
+    ]
+    assert ingress_ips(services) == {"198.18.100.7", "2001:db8:18::100:7"}
