@@ -241,7 +241,8 @@ class LabApiServer:
     # -- loading objects ------------------------------------------------------------------------
 
     def apply_object(self, obj: dict[str, Any]) -> None:
-        """Create ``obj`` (or replace it when it exists), as the admin."""
+        """Create ``obj`` (or replace it when it exists), as the admin; creates its namespace
+        when that does not exist yet."""
         rt = self.registry.by_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
         if rt is None:
             raise ValueError(
@@ -249,6 +250,11 @@ class LabApiServer:
             )
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or ("default" if rt.namespaced else "")
+        if rt.namespaced and self.store.get(("", "namespaces"), ("", ns)) is None:
+            # files loaded at start (deploy/ RBAC) name namespaces nothing has created yet
+            ns_rt = self.registry.lookup("", "v1", "namespaces")
+            assert ns_rt is not None
+            self.api.create(ns_rt, "", {"metadata": {"name": ns}})
         try:
             self.api.create(rt, ns, dict(obj))
         except ApiError as err:
