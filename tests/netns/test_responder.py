@@ -49,7 +49,7 @@ def responders(segment: Segment) -> Iterator[dict[str, Responder]]:
             r.stop()
 
 
-def ask(segment: Segment, target: str = VIP, timeout: float = 0.3) -> list[bytes]:
+def ask(segment: Segment, target: str = VIP, timeout: float = 0.5) -> list[bytes]:
     c = segment["client"]
     return segment.call("client", arp_ask, "eth0", c.mac, c.ipv4, target, timeout)
 
