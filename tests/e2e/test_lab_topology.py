@@ -271,6 +271,10 @@ def test_kill_node_works_from_inside_a_lab_namespace(lab: Lab) -> None:
             status = supervisor.request(lab.prefix, "status")["processes"]
             assert status.get("speaker-n1", {"running": False})["running"] is False
     wait_for(lambda: probe.ping(client, n1["ipv4"], timeout=0.3), what="ping n1")
+    status = supervisor.request(lab.prefix, "status")["processes"]
+    if "speaker-n1" in status:  # lab.json always names the live speaker
+        assert status["speaker-n1"]["running"]
+        assert lab.reload().node("n1")["speaker_pid"] == status["speaker-n1"]["pid"]
 
 
 def test_supervisor_restarts_a_crashed_process(lab):
