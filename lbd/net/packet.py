@@ -24,6 +24,7 @@ PACKET_DROP_MEMBERSHIP = 2
 PACKET_MR_MULTICAST = 0
 PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
 
 # tcpdump -dd 'arp or (ip6 and ip6[6] == 58)' without the IPv6 extension-header walk:
 #   ldh [12]; jeq 0x806 -> accept; jeq 0x86dd -> next else drop; ldb [20]; jeq 58 -> accept;
@@ -55,8 +56,13 @@ def open_packet_socket(ifname: str, *, rcvbuf: int = 4 << 20) -> tuple[socket.so
         # Old kernels lack it: our own frames then come back and are dropped as FromSelf.
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        # A large buffer absorbs bursts while the single Python thread catches up.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        # A large buffer absorbs bursts while the single Python thread catches up. SO_RCVBUF is
+        # capped by net.core.rmem_max (often 208 KiB, ~300 small frames); the speaker has
+        # CAP_NET_ADMIN, which lets SO_RCVBUFFORCE go past the cap.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((ifname, ETH_P_ALL))
         sock.setblocking(False)
         mac = sock.getsockname()[4]

@@ -75,6 +75,21 @@ def test_owner_answers_ndp_solicitation_with_its_mac(
     assert got == [segment["node2"].mac]
 
 
+def test_solicited_node_group_is_joined_while_owned_and_left_after(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    group = "33:33:ff:00:00:07"  # solicited-node MAC of 2001:db8::100:7
+
+    def joined() -> bool:
+        return group in segment.ip("node2", "maddr", "show", "dev", "eth0")
+
+    assert not joined()
+    responders["node2"].set_owned({VIP6: ("eth0",)})
+    assert wait_for(joined)
+    responders["node2"].set_owned({})
+    assert wait_for(lambda: not joined())
+
+
 def test_lost_vip_is_not_answered_and_stop_silences_at_once(
     segment: Segment, responders: dict[str, Responder]
 ) -> None:
