@@ -30,7 +30,8 @@ How the cost stays independent of pool size (an IPv6 /64 is as cheap as a /28):
   address used, so the cursor costs amortised O(1) per allocation. avoidBuggyIPs skips .0/.255
   in O(1) each.
 * Every address that lost its last holder goes to the end of an ordered queue, per pool and
-  family, and globally (so a changed pool rebuilds its queue in release order). "Used" means
+  family, and globally (so a changed pool rebuilds its queue in release order). Addresses that
+  leave every pool are dropped from it, which bounds its memory by the pools' use. "Used" means
   *held or in the released queue*, which is why the cursor never hands out a released address.
   The oldest released address is the first of the queue: O(1) with ``OrderedDict``.
 * Requested addresses are checked by membership (bisect over a pool's sorted ranges).
@@ -61,6 +62,7 @@ Decisions the spec leaves open:
 from __future__ import annotations
 
 import bisect
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,8 +123,6 @@ def _text(akey: int) -> str:
 
 def _parse(address: str) -> int | None:
     """Address string -> key, or None if it is not an address."""
-    import ipaddress  # local: keeps the module namespace small; cached by the import system
-
     try:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
@@ -377,10 +377,18 @@ class Allocator:
             fam = _split(akey)[0]
             for ps in self._containing(akey):
                 ps.assigned[fam] += 1
+        gone: list[int] = []
         for akey in self._released:
             fam, value = _split(akey)
-            for ps in self._containing(akey):
+            pools = self._containing(akey)
+            for ps in pools:
                 ps.released[fam][value] = None
+            if not pools:
+                gone.append(akey)
+        # Forget the history of addresses no pool has any more, so memory stays bounded by the
+        # pools' use (a deleted and re-created pool starts with a clean history).
+        for akey in gone:
+            del self._released[akey]
 
     def _containing(self, akey: int) -> list[_PoolState]:
         """Pools that contain ``akey`` (more than one only while pools overlap)."""
@@ -699,9 +707,11 @@ class Allocator:
             self._holders[akey] = holders
             return
         del self._holders[akey]
-        self._released[akey] = None
         fam, value = _split(akey)
-        for ps in self._containing(akey):
+        pools = self._containing(akey)
+        if pools:  # an address of no pool has no reuse order to keep (see _rebuild_index)
+            self._released[akey] = None
+        for ps in pools:
             ps.released[fam][value] = None
             ps.assigned[fam] -= 1
 
