@@ -1,0 +1,166 @@
+"""Bad requests get the status codes a real API server answers, and never hurt the server.
+
+These use raw HTTP on purpose: the official client cannot send malformed JSON, wrong methods or
+unknown content types, which is exactly what is tested here.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from kubernetes import client
+
+from lbd.lab.apiserver import LabApiServer
+
+SVC = "/api/v1/namespaces/default/services"
+
+
+def _request(
+    server: LabApiServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    token: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    headers = {"Authorization": f"Bearer {token or server.admin_token}"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    return resp.status, json.loads(raw) if raw.startswith(b"{") else {}
+
+
+def _svc(name: str = "web", **extra: Any) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}]},
+            **extra,
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "ctype", "code", "reason"),
+    [
+        ("POST", SVC, b"{not json", "application/json", 400, "BadRequest"),
+        ("GET", "/api/v1/namespaces/default/widgets", None, "", 404, "NotFound"),
+        ("GET", "/apis/nope.io/v1/things", None, "", 404, "NotFound"),
+        ("GET", f"{SVC}/web/bogus", None, "", 404, "NotFound"),
+        ("PUT", SVC, _svc(), "application/json", 405, "MethodNotAllowed"),
+        ("POST", f"{SVC}/web", _svc(), "application/json", 405, "MethodNotAllowed"),
+        ("DELETE", f"{SVC}/web/status", None, "", 405, "MethodNotAllowed"),
+        (
+            "POST",
+            SVC,
+            json.dumps(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+            ).encode(),
+            "application/json",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            SVC,
+            json.dumps(
+                {"apiVersion": "apps/v1", "kind": "Service", "metadata": {"name": "x"}}
+            ).encode(),
+            "application/json",
+            400,
+            "BadRequest",
+        ),
+        ("PUT", f"{SVC}/other", _svc("web"), "application/json", 400, "BadRequest"),
+        ("PATCH", f"{SVC}/web", b"{}", "application/xml", 415, "UnsupportedMediaType"),
+        (
+            "PATCH",
+            f"{SVC}/web",
+            b'{"spec": {}}',
+            "application/json-patch+json",
+            400,
+            "BadRequest",
+        ),
+        ("PATCH", f"{SVC}/web", b"[1,2", "application/merge-patch+json", 400, "BadRequest"),
+        ("POST", SVC, json.dumps([1, 2]).encode(), "application/json", 400, "BadRequest"),
+        ("GET", f"{SVC}?labelSelector=a%20in%20(", None, "", 400, "BadRequest"),
+        ("GET", f"{SVC}?watch=1&resourceVersion=abc", None, "", 400, "BadRequest"),
+    ],
+    ids=[
+        "malformed json",
+        "unknown resource",
+        "unknown group",
+        "unknown subresource",
+        "put on collection",
+        "post on object",
+        "delete status",
+        "wrong kind",
+        "wrong apiVersion",
+        "name mismatch",
+        "patch content type",
+        "json patch not a list",
+        "malformed merge patch",
+        "body not an object",
+        "bad label selector",
+        "bad watch version",
+    ],
+)
+def test_bad_request_status(
+    lab_api: LabApiServer,
+    method: str,
+    path: str,
+    body: bytes | None,
+    ctype: str,
+    code: int,
+    reason: str,
+) -> None:
+    assert _request(lab_api, "POST", SVC, _svc())[0] == 201
+    status, out = _request(lab_api, method, path, body, ctype)
+    assert (status, out.get("kind"), out.get("reason"), out.get("code")) == (
+        code,
+        "Status",
+        reason,
+        code,
+    )
+    # nothing was lost and nothing went wrong inside
+    assert _request(lab_api, "GET", f"{SVC}/web")[0] == 200
+    assert lab_api.internal_errors == []
+
+
+def test_unauthenticated_requests(lab_api: LabApiServer) -> None:
+    url = urlsplit(lab_api.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    conn.request("GET", "/version")
+    assert conn.getresponse().read() and True  # public, like system:public-info-viewer
+    conn.request("GET", SVC)
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 403 and 'User "system:anonymous"' in body["message"]
+    conn.close()
+    assert _request(lab_api, "GET", SVC, token="wrong")[0] == 401
+
+
+def test_many_bad_requests_keep_the_server_healthy(
+    lab_api: LabApiServer, admin_client: client.ApiClient
+) -> None:
+    v1: Any = client.CoreV1Api(admin_client)
+    v1.create_namespaced_config_map("default", {"metadata": {"name": "keep"}, "data": {"a": "1"}})
+    junk = [b"", b"null", b"{", b"[]", b'{"metadata": 5}', b'{"metadata": {"labels": 5}}']
+    for body in junk:
+        for method in ("POST", "PUT", "PATCH"):
+            path = "/api/v1/namespaces/default/configmaps" + ("" if method == "POST" else "/keep")
+            for ctype in ("application/json", "application/merge-patch+json"):
+                status, _ = _request(lab_api, method, path, body, ctype)
+                assert 400 <= status < 500, (method, body, ctype, status)
+    assert v1.read_namespaced_config_map("keep", "default").data == {"a": "1"}
+    assert lab_api.internal_errors == []
