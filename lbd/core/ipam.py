@@ -66,7 +66,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from lbd.core.model import (
     Allocation,
@@ -168,7 +168,7 @@ def _may_use(pool: Pool, svc: ServiceRequest) -> bool:
     return alloc is None or alloc.matches(svc.namespace, svc.namespace_labels, svc.labels)
 
 
-class PoolStatus(Enum):
+class PoolStatus(StrEnum):
     """Whether a pool gives new addresses."""
 
     READY = "Ready"
@@ -274,7 +274,8 @@ class Allocator:
         self._holdings: dict[ServiceKey, _Holding] = {}
         self._holders: dict[int, tuple[ServiceKey, ...]] = {}
         # Every address whose last holder left, oldest release first. Together with _holders
-        # this is the set of addresses ever handed out, which is what the cursors skip.
+        # this is the set of addresses ever handed out (and still in a pool): the cursors skip
+        # exactly these.
         self._released: OrderedDict[int, None] = OrderedDict()
         self._sharing: dict[str, dict[int, int]] = {}  # key -> address -> holders with that key
         # (first, last, pool, avoid buggy) of every range, by first: address -> pools in O(log n)
@@ -540,8 +541,9 @@ class Allocator:
         matching = [ps for ps in self._auto_order if _may_use(ps.pool, svc)]
         ready = [ps for ps in matching if ps.status is PoolStatus.READY]
         if not ready:
-            if matching:
-                return _unusable(matching[0]) or Refusal(Reason.NO_MATCHING_POOL, "")
+            refusal = _unusable(matching[0]) if matching else None
+            if refusal is not None:  # every matching pool is conflicting or invalid
+                return refusal
             return Refusal(Reason.NO_MATCHING_POOL, f"no pool with autoAssign serves {svc.key}")
         return _no_room(svc, wanted, ready)
 
