@@ -891,3 +891,28 @@ def test_address_text_matches_ipaddress(v4: int, v6: int, zeros: int) -> None:
 )
 def test_address_text_rfc5952_cases(address: str) -> None:
     assert _text(int(ipaddress.IPv6Address(address)) | _V6) == str(ipaddress.IPv6Address(address))
+
+
+def test_pools_for_lists_usable_pools_in_choice_order() -> None:
+    a = allocator(
+        pool("plain-b", "198.18.100.0/30"),
+        pool("plain-a", "198.18.101.0/30"),
+        pool("manual", "198.18.102.0/30", auto=False),
+        P("prio-9", 9, "198.18.103.0/30"),
+        P("prio-1", 1, "198.18.104.0/30"),
+        pool("other-ns", "198.18.105.0/30", allocation={"namespaces": ["x"]}),
+        pool("clash", "198.18.100.3"),
+        conflicting=("plain-b", "clash"),
+    )
+    assert a.pools_for(svc("s")) == ("prio-1", "prio-9", "plain-a")
+    assert a.pools_for(svc("s", pool="manual")) == ("manual",)
+    assert a.pools_for(svc("s", pool="clash")) == ()
+    assert a.pools_for(svc("s", pool="other-ns")) == ()
+
+
+def test_queries_on_unknown_things_are_empty() -> None:
+    a = allocator(A)
+    assert a.release(service_key("default", "nobody")) == ()
+    assert a.holding(service_key("default", "nobody")) is None
+    assert a.holders("not-an-ip") == ()
+    assert a.pool_status("nope") is None
