@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lbd.core.membership import HeartbeatDrop
+from lbd.core.membership import DEFAULT_DEAD_AFTER, HeartbeatDrop
 from lbd.net.membership import Membership, MembershipKeyError, load_key
+from lbd.runtime.clock import FakeClock
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -99,3 +100,22 @@ def test_key_file_rules(tmp_path: Path) -> None:
 def test_dead_after_must_exceed_interval() -> None:
     with pytest.raises(ValueError, match="dead_after"):
         Membership(node_name="a", key=KEY, interval=0.2, dead_after=0.1)
+
+
+def test_dead_after_is_measured_on_the_injected_clock() -> None:
+    clock = FakeClock()
+    a = Membership(node_name="a", key=KEY, bind=("127.0.0.1", 0), interval=0.05, clock=clock)
+    b = Membership(node_name="b", key=KEY, bind=("127.0.0.1", 0), interval=0.05, clock=clock)
+    a.start()
+    b.start()
+    try:
+        a.set_peers({"b": ("127.0.0.1", b.port)})
+        b.set_peers({"a": ("127.0.0.1", a.port)})
+        assert wait_for(lambda: "a" in b.alive_peers())
+        a.stop(graceful=False)
+        time.sleep(0.2)  # real time passes, fake time does not: a stays alive
+        assert "a" in b.alive_peers()
+        clock.advance(DEFAULT_DEAD_AFTER + 0.001)
+        assert "a" not in b.alive_peers()
+    finally:
+        b.stop()
