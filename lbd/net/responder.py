@@ -158,6 +158,7 @@ class _Port:
             self._groups.clear()
             self._sync_groups()
         self.up = True
+        self.owner._port_opened(self.ifname)
         return True
 
     def _close(self) -> None:
@@ -405,6 +406,17 @@ class Responder:
             if port is None:
                 port = self._ports[ifname] = _Port(self, ifname)
             port.set_table(_Table(frozenset(v4), frozenset(v6)))
+
+    def _port_opened(self, ifname: str) -> None:
+        """A port (re)opened - maybe with a new MAC: announce its VIPs again from the start."""
+        now = self.clock.monotonic()
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            for vip, ifs in self._owned.items():
+                if ifname in ifs:
+                    self._garp.add(vip, now)
+        self._wake.set()
 
     def _announce(self, vip: str, ifnames: Iterable[str]) -> None:
         v6, key = _key(vip)
