@@ -136,9 +136,12 @@ def role_responder(a: argparse.Namespace) -> None:
     deadline = time.monotonic() + 5
     while not r.ports_ready() and time.monotonic() < deadline:
         time.sleep(0.01)
+    cpu0 = _cpu_seconds()
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    stats = r.stats()
+    stats: dict[str, object] = dict(r.stats())
+    replies = int(str(stats.get("arp_replies", 0)))
+    stats["cpu_us_per_reply"] = round(1e6 * (_cpu_seconds() - cpu0) / max(replies, 1), 1)
     r.stop()
     print(json.dumps(stats), flush=True)
 
@@ -305,6 +308,7 @@ def orchestrate(a: argparse.Namespace) -> int:
                         resp.send_signal(signal.SIGTERM)
                         out, _ = resp.communicate(timeout=10)
                         results["lbd_responder_stats"] = last_json(out)
+                        print(f"lbd    responder {results['lbd_responder_stats']}", flush=True)
             if "idle" in a.steps:
                 peers = subprocess.Popen(
                     in_ns(client.ns, "peers", "--ip", client.ipv4, "--node-ip", node.ipv4,
@@ -338,6 +342,7 @@ def orchestrate(a: argparse.Namespace) -> int:
         "kernel_p50_ms_5k": _get(results, "kernel_5000", "p50_ms"),
         "kernel_p99_ms_5k": _get(results, "kernel_5000", "p99_ms"),
         "achieved_rate_40k": _get(results, "lbd_40000", "achieved_rate"),
+        "responder_cpu_us_per_reply": _get(results, "lbd_responder_stats", "cpu_us_per_reply"),
         "idle_cpu_percent": _get(results, "idle", "idle_cpu_percent"),
         "idle_rss_mb": _get(results, "idle", "rss_mb"),
         "idle_vips": a.vips,
