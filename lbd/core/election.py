@@ -183,8 +183,10 @@ def eligibility(
     matching = matching_advertisements(node, svc, ads)
     if not matching:
         return Ineligible.NO_ADVERTISEMENT
+    # Default rule (no list): any announce interface up will do; else one of the listed ones.
     wanted = announce_interfaces(matching)
-    if not node.interfaces_up if not wanted else node.interfaces_up.isdisjoint(wanted):
+    usable = node.interfaces_up.intersection(wanted) if wanted else node.interfaces_up
+    if not usable:
         return Ineligible.NO_INTERFACE
     if svc.traffic_policy_local and node.name not in svc.ready_endpoint_nodes:
         return Ineligible.NO_LOCAL_ENDPOINT
