@@ -94,11 +94,11 @@ def requests(draw: st.DrawFn) -> ServiceRequest:
         policy=policy,
         ips=ips,
         pool=draw(st.sampled_from([None] * 12 + ["a", "b", "c", "gone"])),
-        key=draw(st.sampled_from([None, None, "k", "k", "other"])),
-        share_ns=draw(st.sampled_from([(), ("*",), ("ns1",), ("ns2",)])),
+        key=draw(st.sampled_from([None, "k", "k", "k", "other"])),
+        share_ns=draw(st.sampled_from([(), ("*",), ("*",), ("ns1",), ("ns2",), ("ns1", "ns2")])),
         tcp=draw(st.sampled_from([(), (80,), (443,), (80, 443)])),
         udp=draw(st.sampled_from([(), (53,)])),
-        etp=draw(st.sampled_from(["Cluster", "Cluster", "Local"])),
+        etp=draw(st.sampled_from(["Cluster", "Cluster", "Cluster", "Local"])),
         selector=draw(st.sampled_from([{}, {"app": "x"}])),
         labels=draw(st.sampled_from([{}, {"app": "x"}])),
     )
@@ -243,6 +243,11 @@ class AllocatorMachine(RuleBasedStateMachine):
             self.expect_unchanged(before)
             return
         assert self.alloc.holding(s.key) == result
+        for addr in result.addresses:
+            others = held_before.get(addr, set()) - {s.key}
+            if others:
+                cross = any(k.split("/")[0] != s.namespace for k in others)
+                event(f"joined a sharer{' across namespaces' if cross else ''}")
         if not s.requested:
             self.check_fresh_pick(result, held_before, before.released)
         self.record(s, result)
@@ -250,6 +255,36 @@ class AllocatorMachine(RuleBasedStateMachine):
         again = self.alloc.snapshot()
         assert self.alloc.allocate(s) == result
         assert self.alloc.snapshot() == again
+
+    @rule(
+        data=st.data(),
+        name=st.sampled_from(NAMES),
+        ns=st.sampled_from(NAMESPACES),
+        share_ns=st.sampled_from([("*",), (), ("ns1", "ns2")]),
+    )
+    def join_sharer(
+        self, data: st.DataObject, name: str, ns: str, share_ns: tuple[str, ...]
+    ) -> None:
+        """Ask for an address somebody holds, set up to (usually) be allowed to share it."""
+        if not self.requests:
+            return
+        holder = self.requests[data.draw(st.sampled_from(sorted(self.requests)))]
+        h = self.alloc.holding(holder.key)
+        assert h is not None
+        address = h.addresses[0]
+        s = svc(
+            name,
+            ns,
+            created=CREATED[(ns, name)],
+            families=(numeric(address)[0],),
+            ips=[address],
+            key=holder.sharing_key or "k",
+            share_ns=share_ns,
+            udp=[9999],
+            etp=holder.traffic_policy,
+            selector=dict(holder.selector),
+        )
+        self.allocate(s)
 
     @rule(name=st.sampled_from(NAMES), ns=st.sampled_from(NAMESPACES))
     def release(self, name: str, ns: str) -> None:
@@ -341,7 +376,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
 AllocatorMachine.TestCase.settings = settings(
     max_examples=60,
-    stateful_step_count=30,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
