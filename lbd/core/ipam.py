@@ -45,6 +45,9 @@ Decisions the spec leaves open:
   ``serviceAllocation`` by name.
 * A Service with a sharing key first reuses an address of a compatible sharer in the chosen pool
   (that is what the key is for), then takes a fresh one.
+* A requested address held by Services with the *same* sharing key that still may not share it
+  (common port, namespace, traffic policy) is ``SharingConflict``; held by anyone else (no key,
+  another key) it is ``RequestedIPUnavailable``. The message names the holder and the rule.
 * Families: ``spec.ipFamilies`` as filled in by the API server is the preference order
   (default IPv4). SingleStack takes its first family; RequireDualStack needs a pool with both;
   PreferDualStack takes every family of ``ipFamilies`` the pool has. Requested addresses fix the
