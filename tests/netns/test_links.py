@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbd.net import netlink
@@ -112,6 +112,7 @@ def test_monitor_sees_link_down_and_up(segment_factory: Callable[[list[str]], Se
         mon.stop()
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(st.binary(max_size=64))
 def test_netlink_attribute_parser_never_raises(data: bytes) -> None:
     assert isinstance(netlink.attributes(data), dict)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbd.core.election import (
@@ -220,6 +220,7 @@ NAMES = st.lists(
 )
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(names=NAMES, key=st.text(min_size=1, max_size=40), seed=st.integers())
 def test_shuffled_input_gives_the_same_owner(names: list[str], key: str, seed: int) -> None:
     nodes = [node(n, alive=(hash(n) % 3 != 0)) for n in names]
@@ -230,6 +231,7 @@ def test_shuffled_input_gives_the_same_owner(names: list[str], key: str, seed: i
     assert rank(key, names) == rank(key, reversed(names))
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(names=NAMES.filter(lambda n: len(n) >= 2), key=st.text(min_size=1, max_size=40))
 def test_removing_a_non_owner_changes_no_owner(names: list[str], key: str) -> None:
     owner = rank(key, names)[0]
@@ -238,6 +240,7 @@ def test_removing_a_non_owner_changes_no_owner(names: list[str], key: str) -> No
             assert rank(key, [n for n in names if n != gone])[0] == owner
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(names=NAMES.filter(lambda n: len(n) >= 2), data=st.data())
 def test_a_leaving_node_moves_only_its_vips(names: list[str], data: st.DataObject) -> None:
     gone = data.draw(st.sampled_from(names))

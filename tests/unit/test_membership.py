@@ -6,7 +6,7 @@ import hashlib
 import hmac
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbd.core.membership import (
@@ -58,11 +58,13 @@ def test_tampered_heartbeat_is_rejected() -> None:
     assert decode(bytes(data), KEY) is HeartbeatDrop.BAD_MAC
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(st.binary(max_size=200))
 def test_garbage_never_raises(data: bytes) -> None:
     assert decode(data, KEY) in set(HeartbeatDrop)
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(st.binary(min_size=4, max_size=120))
 def test_signed_garbage_is_malformed_not_an_exception(body: bytes) -> None:
     data = b"LBHB" + body
