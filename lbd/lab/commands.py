@@ -8,12 +8,12 @@ same ``lbd`` binary, found the same way.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from lbd.lab import echo, endpoints, forward, kubeproxy, supervisor
 
 NEEDS_ROOT = (
     "lbd lab needs root: it creates network namespaces, a bridge and veth links, and its speakers "
@@ -40,18 +40,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lbd.lab.bootstrap import BootstrapError
     from lbd.lab.lab import LabError, LabOptions, up
     from lbd.lab.layout import LayoutError
+    from lbd.lab.supervisor import SupervisorError
     from lbd.lab.topology import TopologyError
 
     opts = LabOptions(prefix=args.prefix, nodes=args.nodes, dir=_dir(args.dir), ipv6=args.ipv6)
+    except_types = (LabError, LayoutError, TopologyError, BootstrapError, SupervisorError)
     try:
         lab = up(opts, progress=lambda msg: print(f"lab: {msg}", flush=True))
-    except (
-        LabError,
-        LayoutError,
-        TopologyError,
-        BootstrapError,
-        supervisor.SupervisorError,
-    ) as exc:
+    except except_types as exc:
         print(f"lbd lab up: {exc}", file=sys.stderr)
         return 1
     print(f"lab.json:   {lab.dir / 'lab.json'}")
@@ -109,11 +105,12 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
         return 2
     from lbd.lab.lab import LabError, find_lab, kill_node, restore_node
     from lbd.lab.layout import LayoutError
+    from lbd.lab.supervisor import SupervisorError
 
     try:
         lab = find_lab(_dir(args.dir))
         (restore_node if restore else kill_node)(lab, args.name)
-    except (LabError, LayoutError, supervisor.SupervisorError) as exc:
+    except (LabError, LayoutError, SupervisorError) as exc:
         print(f"lbd lab {'restore' if restore else 'kill'}-node: {exc}", file=sys.stderr)
         return 1
     print(f"node {args.name} {'restored' if restore else 'cut off (link down, speaker killed)'}")
@@ -166,5 +163,41 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     p.set_defaults(func=cmd_demo)
 
-    for module in (supervisor, echo, kubeproxy, endpoints, forward):
-        module.register(sub)
+    _register_internal(sub)
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
+    """``module.run``, imported only when the command runs (``lbd --help`` stays fast)."""
+
+    def run(args: argparse.Namespace) -> int:
+        result: int = importlib.import_module(module).run(args)
+        return result
+
+    return run
+
+
+def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
+    """The programs the lab runs in its namespaces (not meant to be typed by hand)."""
+    p = sub.add_parser("supervise", help="(lab internal) run the lab's process supervisor")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
+    p.set_defaults(func=_lazy("lbd.lab.supervisor"))
+
+    p = sub.add_parser("echo", help="(lab internal) TCP/UDP echo answering with the node name")
+    p.add_argument("--node-name", required=True, help="name to answer with")
+    p.add_argument("--port", type=int, default=9000)
+    p.set_defaults(func=_lazy("lbd.lab.echo"))
+
+    p = sub.add_parser("kube-proxy", help="(lab internal) kube-proxy stand-in: VIPs on lo")
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--kubeconfig", required=True)
+    p.set_defaults(func=_lazy("lbd.lab.kubeproxy"))
+
+    p = sub.add_parser("endpoints", help="(lab internal) EndpointSlices for the echo service")
+    p.add_argument("--kubeconfig", required=True)
+    p.set_defaults(func=_lazy("lbd.lab.endpoints"))
+
+    p = sub.add_parser("forward", help="(lab internal) forward a host socket into the lab")
+    p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
+    p.add_argument("--to", required=True, help="ADDR:PORT to connect to (in this namespace)")
+    p.set_defaults(func=_lazy("lbd.lab.forward"))

@@ -105,13 +105,6 @@ class EchoServer:
             sock.close()
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("echo", help="(lab internal) TCP/UDP echo answering with the node name")
-    p.add_argument("--node-name", required=True, help="name to answer with")
-    p.add_argument("--port", type=int, default=9000)
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     lbd_log.setup("info")
     server = EchoServer(args.node_name, args.port)

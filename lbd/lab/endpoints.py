@@ -177,12 +177,6 @@ class EndpointsStandIn:
                 self.dirty.set()
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("endpoints", help="(lab internal) EndpointSlices for the echo service")
-    p.add_argument("--kubeconfig", required=True)
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     lbd_log.setup("info")
     EndpointsStandIn(load_kube(args.kubeconfig)).run()

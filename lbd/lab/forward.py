@@ -55,13 +55,6 @@ def forward_forever(listener: socket.socket, target: tuple[str, int]) -> None:
         threading.Thread(target=_serve, args=(conn, target), daemon=True).start()
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("forward", help="(lab internal) forward a host socket into the lab")
-    p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    p.add_argument("--to", required=True, help="ADDR:PORT to connect to (in this namespace)")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     lbd_log.setup("info")
     host, _, port = args.to.rpartition(":")

@@ -97,13 +97,6 @@ def set_strict_arp() -> None:
         Path("/proc/sys", *key.split(".")).write_text(value)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("kube-proxy", help="(lab internal) kube-proxy stand-in: VIPs on lo")
-    p.add_argument("--node-name", required=True)
-    p.add_argument("--kubeconfig", required=True)
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     lbd_log.setup("info")
     set_strict_arp()

@@ -351,13 +351,6 @@ def launch(lab_dir: Path, prefix: str, *, timeout: float = 10.0) -> int:
             time.sleep(0.02)  # poll until the control socket answers
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("supervise", help="(lab internal) run the lab's process supervisor")
-    p.add_argument("--dir", required=True, type=Path)
-    p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
-    p.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.daemonize:
         if os.fork():
