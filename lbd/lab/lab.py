@@ -318,6 +318,11 @@ def up(opts: LabOptions, progress: Progress | None = None) -> Lab:
     say = progress or (lambda _msg: None)
     layout = plan(opts.prefix, opts.nodes, ipv6_pool=opts.ipv6)
     lab_dir = (opts.dir or default_dir(opts.prefix)).resolve()
+    if not opts.crds.is_dir():
+        raise LabError(f"crds: {opts.crds} is not a directory (the lab runs from a checkout)")
+    for path in opts.rbac:
+        if not path.is_file():
+            raise LabError(f"rbac: {path} does not exist (the lab runs from a checkout)")
     if (lab_dir / supervisor.LAB_FILE).exists():
         raise LabError(
             f"dir: a lab is already recorded in {lab_dir}; run `lbd lab down --dir {lab_dir}`"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lbd.lab.endpoints import desired_slices
 from lbd.lab.kubeproxy import ingress_ips
+from lbd.lab.lab import LabError, LabOptions, up
 from lbd.lab.layout import LayoutError, plan
 from lbd.lab.probe import Probe, arp_request_frame, longest_outage, parse_arp_reply
 
@@ -171,3 +173,10 @@ def test_kube_proxy_programs_every_load_balancer_ingress_ip_normalized():
         },
     ]
     assert ingress_ips(services) == {"198.18.100.7", "2001:db8:18::100:7"}
+
+
+def test_up_refuses_missing_manifests_before_creating_anything(tmp_path: Path) -> None:
+    opts = LabOptions(prefix="ltnone", dir=tmp_path / "lab", crds=tmp_path / "no-crds")
+    with pytest.raises(LabError, match="^crds: .*no-crds is not a directory"):
+        up(opts)
+    assert not (tmp_path / "lab").exists()
