@@ -177,6 +177,6 @@ def test_kube_proxy_programs_every_load_balancer_ingress_ip_normalized():
 
 def test_up_refuses_missing_manifests_before_creating_anything(tmp_path: Path) -> None:
     opts = LabOptions(prefix="ltnone", dir=tmp_path / "lab", crds=tmp_path / "no-crds")
-    with pytest.raises(LabError, match="^crds: .*no-crds is not a directory"):
+    with pytest.raises(LabError, match=r"^crds: .*no-crds is not a directory"):
         up(opts)
     assert not (tmp_path / "lab").exists()
