@@ -68,7 +68,7 @@ import bisect
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lbd.core.model import (
@@ -234,9 +234,12 @@ class _Holding:
     pool: str
     akeys: tuple[int, ...]
     addresses: tuple[str, ...]
+    cached: Allocation | None = None  # built once: frozen dataclasses are slow to construct
 
     def allocation(self) -> Allocation:
-        return Allocation(self.svc.key, self.pool, self.addresses)
+        if self.cached is None:
+            self.cached = Allocation(self.svc.key, self.pool, self.addresses)
+        return self.cached
 
 
 @dataclass(frozen=True)
@@ -246,9 +249,20 @@ class _Wanted:
     families: tuple[Family, ...]
     requested: tuple[int, ...]
     policy: FamilyPolicy
+    # need() per pool family set; at most three keys. Cached because _Wanted values are cached.
+    memo: dict[frozenset[Family], tuple[Family, ...] | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def need(self, families: frozenset[Family]) -> tuple[Family, ...] | None:
         """Families to take from a pool that has ``families``; None if it cannot serve."""
+        try:
+            return self.memo[families]
+        except KeyError:
+            got = self.memo[families] = self._need(families)
+            return got
+
+    def _need(self, families: frozenset[Family]) -> tuple[Family, ...] | None:
         if self.policy is FamilyPolicy.SINGLE_STACK:
             return self.families[:1] if self.families[0] in families else None
         if self.policy is FamilyPolicy.REQUIRE_DUAL_STACK:
@@ -350,7 +364,7 @@ class Allocator:
                 self.release(key)
                 released.append(key)
             else:
-                h.pool = other.name
+                h.pool, h.cached = other.name, None
         return tuple(sorted(released))
 
     def _rebuild_index(self) -> None:
@@ -535,8 +549,13 @@ class Allocator:
             return got
         if wanted.requested:
             return self._plan_requested(svc, wanted)
+        need_of = wanted.need
         for ps in self._auto_order:  # fast path: the first pool that can serve wins
-            if ps.status is PoolStatus.READY and _may_use(ps.pool, svc):
+            if (
+                ps.status is PoolStatus.READY
+                and need_of(ps.families) is not None
+                and _may_use(ps.pool, svc)
+            ):
                 got = self._take_from_pool(svc, ps, wanted)
                 if got is not None:
                     return got
@@ -593,6 +612,9 @@ class Allocator:
         if need is None:
             return None
         current = self._holdings.get(svc.key)
+        if current is None and not svc.sharing_key and len(need) == 1:
+            fresh = self._fresh(ps, need[0])  # the common case: one fresh address
+            return None if fresh is None else (ps.name, (fresh,))
         got: list[int] = []
         for fam in need:
             akey = None
