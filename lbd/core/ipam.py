@@ -14,6 +14,7 @@ Public surface::
     holding(key) -> Allocation | None
     holders(address) -> tuple[ServiceKey, ...]
     counters(pool_name) -> PoolCounters            # KeyError for an unknown pool
+    pool_status(pool_name) -> PoolStatus | None    # Ready / Conflicting / Invalid
     pools_for(svc) -> tuple[str, ...]              # pools the Service may get new addresses from
     snapshot() -> Snapshot                         # everything observable, for tests and `status`
 
