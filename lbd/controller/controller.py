@@ -324,7 +324,9 @@ class Controller:
             except NotLeaderError:
                 self.queue.forget(key)
             except ApiError as exc:
-                log.warning(
+                # 409: the object moved on since we read it; decide again from the newer one.
+                log.log(
+                    logging.DEBUG if exc.status == 409 else logging.WARNING,
                     "reconcile %s failed: %s",
                     key,
                     exc,

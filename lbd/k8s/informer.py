@@ -289,8 +289,9 @@ class Informer:
             _key, old = self.store.put(obj)
             self._emit(EventType.ADDED if old is None else EventType.MODIFIED, old, obj)
         elif type_ == "DELETED":
-            old = self.store.remove(object_key(obj))
-            self._emit(EventType.DELETED, old or obj, None)
+            self.store.remove(object_key(obj))
+            # The event carries the object's final state (and the deletion's resourceVersion).
+            self._emit(EventType.DELETED, obj, None)
         if rv:
             self._resource_version = rv
 

@@ -18,9 +18,11 @@ Design:
 - Conditions are replaced as a whole list in a merge patch, so the list is rebuilt from the
   object we read, keeping conditions written by others; ``lastTransitionTime`` changes only when
   the condition's status flips (Kubernetes API conventions).
-- On 409 the writer re-reads the object and recomputes the difference (client-go's
-  ``RetryOnConflict`` with a Get); on 429, 5xx or no answer it retries the same request after an
-  exponential, jittered wait (tenacity). 404 means the object is gone: nothing to write.
+- A Service write that meets 409 Conflict is *not* retried here: the object changed since the
+  decision was made (maybe its request), so the decision itself is stale. The error goes back
+  to the caller, whose reconcile runs again from the newer object. (Pool status does not depend
+  on what changed, so there a 409 re-reads and re-applies.) On 429, 5xx or no answer the same
+  request is retried after an exponential, jittered wait (tenacity). 404: the object is gone.
 - ``may_write`` is checked before every request: a replica that lost (or cannot prove) its
   leadership stops writing at once, even in the middle of a retry loop.
 """
@@ -225,13 +227,8 @@ class StatusWriter:
             except ApiError as exc:
                 if exc.status == 404:
                     return WriteOutcome(before, None, wrote)
-                if not exc.retryable or attempt == self.attempts:
+                if exc.status == 409 or not exc.retryable or attempt == self.attempts:
                     raise
-                if exc.status == 409:
-                    current = self.kube.get(SERVICES.object_path(current))
-                    if not wrote:
-                        before = current
-                    continue
                 time.sleep(self._sleep_for(attempt))
         return WriteOutcome(before, current, wrote)
 

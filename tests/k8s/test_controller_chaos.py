@@ -1,0 +1,522 @@
+"""Chaos: two ``lbd controller --leader-elect`` processes against the lab API server while a
+random workload runs and faults are injected; then the invariants users rely on are checked.
+
+Workload (seeded, reproducible): at least 2 000 random operations: create / update / delete
+Services (requested addresses, pool annotations, sharing keys, dual-stack, another class, type
+changes) and create / grow / shrink / delete pools (with overlaps and typos now and then).
+
+Faults: watch streams closed, bursts of 500 / 429 / 409 answers, a few-second API outage, and
+``kill -9`` of the active controller (the standby takes over; a new standby is started).
+
+Invariants checked once the cluster has settled:
+1. No address is held by two Services that may not share it (``ipam.sharing_problem``).
+2. Every eligible Service has an address: an independent allocator, given the final pools and
+   every address the Services hold, would refuse each Service left without one.
+3. No Service of another ``loadBalancerClass`` was touched (resourceVersion unchanged since our
+   own last write, no status, no annotation).
+4. No Service changed address while its request stayed the same and its address stayed inside
+   a valid pool (replayed from a watch of every change, in resourceVersion order).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lbd.core.config import PoolInput, build_config
+from lbd.core.ipam import Allocator, sharing_problem
+from lbd.core.model import Allocation, ServiceRequest, address_to_int
+from lbd.k8s.client import IPADDRESSPOOLS, LEASES, SERVICES, ApiError, JsonDict, Kube
+from lbd.k8s.convert import allocated_pool, ingress_addresses, service_request
+from lbd.k8s.informer import EventType, Informer
+from lbd.lab.apiserver import LabApiServer
+from tests.k8s.controller_support import (
+    CONTROLLER_TOKEN,
+    ROOT,
+    kube_for,
+    service_body,
+    start_lab,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+OPS = int(os.environ.get("LBD_CHAOS_OPS", "2000"))
+OTHER_CLASS = "example.com/other"
+NAMESPACES = ("default", "team-a", "team-b")
+# Candidate pools: name -> list of address sets it may take (grow, shrink, overlap, typo).
+POOL_SHAPES: dict[str, list[list[str]]] = {
+    "alpha": [["198.18.100.0/26"], ["198.18.100.0/25"], ["198.18.100.0/27"]],
+    "beta": [["198.18.101.0/26", "2001:db8:18::100:0/120"], ["198.18.101.0/25"]],
+    "gamma": [["198.18.102.0/27"], ["198.18.102.0/26"], ["198.18.100.16/28"]],  # overlaps alpha
+    "delta": [["198.18.103.0/28"], ["198.18.103.1/24"]],  # typo: host bits set
+}
+REQUEST_FIELDS = ("lbd.io/loadBalancerIPs", "lbd.io/address-pool", "lbd.io/allow-shared-ip")
+
+
+class Controllers:
+    """``lbd controller`` subprocesses sharing one Lease."""
+
+    def __init__(self, kubeconfig: Path, logdir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: list[Any] = []
+        self.n = 0
+
+    def start(self) -> str:
+        self.n += 1
+        ident = f"ctl{self.n}"
+        log = open(self.logdir / f"{ident}.log", "wb")  # noqa: SIM115 (closed in stop_all)
+        self.logs.append(log)
+        self.procs[ident] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lbd",
+                "controller",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--leader-elect",
+                "--identity",
+                ident,
+                "--lease-duration",
+                "3",
+                "--renew-deadline",
+                "2",
+                "--retry-period",
+                "0.5",
+                "--health-addr",
+                "127.0.0.1:0",
+                "--workers",
+                "4",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return ident
+
+    def kill9(self, ident: str) -> None:
+        proc = self.procs.pop(ident)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.procs.clear()
+        for log in self.logs:
+            log.close()
+
+
+class History:
+    """Every Service and pool change seen by a watch, for the replay check."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[int, str, JsonDict | None, JsonDict | None]] = []
+
+    def handler(self, kind: str) -> Any:
+        def on(t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
+            obj = new if new is not None else old
+            assert obj is not None
+            rv = int(obj["metadata"].get("resourceVersion") or 0)
+            with self.lock:
+                self.events.append((rv, kind, old, new if t is not EventType.DELETED else None))
+
+        return on
+
+
+def _retry(fn: Any, *args: Any, attempts: int = 30) -> Any:
+    """The workload's own requests meet the same faults; retry them like a user would."""
+    for _ in range(attempts):
+        try:
+            return fn(*args)
+        except ApiError as exc:
+            if exc.status in (404, 422, 400):
+                return None
+            if exc.status == 409 and exc.reason == "AlreadyExists":
+                return None
+            time.sleep(0.1)
+    return None
+
+
+class Workload:
+    def __init__(self, kube: Kube, rng: random.Random) -> None:
+        self.kube = kube
+        self.rng = rng
+        self.names: set[tuple[str, str]] = set()
+        self.other_class_rv: dict[tuple[str, str], str] = {}
+        self.serial = 0
+
+    def random_service(self, ns: str, name: str) -> JsonDict:
+        rng = self.rng
+        ann: dict[str, str] = {}
+        spec: dict[str, Any] = {}
+        roll = rng.random()
+        if roll < 0.08:
+            spec["loadBalancerClass"] = OTHER_CLASS
+        elif roll < 0.20:
+            ann["lbd.io/loadBalancerIPs"] = f"198.18.100.{rng.randrange(0, 64)}"
+        elif roll < 0.25:
+            ann["lbd.io/loadBalancerIPs"] = rng.choice(["garbage", "198.18.250.1"])
+        elif roll < 0.35:
+            ann["lbd.io/address-pool"] = rng.choice(list(POOL_SHAPES))
+        if rng.random() < 0.15:
+            ann["lbd.io/allow-shared-ip"] = rng.choice(["k1", "k2"])
+        if rng.random() < 0.15:
+            spec["ipFamilies"] = ["IPv4", "IPv6"]
+            spec["ipFamilyPolicy"] = "PreferDualStack"
+        port = rng.choice([80, 443, 53])
+        proto = rng.choice(["TCP", "UDP"])
+        return service_body(name, ns, annotations=ann, ports=[(proto, port)], **spec)
+
+    def op(self) -> None:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.06:
+            self.pool_op()
+        elif r < 0.50 or len(self.names) < 20:
+            self.serial += 1
+            ns = rng.choice(NAMESPACES)
+            name = f"s{self.serial}"
+            body = self.random_service(ns, name)
+            got = _retry(self.kube.create, SERVICES.path(namespace=ns), body)
+            if got is not None:
+                self.names.add((ns, name))
+                if body["spec"].get("loadBalancerClass") == OTHER_CLASS:
+                    self.other_class_rv[(ns, name)] = got["metadata"]["resourceVersion"]
+        elif r < 0.80:
+            ns, name = rng.choice(sorted(self.names))
+            path = SERVICES.path(namespace=ns, name=name)
+            if (ns, name) in self.other_class_rv:
+                patch: JsonDict = {"metadata": {"labels": {"touch": str(self.serial)}}}
+            elif rng.random() < 0.3:
+                new_type = rng.choice(["ClusterIP", "LoadBalancer"])
+                patch = {"spec": {"type": new_type}}
+            else:
+                patch = {"metadata": {"annotations": {"lbd.io/loadBalancerIPs": None}}}
+                if rng.random() < 0.5:
+                    ip = f"198.18.101.{rng.randrange(0, 64)}"
+                    patch = {"metadata": {"annotations": {"lbd.io/loadBalancerIPs": ip}}}
+            got = _retry(self.kube.patch, path, patch)
+            if got is not None and (ns, name) in self.other_class_rv:
+                self.other_class_rv[(ns, name)] = got["metadata"]["resourceVersion"]
+        else:
+            ns, name = rng.choice(sorted(self.names))
+            _retry(self.kube.delete, SERVICES.path(namespace=ns, name=name))
+            self.names.discard((ns, name))
+            self.other_class_rv.pop((ns, name), None)
+
+    def pool_op(self) -> None:
+        rng = self.rng
+        name = rng.choice(list(POOL_SHAPES))
+        path = IPADDRESSPOOLS.path(name=name)
+        current = _retry(self.kube.get, path)
+        if current is None:
+            body = {
+                "apiVersion": "lbd.io/v1beta1",
+                "kind": "IPAddressPool",
+                "metadata": {"name": name},
+                "spec": {"addresses": rng.choice(POOL_SHAPES[name])},
+            }
+            _retry(self.kube.create, IPADDRESSPOOLS.path(), body)
+        elif rng.random() < 0.2 and name != "alpha":
+            _retry(self.kube.delete, path)
+        else:
+            _retry(self.kube.patch, path, {"spec": {"addresses": rng.choice(POOL_SHAPES[name])}})
+
+
+def holder_of_lease(kube: Kube) -> str | None:
+    try:
+        lease = kube.get(LEASES.path(namespace="lbd-system", name="lbd-controller"))
+    except ApiError:
+        return None
+    return str((lease.get("spec") or {}).get("holderIdentity") or "") or None
+
+
+@pytest.fixture
+def lab() -> Iterator[LabApiServer]:
+    server = start_lab()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_chaos(lab: LabApiServer, tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("LBD_CHAOS_SEED", "20261124")))
+    admin = kube_for(lab)
+    for ns in NAMESPACES[1:]:
+        admin.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+    admin.create(
+        IPADDRESSPOOLS.path(),
+        {
+            "apiVersion": "lbd.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": "alpha"},
+            "spec": {"addresses": POOL_SHAPES["alpha"][0]},
+        },
+    )
+    history = History()
+    watchers = [
+        Informer(kube_for(lab), SERVICES, backoff_max=0.5),
+        Informer(kube_for(lab), IPADDRESSPOOLS, backoff_max=0.5),
+    ]
+    watchers[0].add_handler(history.handler("svc"))
+    watchers[1].add_handler(history.handler("pool"))
+    for w in watchers:
+        w.start()
+        assert w.wait_for_sync(10)
+
+    kubeconfig = lab.write_kubeconfig(tmp_path / "kubeconfig", CONTROLLER_TOKEN)
+    ctls = Controllers(kubeconfig, tmp_path)
+    ctls.start()
+    ctls.start()
+    work = Workload(admin, rng)
+    kills = 0
+    try:
+        wait_for(lambda: holder_of_lease(admin), 20, "a leader")
+        started = time.monotonic()
+        for i in range(OPS):
+            work.op()
+            if i % 100 == 50:
+                fault = rng.choice(["watches", "500", "429", "409", "latency"])
+                if fault == "watches":
+                    lab.close_watches()
+                elif fault == "latency":
+                    lab.add_latency(0.02, verb="patch")
+                else:
+                    lab.fail_next(rng.randint(3, 10), int(fault))
+            if i % 100 == 99:
+                lab.reset_faults()
+            if i in (OPS * 3 // 10, OPS * 3 // 4):
+                lab.outage(2.5)
+                time.sleep(2.6)
+            if i in (OPS // 5, OPS // 2, OPS * 9 // 10):
+                leader = wait_for(
+                    lambda: (h := holder_of_lease(admin)) in ctls.procs and h, 20, "a live leader"
+                )
+                if leader in ctls.procs:
+                    ctls.kill9(leader)
+                    kills += 1
+                    ctls.start()
+        lab.reset_faults()
+        elapsed = time.monotonic() - started
+        assert kills >= 2, "the active controller must have been killed at least twice"
+        wait_for(lambda: holder_of_lease(admin) in ctls.procs, 30, "a live leader")
+        check_converged(admin, work, history, deadline=60)
+        assigned = sum(1 for svc in admin.get(SERVICES.path())["items"] if ingress_addresses(svc))
+        assert assigned >= 100, f"only {assigned} Services hold an address: a vacuous run"
+        print(f"{OPS} operations in {elapsed:.1f}s, {kills} leader kills, {assigned} assigned")
+    finally:
+        ctls.stop_all()
+        for w in watchers:
+            w.stop()
+
+
+def _requests(admin: Kube) -> tuple[list[JsonDict], dict[str, JsonDict], dict[str, dict[str, str]]]:
+    services = admin.get(SERVICES.path())["items"]
+    pools = {p["metadata"]["name"]: p for p in admin.get(IPADDRESSPOOLS.path())["items"]}
+    ns_labels = {
+        n["metadata"]["name"]: n["metadata"].get("labels") or {}
+        for n in admin.get("/api/v1/namespaces")["items"]
+    }
+    return services, pools, ns_labels
+
+
+def _ours(svc: JsonDict) -> bool:
+    spec = svc.get("spec") or {}
+    return spec.get("type") == "LoadBalancer" and not spec.get("loadBalancerClass")
+
+
+def check_invariants(admin: Kube, work: Workload) -> list[str]:
+    services, pools, ns_labels = _requests(admin)
+    problems: list[str] = []
+    reqs: dict[str, ServiceRequest] = {}
+    held: dict[str, list[str]] = {}
+    for svc in services:
+        key = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+        addrs = ingress_addresses(svc)
+        if not _ours(svc):
+            if svc["spec"].get("loadBalancerClass") == OTHER_CLASS:
+                continue  # checked below
+            if addrs:
+                problems.append(f"{key}: not a LoadBalancer but still shows {addrs}")
+            continue
+        req = service_request(svc, ns_labels.get(svc["metadata"]["namespace"], {}))
+        if isinstance(req, ServiceRequest):
+            reqs[key] = req
+        for a in addrs:
+            held.setdefault(a, []).append(key)
+    # 1. no address held by two Services that may not share it
+    for address, keys in held.items():
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                if a in reqs and b in reqs and sharing_problem(reqs[a], reqs[b]) is None:
+                    continue
+                problems.append(f"{address} held by {a} and {b}, who may not share")
+    # 2. every eligible Service has an address (an independent allocator agrees)
+    config = build_config(
+        {
+            n: PoolInput(spec=p.get("spec") or {}, labels=p["metadata"].get("labels") or {})
+            for n, p in pools.items()
+        }
+    )
+    oracle = Allocator()
+    oracle.set_pools(config.pools.values(), config.conflicting.keys(), config.invalid.keys())
+    by_key = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": s for s in services}
+    oracle.restore_all(
+        (reqs[k], ingress_addresses(by_key[k]), allocated_pool(by_key[k]))
+        for k in reqs
+        if ingress_addresses(by_key[k])
+    )
+    for key, req in sorted(reqs.items(), key=lambda kv: kv[1].age_rank):
+        if ingress_addresses(by_key[key]):
+            continue
+        got = oracle.allocate(req)
+        if isinstance(got, Allocation):
+            problems.append(f"{key} has no address but could get {got.addresses} from {got.pool}")
+            oracle.release(req.key)
+    # 3. Services of another class untouched
+    for (ns, name), rv in work.other_class_rv.items():
+        other = by_key.get(f"{ns}/{name}")
+        if other is None:
+            continue
+        svc = other
+        if svc["metadata"]["resourceVersion"] != rv:
+            problems.append(f"{ns}/{name} (other class) was written by someone else")
+        if svc.get("status", {}).get("conditions") or ingress_addresses(svc):
+            problems.append(f"{ns}/{name} (other class) shows our status")
+        if allocated_pool(svc):
+            problems.append(f"{ns}/{name} (other class) carries our annotation")
+    return problems
+
+
+def check_converged(admin: Kube, work: Workload, history: History, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    problems: list[str] = ["not checked"]
+    while time.monotonic() < end:
+        problems = check_invariants(admin, work)
+        if not problems:
+            break
+        time.sleep(1.0)
+    assert not problems, "\n".join(problems[:20])
+    churn = replay_churn(history)
+    # LBD_CHAOS_DEBUG=1 prints the history of the offending Services (=all: everything).
+    if churn and os.environ.get("LBD_CHAOS_DEBUG"):
+        bad = {c.split(":")[0] for c in churn}
+        with history.lock:
+            for rv, kind, old, new in sorted(history.events, key=lambda e: e[0]):
+                o = new if new is not None else old
+                assert o is not None
+                k = f"{o['metadata'].get('namespace')}/{o['metadata']['name']}"
+                if k in bad or kind == "pool" or os.environ["LBD_CHAOS_DEBUG"] == "all":
+                    print(
+                        rv,
+                        kind,
+                        k,
+                        new is None,
+                        ingress_addresses(o),
+                        _request_of(o) if kind == "svc" else o.get("spec"),
+                    )
+    assert not churn, "\n".join(churn[:20])
+
+
+def _request_of(svc: JsonDict) -> tuple[Any, ...]:
+    ann = svc["metadata"].get("annotations") or {}
+    spec = svc.get("spec") or {}
+    return (
+        tuple(ann.get(f) for f in REQUEST_FIELDS),
+        spec.get("type"),
+        spec.get("loadBalancerIP"),
+        tuple(spec.get("ipFamilies") or ()),
+        spec.get("ipFamilyPolicy"),
+        tuple(sorted((p.get("protocol"), p.get("port")) for p in spec.get("ports") or [])),
+    )
+
+
+def replay_churn(history: History) -> list[str]:
+    """Address changes of a Service whose request did not change since it got the address and
+    whose address never left the valid pools meanwhile (invariant 4)."""
+    with history.lock:
+        events = sorted(history.events, key=lambda e: e[0])
+    pools: dict[str, JsonDict] = {}
+    # key -> [addresses, request when they were assigned, wanted pool, exempt from the check]
+    state: dict[str, list[Any]] = {}
+    problems: list[str] = []
+
+    def in_valid_pool(addrs: tuple[str, ...], wanted_pool: str | None) -> bool:
+        config = build_config({n: PoolInput(spec=p.get("spec") or {}) for n, p in pools.items()})
+        usable = [
+            p
+            for name, p in config.pools.items()
+            if name not in config.conflicting and (wanted_pool is None or name == wanted_pool)
+        ]
+        for a in addrs:
+            fam, value = address_to_int(a)
+            if not any(r.contains(fam, value) for p in usable for r in p.ranges):
+                return False
+        return True
+
+    for rv, kind, old, new in events:
+        obj = new if new is not None else old
+        assert obj is not None
+        name = obj["metadata"]["name"]
+        if kind == "pool":
+            if new is None:
+                pools.pop(name, None)
+            else:
+                pools[name] = new
+            # A Service whose address left the valid pools may move from now on.
+            for held in state.values():
+                if held[0] and not held[3] and not in_valid_pool(held[0], held[2]):
+                    held[3] = True
+            continue
+        key = f"{obj['metadata']['namespace']}/{name}"
+        if new is None:
+            state.pop(key, None)
+            continue
+        addrs = ingress_addresses(new)
+        request = _request_of(new)
+        wanted = (new["metadata"].get("annotations") or {}).get("lbd.io/address-pool")
+        st = state.get(key)
+        if st is None or addrs != st[0]:
+            if st is not None and st[0] and not st[3] and _ours(new):
+                cond: dict[str, Any] = next(
+                    (
+                        c
+                        for c in (new.get("status") or {}).get("conditions") or []
+                        if c.get("type") == "lbd.io/AddressAssigned"
+                    ),
+                    {},
+                )
+                problems.append(
+                    f"{key}: {st[0]} -> {addrs or '()'} with an unchanged request "
+                    f"({cond.get('reason')}: {cond.get('message')}; rv {rv})"
+                )
+            # Addresses handed out from a pool view older than ours (the controller had not yet
+            # seen a shrink or delete) are legitimately moved again once it has.
+            stale = bool(addrs) and not in_valid_pool(addrs, wanted)
+            state[key] = [addrs, request, wanted, not _ours(new) or stale]
+        elif request != st[1] or not _ours(new):
+            st[3] = True  # the request changed since the assignment: a move is legitimate
+    return problems
