@@ -8,6 +8,8 @@ type, cluster IP, external IP, ports); CRDs use their ``additionalPrinterColumns
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from typing import Any
 
 from lbd.lab.apiserver.resources import ResourceType
@@ -32,16 +34,40 @@ def age(created: str | None, now: datetime.datetime | None = None) -> str:
     return f"{secs // 86400}d"
 
 
+_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+|\*)\]|\[\?\(@\.([\w.]+)\s*==\s*[\"']([^\"']*)[\"']\)\]")
+
+
 def _path(obj: Any, json_path: str) -> Any:
-    cur = obj
-    for part in json_path.strip().lstrip(".").split("."):
-        if not part:
-            continue
-        if isinstance(cur, dict):
-            cur = cur.get(part)
-        else:
+    """The subset of kubectl's JSONPath that printer columns use: ``.a.b``, ``[0]``, ``[*]``
+    and ``[?(@.type=="Ready")]``; several matches are joined with commas, like kubectl."""
+    current = [obj]
+    text = json_path.strip().removeprefix("{").removesuffix("}").strip()
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
             return None
-    return cur
+        pos = m.end()
+        nxt: list[Any] = []
+        for value in current:
+            if m.group(1) is not None:
+                if isinstance(value, dict) and m.group(1) in value:
+                    nxt.append(value[m.group(1)])
+            elif m.group(2) is not None and isinstance(value, list):
+                if m.group(2) == "*":
+                    nxt.extend(value)
+                elif int(m.group(2)) < len(value):
+                    nxt.append(value[int(m.group(2))])
+            elif m.group(3) is not None and isinstance(value, list):
+                nxt.extend(
+                    item for item in value if str(_path(item, "." + m.group(3))) == m.group(4)
+                )
+        current = nxt
+    if not current:
+        return None
+    if len(current) == 1:
+        return current[0]
+    return ",".join(str(v) for v in current)
 
 
 def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
@@ -49,8 +75,6 @@ def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
     if column.get("type") == "date" and isinstance(value, str):
         return age(value)
     if isinstance(value, (list, dict)):
-        import json
-
         return json.dumps(value, separators=(",", ":"))
     return value
 
