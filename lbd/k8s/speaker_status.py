@@ -43,6 +43,7 @@ NODE_LABEL = "lbd.io/node"
 SERVICE_NAME_LABEL = "lbd.io/service-name"
 SERVICE_NAMESPACE_LABEL = "lbd.io/service-namespace"
 COMPONENT = "lbd-speaker"
+RACES = (404, 409)  # NotFound / Conflict / AlreadyExists after a concurrent write: re-read
 
 
 class KubeApi(Protocol):
@@ -272,7 +273,14 @@ class StatusWriter:
         with self._cond:
             want = self._desired.get(key)
         try:
-            self.sync(key, want)
+            try:
+                self.sync(key, want)
+            except ApiError as exc:
+                if exc.status not in RACES:
+                    raise
+                # the other node of a hand-over wrote or deleted the object between our read
+                # and our write: read again at once (a backoff would only delay the status)
+                self.sync(key, want)
         except ApiError as exc:
             with self._cond:
                 n = self._work.attempts.get(key, 0) + 1

@@ -63,9 +63,10 @@ def can_answer_l2(link: Link) -> bool:
 class AnnounceLinks:
     """The link monitor as the reconciler sees it, restricted to interfaces that speak ARP/NDP.
 
-    kube-proxy puts every VIP on a local interface (``lo``, or ``kube-ipvs0`` which is NOARP);
-    that /32 "contains" the VIP, so the subnet rule would pick an interface that can never carry
-    an answer. The default rule is therefore applied to the ARP-capable interfaces only.
+    kube-proxy puts every VIP on a local interface (``lo``, or ``kube-ipvs0`` which is NOARP),
+    and such an interface can never carry an answer. The default rule of :mod:`lbd.net.links`
+    skips them; this filter also keeps an ``L2Advertisement.interfaces`` list that names one
+    from opening a socket that would only ever stay silent.
     """
 
     def __init__(self, monitor: LinkMonitor) -> None:

@@ -61,6 +61,10 @@ class Announcer(Protocol):
         """Keep sockets open on these even without an owned VIP (instant takeover)."""
         ...
 
+    def ports_ready(self) -> bool:
+        """Every interface in use has its socket open (answers can be sent)."""
+        ...
+
 
 class LocalLinks(Protocol):
     """This node's interfaces."""
@@ -109,7 +113,9 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self.resync = resync
-        self._announce_from = clock.monotonic() + warmup
+        self.warmup = warmup
+        self._announce_from: float | None = None  # set by the first pass
+        self._recheck = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._noticed_at: float | None = None
@@ -174,9 +180,14 @@ class Reconciler:
                 self.reconcile()
             except Exception:  # a bug in one pass must not stop announcing
                 log.exception("reconcile failed")
+            if self._announce_from is None:
+                continue
             warm_in = self._announce_from - self.clock.monotonic()
             if self._owned is None and warm_in > 0:
                 stop.wait(warm_in)  # end of start-up grace: come back at once
+                self._wake.set()
+            elif self._recheck:
+                stop.wait(0.01)  # sockets still opening: report interfaces once they are
                 self._wake.set()
 
     def reconcile(self) -> Plan:
@@ -195,7 +206,11 @@ class Reconciler:
             # wait for a socket to be opened (measured: 20-60 ms of a hand-over otherwise)
             self.announcer.set_interfaces(local_up)
             self._listening = local_up
-        warm = self.clock.monotonic() >= self._announce_from
+        now = self.clock.monotonic()
+        if self._announce_from is None:
+            # the grace starts with the first pass, which also opened the sockets above
+            self._announce_from = now + self.warmup
+        warm = now >= self._announce_from
         alive = dict(self.heartbeats.alive_peers())
         alive.pop(self.node, None)
         self.metrics.peers_alive.set(len(alive) + 1)
@@ -215,7 +230,10 @@ class Reconciler:
             self.passes += 1
             return plan
         self._apply(plan, alive, noticed)
-        self._report_interfaces(local_up)  # after answering: peers hand over with no gap
+        # Only once we can answer do the peers learn we may own VIPs, so they hand over with
+        # no gap; a socket still opening (first pass, new interface) delays the report.
+        self._recheck = not self.announcer.ports_ready()
+        self._report_interfaces(frozenset() if self._recheck else local_up)
         self.passes += 1
         self.first_pass_done.set()
         return plan

@@ -532,3 +532,20 @@ def test_health_endpoints(lab: SpeakerLab) -> None:
         assert lab.http(n, "/healthz")[0] == 200
         assert lab.http(n, "/readyz")[0] == 200
         assert "lbd_peers_alive 3.0" in lab.metrics(n)
+
+
+def test_steady_state_makes_no_api_writes(lab: SpeakerLab) -> None:
+    vip = "198.18.100.8"
+    lab.create_service("steady", [vip])
+    owner = lab.ranked(vip)[0]
+    lab.expect_owner(vip, owner)
+    status = wait_for(lambda: lab.l2_status("steady"), 10, "ServiceL2Status")
+    wait_for(lambda: lab.events("NodeAssigned", "steady"), 10, "NodeAssigned")
+    rv = status["metadata"]["resourceVersion"]
+    events = len(lab.k(lab.core.list_namespaced_event, NS).items)
+    # changes that make every speaker recompute every decision, but move nothing
+    for i in range(5):
+        lab.patch_node(owner, {"metadata": {"labels": {"lab/touch": str(i)}}})
+    lab.stays(vip, owner, seconds=1.5)
+    assert lab.l2_status("steady")["metadata"]["resourceVersion"] == rv
+    assert len(lab.k(lab.core.list_namespaced_event, NS).items) == events

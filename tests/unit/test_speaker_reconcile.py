@@ -154,12 +154,16 @@ class FakeResponder:
     def __init__(self) -> None:
         self.tables: list[dict[str, tuple[str, ...]]] = []
         self.listening: frozenset[str] = frozenset()
+        self.ready = True
 
     def set_owned(self, owned: Mapping[str, tuple[str, ...]]) -> None:
         self.tables.append(dict(owned))
 
     def set_interfaces(self, names: frozenset[str]) -> None:
         self.listening = names
+
+    def ports_ready(self) -> bool:
+        return self.ready
 
 
 class FakeLinks:
@@ -268,11 +272,15 @@ def test_nothing_announced_and_no_interface_reported_during_startup_grace() -> N
     rec.reconcile()
     assert resp.tables == [] and status.desired == {}
     assert hb.reported == frozenset()
-    assert resp.listening == {"eth0"}  # sockets already open, ready for the first answer
+    assert resp.listening == {"eth0"}  # sockets opened now, ready for the first answer
     hb.alive = {n: frozenset({"eth0"}) for n in NODES if n != me}
     clock.advance(0.5)
+    resp.ready = False  # a socket is still opening: answer, but do not claim yet
     rec.reconcile()
     assert resp.tables == [{VIP: ("eth0",)}]
+    assert hb.reported == frozenset()
+    resp.ready = True
+    rec.reconcile()
     assert hb.reported == {"eth0"}
 
 

@@ -207,10 +207,27 @@ def test_old_owner_delete_loses_race_against_new_owner_write() -> None:
 
     api.before_write = new_owner_writes_now  # between old's GET and its DELETE
     old.set_desired("ns/web", None)
-    assert not old.process("ns/web")  # 409 on the delete precondition: rescheduled
-    old._work.retry.clear()
-    assert old.process("ns/web")  # re-read: n2 owns it now, leave it
+    # 409 on the delete precondition; re-read at once: n2 owns it now, leave it
+    assert old.process("ns/web")
     assert api.objects[f"{BASE}/web"]["status"]["node"] == "n2"
+    assert old._work.retry == []
+
+
+def test_new_owner_write_racing_the_old_owner_delete_is_retried_at_once() -> None:
+    api = FakeApi()
+    old, new = writer(api, "n1"), writer(api, "n2")
+    old.set_desired("ns/web", WEB)
+    drain(old)
+
+    def old_owner_deletes_now() -> None:
+        old.set_desired("ns/web", None)
+        drain(old)
+
+    api.before_write = old_owner_deletes_now  # between new's GET and its update: 404
+    new.set_desired("ns/web", WEB)
+    assert new.process("ns/web")
+    assert api.objects[f"{BASE}/web"]["status"]["node"] == "n2"
+    assert new._work.retry == []
 
 
 def test_owner_that_loses_the_service_deletes_its_object() -> None:
