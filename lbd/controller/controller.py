@@ -196,6 +196,10 @@ class Controller:
             self._pool_written.clear()
             self._apply_config()
             restored, refused = self._restore_all()
+            if not self._may_write():
+                # Leadership was lost (or never proven) while we restored: stay passive.
+                self._allocator = None
+                return
             self._restored = True
             self._active.set()
         self.metrics.controller_leader.set(1)

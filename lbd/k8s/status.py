@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from lbd.k8s.client import IPADDRESSPOOLS, SERVICES, ApiError, JsonDict, Kube, PatchType
 from lbd.k8s.convert import ALLOCATED_FROM, ingress_addresses
@@ -156,6 +156,10 @@ class WriteOutcome:
     metadata_pending: bool = False
 
 
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and (exc.status in (0, 429) or exc.status >= 500)
+
+
 class StatusWriter:
     """Sends the differences, with optimistic concurrency and retries."""
 
@@ -176,16 +180,19 @@ class StatusWriter:
         self._wait = wait_exponential_jitter(multiplier=wait_initial, max=wait_max, jitter=0.1)
         self.requests = 0
 
-    def _sleep_for(self, attempt: int) -> float:
-        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        return float(self._wait(state))
-
     def _send(self, path: str, body: JsonDict) -> JsonDict:
-        if not self.may_write():
-            raise NotLeaderError(path)
-        self.requests += 1
-        written = self.kube.patch(path, body, patch=PatchType.MERGE)
+        """One merge patch; the same request is retried on 429, 5xx and no answer."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            wait=self._wait,
+            stop=stop_after_attempt(self.attempts),
+            reraise=True,
+        ):
+            with attempt:
+                if not self.may_write():
+                    raise NotLeaderError(path)
+                self.requests += 1
+                written = self.kube.patch(path, body, patch=PatchType.MERGE)
         if self.on_written is not None:
             self.on_written(written)
         return written
@@ -193,44 +200,32 @@ class StatusWriter:
     def write_service(
         self, svc: JsonDict, desired: ServiceStatus, *, defer_metadata: bool = False
     ) -> WriteOutcome:
-        """Make ``svc`` show ``desired``. Raises ApiError after the last attempt.
+        """Make ``svc`` show ``desired``. Raises ApiError (409 included) when a write fails.
 
         ``defer_metadata``: when the status changes too, write only the status now and report
         the annotation as ``metadata_pending`` (the caller writes it later, at lower priority).
         """
+        meta_patch, status_patch = service_diff(svc, desired)
         current = svc
-        before = svc
-        wrote = False
-        for attempt in range(1, self.attempts + 1):
-            meta_patch, status_patch = service_diff(current, desired)
-            if meta_patch is None and status_patch is None:
-                return WriteOutcome(before, current, wrote)
-            if defer_metadata and status_patch is not None and meta_patch is not None:
-                meta_patch = None
-                pending = True
-            else:
-                pending = False
-            try:
-                # Status first: the address is what users wait for; the annotation follows.
-                if status_patch is not None:
-                    current = self._send(SERVICES.object_path(current, "status"), status_patch)
-                    wrote = True
-                    if meta_patch is not None:
-                        meta_patch["metadata"]["resourceVersion"] = current["metadata"][
-                            "resourceVersion"
-                        ]
+        pending = defer_metadata and status_patch is not None and meta_patch is not None
+        if pending:
+            meta_patch = None
+        try:
+            # Status first: the address is what users wait for; the annotation follows.
+            if status_patch is not None:
+                current = self._send(SERVICES.object_path(svc, "status"), status_patch)
                 if meta_patch is not None:
-                    current = self._send(SERVICES.object_path(current), meta_patch)
-                    wrote = True
-                if pending:
-                    return WriteOutcome(before, current, wrote, metadata_pending=True)
-            except ApiError as exc:
-                if exc.status == 404:
-                    return WriteOutcome(before, None, wrote)
-                if exc.status == 409 or not exc.retryable or attempt == self.attempts:
-                    raise
-                time.sleep(self._sleep_for(attempt))
-        return WriteOutcome(before, current, wrote)
+                    meta_patch["metadata"]["resourceVersion"] = current["metadata"][
+                        "resourceVersion"
+                    ]
+            if meta_patch is not None:
+                current = self._send(SERVICES.object_path(svc), meta_patch)
+        except ApiError as exc:
+            if exc.status == 404:
+                return WriteOutcome(svc, None, current is not svc)
+            raise
+        wrote = current is not svc
+        return WriteOutcome(svc, current, wrote, metadata_pending=pending)
 
     def write_pool_status(self, pool: JsonDict, status: JsonDict) -> JsonDict | None:
         """Merge ``status`` (counters, conditions) into the pool's status if it differs."""
@@ -248,10 +243,8 @@ class StatusWriter:
             except ApiError as exc:
                 if exc.status == 404:
                     return None
-                if not exc.retryable or attempt == self.attempts:
+                if exc.status != 409 or attempt == self.attempts:
                     raise
-                if exc.status == 409:
-                    current = self.kube.get(IPADDRESSPOOLS.object_path(current))
-                    continue
-                time.sleep(self._sleep_for(attempt))
+                # Counters and conditions do not depend on what changed: re-read, re-apply.
+                current = self.kube.get(IPADDRESSPOOLS.object_path(current))
         return None
