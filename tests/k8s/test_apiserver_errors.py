@@ -164,3 +164,20 @@ def test_many_bad_requests_keep_the_server_healthy(
                 assert 400 <= status < 500, (method, body, ctype, status)
     assert v1.read_namespaced_config_map("keep", "default").data == {"a": "1"}
     assert lab_api.internal_errors == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"HELLO\r\n\r\n", b"GET /api HTTP/1.1\r\nno-colon-here\r\n\r\n", b"GET / FTP/9\r\n\r\n"],
+    ids=["garbage request line", "header without colon", "not http"],
+)
+def test_malformed_http_is_400_and_the_server_goes_on(lab_api: LabApiServer, raw: bytes) -> None:
+    import socket
+
+    url = urlsplit(lab_api.url)
+    with socket.create_connection((url.hostname or "", url.port or 0), timeout=5) as sock:
+        sock.sendall(raw)
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert _request(lab_api, "GET", "/api/v1/namespaces")[0] == 200
+    assert lab_api.internal_errors == []

@@ -115,6 +115,17 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.lower() in ("true", "1", "")
 
 
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+class _Headers(dict[str, str]):
+    """Request headers, looked up case-insensitively (keys are stored lower-case)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -122,6 +133,54 @@ class Handler(BaseHTTPRequestHandler):
     lab: LabApiServer  # set on the subclass the server builds
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        """Read one request and serve it.
+
+        Replaces the stdlib's version, whose header parsing goes through :mod:`email` and costs
+        more than serving a typical request here. Header names are matched case-insensitively;
+        a malformed request line or header block gets 400 and the connection is closed.
+        """
+        try:
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if not line:
+                self.close_connection = True
+                return
+            if len(line) > _MAX_LINE:
+                self._reject(414, "request line too long")
+                return
+            parts = line.decode("latin-1").split()
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                self._reject(400, "malformed request line")
+                return
+            method, self.path, version = parts
+            self.command, self.request_version = method, version
+            self.requestline = line.decode("latin-1").strip()
+            headers = _Headers()
+            for _ in range(_MAX_HEADERS):
+                raw = self.rfile.readline(_MAX_LINE + 1)
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                name, sep, value = raw.decode("latin-1").partition(":")
+                if not sep:
+                    self._reject(400, "malformed header")
+                    return
+                headers[name.strip().lower()] = value.strip()
+            else:
+                self._reject(431, "too many headers")
+                return
+            self.headers = headers  # type: ignore[assignment]
+            conn = headers.get("Connection", "").lower()
+            self.close_connection = conn == "close" or (
+                version == "HTTP/1.0" and conn != "keep-alive"
+            )
+            self._handle(method)
+        except TimeoutError:
+            self.close_connection = True
+
+    def _reject(self, code: int, message: str) -> None:
+        self.close_connection = True
+        self._json(code, ApiError(code, "BadRequest", message).status())
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # one line per request on stderr would dominate the cost of a request
