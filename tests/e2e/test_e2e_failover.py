@@ -18,17 +18,22 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 @needs_lbd_programs
 def test_owner_node_killed_traffic_resumes_on_another_node(lab_factory: LabFactory) -> None:
-    lab = lab_factory(nodes=3)
+    lab = lab_factory(nodes=3, ipv6=True)
     kube = scenario.host_kube(lab)
-    scenario.create_echo_service(kube, "web")
-    (vip,) = scenario.wait_for_vips(kube, "web")
+    scenario.create_echo_service(kube, "web", dual_stack=True)
+    vips = scenario.wait_for_vips(kube, "web", count=2)
+    vip = next(v for v in vips if ":" not in v)
+    vip6 = next(v for v in vips if ":" in v)
     owner = scenario.wait_for_answer(lab, vip)
+    assert scenario.wait_for_answer(lab, vip6) == owner
 
     result = scenario.measure_failover(lab, vip, owner, kill=lambda: kill_node(lab, owner))
 
     assert result.new_owner in {"n1", "n2", "n3"} - {owner}
     new_mac = lab.node(result.new_owner)["mac"]
     assert scenario.wait_for_arp(lab, vip) == [new_mac]
+    # The IPv6 VIP (NDP) moves with it: one Service, one owner.
+    assert scenario.wait_for_answer(lab, vip6, not_node=owner) == result.new_owner
     print(f"failover {owner} -> {result.new_owner}: {result.outage:.3f} s, {result.lost} lost")
 
     restore_node(lab, owner)
