@@ -22,6 +22,7 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_MR_MULTICAST = 0
+PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
@@ -83,3 +84,12 @@ def set_multicast(sock: socket.socket, ifindex: int, mac: bytes, join: bool) -> 
     mreq = struct.pack("iHH8s", ifindex, PACKET_MR_MULTICAST, len(mac), mac)
     opt = PACKET_ADD_MEMBERSHIP if join else PACKET_DROP_MEMBERSHIP
     sock.setsockopt(SOL_PACKET, opt, mreq)
+
+
+def take_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped because our receive buffer was full, since the last call.
+
+    ``PACKET_STATISTICS`` (struct tpacket_stats: packets, drops) resets on every read.
+    """
+    _packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return int(drops)
