@@ -181,3 +181,17 @@ def test_malformed_http_is_400_and_the_server_goes_on(lab_api: LabApiServer, raw
     assert reply.startswith(b"HTTP/1.1 400 ")
     assert _request(lab_api, "GET", "/api/v1/namespaces")[0] == 200
     assert lab_api.internal_errors == []
+
+
+def test_bad_content_length_is_400(lab_api: LabApiServer) -> None:
+    import socket
+
+    url = urlsplit(lab_api.url)
+    with socket.create_connection((url.hostname or "", url.port or 0), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\n"
+            b"Authorization: Bearer " + lab_api.admin_token.encode() + b"\r\n"
+            b"Content-Length: lots\r\n\r\n{}"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+    assert lab_api.internal_errors == []

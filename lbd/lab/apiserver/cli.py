@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 6443), metavar="ADDR:PORT")
     p.add_argument("--crds", metavar="DIR", help="apply every YAML file in DIR at start")
     p.add_argument(
-        "--rbac", metavar="FILE", nargs="*", default=[], help="YAML files with RBAC objects"
+        "--rbac",
+        metavar="FILE",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="YAML files whose Roles, ClusterRoles and bindings are loaded (repeatable)",
     )
     p.add_argument("--kubeconfig-out", metavar="FILE", help="write an admin kubeconfig here")
     p.add_argument("--admin-token", metavar="TOKEN", help="admin token (default: random)")

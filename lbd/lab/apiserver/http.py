@@ -204,7 +204,11 @@ class Handler(BaseHTTPRequestHandler):
         self._json(err.code, err.status())
 
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        text = self.headers.get("Content-Length") or "0"
+        if not text.isdigit():
+            self.close_connection = True  # the body's end is unknown: this connection is done
+            raise errors.bad_request(f"invalid Content-Length {text!r}")
+        length = int(text)
         return self.rfile.read(length) if length > 0 else b""
 
     def _decode(self, raw: bytes) -> Any:
