@@ -178,3 +178,14 @@ def test_plain_http_with_anonymous_admin(tmp_path: Path) -> None:
         assert "kube-system" in proc.kubectl("get", "namespaces")
     finally:
         proc.stop()
+
+
+def test_kubectl_applies_the_deploy_manifests(tls_server: Proc) -> None:
+    deploy = REPO / "deploy"
+    if not (deploy / "kustomization.yaml").is_file():
+        pytest.skip("deploy/kustomization.yaml not written yet")
+    out = tls_server.kubectl("apply", "-k", str(deploy))
+    assert "clusterrolebinding.rbac.authorization.k8s.io/lbd:controller created" in out
+    again = tls_server.kubectl("apply", "-k", str(deploy))
+    assert "created" not in again
+    assert "lbd-controller" in tls_server.kubectl("get", "sa", "-n", "lbd-system")

@@ -163,6 +163,8 @@ BUILTINS: tuple[ResourceType, ...] = (
     _b(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _b("apps", "v1", "deployments", "Deployment", True, "deploy", status=True),
     _b("apps", "v1", "daemonsets", "DaemonSet", True, "ds", status=True),
+    # stored, never acted on: there is no scheduler, no kubelet, no eviction in the lab
+    _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "pdb", status=True),
     _b(
         CRD_GROUP,
         "v1",
