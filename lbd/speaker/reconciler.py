@@ -42,6 +42,9 @@ from lbd.speaker.plan import EMPTY_PLAN, Plan, Snapshot, make_plan
 
 log = logging.getLogger(__name__)
 
+SOCKET_WAIT = 1.0
+"""Seconds after the start-up grace to wait for the responder's sockets before claiming."""
+
 
 class Heartbeats(Protocol):
     """Membership as the reconciler sees it."""
@@ -116,6 +119,7 @@ class Reconciler:
         self.warmup = warmup
         self._announce_from: float | None = None  # set by the first pass
         self._recheck = False
+        self._claimed = False
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._noticed_at: float | None = None
@@ -230,10 +234,17 @@ class Reconciler:
             self.passes += 1
             return plan
         self._apply(plan, alive, noticed)
-        # Only once we can answer do the peers learn we may own VIPs, so they hand over with
-        # no gap; a socket still opening (first pass, new interface) delays the report.
-        self._recheck = not self.announcer.ports_ready()
+        # At start, the peers learn we may own VIPs only once we can answer, so they hand over
+        # with no gap. Only at start: later a socket reopening (new or flapping interface) must
+        # not make us look ineligible, which would move every VIP away and back; and a socket
+        # that never opens holds the report back by ``SOCKET_WAIT`` at most.
+        self._recheck = (
+            not self._claimed
+            and not self.announcer.ports_ready()
+            and now < self._announce_from + SOCKET_WAIT
+        )
         self._report_interfaces(frozenset() if self._recheck else local_up)
+        self._claimed = self._claimed or not self._recheck
         self.passes += 1
         self.first_pass_done.set()
         return plan

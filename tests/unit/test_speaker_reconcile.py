@@ -282,6 +282,24 @@ def test_nothing_announced_and_no_interface_reported_during_startup_grace() -> N
     resp.ready = True
     rec.reconcile()
     assert hb.reported == {"eth0"}
+    resp.ready = False  # later a socket reopens (interface flap): we stay eligible
+    rec.reconcile()
+    assert hb.reported == {"eth0"}
+
+
+def test_a_socket_that_never_opens_delays_the_claim_only_briefly() -> None:
+    clock = FakeClock()
+    rec, hb, resp, _status, _ = make_reconciler(
+        rank(VIP, NODES)[0], snapshot(service("web")), warmup=0.5, clock=clock
+    )
+    resp.ready = False
+    rec.reconcile()
+    clock.advance(0.5)
+    rec.reconcile()
+    assert hb.reported == frozenset()
+    clock.advance(1.0)
+    rec.reconcile()
+    assert hb.reported == {"eth0"}
 
 
 def test_conflict_gives_one_warning_event_per_owned_vip() -> None:
