@@ -50,6 +50,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     except except_types as exc:
         print(f"lbd lab up: {exc}", file=sys.stderr)
         return 1
+    for member in [lab.data["control_plane"], *lab.data["nodes"], lab.data["client"]]:
+        print(
+            f"  {member['name']:<4} netns {member['netns']:<14} {member['ipv4']:<14} "
+            f"{member['ipv6']:<18} {member['mac']}"
+        )
     print(f"lab.json:   {lab.dir / 'lab.json'}")
     print(f"kubeconfig: {lab.kubeconfig} (inside the lab), {lab.host_kubeconfig} (from the host)")
     return 0

@@ -102,6 +102,11 @@ def _scenario(lab: Lab, n: Narrator) -> list[str]:
         "Create a LoadBalancer Service and wait for the controller to assign a VIP", create
     )
 
+    def _show_status(node: str) -> None:
+        # What `kubectl get servicel2status` shows; written by the speaker, asynchronously.
+        seen = scenario.wait_announced_by(kube, svc, node)
+        n.say(f"ServiceL2Status default/{svc}: announced by {seen or '(not written yet)'}")
+
     def arp() -> str:
         answers = scenario.wait_for_arp(lab, vip)
         if len(answers) != 1:
@@ -119,6 +124,7 @@ def _scenario(lab: Lab, n: Narrator) -> list[str]:
         n.say(f"UDP {vip}:9000 answered by {udp}; TCP {vip}:9000 answered by {tcp}")
         if udp != owner or tcp != owner:
             raise StepFailedError(f"traffic reached {udp}/{tcp}, but {owner} answered ARP")
+        _show_status(udp)
         return udp
 
     owner = n.step("Send traffic to the VIP: which node answers?", traffic)
@@ -132,6 +138,7 @@ def _scenario(lab: Lab, n: Narrator) -> list[str]:
         )
         answers = scenario.wait_for_arp(lab, vip)
         n.say(f"ARP for {vip} now answered by {', '.join(answers)} ({macs.get(answers[0], '?')})")
+        _show_status(result.new_owner)
         return result
 
     result = n.step(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lbd.k8s.client import SERVICES, ApiError, Kube, load_kube
+from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, Kube, load_kube
 from lbd.lab import probe
 from lbd.lab.lab import Lab
 
@@ -188,3 +188,25 @@ def measure_failover(
         sent=len(probes),
         killed_at=killed_at,
     )
+
+
+def announced_by(kube: Kube, name: str) -> str | None:
+    """The node the ServiceL2Status of Service ``name`` names (what ``kubectl`` users see)."""
+    try:
+        obj = kube.get(SERVICEL2STATUSES.path(namespace=NAMESPACE, name=name))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    node = (obj.get("status") or {}).get("node")
+    return str(node) if node else None
+
+
+def wait_announced_by(kube: Kube, name: str, node: str, *, timeout: float = 5.0) -> str | None:
+    """Wait until the ServiceL2Status names ``node``; the last node seen (None if none)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = announced_by(kube, name)
+        if seen == node or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.05)  # polling a condition with a deadline
