@@ -328,3 +328,19 @@ def test_leader_hand_over_between_two_replicas(env: Env):
     assert lease["spec"]["holderIdentity"] == other[0]
     for s in stops:
         s.set()
+
+
+def test_namespace_labels_select_pools_and_a_label_change_is_noticed(env: Env):
+    from tests.k8s.controller_support import namespace
+
+    namespace(env.admin, "shop")
+    pool(
+        env.admin,
+        "team-a",
+        ["198.18.100.0/28"],
+        serviceAllocation={"namespaceSelectors": [{"matchLabels": {"team": "a"}}]},
+    )
+    service(env.admin, "web", "shop")
+    wait_condition(env.admin, "web", "NoMatchingPool", "shop")
+    env.admin.patch("/api/v1/namespaces/shop", {"metadata": {"labels": {"team": "a"}}})
+    assert wait_addresses(env.admin, "web", "shop") == ["198.18.100.0"]
