@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbd.core.election import Decision, NodeView, decide
+from lbd.core.election import Decision, NodeView, ServiceView, decide
 from lbd.k8s.speaker_convert import (
     NO_ENDPOINTS,
     ClusterView,
@@ -85,6 +85,50 @@ def node_views(
     return views, errors
 
 
+@dataclass
+class PlanCache:
+    """Results of the last pass that the next one may reuse (one per reconciler).
+
+    A pass over 1 000 Services and 10 nodes costs about 60 ms, half of it converting Service
+    dicts and half deciding. Informer objects are replaced, never mutated, so a Service whose
+    resourceVersion, endpoints and pool labels are unchanged has the same view; a view decided
+    against the same nodes and advertisements has the same decision. With the cache, an
+    EndpointSlice update costs one conversion and one decision instead of a thousand, while the
+    result stays exactly what :func:`make_plan` computes without it (a test checks).
+    """
+
+    views: dict[str, tuple[tuple[Any, ...], ServiceView]] = field(default_factory=dict)
+    decisions: dict[ServiceView, Decision] = field(default_factory=dict)
+    context: tuple[Any, ...] | None = None  # (nodes, advertisements) the decisions assume
+
+
+def _service_view(
+    svc: Obj,
+    key: str,
+    snap: Snapshot,
+    *,
+    lb_class: str | None,
+    cache: PlanCache | None,
+    seen: dict[str, tuple[tuple[Any, ...], ServiceView]],
+) -> ServiceView | None:
+    """The Service's view, or None when it is not ours to announce (raises ConversionError)."""
+    endpoints = snap.endpoints.get(key, NO_ENDPOINTS)
+    pool = service_pool(svc)
+    pool_labels = snap.pool_labels.get(pool, {}) if pool else {}
+    rv = (svc.get("metadata") or {}).get("resourceVersion")
+    fingerprint = (rv, endpoints, tuple(sorted(pool_labels.items())))
+    if cache is not None and rv:
+        hit = cache.views.get(key)
+        if hit is not None and hit[0] == fingerprint:
+            seen[key] = hit
+            return hit[1]
+    if not is_announceable(svc, lb_class) or not service_vips(svc):
+        return None
+    view = service_view(svc, endpoints=endpoints, pool_labels=pool_labels)
+    seen[key] = (fingerprint, view)
+    return view
+
+
 def make_plan(
     snap: Snapshot,
     *,
@@ -92,27 +136,31 @@ def make_plan(
     alive: Mapping[str, frozenset[str]],
     lb_class: str | None,
     resolve_interfaces: InterfaceResolver,
+    cache: PlanCache | None = None,
 ) -> Plan:
     """Decide every Service; collect the VIPs and Services this node owns."""
     nodes, errors = node_views(snap.nodes, self_name=self_name, alive=alive)
+    ads = tuple(snap.advertisements)
+    context = (frozenset(nodes), frozenset(ads))
+    known: dict[ServiceView, Decision] = {}
+    if cache is not None and cache.context == context:
+        known = cache.decisions
+    seen_views: dict[str, tuple[tuple[Any, ...], ServiceView]] = {}
+    used: dict[ServiceView, Decision] = {}
     decisions: dict[str, Decision] = {}
     owned: dict[str, tuple[str, ...]] = {}
     ownerships: dict[str, Ownership] = {}
     for svc in snap.services:
         key = object_key(svc)
         try:
-            if not is_announceable(svc, lb_class) or not service_vips(svc):
-                continue
-            pool = service_pool(svc)
-            view = service_view(
-                svc,
-                endpoints=snap.endpoints.get(key, NO_ENDPOINTS),
-                pool_labels=snap.pool_labels.get(pool, {}) if pool else {},
-            )
+            view = _service_view(svc, key, snap, lb_class=lb_class, cache=cache, seen=seen_views)
         except ConversionError as exc:
             errors[key] = str(exc)
             continue
-        decision = decide(view, nodes, snap.advertisements)
+        if view is None:
+            continue
+        decision = known[view] if view in known else decide(view, nodes, ads)
+        used[view] = decision
         decisions[key] = decision
         if decision.owner != self_name:
             continue
@@ -132,4 +180,6 @@ def make_plan(
             vips=view.vips,
             interfaces=tuple(sorted(interfaces)),
         )
+    if cache is not None:
+        cache.views, cache.decisions, cache.context = seen_views, used, context
     return Plan(decisions=decisions, owned=owned, ownerships=ownerships, errors=errors)

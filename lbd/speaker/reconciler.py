@@ -14,8 +14,9 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
   ``lbd_speaker_announced`` and the ARP/NDP counters).
 
 Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
-not a thousand. A periodic pass (``resync``) guards against a missed wake-up; it costs CPU
-only, never an API write, because every output is compared with the last one.
+not a thousand. A periodic pass (``resync``, 30 s) guards against a missed wake-up; it costs
+CPU only (about 60 ms for 1 000 Services and 10 nodes here), never an API write, because every
+output is compared with the last one.
 
 Start-up grace: until membership has run for ``warmup`` seconds (about ``--dead-after``), this
 node has not yet heard its peers and would believe it is alone; announcing then would steal every
@@ -38,7 +39,7 @@ from lbd.k8s.speaker_convert import peers_from_nodes
 from lbd.k8s.speaker_status import EventSpec, Ownership
 from lbd.metrics import SpeakerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
-from lbd.speaker.plan import EMPTY_PLAN, Plan, Snapshot, make_plan
+from lbd.speaker.plan import EMPTY_PLAN, Plan, PlanCache, Snapshot, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Reconciler:
         metrics: SpeakerMetrics,
         clock: Clock = SYSTEM_CLOCK,
         warmup: float = 0.0,
-        resync: float = 5.0,
+        resync: float = 30.0,
         conflict_grace: float = 1.0,
     ) -> None:
         self.node = node_name
@@ -131,6 +132,7 @@ class Reconciler:
         self._gained_at: dict[str, float] = {}
         self.conflict_grace = conflict_grace
         self.plan: Plan = EMPTY_PLAN
+        self._cache = PlanCache()
         self.passes = 0
         self.first_pass_done = threading.Event()
 
@@ -225,6 +227,7 @@ class Reconciler:
             alive=alive,
             lb_class=self.lb_class,
             resolve_interfaces=self.links.resolve,
+            cache=self._cache,
         )
         for key, why in plan.errors.items():
             if key not in self.plan.errors:

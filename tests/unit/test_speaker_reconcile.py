@@ -15,7 +15,7 @@ from lbd.k8s.speaker_convert import EndpointSummary
 from lbd.k8s.speaker_status import EventSpec, Ownership
 from lbd.metrics import SpeakerMetrics
 from lbd.runtime.clock import FakeClock
-from lbd.speaker.plan import Snapshot, make_plan
+from lbd.speaker.plan import PlanCache, Snapshot, make_plan
 from lbd.speaker.reconciler import Reconciler
 from tests.unit.test_speaker_convert import node, service
 
@@ -129,6 +129,35 @@ def test_advertisement_interfaces_and_etp_local() -> None:
     )
     assert plan.decisions["ns/web"].owner == "n3"
     assert plan.owned == {VIP: ("eth1",)}
+
+
+def test_cached_passes_give_exactly_the_uncached_result() -> None:
+    svcs = [service(f"s{i}", ips=(f"198.18.100.{i}",)) for i in range(1, 40)]
+    for i, svc in enumerate(svcs):
+        svc["metadata"]["resourceVersion"] = str(i)
+    snap = snapshot(*svcs)
+    cache = PlanCache()
+
+    def both(snap: Snapshot, alive: tuple[str, ...] = NODES) -> None:
+        args = {
+            "self_name": "n1",
+            "alive": {n: frozenset({"eth0"}) for n in alive},
+            "lb_class": None,
+            "resolve_interfaces": default_rule,
+        }
+        assert make_plan(snap, cache=cache, **args) == make_plan(snap, **args)  # type: ignore[arg-type]
+
+    both(snap)
+    both(snap)  # all from the cache
+    both(snap, alive=("n1", "n3"))  # membership changed: decisions recomputed
+    # one Service changes its endpoints (same resourceVersion), another its VIP (new version)
+    endpoints = dict(snap.endpoints)
+    endpoints["ns/s3"] = EndpointSummary(False, frozenset())
+    changed = svcs[4] | {"metadata": {**svcs[4]["metadata"], "resourceVersion": "99"}}
+    changed["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.100.200"}]}}
+    services = [changed if s is svcs[4] else s for s in svcs]
+    both(Snapshot(snap.nodes, services, endpoints, {}, snap.advertisements))
+    assert set(cache.views) == {f"ns/s{i}" for i in range(1, 40)}
 
 
 # --- reconciler ------------------------------------------------------------------------------
