@@ -292,3 +292,33 @@ def test_dual_stack_service_gets_two_families(v1: Any) -> None:
     svc = _svc(v1, ipFamilyPolicy="PreferDualStack")
     assert svc.spec.ip_families == ["IPv4", "IPv6"]
     assert len(svc.spec.cluster_ips) == 2 and ":" in svc.spec.cluster_ips[1]
+
+
+def test_deleting_an_owner_collects_its_dependents(v1: Any) -> None:
+    svc = _svc(v1)
+    other = _svc(v1, "other")
+
+    def ref(owner: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": owner.metadata.name,
+            "uid": owner.metadata.uid,
+        }
+
+    def cm(name: str, *owners: Any, finalizers: tuple[str, ...] = ()) -> None:
+        meta = {"name": name, "ownerReferences": [ref(o) for o in owners]}
+        if finalizers:
+            meta["finalizers"] = list(finalizers)
+        v1.create_namespaced_config_map("default", {"metadata": meta})
+
+    cm("only-web", svc)
+    cm("two-owners", svc, other)
+    cm("held", svc, finalizers=("x",))
+    v1.delete_namespaced_service("web", "default")
+    names = {c.metadata.name for c in v1.list_namespaced_config_map("default").items}
+    assert names == {"two-owners", "held"}
+    assert v1.read_namespaced_config_map("held", "default").metadata.deletion_timestamp
+    v1.delete_namespaced_service("other", "default")
+    names = {c.metadata.name for c in v1.list_namespaced_config_map("default").items}
+    assert names == {"held"}

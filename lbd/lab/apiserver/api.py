@@ -7,7 +7,10 @@ only ``status`` and a write to the main resource never changes ``status`` (when 
 a status subresource); ``metadata.generation`` counts changes outside metadata and status;
 a delete of an object with finalizers only sets ``deletionTimestamp`` and the object disappears
 when its last finalizer is removed; a write that changes nothing is a no-op that keeps the
-resourceVersion and emits no watch event.
+resourceVersion and emits no watch event. Deleting an owner deletes the objects whose
+``ownerReferences`` name it once none of their owners is left (the garbage collector's
+background propagation, done synchronously); a dependent created with an owner that is
+already gone is not collected.
 
 Every read-modify-write happens under the store lock, so concurrent writers are serialised the
 way etcd's compare-and-swap serialises them, and a stale writer gets 409 instead of winning.
@@ -490,6 +493,7 @@ class Api:
         if old_meta.get("deletionTimestamp") and not meta.get("finalizers"):
             stored = self.store.remove(rt.key, key, new)
             self._after_write(rt, stored, deleted=True)
+            self._collect_garbage(stored)
             self._namespace_emptied(key[0])
             return stored
         stored = self.store.put(rt.key, key, new, "MODIFIED")
@@ -546,8 +550,29 @@ class Api:
             meta["resourceVersion"] = str(self.store.next_rv())
             stored = self.store.remove(rt.key, key, obj)
             self._after_write(rt, stored, deleted=True)
+            self._collect_garbage(stored)
             self._namespace_emptied(key[0])
             return True, stored
+
+    def _collect_garbage(self, owner: Stored) -> None:
+        """Delete the dependents of a deleted owner (background propagation, done at once).
+
+        Like the garbage collector, a dependent goes only when none of its owners is left; its
+        own finalizers are honoured (it gets a deletionTimestamp instead).
+        """
+        uid = owner.obj["metadata"].get("uid", "")
+        for gr, (ns, name) in self.store.dependents(uid):
+            dependent = self.store.get(gr, (ns, name))
+            rtype = self.registry.storage_version(*gr)
+            if dependent is None or rtype is None:
+                continue
+            refs = dependent.obj["metadata"].get("ownerReferences") or []
+            if any(self.store.is_live(r.get("uid", "")) for r in refs if isinstance(r, dict)):
+                continue
+            try:
+                self.delete(rtype, ns, name)
+            except ApiError:
+                continue
 
     def _delete_namespace(self, rt: ResourceType, old: Stored) -> tuple[bool, Stored]:
         """Mark the namespace Terminating, delete its content; it goes when it is empty."""
@@ -581,7 +606,7 @@ class Api:
             return
         obj = ns.copy()
         obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
-        self.store.remove(NS_GR, ("", namespace), obj)
+        self._collect_garbage(self.store.remove(NS_GR, ("", namespace), obj))
 
     def delete_collection(
         self, rt: ResourceType, namespace: str | None, selector: Selector

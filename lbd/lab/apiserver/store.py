@@ -87,6 +87,9 @@ class Store:
         self._history: deque[WatchEvent] = deque(maxlen=max(1, history_size))
         self._compacted = 0  # highest rv evicted from history
         self._watchers: dict[GroupResource, set[Watcher]] = {}
+        # for the garbage collector: live uids, and owner uid -> dependents
+        self._uids: dict[str, tuple[GroupResource, ObjectKey]] = {}
+        self._dependents: dict[str, set[tuple[GroupResource, ObjectKey]]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -135,6 +138,7 @@ class Store:
             table = self._objects.setdefault(gr, {})
             old = table.get(key)
             table[key] = stored
+            self._index(gr, key, old, stored)
             self._emit(WatchEvent(stored.rv, event, gr, key[0], stored, old))
             return stored
 
@@ -143,6 +147,7 @@ class Store:
         with self.lock:
             table = self._objects.get(gr, {})
             old = table.pop(key, None)
+            self._index(gr, key, old, None)
             stored = Stored.of(final)
             self._emit(WatchEvent(stored.rv, "DELETED", gr, key[0], stored, old))
             return stored
@@ -158,6 +163,33 @@ class Store:
                 out.append(self.remove(gr, key, obj))
             self._objects.pop(gr, None)
             return out
+
+    def _index(
+        self, gr: GroupResource, key: ObjectKey, old: Stored | None, new: Stored | None
+    ) -> None:
+        ref = (gr, key)
+        if old is not None:
+            self._uids.pop(old.obj["metadata"].get("uid", ""), None)
+            for owner in _owner_uids(old.obj):
+                deps = self._dependents.get(owner)
+                if deps is not None:
+                    deps.discard(ref)
+                    if not deps:
+                        del self._dependents[owner]
+        if new is not None:
+            uid = new.obj["metadata"].get("uid")
+            if uid:
+                self._uids[uid] = ref
+            for owner in _owner_uids(new.obj):
+                self._dependents.setdefault(owner, set()).add(ref)
+
+    def is_live(self, uid: str) -> bool:
+        return uid in self._uids
+
+    def dependents(self, uid: str) -> list[tuple[GroupResource, ObjectKey]]:
+        """Objects that name ``uid`` among their ownerReferences."""
+        with self.lock:
+            return sorted(self._dependents.get(uid, ()))
 
     def _emit(self, ev: WatchEvent) -> None:
         if len(self._history) == self._history.maxlen:
@@ -212,6 +244,11 @@ class Store:
     def watcher_count(self) -> int:
         with self.lock:
             return sum(len(ws) for ws in self._watchers.values())
+
+
+def _owner_uids(obj: dict[str, Any]) -> list[str]:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return [r["uid"] for r in refs if isinstance(r, dict) and isinstance(r.get("uid"), str)]
 
 
 class TooOldError(Exception):
