@@ -48,6 +48,27 @@ def test_round_trip() -> None:
     assert wire(h) == h
 
 
+NAMES = st.text(min_size=1, max_size=20).filter(lambda n: len(n.encode()) <= 253)
+
+
+@settings(deadline=None)  # timing varies on a loaded CI machine
+@given(
+    node=NAMES,
+    boot=st.binary(min_size=16, max_size=16),
+    seq=st.integers(0, 2**64 - 1),
+    leaving=st.booleans(),
+    ifaces=st.frozensets(
+        st.text(min_size=1, max_size=15).filter(lambda n: len(n.encode()) <= 255), max_size=8
+    ),
+)
+def test_any_heartbeat_round_trips(
+    node: str, boot: bytes, seq: int, leaving: bool, ifaces: frozenset[str]
+) -> None:
+    status = PeerStatus.LEAVING if leaving else PeerStatus.ALIVE
+    h = Heartbeat(node, boot, seq, status, ifaces)
+    assert decode(encode(h, KEY), KEY) == h
+
+
 def test_wrong_key_is_rejected() -> None:
     assert wire(hb(1), key=b"x" * 32) is HeartbeatDrop.BAD_MAC
 
