@@ -136,18 +136,15 @@ def node_internal_ip(node: Obj, *, family: int | None = None) -> str | None:
     return None
 
 
-def peers_from_nodes(nodes: Iterable[Obj], *, self_name: str) -> dict[str, str]:
+def peers_from_nodes(
+    nodes: Iterable[Obj], *, self_name: str, family: int | None = 4
+) -> dict[str, str]:
     """``{node name: InternalIP}`` of every other Node: the speakers to send heartbeats to.
 
-    The family of this node's own InternalIP is preferred, so a dual-stack cluster heartbeats
-    over one family. A Node without a speaker never answers and so is simply never alive.
+    An InternalIP of ``family`` is preferred (heartbeats go over IPv4 by default, so an
+    IPv6-first dual-stack Node still gets its IPv4 address), else the first one. A Node without
+    a speaker never answers and so is simply never alive; one without an address is left out.
     """
-    nodes = list(nodes)
-    family: int | None = None
-    for node in nodes:
-        if _meta(node).get("name") == self_name:
-            mine = node_internal_ip(node)
-            family = ipaddress.ip_address(mine).version if mine else None
     peers: dict[str, str] = {}
     for node in nodes:
         name = str(_meta(node).get("name") or "")

@@ -166,9 +166,13 @@ def test_internal_ip_by_family_and_peers_skip_self() -> None:
     dual = node("n2", ips=("2001:db8:18::12", "198.18.0.12"))
     assert node_internal_ip(dual) == "2001:db8:18::12"
     assert node_internal_ip(dual, family=4) == "198.18.0.12"
-    nodes = [node("n1", ips=("198.18.0.11",)), dual, node("n3", ips=())]
-    # same family as this node's own address; a node without an address gets no heartbeats
-    assert peers_from_nodes(nodes, self_name="n1") == {"n2": "198.18.0.12"}
+    v6only = node("n4", ips=("2001:db8:18::14",))
+    nodes = [node("n1", ips=("198.18.0.11",)), dual, node("n3", ips=()), v6only]
+    # heartbeats go over IPv4 when the node has it; a node without an address gets none
+    assert peers_from_nodes(nodes, self_name="n1") == {
+        "n2": "198.18.0.12",
+        "n4": "2001:db8:18::14",
+    }
 
 
 # --- Services --------------------------------------------------------------------------------
