@@ -27,6 +27,7 @@ it hold ``_lock``, which is never held across an API request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -587,6 +588,13 @@ class Controller:
         if pool is None:
             with self._lock:
                 self._pool_written.pop(name, None)
+            for family in ("ipv4", "ipv6"):  # a deleted pool leaves no stale series behind
+                for gauge in (
+                    self.metrics.pool_addresses_total,
+                    self.metrics.pool_addresses_assigned,
+                ):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(name, family)
             return
         now = self.clock.monotonic()
         with self._lock:
