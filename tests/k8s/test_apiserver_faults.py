@@ -156,3 +156,14 @@ def test_server_survives_faults_and_keeps_objects(lab_api: LabApiServer, v1: Any
     fresh: Any = client.CoreV1Api(api_client(lab_api))
     assert fresh.read_namespaced_config_map("keep", "default").metadata.name == "keep"
     assert lab_api.internal_errors == []
+
+
+def test_hang_outage_stalls_requests_then_serves_them(lab_api: LabApiServer, v1: Any) -> None:
+    v1.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+    lab_api.outage(0.5, mode="hang")
+    with pytest.raises(urllib3.exceptions.HTTPError):  # a client that gives up first
+        v1.read_namespaced_config_map("c", "default", _request_timeout=0.2)
+    t0 = time.monotonic()
+    got = v1.read_namespaced_config_map("c", "default", _request_timeout=5)
+    assert got.metadata.name == "c"
+    assert time.monotonic() - t0 < 1.0

@@ -4,8 +4,11 @@
   code (500, 429 with ``Retry-After``, 409 ...), optionally only for one verb and/or paths that
   contain a substring.
 - :meth:`Faults.add_latency`: every matching request waits that long before it is served.
-- outage (driven by the server, see ``LabApiServer.outage``): for T seconds new connections are
-  reset and open ones (watches included) are cut, then the server answers again.
+- outage (driven by the server, see ``LabApiServer.outage``) for T seconds, in one of two
+  modes (:class:`OutageMode`): ``REFUSE`` (the process died: open connections, watches included, are
+  cut and new ones reset) or ``HANG`` (the network partitioned: requests and watch streams
+  stall, and whatever is still waiting is served when the outage ends, unless the client gave
+  up first).
 - close all watches (``LabApiServer.close_watches``).
 
 Faults are data (:class:`FailRule`, :class:`LatencyRule`); time comes from the injected
@@ -14,6 +17,7 @@ Faults are data (:class:`FailRule`, :class:`LatencyRule`); time comes from the i
 
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +48,11 @@ class LatencyRule:
 _ALLOWED_CODES = (409, 429, 500, 502, 503, 504)
 
 
+class OutageMode(enum.StrEnum):
+    REFUSE = "refuse"
+    HANG = "hang"
+
+
 class Faults:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -51,6 +60,7 @@ class Faults:
         self._fail: list[list[Any]] = []  # [rule, remaining]
         self._latency: list[LatencyRule] = []
         self._outage_until = 0.0
+        self.outage_mode = OutageMode.REFUSE
         self.injected = 0
 
     def fail_next(
@@ -71,11 +81,20 @@ class Faults:
         with self._lock:
             self._latency.append(LatencyRule(seconds, verb, path))
 
-    def start_outage(self, seconds: float) -> None:
+    def start_outage(self, seconds: float, mode: OutageMode = OutageMode.REFUSE) -> None:
         if seconds <= 0:
             raise ValueError(f"seconds: must be > 0, got {seconds}")
         with self._lock:
+            self.outage_mode = OutageMode(mode)
             self._outage_until = self._clock.monotonic() + seconds
+
+    def refusing(self) -> bool:
+        return self.outage_mode is OutageMode.REFUSE and self.in_outage()
+
+    def wait_while_hanging(self) -> None:
+        """Block while a HANG outage lasts (polling the clock in small steps)."""
+        while self.outage_mode is OutageMode.HANG and self.in_outage():
+            self._clock.sleep(min(0.05, max(self._outage_until - self._clock.monotonic(), 0.0)))
 
     def in_outage(self) -> bool:
         return self._clock.monotonic() < self._outage_until

@@ -249,10 +249,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         lab = self.lab
-        if lab.faults.in_outage():
+        if lab.faults.refusing():
             self.close_connection = True
             lab.abort(self.connection)
             return
+        lab.faults.wait_while_hanging()
         lab.count_request()
         raw = b""
         try:
@@ -545,9 +546,11 @@ class Handler(BaseHTTPRequestHandler):
                 if ev is CLOSE:
                     break
                 if isinstance(ev, WatchEvent):
+                    lab.faults.wait_while_hanging()
                     self._send_event(rt, selector, ev)
                     sent_rv = ev.rv
                     continue
+                lab.faults.wait_while_hanging()
                 if bookmarks and time.monotonic() >= next_bookmark:
                     # a bookmark must not claim a version whose events are still queued
                     with lab.store.lock:

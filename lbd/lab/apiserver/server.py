@@ -16,8 +16,9 @@ The server owns a :class:`~lbd.lab.apiserver.store.Store`, the resource
 use ``/_lab/faults``.
 
 Outages are implemented at the socket level so clients see what they would see when a real API
-server goes away: open connections (watches included) are shut down, and connections made
-during the outage are reset right after ``accept``; afterwards everything works again.
+server goes away: in ``refuse`` mode open connections (watches included) are shut down and
+connections made during the outage are reset right after ``accept``; in ``hang`` mode requests
+and watch streams stall. Afterwards everything works again.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import yaml
 
 from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.errors import ApiError
-from lbd.lab.apiserver.faults import Faults
+from lbd.lab.apiserver.faults import Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
@@ -73,7 +74,7 @@ class _HttpServer(ThreadingHTTPServer):
         super().__init__(addr, handler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        if self.lab.faults.in_outage():
+        if self.lab.faults.refusing():
             self.lab.abort(request)
             return False
         return True
@@ -308,12 +309,19 @@ class LabApiServer:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""
         return self.store.close_watchers()
 
-    def outage(self, seconds: float) -> None:
-        """Stop answering for ``seconds``: cut open connections, reset new ones, then recover."""
-        self.faults.start_outage(seconds)
-        self.store.close_watchers()
-        if self._httpd is not None:
-            self._cut_connections(self._httpd)
+    def outage(self, seconds: float, mode: OutageMode | str = OutageMode.REFUSE) -> None:
+        """Stop answering for ``seconds``, then recover.
+
+        ``refuse``: cut open connections (watches included) and reset new ones, like a crashed
+        server. ``hang``: accept but do not answer, and stall watch streams, like a network
+        partition; what is still waiting afterwards is served.
+        """
+        mode = OutageMode(mode)
+        self.faults.start_outage(seconds, mode)
+        if mode is OutageMode.REFUSE:
+            self.store.close_watchers()
+            if self._httpd is not None:
+                self._cut_connections(self._httpd)
 
     def reset_faults(self) -> None:
         self.faults.reset()
@@ -332,7 +340,8 @@ class LabApiServer:
             return {"closed": self.close_watches()}
         elif action == "outage":
             # answer first: the outage would cut this very connection
-            timer = threading.Timer(0.05, self.outage, args=(float(spec["seconds"]),))
+            seconds, mode = float(spec["seconds"]), OutageMode(spec.get("mode", "refuse"))
+            timer = threading.Timer(0.05, self.outage, args=(seconds, mode))
             timer.daemon = True
             timer.start()
         elif action == "reset":
