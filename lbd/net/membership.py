@@ -40,6 +40,7 @@ from lbd.core.membership import (
     encode,
 )
 from lbd.metrics import SpeakerMetrics
+from lbd.net.priority import raise_thread_priority
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Membership:
         clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[], None] | None = None,
         metrics: SpeakerMetrics | None = None,
+        rt_priority: int | None = 1,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"heartbeat interval: must be > 0 s, got {interval}")
@@ -105,6 +107,7 @@ class Membership:
         self.clock = clock
         self.on_change = on_change
         self.metrics = metrics
+        self.rt_priority = rt_priority  # a starved sender would be declared dead by its peers
         self._key = key
         self._bind = bind
         self._boot_id = os.urandom(16)
@@ -216,6 +219,7 @@ class Membership:
                 self.send_errors += 1
 
     def _send_loop(self) -> None:
+        raise_thread_priority(self.rt_priority)
         while not self._stop.is_set():
             self._send_all(PeerStatus.ALIVE)
             self._send_now.wait(self.interval)
@@ -224,6 +228,7 @@ class Membership:
     def _recv_loop(self) -> None:
         assert self._sock is not None
         sock = self._sock
+        raise_thread_priority(self.rt_priority)
         while not self._stop.is_set():
             with self._lock:
                 expiry = self._table.next_expiry(self.clock.monotonic())

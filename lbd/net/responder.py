@@ -26,7 +26,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import os
 import queue
 import socket
 import struct
@@ -40,6 +39,7 @@ from lbd.core import arp, ndp
 from lbd.core.garp import GarpPlan, GarpScheduler
 from lbd.metrics import SpeakerMetrics
 from lbd.net.packet import open_packet_socket, set_multicast, take_drops
+from lbd.net.priority import raise_thread_priority
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -185,28 +185,8 @@ class _Port:
         except OSError:
             return True
 
-    def _raise_priority(self) -> None:
-        """Make this thread wake first when a request arrives (best effort).
-
-        On a busy node a normal thread may wait milliseconds for a CPU after its packet
-        arrived, while the kernel answers ARP for its own addresses in softirq context within
-        microseconds. A real-time round-robin priority (or at least a lower nice value) closes
-        most of that gap; the thread sleeps in ``recv`` otherwise, and the kernel's real-time
-        throttling still leaves 5 % of a CPU to others under a flood. Needs CAP_SYS_NICE.
-        """
-        prio = self.owner.rt_priority
-        if prio is None:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(prio))
-            return
-        except (OSError, AttributeError):
-            pass
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
-
     def _run(self) -> None:
-        self._raise_priority()
+        raise_thread_priority(self.owner.rt_priority)
         while not self._stop.is_set():
             if not self._open():
                 self._stop.wait(self.owner.reopen_delay)
