@@ -205,4 +205,6 @@ def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("forward", help="(lab internal) forward a host socket into the lab")
     p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
     p.add_argument("--to", required=True, help="ADDR:PORT to connect to (in this namespace)")
+    p.add_argument("--tls-cert", help="serve TLS on the host side with this certificate")
+    p.add_argument("--tls-key", help="... and this key")
     p.set_defaults(func=_lazy("lbd.lab.forward"))

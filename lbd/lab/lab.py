@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 
 from lbd.lab import supervisor, topology
+from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.lab.layout import API_IPV4, API_PORT, POOL4, POOL6, Layout, Member, plan
 from lbd.lab.netns import call_in_netns, kill_all, pids_with_marker
 from lbd.lab.supervisor import ProcSpec, SupervisorError
@@ -135,12 +137,15 @@ def _lbd(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "lbd", *args)
 
 
-def _kubeconfig(server: str, token: str, user: str) -> str:
+def _kubeconfig(server: str, token: str, user: str, ca_pem: bytes | None = None) -> str:
+    cluster: dict[str, Any] = {"server": server}
+    if ca_pem is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     return yaml.safe_dump(
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "lab", "cluster": {"server": server}}],
+            "clusters": [{"name": "lab", "cluster": cluster}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
             "current-context": "lab",
@@ -192,7 +197,16 @@ def _process_plan(
         ),
         ProcSpec(
             "forward",
-            _lbd("lab", "forward", "--to", f"{API_IPV4}:{API_PORT}"),
+            _lbd(
+                "lab",
+                "forward",
+                "--to",
+                f"{API_IPV4}:{API_PORT}",
+                "--tls-cert",
+                str(lab_dir / "tls" / "tls.crt"),
+                "--tls-key",
+                str(lab_dir / "tls" / "tls.key"),
+            ),
             netns=cp,
             pass_listener=True,
             autostart=True,
@@ -289,6 +303,17 @@ def _write_manifests(out: Path, crds: Path) -> None:
         (out / f"{i:02d}-{path.name}").write_text(path.read_text())
 
 
+def _host_tls(out: Path) -> TlsFiles:
+    """A self-signed certificate for the host side of the API forwarder (127.0.0.1)."""
+    made = make_self_signed("127.0.0.1")
+    out.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(out, out / "tls.crt", out / "tls.key")
+    files.cert.write_bytes(made.cert.read_bytes())
+    _write_private(files.key, made.key.read_text())
+    shutil.rmtree(made.directory, ignore_errors=True)
+    return files
+
+
 def _write_private(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o600)
@@ -353,6 +378,7 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
             lab_dir / f"{who}.kubeconfig", _kubeconfig(layout.api_url, tokens[who], f"lbd-{who}")
         )
     _write_manifests(lab_dir / "manifests", opts.crds)
+    tls = _host_tls(lab_dir / "tls")
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     _write_private(lab_dir / "membership.key", key + "\n")
     procs, notes = _process_plan(layout, lab_dir, opts, tokens, _available_commands())
@@ -370,8 +396,11 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     say("starting supervisor, API server and host forwarder")
     supervisor.launch(lab_dir, layout.prefix)
     status = supervisor.request(layout.prefix, "status")
-    host_url = f"http://127.0.0.1:{status['forward_port']}"
-    _write_private(lab_dir / "kubeconfig-host", _kubeconfig(host_url, tokens["admin"], "admin"))
+    host_url = f"https://127.0.0.1:{status['forward_port']}"
+    _write_private(
+        lab_dir / "kubeconfig-host",
+        _kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
+    )
 
     from lbd.lab import bootstrap
 

@@ -196,7 +196,7 @@ class Supervisor:
         except (OSError, ValueError):
             return
         lab["pids"] = {"supervisor": os.getpid(), **pids}
-        lab.setdefault("api", {})["host_url"] = f"http://127.0.0.1:{self.forward_port}"
+        lab.setdefault("api", {})["host_url"] = f"https://127.0.0.1:{self.forward_port}"
         for node in lab.get("nodes", []):
             node["speaker_pid"] = pids.get(f"speaker-{node['name']}")
         tmp = path.with_suffix(".tmp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -307,3 +308,15 @@ def test_down_leaves_nothing_and_tolerates_a_crashed_supervisor(lab_factory):
     report = down(prefix=lab.prefix, lab_dir=lab.dir)
     assert len(report.namespaces) == 4
     assert_nothing_left(lab.prefix)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_on_the_host_works_with_the_host_kubeconfig(lab: Lab) -> None:
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", str(lab.host_kubeconfig), "get", "nodes", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert out.stdout.split() == ["node/n1", "node/n2"]
