@@ -249,3 +249,62 @@ def test_printer_column_json_paths() -> None:
     assert _path(obj, ".status.conditions[*].type") == "A,Ready"
     assert _path(obj, ".status.conditions[0].status") == "F"
     assert _path(obj, ".spec.missing") is None
+
+
+def test_tables_for_kubectl_get() -> None:
+    from lbd.lab.apiserver.resources import Registry
+    from lbd.lab.apiserver.tables import table
+
+    reg = Registry()
+    svc_rt = reg.lookup("", "v1", "services")
+    assert svc_rt is not None
+    svc = {
+        "metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "198.19.0.2", "ports": [{"port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1"}]}},
+    }
+    out = table(svc_rt, [svc], "5")
+    names = [c["name"] for c in out["columnDefinitions"]]
+    assert names == ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]
+    assert out["rows"][0]["cells"][:5] == [
+        "web",
+        "LoadBalancer",
+        "198.19.0.2",
+        "198.18.100.1",
+        "80/TCP",
+    ]
+    ev_rt = reg.lookup("", "v1", "events")
+    assert ev_rt is not None
+    ev = {
+        "metadata": {"name": "e"},
+        "involvedObject": {"kind": "Service", "name": "web"},
+        "type": "Warning",
+        "reason": "AllocationFailed",
+        "message": "no pool",
+    }
+    assert table(ev_rt, [ev], "5")["rows"][0]["cells"][:5] == [
+        "e",
+        "Warning",
+        "AllocationFailed",
+        "service/web",
+        "no pool",
+    ]
+
+
+def test_cli_arguments() -> None:
+    import argparse
+
+    from lbd.lab.apiserver.cli import _listen, _token
+
+    assert _listen("198.18.0.1:6443") == ("198.18.0.1", 6443)
+    assert _listen("[2001:db8::1]:6443") == ("2001:db8::1", 6443)
+    assert _token("t=system:serviceaccount:lbd-system:lbd-speaker,g1,g2") == (
+        "t",
+        "system:serviceaccount:lbd-system:lbd-speaker",
+        ["g1", "g2"],
+    )
+    for bad in ("nouser", "=user", "t="):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _token(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _listen("6443")

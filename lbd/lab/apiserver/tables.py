@@ -94,18 +94,49 @@ def _service_cells(obj: dict[str, Any]) -> list[Any]:
     return [spec.get("type", ""), spec.get("clusterIP", ""), external, ports or "<none>"]
 
 
+def _event_cells(obj: dict[str, Any]) -> list[Any]:
+    inv = obj.get("involvedObject") or {}
+    what = f"{str(inv.get('kind', '')).lower()}/{inv.get('name', '')}"
+    return [obj.get("type", ""), obj.get("reason", ""), what, obj.get("message", "")]
+
+
+def _slice_cells(obj: dict[str, Any]) -> list[Any]:
+    ports = ",".join(str(p.get("port", "")) for p in obj.get("ports") or []) or "<unset>"
+    addrs = [a for e in obj.get("endpoints") or [] for a in e.get("addresses") or []]
+    return [obj.get("addressType", ""), ports, ",".join(addrs) or "<unset>"]
+
+
+def _node_cells(obj: dict[str, Any]) -> list[Any]:
+    conds = {
+        c.get("type"): c.get("status") for c in (obj.get("status") or {}).get("conditions") or []
+    }
+    status = {"True": "Ready", "False": "NotReady"}.get(str(conds.get("Ready")), "Unknown")
+    addrs = (obj.get("status") or {}).get("addresses") or []
+    internal = next((a.get("address") for a in addrs if a.get("type") == "InternalIP"), "<none>")
+    return [status, internal]
+
+
+#: (group, kind) -> (column names, cells) for the built-in types kubectl users look at
+_BUILTIN: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {
+    ("", "Service"): (("Type", "Cluster-IP", "External-IP", "Port(s)"), _service_cells),
+    ("", "Event"): (("Type", "Reason", "Object", "Message"), _event_cells),
+    ("", "Node"): (("Status", "Internal-IP"), _node_cells),
+    ("discovery.k8s.io", "EndpointSlice"): (("AddressType", "Ports", "Endpoints"), _slice_cells),
+    ("coordination.k8s.io", "Lease"): (
+        ("Holder",),
+        lambda o: [(o.get("spec") or {}).get("holderIdentity") or ""],
+    ),
+}
+
+
 def table(rt: ResourceType, items: list[dict[str, Any]], resource_version: str) -> dict[str, Any]:
     columns: list[dict[str, Any]] = [
         {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}
     ]
     extra: list[tuple[str, str]] = []
-    if rt.kind == "Service" and not rt.group:
-        extra = [
-            ("Type", "string"),
-            ("Cluster-IP", "string"),
-            ("External-IP", "string"),
-            ("Port(s)", "string"),
-        ]
+    builtin = _BUILTIN.get((rt.group, rt.kind))
+    if builtin is not None:
+        extra = [(name, "string") for name in builtin[0]]
     elif rt.printer_columns:
         extra = [(c["name"], c.get("type", "string")) for c in rt.printer_columns]
     columns += [
@@ -120,8 +151,8 @@ def table(rt: ResourceType, items: list[dict[str, Any]], resource_version: str) 
     rows = []
     for obj in items:
         meta = obj.get("metadata", {})
-        if rt.kind == "Service" and not rt.group:
-            cells = _service_cells(obj)
+        if builtin is not None:
+            cells = builtin[1](obj)
         else:
             cells = [_cell(obj, c) for c in rt.printer_columns]
         tail = [age(meta.get("creationTimestamp"))] if with_age else []
