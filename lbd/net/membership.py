@@ -13,6 +13,9 @@ interfaces changes; it must be quick (the speaker's reconciler only sets a flag)
 
 Errors on the socket (a peer's network unreachable, EINTR, ENETDOWN) are counted and never end
 either thread: membership must outlive anything the network does.
+
+Both threads ask for a real-time priority (:mod:`lbd.net.priority`): a heartbeat sender starved
+of CPU for ``dead_after`` on a busy node would make its peers take its VIPs away.
 """
 
 from __future__ import annotations

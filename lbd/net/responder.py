@@ -14,6 +14,9 @@ Threads:
   :class:`lbd.core.garp.GarpScheduler`, handles conflicts (count, ``on_conflict`` callback,
   re-announce) and copies the counters into :class:`lbd.metrics.SpeakerMetrics` once a second.
 
+Port threads run with a real-time priority when allowed (:mod:`lbd.net.priority`): replies
+must not wait for a CPU on a busy node.
+
 Robustness: malformed frames are just drop reasons; ``EINTR``/``ENETDOWN``/``ENOBUFS`` are
 counted and ignored; an interface that vanishes (its index changes or disappears) makes the port
 close its socket and reopen it by name every ``reopen_delay`` seconds until it is back. Nothing
