@@ -195,3 +195,16 @@ def test_bad_content_length_is_400(lab_api: LabApiServer) -> None:
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
     assert lab_api.internal_errors == []
+
+
+def test_protobuf_body_is_415(lab_api: LabApiServer) -> None:
+    """Imperative kubectl commands (``kubectl create configmap``) send protobuf, which this
+    server does not speak: it says so the way a real server does for an unknown media type."""
+    status, out = _request(
+        lab_api,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        b"k8s\x00\x0a\x0f",
+        "application/vnd.kubernetes.protobuf",
+    )
+    assert (status, out["reason"]) == (415, "UnsupportedMediaType")

@@ -116,6 +116,7 @@ def _truthy(value: str | None) -> bool:
 
 
 _MAX_LINE = 65536
+_BODY_TYPES = ("application/json", "application/yaml", "application/x-yaml", "*/*")
 _MAX_HEADERS = 100
 
 
@@ -213,6 +214,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _decode(self, raw: bytes) -> Any:
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ctype not in _BODY_TYPES:
+            # protobuf and CBOR are not spoken here; clients that offer them fall back to JSON
+            raise errors.unsupported_media_type(ctype, _BODY_TYPES)
         try:
             if ctype in ("application/yaml", "application/x-yaml"):
                 import yaml
