@@ -21,8 +21,13 @@ and only then are Services enqueued for allocation. A restart therefore changes 
 a standby replica that takes over starts from what the Services show, not from its own memory.
 
 Writes: only differences (see :mod:`lbd.k8s.status`), and Events only when a write changed what
-a user sees, so resyncs and restarts emit nothing. The allocator is not thread-safe: calls into
-it hold ``_lock``, which is never held across an API request.
+a user sees, so resyncs and restarts emit nothing. The address (status) is written first; the
+``lbd.io/ip-allocated-from-pool`` annotation in a later pass of the same key, so that after a
+burst every Service has its address before bookkeeping writes compete for the API server. A
+409 Conflict sends the key back to the queue: the decision is made again from the newer object
+(its request may have changed). Watch echoes of our own writes (same resourceVersion) do not
+wake the key again. The allocator is not thread-safe: calls into it hold ``_lock``, which is
+never held across an API request.
 """
 
 from __future__ import annotations
