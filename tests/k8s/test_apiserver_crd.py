@@ -318,3 +318,24 @@ def test_project_crds_load_and_accept_the_example_pool() -> None:
             assert len(listed["items"]) == len(pools)
     finally:
         server.stop()
+
+
+def test_served_versions_share_objects(admin_client: client.ApiClient) -> None:
+    crd = json.loads(json.dumps(GADGET_CRD))
+    v1 = crd["spec"]["versions"][0]
+    crd["spec"]["versions"] = [{**v1, "name": "v1alpha1", "storage": False}, v1]
+    ext: Any = client.ApiextensionsV1Api(admin_client)
+    ext.create_custom_resource_definition(crd)
+    groups: Any = client.ApisApi(admin_client).get_api_versions()
+    group = next(g for g in groups.groups if g.name == GROUP)
+    assert group.preferred_version.version == "v1"
+    assert {v.version for v in group.versions} == {"v1", "v1alpha1"}
+    custom: Any = client.CustomObjectsApi(admin_client)
+    custom.create_cluster_custom_object(
+        GROUP,
+        "v1",
+        "gadgets",
+        {"apiVersion": f"{GROUP}/v1", "kind": "Gadget", "metadata": {"name": "g"}},
+    )
+    old = custom.get_cluster_custom_object(GROUP, "v1alpha1", "gadgets", "g")
+    assert old["apiVersion"] == f"{GROUP}/v1alpha1"  # the None conversion: only apiVersion
