@@ -210,7 +210,11 @@ def decide(svc: ServiceView, nodes: Sequence[NodeView], ads: Sequence[Advertisem
     """Elect the owner of ``svc``'s VIPs among ``nodes``; independent of the input order."""
     reasons: dict[str, Ineligible] = {}
     eligible: dict[str, NodeView] = {}
+    seen: set[str] = set()
     for node in nodes:
+        if node.name in seen:  # two views of one node: which wins would depend on the order
+            raise ValueError(f"nodes: node {node.name!r} appears more than once")
+        seen.add(node.name)
         why = eligibility(node, svc, ads)
         if why is None:
             eligible[node.name] = node

@@ -178,6 +178,11 @@ def test_empty_names_are_rejected() -> None:
         ServiceView(key="", vips=())
 
 
+def test_duplicate_node_views_are_rejected() -> None:
+    with pytest.raises(ValueError, match="'n1' appears more than once"):
+        decide(SVC, [node("n1"), node("n1", alive=False)], ADS)
+
+
 def test_rank_is_ascending_sha256_of_name_hash_key() -> None:
     names = ["a", "b", "c", "d"]
     want = sorted(names, key=lambda n: hashlib.sha256(f"{n}#k".encode()).hexdigest())
