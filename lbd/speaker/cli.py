@@ -130,9 +130,12 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         speaker = Speaker(settings)
-    except ValueError as exc:
+    except ValueError as exc:  # a bad flag value (interval, dead-after, health address)
         log.error(str(exc))
         return 2
+    except Exception as exc:  # no usable kubeconfig / in-cluster config
+        log.error("no usable Kubernetes client configuration", extra={"error": str(exc)})
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -141,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    speaker.start()
+    try:
+        speaker.start()
+    except OSError as exc:  # health or heartbeat port taken, no netlink in this namespace
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
     while not stop.wait(1.0):
         pass
     speaker.stop(grace=HANDOVER_GRACE)
