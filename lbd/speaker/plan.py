@@ -4,7 +4,9 @@
 peers with the interfaces each reported up, and this node's name). It runs
 :func:`lbd.core.election.decide` for every Service - cheap enough to do for all of them on any
 change, which keeps the speaker level-triggered: a plan never depends on which event woke it, so
-a lost or reordered event cannot leave a VIP announced from the wrong node.
+a lost or reordered event cannot leave a VIP announced from the wrong node. A
+:class:`PlanCache` passed along only saves work (unchanged Services are neither converted nor
+decided again); the result is the same with or without it.
 
 Every speaker computes every decision, not just its own, because what the others will do is part
 of the answer (the status writer must know when it stopped being the owner) and because a
@@ -13,7 +15,6 @@ Service's decision is the same on every node that shares the same view.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,6 @@ from lbd.k8s.speaker_convert import (
     service_vips,
 )
 from lbd.k8s.speaker_status import Ownership
-
-log = logging.getLogger(__name__)
 
 Obj = Mapping[str, Any]
 
