@@ -265,3 +265,36 @@ def test_link_down_up_and_a_vanished_interface_do_not_end_the_responder(
     sniffer.join()
     # The new cable got its own gratuitous announcements, with the new MAC.
     assert any(f[22:28] == new_mac for f in garps)
+
+
+def test_a_vip_is_answered_only_on_its_interfaces(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    from tests.netns.conftest import run
+
+    # A second cable straight from node1 to the client, outside the bridge.
+    n1, c = segment["node1"], segment["client"]
+    run("ip", "link", "add", "name", "eth1", "netns", n1.ns, "type", "veth",
+        "peer", "name", "eth1", "netns", c.ns)  # fmt: skip
+    for host in ("node1", "client"):
+        segment.ip(host, "link", "set", "eth1", "up")
+    r = responders["node1"]
+    eth1_mac = bytes.fromhex(
+        segment.ip("node1", "-o", "link", "show", "eth1")
+        .split("link/ether ", 1)[1]
+        .split()[0]
+        .replace(":", "")
+    )
+
+    def ask_on(ifname: str) -> list[bytes]:
+        return segment.call("client", arp_ask, ifname, c.mac, c.ipv4, VIP, 0.3)
+
+    r.set_owned({VIP: ("eth0",)})
+    assert ask_on("eth0") == [n1.mac]
+    assert ask_on("eth1") == []
+    # A new interface gets its port thread (and socket) in the calling thread's namespace.
+    segment.call("node1", r.set_owned, {VIP: ("eth0", "eth1")})
+    assert wait_for(r.ports_ready)
+    assert wait_for(lambda: ask_on("eth1") == [eth1_mac])  # answered with that port's MAC
+    r.set_owned({VIP: ("eth1",)})
+    assert ask_on("eth0") == []
