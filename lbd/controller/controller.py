@@ -482,7 +482,6 @@ class Controller:
             if self._allocator is None:
                 raise NotLeaderError(key)
             held = self._allocator.holding(key)
-        self.metrics.allocation_failures_total.labels(reason="InvalidRequest").inc()
         desired = ServiceStatus(
             addresses=held.addresses if held is not None else (),
             pool=held.pool if held is not None else None,
@@ -490,6 +489,7 @@ class Controller:
         )
         outcome = self._write_service(svc, desired)
         if outcome.wrote and _condition_changed(outcome.before, desired.condition):
+            self.metrics.allocation_failures_total.labels(reason="InvalidRequest").inc()
             self.events.event(svc, EventKind.WARNING, "InvalidRequest", str(err))
             log.warning(
                 "invalid request: %s", err, extra={"service": key, "reason": "InvalidRequest"}
