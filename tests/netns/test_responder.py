@@ -222,6 +222,7 @@ def test_conflicting_mac_is_detected_counted_and_reannounced(
     assert wait_for(lambda: r.stats()["garp_sent"] > garp_before)  # re-announced
 
 
+@pytest.mark.slow  # waits for the 2 s takeover burst, a reopen and a 4 s sniff window
 def test_link_down_up_and_a_vanished_interface_do_not_end_the_responder(
     segment: Segment, responders: dict[str, Responder]
 ) -> None:
