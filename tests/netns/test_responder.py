@@ -222,6 +222,19 @@ def test_conflicting_mac_is_detected_counted_and_reannounced(
     assert wait_for(lambda: r.stats()["garp_sent"] > garp_before)  # re-announced
 
 
+def test_conflicting_neighbor_advertisement_is_detected(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    seen: list[tuple[str, str]] = []
+    r = responders["node1"]
+    r.on_conflict = lambda vip, mac: seen.append((vip, mac))
+    r.set_owned({VIP6: ("eth0",)})
+    rogue = segment["node3"].mac
+    segment.call("node3", send_frames, "eth0", [ndp.unsolicited(ndp.vip_key(VIP6), rogue)])
+    assert wait_for(lambda: bool(seen))
+    assert seen == [(VIP6, ":".join(f"{b:02x}" for b in rogue))]
+
+
 @pytest.mark.slow  # waits for the 2 s takeover burst, a reopen and a 4 s sniff window
 def test_link_down_up_and_a_vanished_interface_do_not_end_the_responder(
     segment: Segment, responders: dict[str, Responder]
