@@ -8,7 +8,8 @@ and its speaker SIGKILLed) and measure
   another node), and
 - the time from the kill until *every* VIP the dead node owned is answered again by another node.
 
-Then the node is restored and the VIPs are given time to return before the next round.
+Then the node is restored, and the next round starts once every VIP is answered by its ranked
+owner again (that time, from the restore, is reported too).
 SPEAKER.md's targets: p99 < 1 s, median < 0.5 s. Prints figures; the last line is one JSON object.
 
     .venv/bin/python tests/bench/bench_failover.py [--nodes 5] [--vips 200] [--rounds 20]
@@ -38,6 +39,16 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def settle(client: str, vips: list[str], expected: dict[str, str], timeout: float) -> float | None:
+    """The time at which every VIP is answered by its ranked owner, or None at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = probe.owners(client, vips, timeout=2.0)
+        if all(now.get(v) == expected[v] for v in vips):
+            return time.monotonic()
+    return None
 
 
 def owners_of(lab: Lab, vips: list[str]) -> dict[str, str]:
@@ -81,6 +92,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
     interruptions: list[float] = []
     all_back: list[float] = []
     misdirected_rounds = 0
+    converge: list[float] = []
     for i in range(rounds):
         vip = vips[(i * 37) % len(vips)]
         # Start every round from what the client sees now; note when it differs from the
@@ -112,12 +124,19 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
         restore_node(lab, owner)
         # Ownership returns to the restored node (stable ranking): wait for that before the next
         # round so each round starts from the same state.
+        restored_at = time.monotonic()
         ranked = [v for v, o in expected.items() if o == owner]
-        returned = probe.first_answers(
-            client, ranked, accept={owner}, since=time.monotonic(), timeout=30.0
-        )
+        returned = probe.first_answers(client, ranked, accept={owner}, since=restored_at)
         if len(returned) != len(ranked):
             print(f"  note: {len(ranked) - len(returned)} VIPs did not return to {owner}")
+        # During the hand-back old and new owner answer for a moment (by design: the returning
+        # node answers before it takes over) and the client may follow either; wait until every
+        # VIP is answered by its ranked owner so each round starts from the steady state.
+        settled = settle(client, vips, expected, timeout=15.0)
+        if settled is None:
+            print(f"  note: ranking not fully restored 15 s after restoring {owner}")
+        else:
+            converge.append(settled - restored_at)
     return {
         "bench": "failover",
         "nodes": len(all_nodes),
@@ -131,6 +150,8 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
         "all_vips_back_p99_s": round(percentile(all_back, 99), 3) if all_back else None,
         "rounds_with_unanswered_vips": rounds - len(all_back),
         "rounds_starting_with_vips_off_ranking": misdirected_rounds,
+        "restore_to_ranking_p50_s": round(statistics.median(converge), 3) if converge else None,
+        "restore_to_ranking_max_s": round(max(converge), 3) if converge else None,
         "target": "p99 < 1 s, median < 0.5 s (SPEAKER.md)",
     }
 
