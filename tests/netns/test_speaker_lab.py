@@ -549,3 +549,18 @@ def test_steady_state_makes_no_api_writes(lab: SpeakerLab) -> None:
     lab.stays(vip, owner, seconds=1.5)
     assert lab.l2_status("steady")["metadata"]["resourceVersion"] == rv
     assert len(lab.k(lab.core.list_namespaced_event, NS).items) == events
+
+
+def test_dual_stack_service_is_announced_from_one_node(lab: SpeakerLab) -> None:
+    vip4, vip6 = "198.18.100.9", "2001:db8::100:9"
+    lab.create_service("dual", [vip4, vip6])
+    owner = lab.ranked(vip4)[0]  # the first VIP is the ranking key for all of them
+    assert lab.ranked(vip6)[0] != owner  # (ranked alone, the IPv6 VIP would go elsewhere)
+    lab.expect_owner(vip4, owner)
+    lab.expect_owner(vip6, owner)
+    status = wait_for(
+        lambda: (s := lab.l2_status("dual")) and s.get("status", {}).get("vips") and s,
+        10,
+        "ServiceL2Status",
+    )
+    assert status["status"]["vips"] == [vip4, vip6]
