@@ -322,3 +322,21 @@ def test_deleting_an_owner_collects_its_dependents(v1: Any) -> None:
     v1.delete_namespaced_service("other", "default")
     names = {c.metadata.name for c in v1.list_namespaced_config_map("default").items}
     assert names == {"held"}
+
+
+def test_leaving_type_load_balancer_clears_ingress_and_node_ports(v1: Any) -> None:
+    _svc(v1)
+    v1.patch_namespaced_service_status(
+        "web",
+        "default",
+        {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1"}]}}},
+        _content_type=MERGE,
+    )
+    svc = v1.patch_namespaced_service(
+        "web", "default", {"spec": {"type": "ClusterIP"}}, _content_type=MERGE
+    )
+    assert svc.spec.type == "ClusterIP"
+    assert not svc.status.load_balancer.ingress
+    assert svc.spec.ports[0].node_port is None
+    assert svc.spec.external_traffic_policy is None
+    assert svc.spec.cluster_ip.startswith("198.19.")

@@ -138,24 +138,44 @@ def prepare_service_create(obj: dict[str, Any], alloc: IpAllocator) -> None:
 
 
 def prepare_service_update(new: dict[str, Any], old: dict[str, Any], alloc: IpAllocator) -> None:
-    """Keep what the server allocated when an update leaves it out (cluster IPs, node ports)."""
+    """Keep what the server allocated when an update leaves it out (cluster IPs, node ports),
+    and drop what no longer applies when ``type`` changes, as the Service registry does: an
+    unchanged ``externalTrafficPolicy``, ``loadBalancerClass`` or
+    ``allocateLoadBalancerNodePorts`` and the node ports go when the new type has no use for
+    them, and ``status.loadBalancer`` is cleared when the Service stops being a LoadBalancer
+    (controllers see their ingress disappear without writing it themselves)."""
     spec = new.setdefault("spec", {})
     old_spec = old.get("spec", {})
-    if spec.get("type", "ClusterIP") == "ExternalName":
+    new_type, old_type = spec.get("type", "ClusterIP"), old_spec.get("type", "ClusterIP")
+    if new_type != "LoadBalancer" and isinstance(new.get("status"), dict):
+        new["status"]["loadBalancer"] = {}
+    if old_type == "LoadBalancer" and new_type != "LoadBalancer":
+        for key in ("loadBalancerClass", "allocateLoadBalancerNodePorts"):
+            if key in spec and spec.get(key) == old_spec.get(key):
+                del spec[key]
+    external = ("NodePort", "LoadBalancer")
+    if old_type in external and new_type not in external:
+        if spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy"):
+            spec.pop("externalTrafficPolicy", None)
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.pop("nodePort", None)
+    if new_type == "ExternalName":
         return
     for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
         if key not in spec and key in old_spec:
             spec[key] = old_spec[key]
-    old_node_ports = {
-        (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
-        for p in old_spec.get("ports") or []
-        if isinstance(p, dict)
-    }
-    for port in spec.get("ports") or []:
-        if isinstance(port, dict) and "nodePort" not in port:
-            np = old_node_ports.get((port.get("port"), port.get("protocol", "TCP")))
-            if np:
-                port["nodePort"] = np
+    if new_type in external:
+        old_node_ports = {
+            (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+            for p in old_spec.get("ports") or []
+            if isinstance(p, dict)
+        }
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict) and "nodePort" not in port:
+                np = old_node_ports.get((port.get("port"), port.get("protocol", "TCP")))
+                if np:
+                    port["nodePort"] = np
     prepare_service_create_defaults(new, alloc)
 
 
