@@ -142,6 +142,7 @@ class Controller:
         self._config: Config | None = None
         self._config_input: Any = None
         self._pool_written: dict[str, float] = {}
+        self._released: dict[ServiceKey, tuple[str, ...]] = {}
         self._session = 0
         self._active = threading.Event()
         self._restored = False
@@ -419,6 +420,7 @@ class Controller:
         skey = ServiceKey(key)
         if svc is None:
             with self._lock:
+                self._released.pop(skey, None)
                 released = self._release(skey)
             if released:
                 log.info(
@@ -466,15 +468,25 @@ class Controller:
     def _release_service(self, svc: JsonDict, key: ServiceKey) -> None:
         """A Service that stopped being a LoadBalancer: forget it and clear what we wrote."""
         with self._lock:
-            self._release(key)
+            released = self._release(key)
+            # The API server may already have cleared the ingress itself (it does when the type
+            # changes); remember what was released until the clean-up write has been made, so
+            # the event names it even if that write needs another pass.
+            if released:
+                self._released[key] = released
         ours = allocated_pool(svc) is not None or _our_condition(svc) is not None
         if not ours:
+            with self._lock:
+                self._released.pop(key, None)
             return
-        before = ingress_addresses(svc)
         outcome = self._write_service(svc, ServiceStatus((), None, None))
-        if outcome.wrote and before:
-            self.events.event(svc, EventKind.NORMAL, "IPReleased", f"released {', '.join(before)}")
-            log.info("released", extra={"service": key, "address": ",".join(before)})
+        with self._lock:
+            addresses = self._released.pop(key, ()) or ingress_addresses(svc)
+        if outcome.wrote and addresses:
+            self.events.event(
+                svc, EventKind.NORMAL, "IPReleased", f"released {', '.join(addresses)}"
+            )
+            log.info("released", extra={"service": key, "address": ",".join(addresses)})
 
     def _report_invalid(self, svc: JsonDict, key: ServiceKey, err: FieldError) -> None:
         # Keep whatever the Service holds (no churn while the user fixes a typo); say why.
