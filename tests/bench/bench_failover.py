@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from lbd.core.election import rank
-from lbd.lab import probe, scenario
+from lbd.lab import probe, scenario, supervisor
 from lbd.lab.lab import Lab, LabOptions, down, kill_node, restore_node, up
 
 
@@ -39,6 +39,17 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def show_speaker(lab: Lab, node: str) -> None:
+    """What the supervisor and the log say about ``node``'s speaker (for an anomaly)."""
+    name = f"speaker-{node}"
+    state = supervisor.request(lab.prefix, "status")["processes"].get(name)
+    print(f"  {name}: {state}")
+    log = lab.dir / "logs" / f"{name}.log"
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines()[-5:]:
+            print(f"    {line[:240]}")
 
 
 def settle(client: str, vips: list[str], expected: dict[str, str], timeout: float) -> float | None:
@@ -129,6 +140,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
         returned = probe.first_answers(client, ranked, accept={owner}, since=restored_at)
         if len(returned) != len(ranked):
             print(f"  note: {len(ranked) - len(returned)} VIPs did not return to {owner}")
+            show_speaker(lab, owner)
         # During the hand-back old and new owner answer for a moment (by design: the returning
         # node answers before it takes over) and the client may follow either; wait until every
         # VIP is answered by its ranked owner so each round starts from the steady state.
@@ -137,6 +149,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
             print(f"  note: ranking not fully restored 15 s after restoring {owner}")
         else:
             converge.append(settled - restored_at)
+            print(f"  {owner} restored: every VIP on its ranked owner after {converge[-1]:.1f} s")
     return {
         "bench": "failover",
         "nodes": len(all_nodes),
