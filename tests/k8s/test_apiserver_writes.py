@@ -340,3 +340,23 @@ def test_leaving_type_load_balancer_clears_ingress_and_node_ports(v1: Any) -> No
     assert svc.spec.ports[0].node_port is None
     assert svc.spec.external_traffic_policy is None
     assert svc.spec.cluster_ip.startswith("198.19.")
+
+
+def test_ingress_ip_reads_back_with_ip_mode_vip(v1: Any) -> None:
+    """LoadBalancerIPMode is GA: a real server defaults ipMode, so reads differ from writes."""
+    _svc(v1)
+    svc = v1.patch_namespaced_service_status(
+        "web",
+        "default",
+        {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1"}]}}},
+        _content_type=MERGE,
+    )
+    assert svc.status.load_balancer.ingress[0].ip_mode == "VIP"
+    with pytest.raises(ApiException) as exc:
+        v1.patch_namespaced_service_status(
+            "web",
+            "default",
+            {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1", "ipMode": "X"}]}}},
+            _content_type=MERGE,
+        )
+    assert exc.value.status == 422

@@ -340,6 +340,7 @@ class Api:
             for f in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
                 meta.pop(f, None)
             self._prepare(rt, obj, None, strict=strict)
+            builtin.default(rt.kind if not rt.group else "", obj)
             self._validate(rt, obj)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = self.now()
@@ -479,6 +480,7 @@ class Api:
                 )
         if subresource != "status":
             self._prepare(rt, new, old.obj, strict=strict)
+        builtin.default(rt.kind if not rt.group else "", new)
         self._validate(rt, new)
         if _strip_volatile(new) == _strip_volatile(old.obj):
             return old  # no-op: no new resourceVersion, no event (like the real server)

@@ -241,6 +241,23 @@ def validate_service(obj: dict[str, Any]) -> list[Cause]:
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     for i, ing in enumerate(ingress):
         ip = ing.get("ip") if isinstance(ing, dict) else None
+        mode = ing.get("ipMode") if isinstance(ing, dict) else None
+        if mode is not None and mode not in ("VIP", "Proxy"):
+            causes.append(
+                Cause(
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{mode}": supported values: "Proxy", "VIP"',
+                    f"status.loadBalancer.ingress[{i}].ipMode",
+                )
+            )
+        elif mode is not None and not ip:
+            causes.append(
+                Cause(
+                    "FieldValueForbidden",
+                    "Forbidden: may not be specified when `ip` is not set",
+                    f"status.loadBalancer.ingress[{i}].ipMode",
+                )
+            )
         if ip is not None:
             try:
                 ipaddress.ip_address(ip)
@@ -283,6 +300,18 @@ def prepare_secret(obj: dict[str, Any]) -> None:
         data = obj.setdefault("data", {})
         for k, v in string_data.items():
             data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+def default(kind: str, obj: dict[str, Any]) -> None:
+    """Defaulting that runs on every write, status writes included (core/v1 kinds only)."""
+    if kind != "Service" or (obj.get("spec") or {}).get("type") != "LoadBalancer":
+        return
+    # LoadBalancerIPMode (GA in 1.32): an ingress IP without ipMode reads back as "VIP", so a
+    # controller comparing what it wrote with what it reads must expect the field
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    for ing in ingress:
+        if isinstance(ing, dict) and ing.get("ip") and ing.get("ipMode") is None:
+            ing["ipMode"] = "VIP"
 
 
 def validate(kind: str, obj: dict[str, Any]) -> list[Cause]:
