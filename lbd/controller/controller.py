@@ -344,10 +344,9 @@ class Controller:
                     extra={"key": key, "error": str(exc)},
                 )
                 self.queue.add_rate_limited(key)
-            except Exception as exc:
+            except Exception:
                 log.exception("reconcile %s: unexpected error", key, extra={"key": key})
                 self.queue.add_rate_limited(key)
-                del exc
             finally:
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
                 self.queue.done(key)

@@ -187,11 +187,10 @@ class Informer:
                     extra={"error": str(exc), "duration": round(delay, 3)},
                 )
                 self._stop.wait(delay)
-            except Exception as exc:  # a bug or garbage from the server: keep going
+            except Exception:  # a bug or garbage from the server: keep going
                 attempt += 1
                 log.exception("informer %s: unexpected error", self.name)
                 self._stop.wait(self._backoff(attempt))
-                del exc
             finally:
                 with self._resp_lock:
                     self._response = None
