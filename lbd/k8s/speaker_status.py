@@ -5,6 +5,9 @@ period, so a steady cluster costs zero writes (SPEAKER.md). Writes never run on 
 responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one Service and
 returns at once; one writer thread converges the API towards it. While the API server is away,
 the wanted state simply waits (with capped exponential backoff) and announcing goes on.
+Keys go through a :class:`~lbd.runtime.workqueue.WorkQueue` (dedup, per-key backoff); Events go
+through the shared :class:`~lbd.k8s.events.EventRecorder` (asynchronous, repeats aggregated
+into ``count``).
 
 Design decisions:
 
@@ -27,22 +30,22 @@ Design decisions:
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lbd.k8s.client import EVENTS, SERVICEL2STATUSES, ApiError, JsonDict, PatchType
+from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, PatchType
+from lbd.k8s.events import EventKind
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
+from lbd.runtime.workqueue import ExponentialBackoff, WorkQueue
 
 log = logging.getLogger(__name__)
 
 NODE_LABEL = "lbd.io/node"
 SERVICE_NAME_LABEL = "lbd.io/service-name"
 SERVICE_NAMESPACE_LABEL = "lbd.io/service-namespace"
-COMPONENT = "lbd-speaker"
 RACES = (404, 409)  # NotFound / Conflict / AlreadyExists after a concurrent write: re-read
 
 
@@ -132,36 +135,10 @@ def desired_status(own: Ownership, node: str, since: str) -> JsonDict:
     }
 
 
-def event_body(ev: EventSpec, *, node: str, now: dt.datetime) -> JsonDict:
-    stamp = _rfc3339(now)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{ev.name}.", "namespace": ev.namespace},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "namespace": ev.namespace,
-            "name": ev.name,
-            "uid": ev.uid,
-        },
-        "type": ev.type,
-        "reason": ev.reason,
-        "message": ev.message,
-        "source": {"component": COMPONENT, "host": node},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": node,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+class EventSink(Protocol):
+    """Where Events go: :class:`lbd.k8s.events.EventRecorder` (asynchronous, aggregating)."""
 
-
-@dataclass
-class _Work:
-    dirty: set[str] = field(default_factory=set)
-    retry: list[tuple[float, str]] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)
+    def event(self, involved: JsonDict, kind: EventKind, reason: str, message: str) -> None: ...
 
 
 class StatusWriter:
@@ -172,6 +149,7 @@ class StatusWriter:
         kube: KubeApi,
         *,
         node_name: str,
+        events: EventSink,
         clock: Clock = SYSTEM_CLOCK,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         backoff_initial: float = 0.2,
@@ -179,34 +157,37 @@ class StatusWriter:
     ) -> None:
         self.kube = kube
         self.node = node_name
+        self.events = events
         self.clock = clock
         self.now = now
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._cond = threading.Condition()
+        # One key per Service, never processed twice at once, per-key exponential backoff.
+        self.queue: WorkQueue[str] = WorkQueue(
+            clock=clock, rate_limiter=ExponentialBackoff(backoff_initial, backoff_max)
+        )
+        self._lock = threading.Lock()
         self._desired: dict[str, Ownership | None] = {}
-        self._events: list[EventSpec] = []
-        self._work = _Work()
         self._thread: threading.Thread | None = None
-        self._stopping = False
-        self.writes = 0  # API writes made (steady state must add none)
+        self.writes = 0  # ServiceL2Status writes made (steady state must add none)
 
     # -- producer side (reconcile thread) ------------------------------------------------
     def set_desired(self, key: str, ownership: Ownership | None) -> None:
         """Want ``key`` (``ns/name``) owned by this node (``ownership``) or not (None)."""
-        with self._cond:
+        with self._lock:
             if key in self._desired and self._desired[key] == ownership:
                 return
             self._desired[key] = ownership
-            self._work.dirty.add(key)
-            self._work.attempts.pop(key, None)
-            self._cond.notify()
+        self.queue.forget(key)  # a new wish starts without the old one's backoff
+        self.queue.add(key)
 
     def emit(self, event: EventSpec) -> None:
-        """Queue an Event (best effort: dropped after a few failed attempts)."""
-        with self._cond:
-            self._events.append(event)
-            self._cond.notify()
+        """Record an Event about a Service (asynchronous, best effort)."""
+        involved = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"namespace": event.namespace, "name": event.name, "uid": event.uid},
+        }
+        kind = EventKind.WARNING if event.type == "Warning" else EventKind.NORMAL
+        self.events.event(involved, kind, event.reason, event.message)
 
     def cleanup_stale(self, keys: Mapping[str, Any]) -> None:
         """Remove objects naming this node for Services not in ``keys`` (left by a past run)."""
@@ -221,10 +202,9 @@ class StatusWriter:
             meta = item.get("metadata") or {}
             key = f"{meta.get('namespace')}/{meta.get('name')}"
             if key not in keys:
-                with self._cond:
+                with self._lock:
                     self._desired.setdefault(key, None)
-                    self._work.dirty.add(key)
-                    self._cond.notify()
+                self.queue.add(key)
 
     # -- writer thread -------------------------------------------------------------------
     def start(self) -> None:
@@ -232,45 +212,23 @@ class StatusWriter:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        self.queue.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def pending(self) -> int:
-        with self._cond:
-            return len(self._work.dirty) + len(self._work.retry) + len(self._events)
-
-    def _next(self) -> str | EventSpec | None:
-        """Block until there is work (or stop); return one key or event."""
-        with self._cond:
-            while not self._stopping:
-                now = self.clock.monotonic()
-                retry = self._work.retry
-                while retry and retry[0][0] <= now:
-                    self._work.dirty.add(heapq.heappop(retry)[1])
-                if self._events:
-                    return self._events.pop(0)
-                if self._work.dirty:
-                    return self._work.dirty.pop()
-                wait = (retry[0][0] - now) if retry else None
-                self._cond.wait(timeout=wait)
-            return None
+        return self.queue.pending()
 
     def _run(self) -> None:
-        while True:
-            item = self._next()
-            if item is None:
-                return
-            if isinstance(item, EventSpec):
-                self._send_event(item)
-            else:
-                self.process(item)
+        while (key := self.queue.get()) is not None:
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
 
     def process(self, key: str) -> bool:
         """Sync one key now; True when done, False when it was rescheduled after an error."""
-        with self._cond:
+        with self._lock:
             want = self._desired.get(key)
         try:
             try:
@@ -282,34 +240,17 @@ class StatusWriter:
                 # and our write: read again at once (a backoff would only delay the status)
                 self.sync(key, want)
         except ApiError as exc:
-            with self._cond:
-                n = self._work.attempts.get(key, 0) + 1
-                self._work.attempts[key] = n
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** (n - 1))
-                heapq.heappush(self._work.retry, (self.clock.monotonic() + delay, key))
+            self.queue.add_rate_limited(key)
             log.info(
                 "ServiceL2Status write failed, will retry",
-                extra={"service": key, "error": str(exc), "duration": delay},
+                extra={"service": key, "error": str(exc), "count": self.queue.num_requeues(key)},
             )
             return False
-        with self._cond:
-            self._work.attempts.pop(key, None)
+        self.queue.forget(key)
+        with self._lock:
             if want is None and self._desired.get(key, ...) is None:
                 self._desired.pop(key, None)
         return True
-
-    def _send_event(self, ev: EventSpec, attempts: int = 3) -> None:
-        body = event_body(ev, node=self.node, now=self.now())
-        for _ in range(attempts):
-            try:
-                self.kube.create(EVENTS.path(namespace=ev.namespace), body)
-                self.writes += 1
-                return
-            except ApiError as exc:
-                if not exc.retryable:
-                    break
-                self.clock.sleep(self.backoff_initial)
-        log.warning("event dropped", extra={"service": f"{ev.namespace}/{ev.name}"})
 
     # -- one sync, synchronous ---------------------------------------------------------------
     def _get(self, namespace: str, name: str) -> JsonDict | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from lbd.health import HealthServer
 from lbd.k8s.client import Kube, load_kube
+from lbd.k8s.events import EventRecorder
 from lbd.k8s.speaker_informers import SpeakerCache
 from lbd.k8s.speaker_status import StatusWriter
 from lbd.metrics import SpeakerMetrics
@@ -116,7 +117,10 @@ class Speaker:
             on_conflict=self._on_conflict,
         )
         self.cache = SpeakerCache(self.kube, on_change=trigger)
-        self.status = StatusWriter(self.kube, node_name=settings.node_name, clock=clock)
+        self.events = EventRecorder(self.kube, component="lbd-speaker", host=settings.node_name)
+        self.status = StatusWriter(
+            self.kube, node_name=settings.node_name, events=self.events, clock=clock
+        )
         self.reconciler = Reconciler(
             node_name=settings.node_name,
             lb_class=settings.lb_class,
@@ -190,4 +194,5 @@ class Speaker:
         self.links.stop()
         self.cache.stop(0.2)
         self.status.stop(0.2)
+        self.events.stop(0.2)
         self.health.stop()

@@ -13,12 +13,10 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
-
 from lbd.k8s.client import ApiError, ApiUnavailableError, JsonDict, PatchType
+from lbd.k8s.events import EventKind
 from lbd.k8s.speaker_status import (
     NODE_LABEL,
-    EventSpec,
     Ownership,
     StatusWriter,
     node_assigned_message,
@@ -31,7 +29,7 @@ BASE = "/apis/lbd.io/v1beta1/namespaces/ns/servicel2statuses"
 class FakeApi:
     def __init__(self) -> None:
         self.objects: dict[str, JsonDict] = {}
-        self.events: list[JsonDict] = []
+        self.events = FakeEvents()
         self.rv = itertools.count(1)
         self.down = False
         self.calls: list[str] = []
@@ -58,9 +56,6 @@ class FakeApi:
 
     def create(self, path: str, body: JsonDict) -> JsonDict:
         self._check("POST", path)
-        if path.endswith("/events"):
-            self.events.append(body)
-            return body
         obj = copy.deepcopy(body)
         full = f"{path}/{obj['metadata']['name']}"
         if full in self.objects:
@@ -118,20 +113,37 @@ WEB = Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",))
 T0 = dt.datetime(2026, 11, 24, 0, 0, 0, tzinfo=dt.UTC)
 
 
-def writer(api: FakeApi, node: str, clock: FakeClock | None = None) -> StatusWriter:
-    return StatusWriter(api, node_name=node, clock=clock or FakeClock(), now=lambda: T0)
+class FakeEvents:
+    """Stands in for the EventRecorder: what was recorded, about which object."""
+
+    def __init__(self) -> None:
+        self.recorded: list[dict[str, Any]] = []
+
+    def event(self, involved: JsonDict, kind: EventKind, reason: str, message: str) -> None:
+        self.recorded.append(
+            {"involved": involved, "type": kind.value, "reason": reason, "message": message}
+        )
+
+
+def writer(
+    api: FakeApi, node: str, clock: FakeClock | None = None, events: FakeEvents | None = None
+) -> StatusWriter:
+    return StatusWriter(
+        api,
+        node_name=node,
+        events=events if events is not None else api.events,
+        clock=clock or FakeClock(),
+        now=lambda: T0,
+    )
 
 
 def drain(w: StatusWriter) -> None:
-    """Run queued work synchronously (what the writer thread does)."""
-    while True:
-        item = w._next() if w.pending() else None
-        if item is None:
-            return
-        if isinstance(item, EventSpec):
-            w._send_event(item)
-        else:
-            w.process(item)
+    """Run the keys that are due synchronously (what the writer thread does)."""
+    while (key := w.queue.get(timeout=0)) is not None:
+        try:
+            w.process(key)
+        finally:
+            w.queue.done(key)
 
 
 def test_owner_creates_status_with_labels_owner_reference_and_event() -> None:
@@ -155,11 +167,11 @@ def test_owner_creates_status_with_labels_owner_reference_and_event() -> None:
         "vips": ["198.18.100.7"],
         "since": "2026-11-24T00:00:00Z",
     }
-    [event] = api.events
+    [event] = api.events.recorded
     assert event["reason"] == "NodeAssigned" and event["type"] == "Normal"
     assert event["message"] == "announcing 198.18.100.7 from n2 on eth0"
-    assert event["involvedObject"]["name"] == "web"
-    assert event["involvedObject"]["uid"] == "svc-uid"
+    assert event["involved"]["kind"] == "Service"
+    assert event["involved"]["metadata"] == {"namespace": "ns", "name": "web", "uid": "svc-uid"}
 
 
 def test_steady_state_and_restart_write_nothing() -> None:
@@ -174,7 +186,7 @@ def test_steady_state_and_restart_write_nothing() -> None:
     restarted.set_desired("ns/web", WEB)
     drain(restarted)
     assert len(api.writes()) == before
-    assert len(api.events) == 1
+    assert len(api.events.recorded) == 1
 
 
 def test_handover_new_owner_rewrites_old_owner_leaves_it() -> None:
@@ -189,7 +201,7 @@ def test_handover_new_owner_rewrites_old_owner_leaves_it() -> None:
     obj = api.objects[f"{BASE}/web"]
     assert obj["status"]["node"] == "n2"
     assert obj["metadata"]["labels"][NODE_LABEL] == "n2"
-    assert [e["message"] for e in api.events] == [
+    assert [e["message"] for e in api.events.recorded] == [
         "announcing 198.18.100.7 from n1 on eth0",
         "announcing 198.18.100.7 from n2 on eth0",
     ]
@@ -210,7 +222,7 @@ def test_old_owner_delete_loses_race_against_new_owner_write() -> None:
     # 409 on the delete precondition; re-read at once: n2 owns it now, leave it
     assert old.process("ns/web")
     assert api.objects[f"{BASE}/web"]["status"]["node"] == "n2"
-    assert old._work.retry == []
+    assert old.queue.num_requeues("ns/web") == 0
 
 
 def test_new_owner_write_racing_the_old_owner_delete_is_retried_at_once() -> None:
@@ -227,7 +239,7 @@ def test_new_owner_write_racing_the_old_owner_delete_is_retried_at_once() -> Non
     new.set_desired("ns/web", WEB)
     assert new.process("ns/web")
     assert api.objects[f"{BASE}/web"]["status"]["node"] == "n2"
-    assert new._work.retry == []
+    assert new.queue.num_requeues("ns/web") == 0
 
 
 def test_owner_that_loses_the_service_deletes_its_object() -> None:
@@ -243,7 +255,9 @@ def test_owner_that_loses_the_service_deletes_its_object() -> None:
 def test_vip_change_updates_status_but_keeps_since_and_sends_no_event() -> None:
     api = FakeApi()
     times = iter([T0, T0 + dt.timedelta(minutes=5)])
-    w = StatusWriter(api, node_name="n1", clock=FakeClock(), now=lambda: next(times))
+    w = StatusWriter(
+        api, node_name="n1", events=api.events, clock=FakeClock(), now=lambda: next(times)
+    )
     w.set_desired("ns/web", WEB)
     drain(w)
     w.set_desired("ns/web", Ownership("ns", "web", "svc-uid", (*WEB.vips, "2001:db8::7"), ()))
@@ -251,7 +265,7 @@ def test_vip_change_updates_status_but_keeps_since_and_sends_no_event() -> None:
     status = api.objects[f"{BASE}/web"]["status"]
     assert status["vips"] == ["198.18.100.7", "2001:db8::7"]
     assert status["since"] == "2026-11-24T00:00:00Z"
-    assert len(api.events) == 1
+    assert len(api.events.recorded) == 1
 
 
 def test_api_outage_retries_with_backoff_then_converges() -> None:
@@ -260,14 +274,18 @@ def test_api_outage_retries_with_backoff_then_converges() -> None:
     w = writer(api, "n1", clock)
     api.down = True
     w.set_desired("ns/web", WEB)
-    assert not w.process(w._next())  # type: ignore[arg-type]
-    assert not w.process("ns/web")
-    due = [t for t, _ in w._work.retry]
-    assert max(due) - clock.monotonic() == pytest.approx(0.4)  # 0.2 then 0.4: exponential
+    drain(w)  # fails: rescheduled in 0.2 s
+    assert w.pending() == 1 and w.queue.get(timeout=0) is None
+    clock.advance(0.2)
+    drain(w)  # fails again: rescheduled in 0.4 s (exponential)
+    assert w.queue.num_requeues("ns/web") == 2
+    clock.advance(0.3)
+    assert w.queue.get(timeout=0) is None
     api.down = False
-    clock.advance(1)
+    clock.advance(0.1)
     drain(w)
     assert api.objects[f"{BASE}/web"]["status"]["node"] == "n1"
+    assert w.pending() == 0 and w.queue.num_requeues("ns/web") == 0
 
 
 def test_cleanup_removes_objects_left_by_a_previous_run() -> None:
