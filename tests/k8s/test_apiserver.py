@@ -46,6 +46,7 @@ def test_create_get_update_delete_service(admin_client: client.ApiClient) -> Non
     assert created.spec.cluster_ip.startswith("198.19.")
     assert created.spec.ports[0].protocol == "TCP" and created.spec.ports[0].node_port
     assert created.spec.ip_families == ["IPv4"]
+    assert created.metadata.generation is None  # the Service registry does not track it
     got = v1.read_namespaced_service("web", "default")
     assert got.metadata.resource_version == created.metadata.resource_version
     got.metadata.labels = {"tier": "front"}

@@ -55,6 +55,7 @@ PATCH_TYPES = (
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NS_GR = ("", "namespaces")
+_GENERATION_GROUPS = ("apps", "policy", CRD_GROUP)
 CRD_GR = (CRD_GROUP, "customresourcedefinitions")
 
 
@@ -344,7 +345,8 @@ class Api:
             self._validate(rt, obj)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = self.now()
-            if "spec" in obj or rt.custom:
+            if rt.custom or rt.group in _GENERATION_GROUPS:
+                # only some registries track generation (core/v1 kinds such as Service do not)
                 meta["generation"] = 1
             if dry_run:
                 meta["resourceVersion"] = ""
