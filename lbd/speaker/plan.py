@@ -19,7 +19,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbd.core.election import Decision, NodeView, ServiceView, decide
+from lbd.core.election import (
+    Decision,
+    NodeView,
+    ServiceView,
+    announce_interfaces,
+    decide,
+    eligibility,
+    matching_advertisements,
+    rank,
+)
+from lbd.core.model import Advertisement
 from lbd.k8s.speaker_convert import (
     NO_ENDPOINTS,
     ClusterView,
@@ -91,14 +101,60 @@ class PlanCache:
     A pass over 1 000 Services and 10 nodes costs about 60 ms, half of it converting Service
     dicts and half deciding. Informer objects are replaced, never mutated, so a Service whose
     resourceVersion, endpoints and pool labels are unchanged has the same view; a view decided
-    against the same nodes and advertisements has the same decision. With the cache, an
-    EndpointSlice update costs one conversion and one decision instead of a thousand, while the
-    result stays exactly what :func:`make_plan` computes without it (a test checks).
+    against the same nodes and advertisements has the same decision, and when only some nodes
+    changed (a peer died, a Node was relabelled) only those nodes need a new look
+    (:func:`redecide`). Measured for 1 000 Services and 10 nodes: a pass with nothing new
+    about 5 ms, a peer's death about 12 ms (60 ms without the cache); the result stays exactly
+    what :func:`make_plan` computes without the cache (tests check both).
     """
 
     views: dict[str, tuple[tuple[Any, ...], ServiceView]] = field(default_factory=dict)
-    decisions: dict[ServiceView, Decision] = field(default_factory=dict)
-    context: tuple[Any, ...] | None = None  # (nodes, advertisements) the decisions assume
+    decisions: dict[str, tuple[ServiceView, Decision]] = field(default_factory=dict)  # by key
+    nodes: dict[str, NodeView] | None = None  # the nodes the decisions were made with
+    ads: frozenset[Advertisement] | None = None  # ... and the advertisements
+
+
+def redecide(
+    view: ServiceView,
+    nodes: Mapping[str, NodeView],
+    changed: set[str],
+    before: Decision,
+    ads: Sequence[Advertisement],
+) -> Decision:
+    """``decide(view, nodes, ads)``, knowing ``before``, the decision for the same ``view`` and
+    ``ads`` when only the nodes named in ``changed`` were different (or absent).
+
+    A node that did not change is exactly as eligible as before (``before.reasons`` says why
+    not); among those, ``before.owner`` ranked first. So only changed nodes need a look, and the
+    new owner is the first in rank among the old owner (if unchanged) and the changed nodes
+    that are now eligible.
+    """
+    reasons = {n: why for n, why in before.reasons.items() if n not in changed}
+    fresh: list[str] = []
+    for name in changed:
+        node = nodes.get(name)
+        if node is None:
+            continue
+        why = eligibility(node, view, ads)
+        if why is None:
+            fresh.append(name)
+        else:
+            reasons[name] = why
+    kept = before.owner is not None and before.owner not in changed
+    candidates = (
+        [before.owner, *fresh] if before.owner is not None and kept
+        else [n for n in nodes if n not in reasons]
+    )  # fmt: skip
+    ordered = dict(sorted(reasons.items()))
+    if not view.vips or not candidates:
+        return Decision(service=view.key, owner=None, reasons=ordered)
+    owner = rank(view.vips[0], candidates)[0]
+    interfaces = (
+        before.interfaces
+        if kept and owner == before.owner
+        else announce_interfaces(matching_advertisements(nodes[owner], view, ads))
+    )
+    return Decision(service=view.key, owner=owner, interfaces=interfaces, reasons=ordered)
 
 
 def _service_view(
@@ -139,13 +195,18 @@ def make_plan(
 ) -> Plan:
     """Decide every Service; collect the VIPs and Services this node owns."""
     nodes, errors = node_views(snap.nodes, self_name=self_name, alive=alive)
+    by_name = {n.name: n for n in nodes}
     ads = tuple(snap.advertisements)
-    context = (frozenset(nodes), frozenset(ads))
-    known: dict[ServiceView, Decision] = {}
-    if cache is not None and cache.context == context:
+    ads_key = frozenset(ads)
+    known: dict[str, tuple[ServiceView, Decision]] = {}
+    changed: set[str] = set()
+    if cache is not None and cache.nodes is not None and cache.ads == ads_key:
         known = cache.decisions
+        changed = {
+            n for n in by_name.keys() | cache.nodes.keys() if by_name.get(n) != cache.nodes.get(n)
+        }
     seen_views: dict[str, tuple[tuple[Any, ...], ServiceView]] = {}
-    used: dict[ServiceView, Decision] = {}
+    used: dict[str, tuple[ServiceView, Decision]] = {}
     decisions: dict[str, Decision] = {}
     owned: dict[str, tuple[str, ...]] = {}
     ownerships: dict[str, Ownership] = {}
@@ -158,8 +219,16 @@ def make_plan(
             continue
         if view is None:
             continue
-        decision = known[view] if view in known else decide(view, nodes, ads)
-        used[view] = decision
+        hit = known.get(key)
+        # the same view object comes back from the view cache: an identity check is enough
+        before = hit[1] if hit is not None and (hit[0] is view or hit[0] == view) else None
+        if before is None:
+            decision = decide(view, nodes, ads)
+        elif changed:
+            decision = redecide(view, by_name, changed, before, ads)
+        else:
+            decision = before
+        used[key] = (view, decision)
         decisions[key] = decision
         if decision.owner != self_name:
             continue
@@ -180,5 +249,6 @@ def make_plan(
             interfaces=tuple(sorted(interfaces)),
         )
     if cache is not None:
-        cache.views, cache.decisions, cache.context = seen_views, used, context
+        cache.views, cache.decisions = seen_views, used
+        cache.nodes, cache.ads = by_name, ads_key
     return Plan(decisions=decisions, owned=owned, ownerships=ownerships, errors=errors)

@@ -9,13 +9,13 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from lbd.core.election import rank
-from lbd.core.model import Advertisement
+from lbd.core.election import EXCLUDE_LABEL, NodeView, ServiceView, decide, rank
+from lbd.core.model import Advertisement, LabelSelector
 from lbd.k8s.speaker_convert import EndpointSummary
 from lbd.k8s.speaker_status import EventSpec, Ownership
 from lbd.metrics import SpeakerMetrics
 from lbd.runtime.clock import FakeClock
-from lbd.speaker.plan import PlanCache, Snapshot, make_plan
+from lbd.speaker.plan import PlanCache, Snapshot, make_plan, redecide
 from lbd.speaker.reconciler import Reconciler
 from tests.unit.test_speaker_convert import node, service
 
@@ -158,6 +158,52 @@ def test_cached_passes_give_exactly_the_uncached_result() -> None:
     services = [changed if s is svcs[4] else s for s in svcs]
     both(Snapshot(snap.nodes, services, endpoints, {}, snap.advertisements))
     assert set(cache.views) == {f"ns/s{i}" for i in range(1, 40)}
+
+
+def random_node(rng: random.Random, name: str) -> NodeView:
+    return NodeView(
+        name=name,
+        labels={"zone": rng.choice("ab"), **({EXCLUDE_LABEL: ""} if rng.random() < 0.1 else {})},
+        ready=rng.choice([True, True, True, False, None]),
+        drain=rng.random() < 0.1,
+        alive=rng.random() < 0.8,
+        interfaces_up=frozenset(rng.sample(["eth0", "eth1"], rng.randint(0, 2))),
+    )
+
+
+def test_redecide_equals_decide_after_any_node_changes() -> None:
+    rng = random.Random(42)
+    ads = [
+        Advertisement(name="all"),
+        Advertisement(
+            name="zone-a",
+            pools=frozenset({"a"}),
+            node_selectors=(LabelSelector(match_labels=(("zone", "a"),)),),
+            interfaces=("eth1",),
+        ),
+    ]
+    names = [f"n{i}" for i in range(8)]
+    for _ in range(300):
+        nodes = {n: random_node(rng, n) for n in rng.sample(names, rng.randint(0, 8))}
+        view = ServiceView(
+            key="ns/s",
+            vips=(f"198.18.100.{rng.randint(1, 50)}",),
+            pool=rng.choice(["a", "b"]),
+            traffic_policy_local=rng.random() < 0.3,
+            ready_endpoint_nodes=frozenset(rng.sample(names, 3)),
+            has_endpoints=rng.random() < 0.9,
+        )
+        pool_ads = ads if rng.random() < 0.5 else ads[1:]
+        before = decide(view, list(nodes.values()), pool_ads)
+        after = dict(nodes)
+        for n in rng.sample(names, rng.randint(1, 3)):  # changed, added or removed
+            if rng.random() < 0.2:
+                after.pop(n, None)
+            else:
+                after[n] = random_node(rng, n)
+        changed = {n for n in nodes.keys() | after.keys() if nodes.get(n) != after.get(n)}
+        expected = decide(view, list(after.values()), pool_ads)
+        assert redecide(view, after, changed, before, pool_ads) == expected
 
 
 # --- reconciler ------------------------------------------------------------------------------
