@@ -53,7 +53,6 @@ class SpeakerSettings:
     lb_class: str | None = None
     health_addr: str = "0.0.0.0:7473"
     interfaces_exclude: tuple[str, ...] = ()
-    sync_timeout: float = 60.0
 
 
 def can_answer_l2(link: Link) -> bool:
@@ -183,7 +182,7 @@ class Speaker:
         self.reconciler.trigger()
         self.reconciler.run(self._stop)
 
-    def stop(self, grace: float = 0.05) -> None:
+    def stop(self, grace: float = 0.15) -> None:
         """Leave: ``leaving`` heartbeats, keep answering ``grace`` s, stop answering, shut down."""
         self._stop.set()
         self.reconciler.trigger()

@@ -324,8 +324,12 @@ class SpeakerLab:
         endpoints: Sequence[str] | None = None,
         etp: str = "Cluster",
         labels: dict[str, str] | None = None,
+        on_lo: bool = True,
     ) -> None:
-        """A LoadBalancer Service holding ``vips`` (we play the controller) + its endpoints."""
+        """A LoadBalancer Service holding ``vips`` (we play the controller) + its endpoints.
+
+        ``on_lo=False`` skips the kube-proxy stand-in's addresses (for bulk filler Services
+        that nobody sends traffic to)."""
         families = ["IPv6" if ":" in v else "IPv4" for v in vips]
         svc = {
             "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
@@ -351,7 +355,7 @@ class SpeakerLab:
             NS,
             {"status": {"loadBalancer": {"ingress": [{"ip": v, "ipMode": "VIP"} for v in vips]}}},
         )
-        for vip in vips:
+        for vip in vips if on_lo else ():
             self.vip_on_lo(vip)
         self.set_endpoints(name, list(self.nodes) if endpoints is None else endpoints)
 
