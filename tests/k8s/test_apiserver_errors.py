@@ -155,7 +155,20 @@ def test_many_bad_requests_keep_the_server_healthy(
 ) -> None:
     v1: Any = client.CoreV1Api(admin_client)
     v1.create_namespaced_config_map("default", {"metadata": {"name": "keep"}, "data": {"a": "1"}})
-    junk = [b"", b"null", b"{", b"[]", b'{"metadata": 5}', b'{"metadata": {"labels": 5}}']
+    junk = [
+        b"",
+        b"null",
+        b"{",
+        b"[]",
+        b'{"metadata": 5}',
+        b'{"metadata": {"labels": 5}}',
+        b'{"metadata": {"name": 5}}',
+        b'{"metadata": {"labels": {"a": 1}}}',
+        b'{"metadata": {"finalizers": "x"}}',
+        b'{"metadata": {"ownerReferences": [1]}}',
+        b'{"metadata": {"resourceVersion": 7}}',
+        b'{"kind": 5, "apiVersion": []}',
+    ]
     for body in junk:
         for method in ("POST", "PUT", "PATCH"):
             path = "/api/v1/namespaces/default/configmaps" + ("" if method == "POST" else "/keep")
@@ -208,3 +221,47 @@ def test_protobuf_body_is_415(lab_api: LabApiServer) -> None:
         "application/vnd.kubernetes.protobuf",
     )
     assert (status, out["reason"]) == (415, "UnsupportedMediaType")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "ctype"),
+    [
+        ("POST", SVC, {"metadata": {"name": "x"}, "spec": 5}, "application/json"),
+        ("POST", SVC, {"metadata": {"name": "x"}, "spec": {"ports": "80"}}, "application/json"),
+        (
+            "POST",
+            SVC,
+            {"metadata": {"name": "x"}, "spec": {"ports": [{"port": True}]}},
+            "application/json",
+        ),
+        (
+            "PATCH",
+            f"{SVC}/web/status",
+            {"status": {"loadBalancer": {"ingress": 5}}},
+            "application/merge-patch+json",
+        ),
+        ("PATCH", f"{SVC}/web", {"spec": {"selector": {"app": 1}}}, "application/merge-patch+json"),
+        (
+            "POST",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            {"metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": 3},
+            "application/json",
+        ),
+    ],
+    ids=[
+        "spec not an object",
+        "ports not a list",
+        "bool port",
+        "ingress not a list",
+        "selector",
+        "endpoints",
+    ],
+)
+def test_wrongly_typed_fields_are_400(
+    lab_api: LabApiServer, method: str, path: str, body: dict[str, Any], ctype: str
+) -> None:
+    assert _request(lab_api, "POST", SVC, _svc())[0] == 201
+    status, out = _request(lab_api, method, path, json.dumps(body).encode(), ctype)
+    assert (status, out["reason"]) == (400, "BadRequest"), out
+    assert "cannot be handled as a" in out["message"]
+    assert lab_api.internal_errors == []

@@ -136,6 +136,34 @@ class Api:
             meta = body["metadata"] = {}
         if not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
+        for f in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+            if meta.get(f) is not None and not isinstance(meta[f], str):
+                raise bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                    f"json: cannot unmarshal {type(meta[f]).__name__} into Go struct field "
+                    f"ObjectMeta.metadata.{f} of type string"
+                )
+        for f in ("labels", "annotations"):
+            value = meta.get(f)
+            if value is not None and (
+                not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())
+            ):
+                raise bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                    f"metadata.{f} must be a map of strings"
+                )
+        for f in ("finalizers",):
+            value = meta.get(f)
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+            ):
+                raise bad_request(f"metadata.{f} must be a list of strings")
+        refs = meta.get("ownerReferences")
+        if refs is not None and (
+            not isinstance(refs, list)
+            or not all(isinstance(r, dict) and isinstance(r.get("uid"), str) for r in refs)
+        ):
+            raise bad_request("metadata.ownerReferences must be a list of objects with a uid")
         if name is not None and meta.get("name") and meta["name"] != name:
             raise bad_request(
                 f"the name of the object ({meta['name']}) does not match the name on the URL "
@@ -152,6 +180,12 @@ class Api:
             meta.pop("namespace", None)
         if name is not None:
             meta["name"] = name
+        if (not rt.custom and not rt.group) or rt.kind in ("EndpointSlice", "Lease"):
+            why = builtin.shape_error(rt.kind, body)
+            if why:
+                raise bad_request(
+                    f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {why}'
+                )
         return body
 
     def _require_namespace(self, rt: ResourceType, namespace: str) -> None:

@@ -91,7 +91,7 @@ def _family_of(ip: str) -> str:
 
 
 def prepare_service_create(obj: dict[str, Any], alloc: IpAllocator) -> None:
-    spec = obj.setdefault("spec", {})
+    spec = obj["spec"] = obj.get("spec") or {}
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
     stype = spec["type"]
@@ -144,7 +144,7 @@ def prepare_service_update(new: dict[str, Any], old: dict[str, Any], alloc: IpAl
     ``allocateLoadBalancerNodePorts`` and the node ports go when the new type has no use for
     them, and ``status.loadBalancer`` is cleared when the Service stops being a LoadBalancer
     (controllers see their ingress disappear without writing it themselves)."""
-    spec = new.setdefault("spec", {})
+    spec = new["spec"] = new.get("spec") or {}
     old_spec = old.get("spec", {})
     new_type, old_type = spec.get("type", "ClusterIP"), old_spec.get("type", "ClusterIP")
     if new_type != "LoadBalancer" and isinstance(new.get("status"), dict):
@@ -300,6 +300,92 @@ def prepare_secret(obj: dict[str, Any]) -> None:
         data = obj.setdefault("data", {})
         for k, v in string_data.items():
             data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+_STR_MAP = {str: str}
+_CONDITIONS = [{"type": str, "status": str, "reason": str, "message": str}]
+#: The JSON shape of the fields this module reads: a dict is an object with those fields (others
+#: are not checked), a one-element list a list of that shape, ``{str: str}`` a string map.
+_SHAPES: dict[str, dict[str, Any]] = {
+    "Service": {
+        "spec": {
+            "type": str,
+            "ports": [
+                {
+                    "port": int,
+                    "nodePort": int,
+                    "protocol": str,
+                    "name": str,
+                    "targetPort": (int, str),
+                }
+            ],
+            "clusterIP": str,
+            "clusterIPs": [str],
+            "ipFamilies": [str],
+            "ipFamilyPolicy": str,
+            "externalTrafficPolicy": str,
+            "internalTrafficPolicy": str,
+            "selector": _STR_MAP,
+            "allocateLoadBalancerNodePorts": bool,
+            "loadBalancerClass": str,
+            "sessionAffinity": str,
+        },
+        "status": {
+            "loadBalancer": {
+                "ingress": [{"ip": str, "hostname": str, "ipMode": str, "ports": [dict]}]
+            },
+            "conditions": _CONDITIONS,
+        },
+    },
+    "EndpointSlice": {
+        "addressType": str,
+        "endpoints": [{"addresses": [str], "nodeName": str, "conditions": dict}],
+        "ports": [{"port": int, "name": str, "protocol": str}],
+    },
+    "Node": {"spec": dict, "status": {"conditions": _CONDITIONS, "addresses": [dict]}},
+    "Namespace": {"spec": dict, "status": dict},
+    "ConfigMap": {"data": _STR_MAP},
+    "Secret": {"data": _STR_MAP, "stringData": dict, "type": str},
+    "Lease": {"spec": {"holderIdentity": str, "leaseDurationSeconds": int}},
+    "Event": {"involvedObject": dict, "reason": str, "message": str, "type": str},
+}
+
+
+def _shape_error(value: Any, shape: Any, path: str) -> str | None:
+    if value is None:
+        return None  # JSON null is "unset" for Go structs
+    if isinstance(shape, dict) and shape == _STR_MAP:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            return f"{path}: expected a map of strings"
+        return None
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{path}: expected an object, got {type(value).__name__}"
+        for key, sub in shape.items():
+            err = _shape_error(value.get(key), sub, f"{path}.{key}" if path else key)
+            if err:
+                return err
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{path}: expected a list, got {type(value).__name__}"
+        for i, item in enumerate(value):
+            err = _shape_error(item, shape[0], f"{path}[{i}]")
+            if err:
+                return err
+        return None
+    types = shape if isinstance(shape, tuple) else (shape,)
+    if isinstance(value, bool) and bool not in types:
+        return f"{path}: expected {'/'.join(t.__name__ for t in types)}, got bool"
+    if not isinstance(value, types):
+        return f"{path}: expected {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}"
+    return None
+
+
+def shape_error(kind: str, obj: dict[str, Any]) -> str | None:
+    """Why ``obj`` could not be decoded into the Go type of ``kind`` (None: it could)."""
+    shape = _SHAPES.get(kind)
+    return _shape_error(obj, shape, "") if shape else None
 
 
 def default(kind: str, obj: dict[str, Any]) -> None:
