@@ -5,7 +5,6 @@ address conflicts. Three ``lbd speaker`` processes on a bridge (see ``test_speak
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import time
@@ -225,5 +224,3 @@ def test_second_host_claiming_an_owned_vip_is_detected(healed: SpeakerLab) -> No
         assert len(lab.events("VIPConflict", "conflict")) == 1
         time.sleep(0.1)
     assert lab.who_answers(vip) == {owner}
-    if os.environ.get("LBD_DEBUG"):
-        print(lab.metrics(owner))

@@ -14,7 +14,8 @@ annotation itself. Every node also gets the usual "kube-proxy" stand-in: each VI
 port 9000 that answers with the node name.
 
 The other ``test_speaker_*.py`` modules and ``tests/bench/bench_speaker_failover.py`` import
-:class:`SpeakerLab` from here.
+:class:`SpeakerLab` from here. Each speaker logs to ``speaker-NODE.log`` in the lab's directory
+(a pytest temporary directory; ``LBD_KEEP_LOGS=1`` prints where).
 """
 
 from __future__ import annotations
