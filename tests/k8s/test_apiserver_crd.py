@@ -339,3 +339,14 @@ def test_served_versions_share_objects(admin_client: client.ApiClient) -> None:
     )
     old = custom.get_cluster_custom_object(GROUP, "v1alpha1", "gadgets", "g")
     assert old["apiVersion"] == f"{GROUP}/v1alpha1"  # the None conversion: only apiVersion
+
+
+def test_crd_with_unusable_schema_is_rejected(admin_client: client.ApiClient) -> None:
+    bad = json.loads(json.dumps(WIDGET_CRD))
+    props = bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    props["spec"]["properties"]["color"]["pattern"] = "(["  # not a regular expression
+    ext: Any = client.ApiextensionsV1Api(admin_client)
+    with pytest.raises(ApiException) as exc:
+        ext.create_custom_resource_definition(bad)
+    assert exc.value.status == 422
+    assert "spec.versions[0].schema.openAPIV3Schema" in _causes(exc)

@@ -180,7 +180,7 @@ class Api:
             meta.pop("namespace", None)
         if name is not None:
             meta["name"] = name
-        if (not rt.custom and not rt.group) or rt.kind in ("EndpointSlice", "Lease"):
+        if not rt.custom and rt.group != "events.k8s.io":
             why = builtin.shape_error(rt.kind, body)
             if why:
                 raise bad_request(
@@ -259,6 +259,21 @@ class Api:
                 causes.append(Cause("FieldValueRequired", "Required value", f"spec.names.{f}"))
         if not spec.get("versions"):
             causes.append(Cause("FieldValueRequired", "Required value", "spec.versions"))
+        for i, ver in enumerate(spec.get("versions") or []):
+            if not ver.get("name"):
+                causes.append(
+                    Cause("FieldValueRequired", "Required value", f"spec.versions[{i}].name")
+                )
+            found = (ver.get("schema") or {}).get("openAPIV3Schema")
+            problem = schema.schema_problem(found) if found is not None else None
+            if problem:
+                causes.append(
+                    Cause(
+                        "FieldValueInvalid",
+                        f"Invalid value: {problem}",
+                        f"spec.versions[{i}].schema.openAPIV3Schema",
+                    )
+                )
         expected = f"{names.get('plural')}.{spec.get('group')}"
         if obj["metadata"].get("name") != expected:
             causes.append(

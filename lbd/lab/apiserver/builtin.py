@@ -303,6 +303,17 @@ def prepare_secret(obj: dict[str, Any]) -> None:
 
 
 _STR_MAP = {str: str}
+_RULE = {
+    "verbs": [str],
+    "apiGroups": [str],
+    "resources": [str],
+    "resourceNames": [str],
+    "nonResourceURLs": [str],
+}
+_BINDING = {
+    "roleRef": {"kind": str, "name": str, "apiGroup": str},
+    "subjects": [{"kind": str, "name": str, "namespace": str, "apiGroup": str}],
+}
 _CONDITIONS = [{"type": str, "status": str, "reason": str, "message": str}]
 #: The JSON shape of the fields this module reads: a dict is an object with those fields (others
 #: are not checked), a one-element list a list of that shape, ``{str: str}`` a string map.
@@ -348,6 +359,35 @@ _SHAPES: dict[str, dict[str, Any]] = {
     "Secret": {"data": _STR_MAP, "stringData": dict, "type": str},
     "Lease": {"spec": {"holderIdentity": str, "leaseDurationSeconds": int}},
     "Event": {"involvedObject": dict, "reason": str, "message": str, "type": str},
+    # RBAC objects are read on every request of a non-admin: a malformed one must not get in
+    "Role": {"rules": [_RULE]},
+    "ClusterRole": {"rules": [_RULE], "aggregationRule": dict},
+    "RoleBinding": _BINDING,
+    "ClusterRoleBinding": _BINDING,
+    "CustomResourceDefinition": {
+        "spec": {
+            "group": str,
+            "scope": str,
+            "names": {
+                "plural": str,
+                "singular": str,
+                "kind": str,
+                "listKind": str,
+                "shortNames": [str],
+                "categories": [str],
+            },
+            "versions": [
+                {
+                    "name": str,
+                    "served": bool,
+                    "storage": bool,
+                    "schema": {"openAPIV3Schema": dict},
+                    "subresources": {"status": dict, "scale": dict},
+                    "additionalPrinterColumns": [{"name": str, "type": str, "jsonPath": str}],
+                }
+            ],
+        }
+    },
 }
 
 

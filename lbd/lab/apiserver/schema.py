@@ -122,6 +122,21 @@ def _validator(schema_json: str) -> Any:
     return cls(schema, format_checker=None)
 
 
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why an openAPIV3Schema cannot be used to validate objects (None: it can)."""
+    import jsonschema
+
+    try:
+        translated = _to_jsonschema(schema)
+        cls = jsonschema.validators.validator_for(translated, default=jsonschema.Draft7Validator)
+        cls.check_schema(translated)
+    except jsonschema.SchemaError as exc:
+        return str(exc.message)
+    except (TypeError, AttributeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def _field_path(path: Any) -> str:
     out = ""
     for part in path:
