@@ -265,3 +265,23 @@ def test_wrongly_typed_fields_are_400(
     assert (status, out["reason"]) == (400, "BadRequest"), out
     assert "cannot be handled as a" in out["message"]
     assert lab_api.internal_errors == []
+
+
+def test_watch_as_table_for_kubectl_get_w(lab_api: LabApiServer) -> None:
+    """``kubectl get -w`` asks for Tables; each event then carries a one-row Table."""
+    assert _request(lab_api, "POST", SVC, _svc())[0] == 201
+    url = urlsplit(lab_api.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    conn.request(
+        "GET",
+        f"{SVC}?watch=true&timeoutSeconds=1",
+        headers={
+            "Authorization": f"Bearer {lab_api.admin_token}",
+            "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        },
+    )
+    events = [json.loads(line) for line in conn.getresponse().read().splitlines() if line]
+    conn.close()
+    assert [e["type"] for e in events] == ["ADDED"]
+    table = events[0]["object"]
+    assert table["kind"] == "Table" and table["rows"][0]["cells"][0] == "web"

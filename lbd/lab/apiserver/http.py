@@ -136,6 +136,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "lbd-lab-apiserver"
     lab: LabApiServer  # set on the subclass the server builds
+    _table_watch = False
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -508,6 +509,7 @@ class Handler(BaseHTTPRequestHandler):
         if name:
             field_sel = f"metadata.name={name}" + (f",{field_sel}" if field_sel else "")
         selector = build_selector(_first(query, "labelSelector"), field_sel, rt.field_labels)
+        self._table_watch = "as=Table" in (self.headers.get("Accept") or "")
         rv_param = _first(query, "resourceVersion") or ""
         bookmarks = _truthy(_first(query, "allowWatchBookmarks"))
         initial_events = _truthy(_first(query, "sendInitialEvents"))
@@ -538,7 +540,7 @@ class Handler(BaseHTTPRequestHandler):
                     line = self._event_line(rt, selector, item)
                     sent_rv = item.rv
                 elif selector.matches(item.obj):
-                    line = b'{"type":"ADDED","object":' + lab.api.view(rt, item) + b"}\n"
+                    line = b'{"type":"ADDED","object":' + self._watch_view(rt, item) + b"}\n"
                 else:
                     line = None
                 if line is not None:
@@ -622,6 +624,14 @@ class Handler(BaseHTTPRequestHandler):
         obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
         self._chunk(json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n")
 
+    def _watch_view(self, rt: ResourceType, stored: Stored) -> bytes:
+        """The object of a watch event: itself, or a one-row Table for ``kubectl get -w``."""
+        if self._table_watch:
+            rv = stored.obj["metadata"].get("resourceVersion", "")
+            doc = tables.table(rt, [stored.obj], rv)
+            return json.dumps(doc, separators=(",", ":")).encode()
+        return self.lab.api.view(rt, stored)
+
     def _event_line(self, rt: ResourceType, selector: Any, ev: WatchEvent) -> bytes | None:
         """The JSON line of ``ev`` as this watcher sees it, or None when it is filtered out."""
         etype = ev.type
@@ -638,5 +648,5 @@ class Handler(BaseHTTPRequestHandler):
             elif (etype == "ADDED" and not now) or (etype == "DELETED" and not (before or now)):
                 return None
         return (
-            b'{"type":"' + etype.encode() + b'","object":' + self.lab.api.view(rt, ev.new) + b"}\n"
+            b'{"type":"' + etype.encode() + b'","object":' + self._watch_view(rt, ev.new) + b"}\n"
         )
