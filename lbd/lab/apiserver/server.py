@@ -27,6 +27,7 @@ import base64
 import logging
 import os
 import secrets
+import shutil
 import socket
 import ssl
 import struct
@@ -170,6 +171,8 @@ class LabApiServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.tls is not None:
+            shutil.rmtree(self.tls.directory, ignore_errors=True)
 
     def __enter__(self) -> LabApiServer:
         return self.start()
