@@ -12,13 +12,19 @@ Default interface rule (SPEAKER.md), implemented by :func:`select_interfaces`:
    node whose only NIC is a veth must still announce).
 
 :class:`LinkMonitor` keeps a snapshot of the links, refreshed on every rtnetlink link/address
-notification (:mod:`lbd.net.netlink`), and calls ``on_change`` when the snapshot changes so that
-an interface going down is reported in the very next heartbeat.
+notification, and calls ``on_change`` when the snapshot changes so that an interface going down
+is reported in the very next heartbeat.
+
+Netlink is spoken through pyroute2's ``IPRoute``. Its sync API keeps the socket and the asyncio
+event loop *per thread*, so each ``IPRoute`` here is created, used and closed by one thread: the
+dumps open a short-lived one in the calling thread (hence in that thread's network namespace),
+and the monitor thread owns the subscription. A netlink socket lives in the namespace of the
+thread that opens it, and a thread starts in the namespace of the thread that starts it, so a
+monitor started inside a namespace watches that namespace.
 """
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import os
@@ -28,8 +34,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from lbd.net.netlink import dump_addresses, dump_links
+from pyroute2 import IPRoute, NetlinkDumpInterrupted
+from pyroute2.netlink import NETLINK_NO_ENOBUFS, SOL_NETLINK
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +47,8 @@ IFF_BROADCAST = 0x2
 IFF_LOOPBACK = 0x8
 IFF_NOARP = 0x80
 IFF_LOWER_UP = 0x10000
-NETLINK_ROUTE = 0
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV6_IFADDR = 0x100
+GROUPS: int = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+DUMP_ATTEMPTS = 5  # a dump interrupted by a concurrent change (NLM_F_DUMP_INTR) is retried
 
 EXCLUDED_PREFIXES: tuple[str, ...] = (
     "lo", "veth", "docker", "br-", "cni", "cali", "flannel", "cilium", "lxc", "kube-ipvs",
@@ -115,35 +122,55 @@ def select_interfaces(
     return tuple(sorted(n for n, link in links.items() if announce_capable(link, exclude)))
 
 
+def _address(msg: Any) -> Address | None:
+    """An ``RTM_NEWADDR`` message as an interface address (None if not IPv4/IPv6)."""
+    if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    # IFA_LOCAL is the interface's own address on point-to-point links; prefer it.
+    raw = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+    if not raw:
+        return None
+    try:
+        return ipaddress.ip_interface(f"{raw}/{int(msg['prefixlen'])}")
+    except ValueError:
+        return None
+
+
+def _link(msg: Any, addresses: Mapping[int, list[Address]]) -> Link:
+    index = int(msg["index"])
+    master = msg.get("IFLA_MASTER")
+    kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    return Link(
+        name=str(msg.get("IFLA_IFNAME") or ""),
+        index=index,
+        mac=str(msg.get("IFLA_ADDRESS") or ""),
+        flags=int(msg["flags"]),
+        master=int(master) if master else None,
+        kind=str(kind) if kind else None,
+        addresses=tuple(addresses.get(index, ())),
+    )
+
+
+def _snapshot(ipr: Any) -> dict[str, Link]:
+    addrs: dict[int, list[Address]] = {}
+    for msg in ipr.get_addr():
+        addr = _address(msg)
+        if addr is not None:
+            addrs.setdefault(int(msg["index"]), []).append(addr)
+    links = (_link(msg, addrs) for msg in ipr.get_links())
+    return {link.name: link for link in links}
+
+
 def read_links() -> dict[str, Link]:
     """Snapshot every link of this (thread's) namespace and its addresses via rtnetlink."""
-    addrs: dict[int, list[Address]] = {}
-    for a in dump_addresses():
-        addrs.setdefault(a.index, []).append(a.address)
-    return {
-        raw.name: Link(
-            name=raw.name,
-            index=raw.index,
-            mac=raw.mac,
-            flags=raw.flags,
-            master=raw.master,
-            kind=raw.kind,
-            addresses=tuple(addrs.get(raw.index, ())),
-        )
-        for raw in dump_links()
-    }
-
-
-def _drain(sock: socket.socket) -> None:
-    while True:
-        try:
-            sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.ENOBUFS:  # overrun: messages lost, the dump recovers
-                continue
-            raise
+    with IPRoute() as ipr:
+        for attempt in range(DUMP_ATTEMPTS):
+            try:
+                return _snapshot(ipr)
+            except NetlinkDumpInterrupted:
+                if attempt == DUMP_ATTEMPTS - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class LinkMonitor:
@@ -163,24 +190,31 @@ class LinkMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
         self._wake_r, self._wake_w = -1, -1
 
     def start(self) -> None:
         """Subscribe to netlink (in the calling thread's namespace), snapshot, start watching.
 
-        The subscription is a plain ``AF_NETLINK`` socket used only as a doorbell: any
-        link/address message triggers a full dump (:mod:`lbd.net.netlink`), which is simpler and
-        more robust than applying deltas (and an overrun just means one more dump).
+        The subscription is used only as a doorbell: any link/address message triggers a full
+        dump, which is simpler and more robust than applying deltas (and an overrun just means
+        one more dump). The monitor thread subscribes before the first dump, so no change can
+        fall between the two; an error opening the subscription is raised here.
         """
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
-        sock.setblocking(False)
-        self._sock = sock
         self._wake_r, self._wake_w = os.pipe()
-        self.refresh()
-        self._thread = threading.Thread(target=self._run, name="link-monitor", daemon=True)
+        subscribed = threading.Event()
+        failure: list[Exception] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(subscribed, failure), name="link-monitor", daemon=True
+        )
         self._thread.start()
+        subscribed.wait()
+        try:
+            if failure:
+                raise failure[0]
+            self.refresh()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self._stop.set()
@@ -188,8 +222,9 @@ class LinkMonitor:
             os.write(self._wake_w, b"x")
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        if self._sock is not None:
-            self._sock.close()
+            if self._thread.is_alive():  # keep its pipe open rather than close it under it
+                log.warning("link monitor thread did not stop within 2 s")
+                return
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -222,27 +257,78 @@ class LinkMonitor:
                 log.exception("link on_change callback failed")
         return changed
 
-    def _run(self) -> None:
-        assert self._sock is not None
-        sock = self._sock
+    # -- the monitor thread --------------------------------------------------------------
+    @staticmethod
+    def _subscribe() -> Any:
+        ipr = IPRoute()
+        try:
+            # A doorbell needs no lost-message report: the kernel drops notifications only
+            # while unread ones are queued, so the dump after reading those sees the dropped
+            # changes too. (An ENOBUFS would also leave pyroute2's socket failed for good.)
+            ipr.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+            ipr.bind(groups=GROUPS)
+        except BaseException:
+            _close(ipr)
+            raise
+        return ipr
+
+    @staticmethod
+    def _ring(ipr: Any) -> None:
+        """Consume the pending notifications (their content is not needed: the dump follows).
+
+        ``get()`` returns one datagram's messages; reading on while the socket stays readable
+        turns a burst of changes into one dump instead of one per message.
+        """
+        ipr.get()
+        for _ in range(10_000):
+            if not select.select([ipr.fileno()], [], [], 0)[0]:
+                return
+            ipr.get()
+
+    def _run(self, subscribed: threading.Event, failure: list[Exception]) -> None:
+        try:
+            ipr: Any = self._subscribe()
+        except Exception as exc:
+            failure.append(exc)
+            return
+        finally:
+            subscribed.set()
         last = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                timeout = max(0.0, last + self.resync - time.monotonic())
-                ready, _, _ = select.select([sock.fileno(), self._wake_r], [], [], timeout)
-                if self._stop.is_set():
-                    break
-                if ready:
-                    _drain(sock)  # the dump below is the truth
-                if ready or time.monotonic() - last >= self.resync:
-                    last = time.monotonic()
-                    self.refresh()
-            except InterruptedError:
-                continue
-            except Exception:  # netlink overrun (ENOBUFS) or a parse error: resync and go on
-                log.exception("link monitor error; resyncing")
-                self._stop.wait(0.1)
+        try:
+            while not self._stop.is_set():
                 try:
-                    self.refresh()
+                    if ipr is None:  # reopen after an error, then resync
+                        ipr = self._subscribe()
+                        last = time.monotonic()
+                        self.refresh()
+                        continue
+                    timeout = max(0.0, last + self.resync - time.monotonic())
+                    fd = ipr.fileno()
+                    ready, _, _ = select.select([fd, self._wake_r], [], [], timeout)
+                    if self._stop.is_set():
+                        break
+                    if fd in ready:
+                        self._ring(ipr)
+                    if ready or time.monotonic() - last >= self.resync:
+                        last = time.monotonic()
+                        self.refresh()
                 except Exception:
-                    log.exception("link resync failed")
+                    # pyroute2 keeps a socket that saw an error failed for good: drop it, and
+                    # the next turn subscribes again and dumps (nothing is lost).
+                    log.exception("link monitor error; resubscribing")
+                    backoff = 1.0 if ipr is None else 0.1  # a failing reopen: do not spin
+                    if ipr is not None:
+                        _close(ipr)
+                        ipr = None
+                    self._stop.wait(backoff)
+        finally:
+            if ipr is not None:
+                _close(ipr)
+
+
+def _close(ipr: Any) -> None:
+    """Close an ``IPRoute``; one whose socket failed may raise that error again while closing."""
+    try:
+        ipr.close()
+    except Exception:
+        log.debug("closing a failed netlink socket", exc_info=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from lbd.net import netlink
 from lbd.net.links import (
     IFF_BROADCAST,
     IFF_LOWER_UP,
@@ -112,10 +111,36 @@ def test_monitor_sees_link_down_and_up(segment_factory: Callable[[list[str]], Se
         mon.stop()
 
 
-@settings(deadline=None)  # timing varies on a loaded CI machine
-@given(st.binary(max_size=64))
-def test_netlink_attribute_parser_never_raises(data: bytes) -> None:
-    assert isinstance(netlink.attributes(data), dict)
+@pytest.mark.needs_root
+def test_monitor_sees_addresses_and_stops_promptly(
+    segment_factory: Callable[[list[str]], Segment],
+) -> None:
+    seg = segment_factory(["node1"])
+    mon = LinkMonitor(resync=3600.0)  # only notifications can explain a change seen here
+    seg.call("node1", mon.start)
+    try:
+        assert mon.resolve("198.19.7.7", ()) == ("eth0",)  # no subnet match: capable ones
+        seg.ip("node1", "link", "add", "br9", "type", "bridge")
+        seg.ip("node1", "addr", "add", "198.19.7.1/24", "dev", "br9")
+        seg.ip("node1", "link", "set", "br9", "up")
+        assert wait_for(lambda: "br9" in mon.links())
+        assert wait_for(
+            lambda: ipaddress.ip_interface("198.19.7.1/24") in mon.links()["br9"].addresses
+        )
+        # The bridge has no port, so no carrier: not up, and the VIP in its subnet falls back.
+        assert not mon.links()["br9"].up
+        assert mon.resolve("198.19.7.7", ()) == ("eth0",)
+        seg.ip("node1", "addr", "add", "2001:db8:7::1/64", "dev", "eth0", "nodad")
+        assert wait_for(
+            lambda: ipaddress.ip_interface("2001:db8:7::1/64") in mon.links()["eth0"].addresses
+        )
+        assert mon.resolve("2001:db8:7::9", ()) == ("eth0",)
+    finally:
+        began = time.monotonic()
+        mon.stop()
+        stopped_in = time.monotonic() - began
+    assert stopped_in < 1.0
+    assert mon._thread is not None and not mon._thread.is_alive()
 
 
 @pytest.mark.needs_root
@@ -135,3 +160,41 @@ def netlink_in(ns: str) -> dict[str, Link]:
     from tests.netns.conftest import netns_call
 
     return netns_call(ns, read_links)
+
+
+@pytest.mark.needs_root
+def test_monitor_recovers_from_a_notification_overrun(
+    segment_factory: Callable[[list[str]], Segment], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst the kernel cannot queue loses notifications, never changes: the dump has them."""
+    seg = segment_factory(["node1"])
+    entered, release = threading.Event(), threading.Event()
+    armed = False
+
+    def on_change() -> None:
+        if armed:
+            entered.set()
+            release.wait(10.0)
+
+    mon = LinkMonitor(on_change=on_change, resync=3600.0)
+    seg.call("node1", mon.start)
+    try:
+        armed = True
+        seg.ip("node1", "addr", "add", "198.19.0.1/32", "dev", "eth0")
+        assert entered.wait(3.0)  # the monitor thread is now stuck in the callback
+        count = 3000  # far more notifications than the socket's receive buffer holds
+        batch = "".join(
+            f"addr add 198.19.{1 + i // 250}.{1 + i % 250}/32 dev eth0\n" for i in range(count)
+        )
+        subprocess.run(
+            ["ip", "-n", seg["node1"].ns, "-batch", "-"], input=batch, text=True, check=True
+        )
+        armed = False
+        release.set()
+        assert wait_for(lambda: len(mon.links()["eth0"].addresses) >= count + 3, timeout=10.0)
+        assert "resubscribing" not in caplog.text  # no error: dropped notifications are fine
+        seg.link("node1", up=False)  # and the new subscription works
+        assert wait_for(lambda: mon.interfaces_up() == frozenset())
+    finally:
+        release.set()
+        mon.stop()
