@@ -120,16 +120,16 @@ def test_monitor_sees_addresses_and_stops_promptly(
     seg.call("node1", mon.start)
     try:
         assert mon.resolve("198.19.7.7", ()) == ("eth0",)  # no subnet match: capable ones
-        seg.ip("node1", "link", "add", "br9", "type", "bridge")
-        seg.ip("node1", "addr", "add", "198.19.7.1/24", "dev", "br9")
-        seg.ip("node1", "link", "set", "br9", "up")
-        assert wait_for(lambda: "br9" in mon.links())
-        assert wait_for(
-            lambda: ipaddress.ip_interface("198.19.7.1/24") in mon.links()["br9"].addresses
-        )
-        # The bridge has no port, so no carrier: not up, and the VIP in its subnet falls back.
-        assert not mon.links()["br9"].up
-        assert mon.resolve("198.19.7.7", ()) == ("eth0",)
+        # A second NIC (a veth pair inside the namespace) that gets the VIP's subnet: it wins.
+        seg.ip("node1", "link", "add", "v9a", "type", "veth", "peer", "name", "v9b")
+        seg.ip("node1", "link", "set", "v9b", "up")
+        seg.ip("node1", "link", "set", "v9a", "up")
+        seg.ip("node1", "addr", "add", "198.19.7.1/24", "dev", "v9a")
+        assert wait_for(lambda: mon.resolve("198.19.7.7", ()) == ("v9a",))
+        # Without the address, the veth is virtual again: back to eth0 alone.
+        seg.ip("node1", "addr", "del", "198.19.7.1/24", "dev", "v9a")
+        assert wait_for(lambda: mon.resolve("198.19.7.7", ()) == ("eth0",))
+        assert mon.links()["v9a"].kind == "veth"
         seg.ip("node1", "addr", "add", "2001:db8:7::1/64", "dev", "eth0", "nodad")
         assert wait_for(
             lambda: ipaddress.ip_interface("2001:db8:7::1/64") in mon.links()["eth0"].addresses
