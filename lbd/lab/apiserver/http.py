@@ -7,14 +7,20 @@ stalls that otherwise cost 40 ms per request. Watches are chunked responses of J
 the watcher's queue (a burst of events goes out as one chunk, one ``send``); an idle watch wakes
 up every second to send bookmarks, honour ``timeoutSeconds`` and notice that its client went
 away.
+
+A client that goes away mid-request (a killed speaker, a closed watch) is normal operation, not
+a server error: resets and broken pipes end the connection with one debug line, never a
+traceback on stderr (which is what ``socketserver`` prints for an exception leaving ``handle``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import select
 import socket
+import ssl
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -29,6 +35,11 @@ from lbd.lab.apiserver.store import CLOSE, Stored, TooOldError, WatchEvent
 
 if TYPE_CHECKING:
     from lbd.lab.apiserver.server import LabApiServer
+
+log = logging.getLogger("lbd.lab.apiserver")
+
+# The peer closed or reset the connection (TLS: it went away without a close_notify).
+PEER_GONE = (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 VERSION_INFO = {
     "major": "1",
@@ -139,6 +150,14 @@ class Handler(BaseHTTPRequestHandler):
     _table_watch = False
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def handle(self) -> None:
+        """Serve the connection's requests; a peer that disconnects just ends it."""
+        try:
+            super().handle()
+        except PEER_GONE as exc:
+            self.close_connection = True
+            log.debug("client %s disconnected: %r", self.client_address, exc)
 
     def handle_one_request(self) -> None:
         """Read one request and serve it.
