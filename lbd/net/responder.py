@@ -11,8 +11,10 @@ Threads:
   It counts in plain integers (no metrics library call per frame) and hands conflicts to the
   announcer through a queue, so no user code and no logging run on the hot path.
 - one *announcer* thread sends gratuitous ARP / unsolicited NA on the schedule of
-  :class:`lbd.core.garp.GarpScheduler`, handles conflicts (count, ``on_conflict`` callback,
-  re-announce) and copies the counters into :class:`lbd.metrics.SpeakerMetrics` once a second.
+  :class:`lbd.core.garp.GarpScheduler`, handles conflicts (re-announce; then, unless
+  :class:`lbd.core.conflict.ConflictRule` says the frame is the previous owner handing over,
+  count, log and call ``on_conflict``) and copies the counters into
+  :class:`lbd.metrics.SpeakerMetrics` once a second.
 
 Port threads run with a real-time priority when allowed (:mod:`lbd.net.priority`): replies
 must not wait for a CPU on a busy node.
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from lbd.core import arp, ndp
+from lbd.core.conflict import ConflictRule, Verdict
 from lbd.core.garp import GarpPlan, GarpScheduler
 from lbd.metrics import SpeakerMetrics
 from lbd.net.packet import open_packet_socket, set_multicast, take_drops
@@ -69,6 +72,7 @@ class Conflict:
     vip: str
     mac: str
     interface: str
+    at: float  # monotonic time the frame was received
 
 
 def _mac_str(mac: bytes) -> str:
@@ -270,7 +274,7 @@ class _Port:
             return
         self._last_conflict[vip] = now
         addr = str(ipaddress.ip_address(vip))
-        self.owner._conflicts.put(Conflict(addr, _mac_str(mac), self.ifname))
+        self.owner._conflicts.put(Conflict(addr, _mac_str(mac), self.ifname, now))
         self.owner._wake.set()
 
 
@@ -303,6 +307,7 @@ class Responder:
         on_conflict: Callable[[str, str], None] | None = None,
         reopen_delay: float = 1.0,
         rt_priority: int | None = 1,
+        conflict_rule: ConflictRule | None = None,
     ) -> None:
         self.node_name = node_name
         self.rt_priority = rt_priority  # SCHED_RR priority of the port threads; None = normal
@@ -310,11 +315,13 @@ class Responder:
         self.clock = clock
         self.on_conflict = on_conflict
         self.reopen_delay = reopen_delay
+        self.conflict_rule = conflict_rule or ConflictRule()
         self._garp = GarpScheduler(garp_plan)
         self._lock = threading.Lock()
         self._ports: dict[str, _Port] = {}
         self._listen: frozenset[str] = frozenset()
         self._owned: dict[str, tuple[str, ...]] = {}
+        self._gained_at: dict[str, float] = {}  # when each owned VIP was gained (conflict rule)
         self._conflicts: queue.SimpleQueue[Conflict] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -323,6 +330,7 @@ class Responder:
         self._retired: Counter[str] = Counter()  # counts of ports already closed
         self.garp_sent = 0
         self.conflicts: Counter[str] = Counter()
+        self.handovers_seen = 0  # another MAC within the grace after gaining: not conflicts
 
     # -- public API ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -358,10 +366,13 @@ class Responder:
             self._apply_locked()
             for vip in old.keys() - self._owned.keys():
                 self._garp.discard(vip)
+                self._gained_at.pop(vip, None)
                 if self.metrics is not None:
                     with contextlib.suppress(KeyError):
                         self.metrics.speaker_announced.remove(vip, self.node_name)
             for vip, ifs in self._owned.items():
+                if vip not in old:
+                    self._gained_at[vip] = now
                 if old.get(vip) != ifs:
                     self._garp.add(vip, now)
                     if self.metrics is not None:
@@ -380,6 +391,7 @@ class Responder:
             ports = list(self._ports.values())
             self._ports.clear()
             self._owned = {}
+            self._gained_at.clear()
         for p in ports:
             p.stop()  # empties its table first
         self._wake.set()
@@ -403,6 +415,7 @@ class Responder:
             out.update(_port_counts(p))
         out["garp_sent"] = self.garp_sent
         out["conflicts"] = sum(self.conflicts.values())
+        out["handovers_seen"] = self.handovers_seen
         return dict(out)
 
     # -- internals ----------------------------------------------------------------------------
@@ -474,8 +487,18 @@ class Responder:
             with self._lock:
                 still_owned = c.interface in self._owned.get(c.vip, ())
                 if still_owned:
-                    self._announce(c.vip, (c.interface,))  # re-assert our claim once
+                    # re-assert our claim once: in a hand-over too, it puts our MAC back in
+                    # caches right after the previous owner's last reply
+                    self._announce(c.vip, (c.interface,))
+                gained_at = self._gained_at.get(c.vip)
             if not still_owned:
+                continue
+            if self.conflict_rule.judge(now=c.at, gained_at=gained_at) is Verdict.HANDOVER:
+                self.handovers_seen += 1
+                log.debug(
+                    "previous owner still answers (hand-over)",
+                    extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
+                )
                 continue
             self.conflicts[c.vip] += 1
             log.warning(

@@ -17,6 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from lbd.core.conflict import ConflictRule
 from lbd.health import HealthServer
 from lbd.k8s.client import Kube, load_kube
 from lbd.k8s.events import EventRecorder
@@ -96,6 +97,8 @@ class Speaker:
         self._stop = threading.Event()
         self._reconciler: Reconciler | None = None
         trigger = self._trigger
+        # one rule for the conflict metric/log (responder) and the Warning event (reconciler)
+        conflict_rule = ConflictRule()
         self.links = LinkMonitor(
             exclude=EXCLUDED_PREFIXES + settings.interfaces_exclude, on_change=trigger
         )
@@ -114,6 +117,7 @@ class Speaker:
             metrics=self.metrics,
             clock=clock,
             on_conflict=self._on_conflict,
+            conflict_rule=conflict_rule,
         )
         self.cache = SpeakerCache(self.kube, on_change=trigger)
         self.events = EventRecorder(self.kube, component="lbd-speaker", host=settings.node_name)
@@ -131,6 +135,7 @@ class Speaker:
             metrics=self.metrics,
             clock=clock,
             warmup=settings.dead_after,
+            conflict_grace=conflict_rule.grace,
         )
         self._reconciler = self.reconciler
         self.health = HealthServer(

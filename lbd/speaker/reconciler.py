@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from lbd.core.conflict import DEFAULT_GRACE, ConflictRule, Verdict
 from lbd.k8s.speaker_convert import peers_from_nodes
 from lbd.k8s.speaker_status import EventSpec, Ownership
 from lbd.metrics import SpeakerMetrics
@@ -106,7 +107,7 @@ class Reconciler:
         clock: Clock = SYSTEM_CLOCK,
         warmup: float = 0.0,
         resync: float = 30.0,
-        conflict_grace: float = 1.0,
+        conflict_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.node = node_name
         self.lb_class = lb_class
@@ -132,6 +133,7 @@ class Reconciler:
         self._conflicts: set[str] = set()
         self._gained_at: dict[str, float] = {}
         self.conflict_grace = conflict_grace
+        self._conflict_rule = ConflictRule(conflict_grace)
         self.plan: Plan = EMPTY_PLAN
         self._cache = PlanCache()
         self.passes = 0
@@ -151,14 +153,17 @@ class Reconciler:
         Not during the first ``conflict_grace`` seconds of owning it: in a hand-over the
         previous owner legitimately answers (and may be in its gratuitous burst) until our
         heartbeat reaches it; warning the user about that would be a false alarm on every
-        failover and node return (seen in the lab).
+        failover and node return (seen in the lab). The responder applies the same
+        :class:`~lbd.core.conflict.ConflictRule` to the metric and the log (and so does not
+        call this in the grace); checking here too keeps the event right with any announcer.
         """
         with self._lock:
             key = self.plan.owner_of(vip)
             if key is None or vip in self._conflicts:
                 return
             gained = self._gained_at.get(vip)
-            if gained is not None and self.clock.monotonic() - gained < self.conflict_grace:
+            now = self.clock.monotonic()
+            if self._conflict_rule.judge(now=now, gained_at=gained) is Verdict.HANDOVER:
                 return
             self._conflicts.add(vip)
             own = self.plan.ownerships[key]

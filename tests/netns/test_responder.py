@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lbd.core import arp, ndp
+from lbd.core.conflict import ConflictRule
 from lbd.metrics import SpeakerMetrics
 from lbd.net.responder import Responder
 from tests.netns.conftest import Segment
@@ -209,6 +210,7 @@ def test_conflicting_mac_is_detected_counted_and_reannounced(
     seen: list[tuple[str, str]] = []
     r = responders["node1"]
     r.on_conflict = lambda vip, mac: seen.append((vip, mac))
+    r.conflict_rule = ConflictRule(grace=0.0)  # owned long enough (hand-over: next test)
     r.set_owned({VIP: ("eth0",)})
     assert wait_for(lambda: r.stats()["garp_sent"] >= 2)
     rogue = segment["node3"].mac
@@ -228,11 +230,46 @@ def test_conflicting_neighbor_advertisement_is_detected(
     seen: list[tuple[str, str]] = []
     r = responders["node1"]
     r.on_conflict = lambda vip, mac: seen.append((vip, mac))
+    r.conflict_rule = ConflictRule(grace=0.0)
     r.set_owned({VIP6: ("eth0",)})
     rogue = segment["node3"].mac
     segment.call("node3", send_frames, "eth0", [ndp.unsolicited(ndp.vip_key(VIP6), rogue)])
     assert wait_for(lambda: bool(seen))
     assert seen == [(VIP6, ":".join(f"{b:02x}" for b in rogue))]
+
+
+def test_hand_over_is_not_a_conflict_but_a_later_claimer_is(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    """The previous owner answering for a moment after a hand-over is not counted (an alert on
+    ``lbd_vip_conflicts_total`` must not fire on every failover); a host that claims the VIP
+    after the grace is counted, warned about once and answered with a re-announcement."""
+    seen: list[tuple[str, str]] = []
+    new, old = responders["node1"], responders["node2"]
+    new.on_conflict = lambda vip, mac: seen.append((vip, mac))
+    old.set_owned({VIP: ("eth0",)})
+    assert ask(segment) == [segment["node2"].mac]
+    new.set_owned({VIP: ("eth0",)})  # takes over; the old owner still answers for a moment:
+    garp_old = arp.gratuitous(arp.vip_key(VIP), segment["node2"].mac)
+    segment.call("node2", send_frames, "eth0", list(garp_old))  # e.g. the rest of its burst
+    assert wait_for(lambda: new.stats()["handovers_seen"] >= 1), new.stats()
+    assert set(ask(segment)) == {segment["node1"].mac, segment["node2"].mac}
+    old.set_owned({})  # it heard the new owner's heartbeat
+    assert ask(segment) == [segment["node1"].mac]
+    assert new.stats()["conflicts"] == 0 and seen == []
+    assert new.metrics is not None
+    assert new.metrics.vip_conflicts_total.labels(VIP)._value.get() == 0
+
+    # a rogue host claims the VIP once the hand-over is long over
+    rogue = segment["node3"].mac
+    claim = [arp.gratuitous(arp.vip_key(VIP), rogue)[0]]
+    deadline = time.monotonic() + new.conflict_rule.grace + 2.0
+    while not seen and time.monotonic() < deadline:
+        segment.call("node3", send_frames, "eth0", claim)
+        wait_for(lambda: bool(seen), timeout=0.2)
+    assert seen == [(VIP, ":".join(f"{b:02x}" for b in rogue))]
+    assert new.stats()["conflicts"] == 1
+    assert new.metrics.vip_conflicts_total.labels(VIP)._value.get() == 1
 
 
 @pytest.mark.slow  # waits for the 2 s takeover burst, a reopen and a 4 s sniff window
