@@ -328,6 +328,9 @@ class Handler(BaseHTTPRequestHandler):
     def _lab_endpoint(self, method: str, path: str, user: User, raw: bytes) -> None:
         if not user.is_admin:
             raise errors.forbidden_path(user.name, method.lower(), path)
+        if path == "/_lab/audit":
+            self._lab_audit(method)
+            return
         if path != "/_lab/faults":
             raise errors.path_not_found()
         if method == "DELETE":
@@ -344,6 +347,16 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError, KeyError) as exc:
             raise errors.bad_request(f"fault: {exc}") from exc
         self._json(200, {"ok": True, **result})
+
+    def _lab_audit(self, method: str) -> None:
+        """``GET``: every distinct authorization decision so far; ``DELETE``: start afresh."""
+        if method == "DELETE":
+            self.lab.reset_audit()
+            self._json(200, {"ok": True})
+        elif method == "GET":
+            self._json(200, self.lab.audit_log.to_json())
+        else:
+            raise errors.method_not_allowed()
 
     # -- the Kubernetes API ---------------------------------------------------------------------
 
@@ -403,7 +416,7 @@ class Handler(BaseHTTPRequestHandler):
             namespace=route.namespace,
             name=route.name,
         )
-        if not lab.authorizer.allowed(user, attrs):
+        if not lab.authorize(user, attrs):
             raise errors.forbidden(
                 user=user.name,
                 verb=verb,
@@ -477,7 +490,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self._list_bytes(rt, deleted_items, lab.store.resource_version))
 
     def _nonresource(self, user: User, verb: str, path: str) -> None:
-        if not self.lab.authorizer.allowed(user, Attributes(verb=verb, path=path)):
+        if not self.lab.authorize(user, Attributes(verb=verb, path=path)):
             raise errors.forbidden_path(user.name, verb, path)
 
     def _list_bytes(

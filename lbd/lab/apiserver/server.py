@@ -13,7 +13,8 @@ The server owns a :class:`~lbd.lab.apiserver.store.Store`, the resource
 :class:`~lbd.lab.apiserver.resources.Registry`, the token table, the RBAC authorizer and the
 :class:`~lbd.lab.apiserver.faults.Faults`. An admin token (user ``admin``, group
 ``system:masters``) is created at start; it bypasses RBAC and is the only identity allowed to
-use ``/_lab/faults``.
+use ``/_lab/faults`` and ``/_lab/audit`` (the record of every authorization decision, see
+:mod:`~lbd.lab.apiserver.audit`).
 
 Outages are implemented at the socket level so clients see what they would see when a real API
 server goes away: in ``refuse`` mode open connections (watches included) are shut down and
@@ -40,12 +41,14 @@ from typing import Any
 import yaml
 
 from lbd.lab.apiserver.api import Api
+from lbd.lab.apiserver.audit import AuditLog, AuditRecord
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.faults import Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
     ANONYMOUS,
+    Attributes,
     Authorizer,
     Tokens,
     User,
@@ -118,6 +121,7 @@ class LabApiServer:
         self.api = Api(self.registry, self.store)
         self.tokens = Tokens()
         self.authorizer = Authorizer(self.store)
+        self.audit_log = AuditLog()
         self.faults = Faults(self.clock)
         self.bookmark_interval = bookmark_interval
         self.max_watch_seconds = max_watch_seconds
@@ -206,6 +210,21 @@ class LabApiServer:
     def internal_errors(self) -> list[BaseException]:
         """Unexpected exceptions caught while serving (a test can assert there were none)."""
         return list(self._errors)
+
+    # -- authorization and its audit record ---------------------------------------------------
+
+    def authorize(self, user: User, attrs: Attributes) -> bool:
+        """Whether RBAC lets ``user`` do ``attrs``; every decision goes into the audit record."""
+        allowed = self.authorizer.allowed(user, attrs)
+        self.audit_log.record(user, attrs, allowed)
+        return allowed
+
+    def audit(self) -> list[AuditRecord]:
+        """The distinct authorization decisions so far, with counts (``GET /_lab/audit``)."""
+        return self.audit_log.records()
+
+    def reset_audit(self) -> None:
+        self.audit_log.clear()
 
     # -- identities -----------------------------------------------------------------------------
 

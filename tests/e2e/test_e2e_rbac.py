@@ -1,0 +1,167 @@
+"""Least privilege, proven from what lbd's programs really call.
+
+One lab (2 nodes, dual-stack pool, 2 controllers, ``deploy/base/rbac.yaml`` enforced) goes
+through a Service's life (created, addressed, announced, its owner killed and restored,
+deleted) and a pool change. Then the lab API server's audit record (``GET /_lab/audit``) says
+which calls the controller's and the speaker's service accounts made, and the test checks them
+against the RBAC manifest and against the tables of ``tests/unit/test_deploy.py``: a call a
+program makes that the tables lack fails here, so the tables stay the true list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from lbd.k8s.client import IPADDRESSPOOLS
+from lbd.lab import scenario
+from lbd.lab.apiserver.audit import AuditRecord
+from lbd.lab.bootstrap import POOL_NAME
+from lbd.lab.lab import Lab, kill_node, restore_node
+from tests.unit.deploy_rbac import Call, allowed
+from tests.unit.test_deploy import (
+    CONTROLLER,
+    CONTROLLER_CALLS,
+    DEPLOY,
+    SPEAKER,
+    SPEAKER_CALLS,
+)
+
+from .conftest import LabFactory
+from .e2e_helpers import needs_lbd_programs
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow, needs_lbd_programs]
+
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
+
+def _user(account: str) -> str:
+    namespace, name = account.split("/")
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def _call(record: AuditRecord) -> Call:
+    resource = record.resource + (f"/{record.subresource}" if record.subresource else "")
+    return Call(record.verb, record.api_group, resource, record.namespace or None)
+
+
+def _exercise(lab: Lab) -> None:
+    """What the programs are observed doing: every step waits for its visible outcome."""
+    kube = scenario.host_kube(lab)
+    scenario.create_echo_service(kube, "dual", dual_stack=True)
+    scenario.create_echo_service(kube, "plain")
+    scenario.wait_for_vips(kube, "dual", count=2)
+    scenario.wait_for_vips(kube, "plain")
+    owner = scenario.poll(
+        lambda: scenario.announced_by(kube, "dual"),
+        timeout=15.0,
+        what="the ServiceL2Status of default/dual to name its node",
+    )
+    scenario.poll(
+        lambda: scenario.announced_by(kube, "plain"),
+        timeout=15.0,
+        what="the ServiceL2Status of default/plain to name its node",
+    )
+
+    kill_node(lab, owner)
+    scenario.poll(
+        lambda: scenario.announced_by(kube, "dual") not in (None, owner),
+        timeout=20.0,
+        what=f"default/dual to be announced by a node other than the killed {owner}",
+    )
+    restore_node(lab, owner)
+    # ranking is stable: the restored node takes its Service back (a handover of the status)
+    scenario.poll(
+        lambda: scenario.announced_by(kube, "dual") == owner,
+        timeout=20.0,
+        what=f"default/dual to be announced by the restored {owner} again",
+    )
+
+    scenario.delete_service(kube, "plain")
+    scenario.poll(
+        lambda: scenario.announced_by(kube, "plain") is None,
+        timeout=15.0,
+        what="the ServiceL2Status of the deleted default/plain to go",
+    )
+
+    pool_path = IPADDRESSPOOLS.path(name=POOL_NAME)
+
+    def available() -> str | None:
+        status = kube.get(pool_path).get("status") or {}
+        value = status.get("availableIPv4")
+        return None if value is None else str(value)
+
+    before = scenario.poll(available, timeout=15.0, what=f"pool {POOL_NAME} to have a status")
+    pool = kube.get(pool_path)
+    addresses = [*pool["spec"]["addresses"], "198.18.101.0/28"]
+    kube.patch(pool_path, {"spec": {"addresses": addresses}})
+    scenario.poll(
+        lambda: (a := available()) is not None and a != before,
+        timeout=15.0,
+        what=f"pool {POOL_NAME}'s status to count the added range (was {before} available)",
+    )
+
+
+def _audit(lab: Lab) -> list[AuditRecord]:
+    body: dict[str, Any] = scenario.host_kube(lab).get("/_lab/audit")
+    assert body["dropped"] == 0
+    return [AuditRecord.from_json(doc) for doc in body["records"]]
+
+
+def test_service_accounts_use_only_what_rbac_and_the_tables_grant(
+    module_lab_factory: LabFactory,
+) -> None:
+    lab = module_lab_factory(nodes=2, ipv6=True)
+    _exercise(lab)
+    records = _audit(lab)
+    rbac = [d for d in yaml.safe_load_all((DEPLOY / "base" / "rbac.yaml").read_text()) if d]
+    tables = {CONTROLLER: CONTROLLER_CALLS, SPEAKER: SPEAKER_CALLS}
+
+    observed: dict[str, set[Call]] = {}
+    problems: list[str] = []
+    for account, table in tables.items():
+        mine = [r for r in records if r.user == _user(account)]
+        # (a) nothing this account asked for was refused
+        denied = sorted(
+            f"{_call(r)} x{r.count}" if r.resource else r.path for r in mine if not r.allowed
+        )
+        if denied:
+            problems.append(f"{account} was refused: {denied}")
+        # discovery and /version (non-resource URLs) are open to every authenticated user
+        calls = {_call(r) for r in mine if r.resource}
+        observed[account] = calls
+        if not calls:
+            problems.append(f"{account} made no API call at all: does it run with its token?")
+        # (b) the manifest grants every call, (c) the test tables list every call
+        not_granted = sorted(str(c) for c in calls if not allowed(rbac, account, c))
+        if not_granted:
+            problems.append(f"deploy/base/rbac.yaml does not grant {account}: {not_granted}")
+        not_listed = sorted(str(c) for c in calls if c not in table)
+        if not_listed:
+            problems.append(f"tests/unit/test_deploy.py's table for {account} lacks: {not_listed}")
+    print()
+    for account, calls in observed.items():
+        print(f"{account} ({len(calls)}): " + ", ".join(sorted(str(c) for c in calls)))
+    assert problems == []
+
+    # (d) the two claims that matter most
+    speaker_service_writes = sorted(
+        str(c)
+        for c in observed[SPEAKER]
+        if c.resource.split("/")[0] == "services" and c.verb in WRITES
+    )
+    assert speaker_service_writes == []
+    controller_pod_calls = sorted(
+        str(c) for c in observed[CONTROLLER] if c.resource.split("/")[0] == "pods"
+    )
+    assert controller_pod_calls == []
+    # and the exercise did reach the writes the roles exist for
+    assert (
+        Call("patch", "", "services/status", "default") in observed[CONTROLLER]
+        or Call("update", "", "services/status", "default") in observed[CONTROLLER]
+    )
+    assert any(
+        c.resource.startswith("servicel2statuses") and c.verb in WRITES for c in observed[SPEAKER]
+    )
