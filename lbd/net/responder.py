@@ -11,10 +11,10 @@ Threads:
   It counts in plain integers (no metrics library call per frame) and hands conflicts to the
   announcer through a queue, so no user code and no logging run on the hot path.
 - one *announcer* thread sends gratuitous ARP / unsolicited NA on the schedule of
-  :class:`lbd.core.garp.GarpScheduler`, handles conflicts (re-announce; then, unless
-  :class:`lbd.core.conflict.ConflictRule` says the frame is the previous owner handing over,
-  count, log and call ``on_conflict``) and copies the counters into
-  :class:`lbd.metrics.SpeakerMetrics` once a second.
+  :class:`lbd.core.garp.GarpScheduler`, judges other MACs claiming an owned VIP with
+  :class:`lbd.core.conflict.ConflictRule` (a hand-over in either direction is not a conflict;
+  a real conflict is counted, logged, passed to ``on_conflict`` and re-announced) and copies
+  the counters into :class:`lbd.metrics.SpeakerMetrics` once a second.
 
 Port threads run with a real-time priority when allowed (:mod:`lbd.net.priority`): replies
 must not wait for a CPU on a busy node.
@@ -323,6 +323,7 @@ class Responder:
         self._owned: dict[str, tuple[str, ...]] = {}
         self._gained_at: dict[str, float] = {}  # when each owned VIP was gained (conflict rule)
         self._conflicts: queue.SimpleQueue[Conflict] = queue.SimpleQueue()
+        self._undecided: list[Conflict] = []  # judged WAIT; announcer thread only
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._announcer: threading.Thread | None = None
@@ -467,51 +468,64 @@ class Responder:
                 for vip in self._garp.due(now):
                     self._announce(vip, self._owned.get(vip, ()))
                 wake_at = self._garp.next_wakeup(now)
-            self._handle_conflicts()
+            judge_at = self._handle_conflicts()
             if now >= next_flush:
                 self._flush_metrics()
                 next_flush = now + 1.0
             timeout = next_flush - now
-            if wake_at is not None:
-                timeout = min(timeout, wake_at - now)
+            for at in (wake_at, judge_at):
+                if at is not None:
+                    timeout = min(timeout, at - now)
             self._wake.wait(max(timeout, 0.0))
             self._wake.clear()
         self._flush_metrics()
 
-    def _handle_conflicts(self) -> None:
+    def _handle_conflicts(self) -> float | None:
+        """Judge new and waiting claims; returns when the next waiting one is due."""
         while True:
             try:
-                c = self._conflicts.get_nowait()
+                self._undecided.append(self._conflicts.get_nowait())
             except queue.Empty:
-                return
+                break
+        rule = self.conflict_rule
+        now = self.clock.monotonic()
+        waiting: list[Conflict] = []
+        for c in self._undecided:
             with self._lock:
-                still_owned = c.interface in self._owned.get(c.vip, ())
-                if still_owned:
-                    # re-assert our claim once: in a hand-over too, it puts our MAC back in
+                owned = c.interface in self._owned.get(c.vip, ())
+                verdict = rule.judge(
+                    now=now, seen_at=c.at, gained_at=self._gained_at.get(c.vip), owned=owned
+                )
+                if verdict in (Verdict.HANDOVER, Verdict.CONFLICT):
+                    # re-assert our claim once; in a hand-over to us it puts our MAC back in
                     # caches right after the previous owner's last reply
                     self._announce(c.vip, (c.interface,))
-                gained_at = self._gained_at.get(c.vip)
-            if not still_owned:
-                continue
-            if self.conflict_rule.judge(now=c.at, gained_at=gained_at) is Verdict.HANDOVER:
+            if verdict is Verdict.WAIT:
+                waiting.append(c)
+            elif verdict is Verdict.CONFLICT:
+                self._report(c)
+            else:
                 self.handovers_seen += 1
                 log.debug(
-                    "previous owner still answers (hand-over)",
-                    extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
+                    "another MAC answers during a hand-over",
+                    extra={"vip": c.vip, "node": self.node_name, "mac": c.mac, "why": verdict},
                 )
-                continue
-            self.conflicts[c.vip] += 1
-            log.warning(
-                "another MAC claims an owned VIP",
-                extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
-            )
-            if self.metrics is not None:
-                self.metrics.vip_conflicts_total.labels(c.vip).inc()
-            if self.on_conflict is not None:
-                try:
-                    self.on_conflict(c.vip, c.mac)
-                except Exception:
-                    log.exception("on_conflict callback failed")
+        self._undecided = waiting
+        return min((rule.due(c.at) for c in waiting), default=None)
+
+    def _report(self, c: Conflict) -> None:
+        self.conflicts[c.vip] += 1
+        log.warning(
+            "another MAC claims an owned VIP",
+            extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
+        )
+        if self.metrics is not None:
+            self.metrics.vip_conflicts_total.labels(c.vip).inc()
+        if self.on_conflict is not None:
+            try:
+                self.on_conflict(c.vip, c.mac)
+            except Exception:
+                log.exception("on_conflict callback failed")
 
     def _flush_metrics(self) -> None:
         if self.metrics is None:

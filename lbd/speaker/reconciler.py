@@ -133,7 +133,8 @@ class Reconciler:
         self._conflicts: set[str] = set()
         self._gained_at: dict[str, float] = {}
         self.conflict_grace = conflict_grace
-        self._conflict_rule = ConflictRule(conflict_grace)
+        # the responder already waited for a hand-over (its ``settle``): only the grace here
+        self._conflict_rule = ConflictRule(conflict_grace, settle=0.0)
         self.plan: Plan = EMPTY_PLAN
         self._cache = PlanCache()
         self.passes = 0
@@ -163,7 +164,8 @@ class Reconciler:
                 return
             gained = self._gained_at.get(vip)
             now = self.clock.monotonic()
-            if self._conflict_rule.judge(now=now, gained_at=gained) is Verdict.HANDOVER:
+            verdict = self._conflict_rule.judge(now=now, seen_at=now, gained_at=gained, owned=True)
+            if verdict is not Verdict.CONFLICT:
                 return
             self._conflicts.add(vip)
             own = self.plan.ownerships[key]

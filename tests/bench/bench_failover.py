@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,13 +53,32 @@ def show_speaker(lab: Lab, node: str) -> None:
             print(f"    {line[:240]}")
 
 
-def settle(client: str, vips: list[str], expected: dict[str, str], timeout: float) -> float | None:
-    """The time at which every VIP is answered by its ranked owner, or None at the timeout."""
-    deadline = time.monotonic() + timeout
+def settle(
+    client: str, vips: list[str], expected: dict[str, str], timeout: float, *, explain_after: float
+) -> float | None:
+    """The time at which every VIP is answered by its ranked owner, or None at the timeout.
+
+    Still wrong ``explain_after`` seconds in: print who answers those VIPs and the client's
+    neighbour entries for them (a stale MAC, or a node that does not answer at all).
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    explained = False
     while time.monotonic() < deadline:
         now = probe.owners(client, vips, timeout=2.0)
-        if all(now.get(v) == expected[v] for v in vips):
+        wrong = [v for v in vips if now.get(v) != expected[v]]
+        if not wrong:
             return time.monotonic()
+        if not explained and time.monotonic() - start > explain_after:
+            explained = True
+            for v in wrong[:3]:
+                neigh = subprocess.run(
+                    ["ip", "-n", client, "neigh", "show", v],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout.strip()
+                print(f"  slow: {v} answered by {now.get(v)}, not {expected[v]}; neigh: {neigh}")
     return None
 
 
@@ -96,6 +116,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
     )
     client = lab.data["client"]["netns"]
     all_nodes = {n["name"] for n in lab.data["nodes"]}
+    print("node MACs: " + ", ".join(f"{n['name']} {n['mac']}" for n in lab.data["nodes"]))
     # Each Service has one VIP, its ranking key: the owner SPEAKER.md's election must pick.
     expected = {vip: rank(vip, all_nodes)[0] for vip in vips}
     off = sum(1 for v in vips if owners[v] != expected[v])
@@ -144,7 +165,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int) -> dict[str, object]:
         # During the hand-back old and new owner answer for a moment (by design: the returning
         # node answers before it takes over) and the client may follow either; wait until every
         # VIP is answered by its ranked owner so each round starts from the steady state.
-        settled = settle(client, vips, expected, timeout=15.0)
+        settled = settle(client, vips, expected, timeout=15.0, explain_after=4.0)
         if settled is None:
             print(f"  note: ranking not fully restored 15 s after restoring {owner}")
         else:
