@@ -42,6 +42,18 @@ def holder_call(holder: list[Any], method: str) -> Callable[[], None]:
 
 
 def flush(env: Env) -> None:
+    """Wait until every Event the controllers will record for what the test saw is written.
+
+    A reconcile records its Event only after its write has returned, so a test that has just
+    seen the write (by polling the API server) can get ahead of the ``event()`` call; flushing
+    the recorder at that moment would miss it. So first wait until no key is queued, delayed
+    or in flight (the reconcile that made the write has finished), then flush the recorders.
+    """
+
+    def idle() -> bool:
+        return all(ctl.queue.pending() == 0 for ctl in env.controllers)
+
+    wait_for(idle, 20, "idle work queues")
     for ctl in env.controllers:
         assert ctl.events.flush(10)
 
