@@ -41,6 +41,21 @@ def holder_call(holder: list[Any], method: str) -> Callable[[], None]:
     return call
 
 
+def seen_pool(env: Env, name: str, addresses: list[str], **spec: Any) -> None:
+    """Create a pool and wait until every running controller's informer has it.
+
+    The pool and the Service a test creates next arrive on separate watches, in either order;
+    a Service seen first is (rightly) refused and then assigned, with one more Event than the
+    test expects.
+    """
+    pool(env.admin, name, addresses, **spec)
+
+    def seen() -> bool:
+        return all(ctl.pools.store.get(name) is not None for ctl in env.controllers)
+
+    wait_for(seen, 10, f"pool {name} in the controllers' caches")
+
+
 def flush(env: Env) -> None:
     """Wait until every Event the controllers will record for what the test saw is written.
 
@@ -59,7 +74,7 @@ def flush(env: Env) -> None:
 
 
 def test_assigns_an_address_writes_condition_annotation_and_one_event(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     service(env.admin, "web")
     assert wait_addresses(env.admin, "web") == ["198.18.100.0"]
     assert wait_pool_annotation(env.admin, "web") == "lab"
@@ -75,8 +90,8 @@ def test_assigns_an_address_writes_condition_annotation_and_one_event(env: Env):
 
 
 def test_requested_ip_and_pool_annotation(env: Env):
-    pool(env.admin, "a", ["198.18.100.0/28"])
-    pool(env.admin, "b", ["198.18.101.0/28"], autoAssign=False)
+    seen_pool(env, "a", ["198.18.100.0/28"])
+    seen_pool(env, "b", ["198.18.101.0/28"], autoAssign=False)
     service(env.admin, "want-ip", annotations={"lbd.io/loadBalancerIPs": "198.18.100.9"})
     service(env.admin, "spec-ip", loadBalancerIP="198.18.101.3")
     service(env.admin, "want-pool", annotations={"metallb.universe.tf/address-pool": "b"})
@@ -88,7 +103,7 @@ def test_requested_ip_and_pool_annotation(env: Env):
 
 
 def test_sharing_an_address_by_key_and_refusing_without(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     ann = {"lbd.io/allow-shared-ip": "k", "lbd.io/loadBalancerIPs": "198.18.100.5"}
     service(env.admin, "dns-tcp", annotations=ann, ports=[("TCP", 53)])
     service(env.admin, "dns-udp", annotations=ann, ports=[("UDP", 53)])
@@ -108,7 +123,7 @@ def test_sharing_an_address_by_key_and_refusing_without(env: Env):
 
 
 def test_dual_stack(env: Env):
-    pool(env.admin, "ds", ["198.18.100.0/28", "2001:db8:18::100:0/120"])
+    seen_pool(env, "ds", ["198.18.100.0/28", "2001:db8:18::100:0/120"])
     service(env.admin, "ds", ipFamilies=["IPv6", "IPv4"], ipFamilyPolicy="RequireDualStack")
     assert wait_addresses(env.admin, "ds") == ["2001:db8:18::100:0", "198.18.100.0"]
     service(env.admin, "v6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
@@ -116,7 +131,7 @@ def test_dual_stack(env: Env):
 
 
 def test_services_of_another_class_are_never_touched(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     service(env.admin, "theirs", loadBalancerClass="example.com/other")
     service(env.admin, "ours")
     wait_addresses(env.admin, "ours")
@@ -131,7 +146,7 @@ def test_services_of_another_class_are_never_touched(env: Env):
 def test_lb_class_flag_selects_only_that_class():
     env = Env(lb_class="lbd.io/lb")
     try:
-        pool(env.admin, "lab", ["198.18.100.0/28"])
+        seen_pool(env, "lab", ["198.18.100.0/28"])
         service(env.admin, "classless")
         service(env.admin, "mine", loadBalancerClass="lbd.io/lb")
         wait_addresses(env.admin, "mine")
@@ -143,7 +158,7 @@ def test_lb_class_flag_selects_only_that_class():
 
 
 def test_release_when_no_longer_a_load_balancer_and_reuse_order(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/30"])
+    seen_pool(env, "lab", ["198.18.100.0/30"])
     service(env.admin, "a")
     assert wait_addresses(env.admin, "a") == ["198.18.100.0"]
     env.admin.patch(
@@ -173,7 +188,7 @@ def test_release_when_no_longer_a_load_balancer_and_reuse_order(env: Env):
 
 
 def test_pool_shrink_reassigns_only_services_outside(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/29"])
+    seen_pool(env, "lab", ["198.18.100.0/29"])
     for name in ("a", "b", "c"):
         service(env.admin, name)
         wait_addresses(env.admin, name)
@@ -195,7 +210,7 @@ def test_pool_shrink_reassigns_only_services_outside(env: Env):
 
 
 def test_pool_status_counts_and_conflicts(env: Env):
-    pool(env.admin, "one", ["198.18.100.0/30"])
+    seen_pool(env, "one", ["198.18.100.0/30"])
     service(env.admin, "a")
     wait_addresses(env.admin, "a")
 
@@ -204,7 +219,7 @@ def test_pool_status_counts_and_conflicts(env: Env):
 
     wait_for(lambda: status("one").get("assignedIPv4") == 1, 10, "pool counters")
     assert status("one")["availableIPv4"] == 3
-    pool(env.admin, "two", ["198.18.100.2/31"])
+    seen_pool(env, "two", ["198.18.100.2/31"])
 
     def conflicting(name: str) -> dict[str, Any] | None:
         conds = {c["type"]: c for c in status(name).get("conditions") or []}
@@ -222,7 +237,7 @@ def test_pool_status_counts_and_conflicts(env: Env):
 
 
 def test_invalid_pool_is_reported_with_field_path(env: Env):
-    pool(env.admin, "typo", ["198.18.100.1/24"])
+    seen_pool(env, "typo", ["198.18.100.1/24"])
 
     def invalid():
         st = env.admin.get(IPADDRESSPOOLS.path(name="typo")).get("status") or {}
@@ -236,7 +251,7 @@ def test_invalid_pool_is_reported_with_field_path(env: Env):
 
 
 def test_bad_input_is_reported_on_its_service_only(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     service(env.admin, "good")
     first = wait_addresses(env.admin, "good")
     service(env.admin, "garbage", annotations={"lbd.io/loadBalancerIPs": "not-an-ip"})
@@ -261,7 +276,7 @@ def test_bad_input_is_reported_on_its_service_only(env: Env):
 
 
 def test_restart_changes_no_address_and_writes_nothing(env: Env):
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     names = [f"s{i}" for i in range(8)]
     for name in names:
         service(env.admin, name)
@@ -297,7 +312,7 @@ def test_leader_hand_over_between_two_replicas(env: Env):
     from tests.k8s.controller_support import CONTROLLER_TOKEN, kube_for
 
     env.stop_controller(env.ctl)
-    pool(env.admin, "lab", ["198.18.100.0/28"])
+    seen_pool(env, "lab", ["198.18.100.0/28"])
     stops = []
     replicas = []
     for ident in ("r1", "r2"):
@@ -346,8 +361,8 @@ def test_namespace_labels_select_pools_and_a_label_change_is_noticed(env: Env):
     from tests.k8s.controller_support import namespace
 
     namespace(env.admin, "shop")
-    pool(
-        env.admin,
+    seen_pool(
+        env,
         "team-a",
         ["198.18.100.0/28"],
         serviceAllocation={"namespaceSelectors": [{"matchLabels": {"team": "a"}}]},
