@@ -399,10 +399,8 @@ class Controller:
             if self._allocator is None:
                 return
             released = self._apply_config()
-        if released is not None:
-            self._config_changed(released)
-
-    def _config_changed(self, released: tuple[ServiceKey, ...]) -> None:
+        if released is None:
+            return
         log.info("pool configuration changed", extra={"count": len(released)})
         # Level-triggered: every Service is re-evaluated (a refused one may fit now); most of
         # these reconciles find nothing to do and write nothing.
@@ -514,14 +512,6 @@ class Controller:
             alloc = self._allocator
             if alloc is None:
                 raise NotLeaderError(req.key)
-            # Decide against the pools as the store has them now, not as the last processed
-            # config key left them: that key may still be queued or in another worker when a
-            # pool and its first Service arrive together (``kubectl apply`` of one file), and a
-            # decision against the old pools would be a spurious AllocationFailed (with its
-            # Event and metric) followed by the real allocation.
-            changed = self._apply_config()
-            if changed is not None:
-                self._config_changed(changed)
             before = alloc.holding(req.key)
             if before is None and current:
                 # Addresses we did not know about (written by a previous leader after our

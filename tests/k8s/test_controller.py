@@ -42,18 +42,22 @@ def holder_call(holder: list[Any], method: str) -> Callable[[], None]:
 
 
 def seen_pool(env: Env, name: str, addresses: list[str], **spec: Any) -> None:
-    """Create a pool and wait until every running controller's informer has it.
+    """Create a pool and wait until every running controller has taken it in.
 
-    The pool and the Service a test creates next arrive on separate watches, in either order;
-    a Service seen first is (rightly) refused and then assigned, with one more Event than the
-    test expects.
+    The pool and the Service a test creates next arrive on separate watches, in either order,
+    and the pool reaches the allocator through its own queue key; a Service decided before
+    that is (rightly) refused and then assigned, with one more Event than the test expects.
+    So wait until the pool is in every controller's cache and their queues are idle.
     """
     pool(env.admin, name, addresses, **spec)
 
-    def seen() -> bool:
-        return all(ctl.pools.store.get(name) is not None for ctl in env.controllers)
+    def taken_in() -> bool:
+        return all(
+            ctl.pools.store.get(name) is not None and ctl.queue.pending() == 0
+            for ctl in env.controllers
+        )
 
-    wait_for(seen, 10, f"pool {name} in the controllers' caches")
+    wait_for(taken_in, 10, f"pool {name} taken in by the controllers")
 
 
 def flush(env: Env) -> None:
