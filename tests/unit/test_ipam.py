@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbd.core.ipam import _V6, Allocator, PoolStatus, _text, sharing_problem
@@ -868,6 +868,7 @@ def test_story_a_cluster_day() -> None:
 # ---------------------------------------------------------------------------- address text
 
 
+@settings(deadline=None)  # timing varies on a loaded CI machine
 @given(st.integers(0, 2**32 - 1), st.integers(0, 2**128 - 1), st.sampled_from([0, 1, 2, 3]))
 def test_address_text_matches_ipaddress(v4: int, v6: int, zeros: int) -> None:
     # Zero out some words so that runs of zeros (the "::" rule) are actually exercised.
