@@ -169,9 +169,13 @@ def gratuitous(vip: bytes, mac: bytes) -> tuple[bytes, bytes]:
 
     Both forms because implementations differ in which one updates an existing cache entry
     (RFC 5227 section 3 recommends the request form; many routers only act on replies).
+    The reply form's target hardware address is our own MAC, as RFC 2002 section 4.6 defines a
+    gratuitous reply: Linux only treats a reply with target MAC == sender MAC as gratuitous, and
+    only a gratuitous frame overrides an entry changed less than ``locktime`` (1 s) ago - with
+    a broadcast target the reply form was ignored right after the previous owner's last answer.
     """
     request = BROADCAST + mac + _ETHERTYPE + _HEADER + _OP_REQUEST + mac + vip + ZERO_MAC + vip
-    reply = BROADCAST + mac + _ETHERTYPE + _HEADER + _OP_REPLY + mac + vip + BROADCAST + vip
+    reply = BROADCAST + mac + _ETHERTYPE + _HEADER + _OP_REPLY + mac + vip + mac + vip
     return request + _PAD, reply + _PAD
 
 

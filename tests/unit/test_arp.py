@@ -94,6 +94,8 @@ def test_gratuitous_frames_in_both_forms() -> None:
         assert pkt.dst == "ff:ff:ff:ff:ff:ff"
         assert pkt[ARP].op == op and pkt[ARP].psrc == VIP and pkt[ARP].pdst == VIP
         assert pkt[ARP].hwsrc == "02:00:00:00:00:01"
+    # RFC 2002 4.6: a gratuitous reply names our MAC as target too (else Linux applies locktime)
+    assert rep[ARP].hwdst == "02:00:00:00:00:01"
 
 
 def test_conflict_is_another_mac_claiming_our_vip() -> None:
