@@ -224,3 +224,43 @@ def test_second_host_claiming_an_owned_vip_is_detected(healed: SpeakerLab) -> No
         assert len(lab.events("VIPConflict", "conflict")) == 1
         time.sleep(0.1)
     assert lab.who_answers(vip) == {owner}
+
+
+def test_hand_back_moves_the_clients_neighbour_entry_and_is_no_conflict(
+    healed: SpeakerLab,
+) -> None:
+    """The client's kernel ARP entry follows the VIP away and back, and stays with the returned
+    owner (the previous owner does not pull it back by re-announcing while it yields); neither
+    change of owner counts as an address conflict."""
+    lab = healed
+    seg = lab.seg
+    assert seg is not None
+    vip = "198.18.100.36"
+    lab.create_service("handback", [vip])
+    first, second, _ = lab.ranked(vip)
+    lab.expect_owner(vip, first)
+
+    def touch() -> None:  # make the client's kernel resolve the VIP (the datagram is dropped)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", (vip, 9))
+
+    def client_entry() -> str:
+        return seg.ip("client", "neigh", "show", vip)
+
+    def mac(node: str) -> str:
+        return ":".join(f"{b:02x}" for b in seg[node].mac)
+
+    seg.call("client", touch)
+    wait_for(lambda: mac(first) in client_entry(), 5, "client resolves the VIP")
+    lab.cut(first)
+    lab.expect_owner(vip, second, timeout=5)
+    wait_for(lambda: mac(second) in client_entry(), 5, "client entry -> new owner")
+    lab.restore(first)
+    wait_for(lambda: mac(first) in client_entry(), 10, "client entry -> returned owner")
+    back_at = time.monotonic()
+    while time.monotonic() < back_at + 2.5:  # the returned owner's burst and the overlap
+        assert mac(first) in client_entry(), client_entry()
+        time.sleep(0.05)
+    for node in (first, second):
+        assert "lbd_vip_conflicts_total{" not in lab.metrics(node), node
+    assert lab.events("VIPConflict", "handback") == []
