@@ -262,5 +262,5 @@ def test_hand_back_moves_the_clients_neighbour_entry_and_is_no_conflict(
         assert mac(first) in client_entry(), client_entry()
         time.sleep(0.05)
     for node in (first, second):
-        assert "lbd_vip_conflicts_total{" not in lab.metrics(node), node
+        assert f'lbd_vip_conflicts_total{{vip="{vip}"}}' not in lab.metrics(node), node
     assert lab.events("VIPConflict", "handback") == []
