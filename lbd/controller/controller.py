@@ -233,19 +233,31 @@ class Controller:
         if was:
             log.info("stopped leading: no more writes")
 
-    def _restore_all(self) -> tuple[int, int]:
-        assert self._allocator is not None
+    def _restore_all(self, *, orphans_only: bool = False) -> tuple[int, int]:
+        """Register the addresses Services show in their status with the allocator.
+
+        At the start of a session every Service is restored. After a pool change only the
+        *orphans* are: Services whose status still shows addresses the allocator does not hold
+        for them (a pool that was removed and came back before their clean-up write). Restoring
+        them before anything new is allocated keeps an address that is still on the wire from
+        being handed to a second Service.
+        """
+        alloc = self._allocator
+        assert alloc is not None
         items: list[tuple[ServiceRequest, tuple[str, ...], str | None]] = []
         for svc in self.services.store.list():
             if not (is_load_balancer(svc) and class_matches(svc, self.settings.lb_class)):
                 continue
             addresses = ingress_addresses(svc)
-            if not addresses:
+            if not addresses or (orphans_only and alloc.holding(ServiceKey(_key(svc)))):
                 continue
             items.append((self._request_for_restore(svc), addresses, allocated_pool(svc)))
-        results = self._allocator.restore_all(items)
+        results = alloc.restore_all(items) if items else {}
         refused = sum(1 for r in results.values() if isinstance(r, Refusal))
-        self._allocator.pop_displaced()  # restore_all goes oldest first: nobody is displaced
+        # At session start nobody is displaced (restore_all goes oldest first into an empty
+        # allocator); an orphan older than the current holder takes its address back.
+        for displaced in alloc.pop_displaced():
+            self.queue.add("s:" + displaced)
         return len(results), refused
 
     def _request_for_restore(self, svc: JsonDict) -> ServiceRequest:
@@ -399,6 +411,8 @@ class Controller:
             if self._allocator is None:
                 return
             released = self._apply_config()
+            if released is not None:
+                self._restore_all(orphans_only=True)
         if released is None:
             return
         log.info("pool configuration changed", extra={"count": len(released)})
@@ -521,8 +535,10 @@ class Controller:
                     self.queue.add("s:" + displaced)
                 before = alloc.holding(req.key)
             result = alloc.allocate(req)
-            if isinstance(result, Refusal) and alloc.holding(req.key) is not None:
-                alloc.release(req.key)
+            # A refused Service keeps its addresses in the allocator until the write that
+            # clears its status has been made: until then they are still on the wire, and
+            # giving them to another Service would put one address on two Services.
+            release_after_write = isinstance(result, Refusal) and alloc.holding(req.key) is not None
             for pool in {p.pool for p in (before, result) if isinstance(p, Allocation)}:
                 self._pool_changed(pool)
         if isinstance(result, Allocation):
@@ -536,6 +552,10 @@ class Controller:
         else:
             desired = ServiceStatus((), None, Condition(False, result.reason.value, result.message))
         outcome = self._write_service(svc, desired)
+        if release_after_write:
+            with self._lock:
+                if self._allocator is alloc:
+                    self._release(req.key)
         if not outcome.wrote:
             return
         self._announce(outcome.before, req.key, result, desired)
