@@ -67,3 +67,15 @@ def client_for(lab_api: LabApiServer) -> Iterator[Callable[[str], client.ApiClie
     finally:
         for api in made:
             api.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def lab() -> Iterator[LabApiServer]:
+    """The controller tests' server: crds/, deploy/ RBAC and the controller's token loaded."""
+    from tests.k8s.controller_support import start_lab
+
+    server = start_lab()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ from tests.k8s.controller_support import (
     ROOT,
     kube_for,
     service_body,
-    start_lab,
     wait_for,
 )
 
@@ -251,15 +249,6 @@ def holder_of_lease(kube: Kube) -> str | None:
     except ApiError:
         return None
     return str((lease.get("spec") or {}).get("holderIdentity") or "") or None
-
-
-@pytest.fixture
-def lab() -> Iterator[LabApiServer]:
-    server = start_lab()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_chaos(lab: LabApiServer, tmp_path: Path) -> None:

@@ -9,31 +9,17 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from lbd.lab.apiserver import LabApiServer
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
     ROOT,
     kube_for,
     pool,
     service,
-    start_lab,
     wait_addresses,
     wait_for,
 )
-
-
-@pytest.fixture
-def lab() -> Iterator[LabApiServer]:
-    server = start_lab()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def free_port() -> int:

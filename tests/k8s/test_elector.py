@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,16 +10,7 @@ from lbd.k8s.client import LEASES, Kube
 from lbd.k8s.elector import ElectionConfig, LeaderElector
 from lbd.lab.apiserver import LabApiServer
 from lbd.runtime.clock import FakeClock
-from tests.k8s.controller_support import CONTROLLER_TOKEN, kube_for, start_lab
-
-
-@pytest.fixture
-def lab() -> Iterator[LabApiServer]:
-    server = start_lab()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.k8s.controller_support import CONTROLLER_TOKEN, kube_for
 
 
 def elector(lab: LabApiServer, ident: str, clock: FakeClock) -> LeaderElector:

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from lbd.k8s.client import EVENTS
 from lbd.k8s.events import EventKind, EventRecorder
-from lbd.lab.apiserver import LabApiServer
-from tests.k8s.controller_support import CONTROLLER_TOKEN, kube_for, service, start_lab
-
-
-@pytest.fixture
-def lab() -> Iterator[LabApiServer]:
-    server = start_lab()
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.k8s.controller_support import CONTROLLER_TOKEN, kube_for, service
 
 
 def test_events_are_written_and_repeats_bump_count(lab):
