@@ -21,7 +21,7 @@ from lbd.core.model import (
     ServiceRequest,
     service_key,
 )
-from tests.unit.test_ipam_support import (
+from tests.unit.ipam_support import (
     PREFER,
     REQUIRE,
     V4,

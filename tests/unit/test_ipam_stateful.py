@@ -35,7 +35,7 @@ from lbd.core.model import (
     ServiceRequest,
     address_to_int,
 )
-from tests.unit.test_ipam_support import PREFER, REQUIRE, SINGLE, V4, V6, pool, svc
+from tests.unit.ipam_support import PREFER, REQUIRE, SINGLE, V4, V6, pool, svc
 
 VARIANTS: dict[str, list[Pool]] = {
     "a": [
