@@ -38,6 +38,7 @@ from lbd.k8s.convert import ingress_addresses  # noqa: E402
 from lbd.k8s.informer import EventType, Informer  # noqa: E402
 from tests.k8s.controller_support import (  # noqa: E402
     CONTROLLER_TOKEN,
+    controller_argv,
     kube_for,
     pool,
     service_body,
@@ -207,20 +208,15 @@ def main() -> int:
     def start_controller() -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lbd",
-                "controller",
-                "--kubeconfig",
-                str(kubeconfig),
+            controller_argv(
+                kubeconfig,
                 "--health-addr",
                 f"127.0.0.1:{port}",
                 "--workers",
                 str(args.workers),
                 "--log-level",
                 "warning",
-            ],
+            ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / f"controller-{port}.log", "wb"),  # noqa: SIM115

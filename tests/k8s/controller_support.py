@@ -5,6 +5,7 @@ the admin and for the controller's service account, object builders, and polling
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,3 +219,8 @@ def wait_pool_annotation(kube: Kube, name: str, namespace: str = "default", time
         return ann.get("lbd.io/ip-allocated-from-pool")
 
     return wait_for(get, timeout, f"the pool annotation on {namespace}/{name}")
+
+
+def controller_argv(kubeconfig: object, *flags: str) -> list[str]:
+    """The command line of an ``lbd controller`` subprocess using ``kubeconfig``."""
+    return [sys.executable, "-m", "lbd", "controller", "--kubeconfig", str(kubeconfig), *flags]

@@ -24,7 +24,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from lbd.lab.apiserver import LabApiServer
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
     ROOT,
+    controller_argv,
     kube_for,
     service_body,
     wait_for,
@@ -78,13 +78,8 @@ class Controllers:
         log = open(self.logdir / f"{ident}.log", "wb")  # noqa: SIM115 (closed in stop_all)
         self.logs.append(log)
         self.procs[ident] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lbd",
-                "controller",
-                "--kubeconfig",
-                str(self.kubeconfig),
+            controller_argv(
+                self.kubeconfig,
                 "--leader-elect",
                 "--identity",
                 ident,
@@ -98,7 +93,7 @@ class Controllers:
                 "127.0.0.1:0",
                 "--workers",
                 "4",
-            ],
+            ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -6,7 +6,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
     ROOT,
+    controller_argv,
     kube_for,
     pool,
     service,
@@ -45,19 +45,14 @@ def test_controller_process_serves_health_metrics_and_json_logs(lab, tmp_path: P
     kubeconfig = lab.write_kubeconfig(tmp_path / "kubeconfig", CONTROLLER_TOKEN)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lbd",
-            "controller",
-            "--kubeconfig",
-            str(kubeconfig),
+        controller_argv(
+            kubeconfig,
             "--health-addr",
             f"127.0.0.1:{port}",
             "--leader-elect",
             "--identity",
             "cli-test",
-        ],
+        ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -98,17 +93,7 @@ def test_controller_process_serves_health_metrics_and_json_logs(lab, tmp_path: P
 def test_invalid_election_timing_is_refused_with_the_field(lab, tmp_path: Path):
     kubeconfig = lab.write_kubeconfig(tmp_path / "kubeconfig", CONTROLLER_TOKEN)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lbd",
-            "controller",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--leader-elect",
-            "--renew-deadline",
-            "20",
-        ],
+        controller_argv(kubeconfig, "--leader-elect", "--renew-deadline", "20"),
         cwd=ROOT,
         capture_output=True,
         check=False,
