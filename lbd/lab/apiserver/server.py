@@ -36,7 +36,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -59,6 +59,9 @@ from lbd.lab.apiserver.resources import Registry
 from lbd.lab.apiserver.store import Store
 from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.runtime.clock import Clock, MonotonicClock
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
 
 log = logging.getLogger("lbd.lab.apiserver")
 ADMIN = user_for("admin", [ADMIN_GROUP])
@@ -231,6 +234,20 @@ class LabApiServer:
     def add_token(self, token: str, user: str, groups: Iterable[str] = ()) -> User:
         """Map a bearer token to a user (``system:serviceaccount:NS:NAME`` for an SA)."""
         return self.tokens.add(token, user, groups)
+
+    def client_configuration(self, token: str | None = None) -> k8s_client.Configuration:
+        """An official-client ``Configuration`` for ``token`` (default: the admin), trusting
+        this server's certificate when it serves TLS (the real control plane's
+        ``RealApiServer`` has the same call, so tests build clients the same way for both)."""
+        from kubernetes import client as k8s_client  # only here: the stand-in starts without it
+
+        cfg = k8s_client.Configuration()
+        cfg.host = self.url
+        cfg.api_key = {"BearerToken": token or self.admin_token}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        if self.tls is not None:
+            cfg.ssl_ca_cert = str(self.tls.cert)
+        return cfg
 
     def kubeconfig(self, token: str | None = None, *, name: str = "lab") -> dict[str, Any]:
         token = token or self.admin_token
