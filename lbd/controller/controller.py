@@ -144,6 +144,7 @@ class Controller:
         self._pool_written: dict[str, float] = {}
         self._released: dict[ServiceKey, tuple[str, ...]] = {}
         self._session = 0
+        self._decided_in = threading.local()  # the session a worker's current reconcile began in
         self._active = threading.Event()
         self._restored = False
         self._stop = threading.Event()
@@ -187,7 +188,13 @@ class Controller:
         return True
 
     def _writing_allowed(self) -> bool:
-        return self._active.is_set() and self._may_write()
+        # Fencing: a write decided in an earlier leadership session (a retry still running when
+        # this replica stepped down and then led again) must not land in the new one, whose
+        # allocator was restored without it and may already have given that address to another
+        # Service. Found by the chaos test on the real API server; the new session requeues the
+        # key.
+        session = getattr(self._decided_in, "session", self._session)
+        return session == self._session and self._active.is_set() and self._may_write()
 
     # -- leadership session ---------------------------------------------------------------
     def start_leading(self) -> None:
@@ -195,6 +202,11 @@ class Controller:
         if not self.wait_for_sync(timeout=None if not self._stop.is_set() else 0):
             return
         started = time.monotonic()
+        # Decide from the server's current state, not from a view an API outage left behind
+        # (writes of the previous session may have landed since; see Informer.relist).
+        for inf in (self.namespaces, self.pools, self.services):
+            if not inf.relist(timeout=30):
+                log.warning("informer %s: no fresh list; restoring from the cached view", inf.name)
         with self._lock:
             self._session += 1
             self._restored = False
@@ -342,6 +354,7 @@ class Controller:
             started = time.perf_counter()
             try:
                 if self._active.is_set():
+                    self._decided_in.session = self._session
                     self._reconcile(key)
                 self.queue.forget(key)
             except NotLeaderError:

@@ -163,3 +163,30 @@ def test_label_selector_and_indexer(lab):
         assert len(inf.store) == 2
     finally:
         inf.stop()
+
+
+def test_relist_gives_a_store_with_every_write_made_before_the_call(lab):
+    kube = kube_for(lab)
+    # A slow backoff: after the outage the watch would come back only seconds later.
+    inf = Informer(
+        kube,
+        CONFIGMAPS,
+        namespace="default",
+        label_selector=LABEL,
+        backoff_initial=2.0,
+        backoff_max=5.0,
+    )
+    rec = Recorder()
+    inf.add_handler(rec)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        lab.outage(60)
+        lab.apply_object(cm("behind"))  # behind the informer's back: its API is down
+        assert inf.store.get("default/behind") is None
+        lab.reset_faults()
+        assert inf.relist(timeout=10)
+        assert inf.store.get("default/behind") is not None
+        assert rec.seen(EventType.ADDED, "behind")
+    finally:
+        inf.stop()
