@@ -211,7 +211,9 @@ class Informer:
                     need_list = True
                     continue
                 attempt += 1
-                delay = self._backoff(attempt)
+                # The server may say how long to wait (429 from priority and fairness, or while
+                # a resource's watch cache fills): never come back sooner than that.
+                delay = max(self._backoff(attempt), exc.retry_after or 0.0)
                 log.warning(
                     "informer %s: %s; retrying in %.2fs",
                     self.name,

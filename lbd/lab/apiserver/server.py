@@ -42,6 +42,7 @@ import yaml
 
 from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.audit import AuditLog, AuditRecord
+from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.faults import Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
@@ -115,6 +116,7 @@ class LabApiServer:
         anonymous_admin: bool = False,
         tls: bool = False,
         clock: Clock | None = None,
+        node_port_range: tuple[int, int] = NODE_PORTS,
     ) -> None:
         self.host = host
         self.port = port
@@ -122,6 +124,7 @@ class LabApiServer:
         self.registry = Registry()
         self.store = Store(history_size=history_size)
         self.api = Api(self.registry, self.store)
+        self.api.alloc = IpAllocator(node_port_range)  # kube-apiserver's --service-node-port-range
         self.tokens = Tokens()
         self.authorizer = Authorizer(self.store)
         self.audit_log = AuditLog()
@@ -347,6 +350,15 @@ class LabApiServer:
     def close_watches(self) -> int:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""
         return self.store.close_watchers()
+
+    def reset_connections(self) -> int:
+        """Reset (RST) every open connection, watches included, as a broken network does."""
+        if self._httpd is None:
+            return 0
+        with self._httpd.conn_lock:
+            n = len(self._httpd.connections)
+        self._cut_connections(self._httpd)
+        return n
 
     def outage(self, seconds: float, mode: OutageMode | str = OutageMode.REFUSE) -> None:
         """Stop answering for ``seconds``, then recover.

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from lbd.lab.apiserver.errors import injected
 from lbd.lab.apiserver.faults import Faults, OutageMode
+from lbd.lab.apiserver.http import TOO_MANY_REQUESTS
 from lbd.lab.control_plane.certs import CertFiles
 from lbd.runtime.clock import Clock, MonotonicClock
 
@@ -236,13 +237,14 @@ class _Handler(BaseHTTPRequestHandler):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _fail(self, code: int, message: str) -> None:
-        status = injected(code, message).status()
-        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-cache, private")]
+        headers = [("Cache-Control", "no-cache, private")]
         if code == 429:
-            # as kube-apiserver's priority-and-fairness answers: header and details both
-            status["details"] = {"retryAfterSeconds": 1}
-            headers.append(("Retry-After", "1"))
-        raw = json.dumps(status).encode()
+            # as kube-apiserver's priority and fairness refuses: plain text and Retry-After
+            raw = TOO_MANY_REQUESTS
+            headers += [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")]
+        else:
+            raw = json.dumps(injected(code, message).status()).encode()
+            headers.append(("Content-Type", "application/json"))
         headers.append(("Content-Length", str(len(raw))))
         reason = http.client.responses.get(code, "")
         self.wfile.write(self._head(code, reason, headers) + raw)
