@@ -237,6 +237,14 @@ class Kube:
         decoded: JsonDict = json.loads(raw)
         return decoded
 
+    def request_text(self, path: str) -> str:
+        """GET a non-JSON document (``/metrics``, ``/readyz``) as text."""
+        resp = self._open("GET", path)
+        try:
+            return bytes(resp.data).decode()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailableError(f"GET {path}: {exc}") from exc
+
     # -- verbs ----------------------------------------------------------------------------
     def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
         return self.request("GET", path, query=query)

@@ -6,6 +6,9 @@ stand-in differed from kube-apiserver it was aligned, and these tests keep it so
   2 768 by default, and refuses the Service when the range is full. The stand-in used to hand
   the same ports out again. So a cluster with thousands of LoadBalancer Services (the
   controller benchmark) needs ``allocateLoadBalancerNodePorts: false``.
+- Only a LoadBalancer Service may show ``status.loadBalancer.ingress`` (422 otherwise; the
+  stand-in used to accept it), and a type change away from LoadBalancer clears it (the
+  controller sees its address go without writing anything).
 - A resource of a CRD just established may answer ``429 storage is (re)initializing`` with
   ``retryAfterSeconds`` for a moment (kube-apiserver only): lbd's client reads the wait.
 """
@@ -72,6 +75,26 @@ def test_node_ports_are_unique_freed_and_run_out(three_node_ports: ApiServer):
     kube.delete(SERVICES.path(namespace="default", name="a"))
     e = kube.create(SERVICES.path(namespace="default"), service_body("e"))
     assert node_ports(e) == node_ports(a)
+
+
+def test_only_a_load_balancer_shows_an_ingress_and_a_type_change_clears_it(lab: ApiServer):
+    kube = kube_for(lab)
+    status = {"status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1"}]}}}
+    service(kube, "plain", type="ClusterIP")
+    with pytest.raises(ApiError) as err:
+        kube.patch(SERVICES.path(namespace="default", name="plain", subresource="status"), status)
+    assert (err.value.status, err.value.reason) == (422, "Invalid")
+    causes = err.value.body["details"]["causes"]
+    assert [(c["field"], c["reason"]) for c in causes] == [
+        ("status.loadBalancer.ingress", "FieldValueForbidden")
+    ]
+    service(kube, "lb")
+    shown = kube.patch(SERVICES.path(namespace="default", name="lb", subresource="status"), status)
+    assert shown["status"]["loadBalancer"]["ingress"] == [{"ip": "198.18.100.1", "ipMode": "VIP"}]
+    after = kube.patch(
+        SERVICES.path(namespace="default", name="lb"), {"spec": {"type": "ClusterIP"}}
+    )
+    assert not (after.get("status") or {}).get("loadBalancer", {}).get("ingress")
 
 
 def test_a_new_custom_resource_may_be_briefly_unavailable_and_says_how_long(lab: ApiServer):

@@ -286,6 +286,15 @@ def validate_service(obj: dict[str, Any]) -> list[Cause]:
                 )
             )
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    if ingress and spec.get("type", "ClusterIP") != "LoadBalancer":
+        # kube-apiserver (ValidateServiceStatusUpdate): only a LoadBalancer shows an ingress
+        causes.append(
+            Cause(
+                "FieldValueForbidden",
+                "Forbidden: may only be used when `spec.type` is 'LoadBalancer'",
+                "status.loadBalancer.ingress",
+            )
+        )
     for i, ing in enumerate(ingress):
         ip = ing.get("ip") if isinstance(ing, dict) else None
         mode = ing.get("ipMode") if isinstance(ing, dict) else None

@@ -43,17 +43,25 @@ class RealApiServer:
     """A :class:`ControlPlane` seen through a fresh :class:`FaultProxy`, with the stand-in's
     calls. ``stop()`` stops the proxy only: the control plane belongs to whoever started it."""
 
-    def __init__(self, plane: ControlPlane, tokens: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        tokens: Mapping[str, str] | None = None,
+        *,
+        proxy: bool = True,
+    ) -> None:
         assert plane.pki is not None, "start the control plane first"
         self.plane = plane
         self.proxy = FaultProxy(plane.url, plane.ca_cert, plane.pki.serving, host=plane.host)
+        self._proxied = proxy  # False (benchmarks): clients go straight to kube-apiserver
         self._tokens: dict[str, str] = dict(tokens or {})
         self._direct: Kube | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> RealApiServer:
-        self.proxy.start()
+        if self._proxied:
+            self.proxy.start()
         return self
 
     def stop(self) -> None:
@@ -70,7 +78,23 @@ class RealApiServer:
 
     @property
     def url(self) -> str:
-        return self.proxy.url
+        return self.proxy.url if self._proxied else self.plane.url
+
+    @property
+    def request_count(self) -> int:
+        """Requests kube-apiserver has served (``apiserver_request_total``), all clients."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.plane.call(lambda: self.direct.request_text("/metrics"))
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "apiserver_request"
+                for sample in family.samples
+                if sample.name == "apiserver_request_total"
+            )
+        )
 
     @property
     def admin_token(self) -> str:
