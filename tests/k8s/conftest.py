@@ -101,7 +101,17 @@ def client_for(lab_api: LabApiServer) -> Iterator[Callable[[str], client.ApiClie
 # -- the real control plane -------------------------------------------------------------------
 
 
-def _binaries_or_skip() -> Any:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that runs on the real control plane ``real_k8s`` (``-m real_k8s``)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_real = callspec is not None and callspec.params.get("control_plane") == REAL
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        if on_real or module.endswith("test_control_plane"):
+            item.add_marker(pytest.mark.real_k8s)
+
+
+def binaries_or_skip() -> Any:
     try:
         return find_binaries()
     except BinariesMissingError as exc:
@@ -113,7 +123,7 @@ def _binaries_or_skip() -> Any:
 @pytest.fixture(scope="session")
 def real_plane() -> Iterator[ControlPlane]:
     """One real control plane for the session, with crds/ and the deploy/ RBAC applied."""
-    binaries = _binaries_or_skip()
+    binaries = binaries_or_skip()
     deploy = ROOT / "deploy/base"
     plane = ControlPlane(
         binaries,

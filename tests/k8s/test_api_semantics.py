@@ -23,7 +23,7 @@ import pytest
 from lbd.k8s.client import SERVICES, ApiError, _error_from
 from lbd.lab.apiserver import LabApiServer
 from lbd.lab.control_plane import ControlPlane, RealApiServer
-from tests.k8s.conftest import REAL, _binaries_or_skip
+from tests.k8s.conftest import REAL, binaries_or_skip
 from tests.k8s.controller_support import ApiServer, kube_for, service, service_body
 
 RANGE = (30000, 30002)
@@ -34,7 +34,7 @@ def three_node_ports(control_plane: str) -> Iterator[ApiServer]:
     """A server whose node-port range holds three ports."""
     if control_plane == REAL:
         plane = ControlPlane(
-            _binaries_or_skip(),
+            binaries_or_skip(),
             controllers=(),
             apiserver_args=[f"--service-node-port-range={RANGE[0]}-{RANGE[1]}"],
         )
