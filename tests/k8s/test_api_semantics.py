@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def three_node_ports(control_plane: str) -> Iterator[ApiServer]:
         yield stand_in
 
 
-def node_ports(svc: dict) -> list[int]:
+def node_ports(svc: dict[str, Any]) -> list[int]:
     spec = svc["spec"]
     ports = [p["nodePort"] for p in spec["ports"] if p.get("nodePort")]
     return ports + ([spec["healthCheckNodePort"]] if spec.get("healthCheckNodePort") else [])
@@ -134,9 +135,9 @@ def test_a_new_custom_resource_may_be_briefly_unavailable_and_says_how_long(lab:
                 time.sleep(0.02)
         else:
             pytest.fail("the new resource never became usable")
-        for exc in seen:
-            if exc.status == 429:
-                assert exc.retry_after is not None and exc.retry_after > 0
+        for refusal in seen:
+            if refusal.status == 429:
+                assert refusal.retry_after is not None and refusal.retry_after > 0
     finally:
         kube.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.test.lbd.io")
 
