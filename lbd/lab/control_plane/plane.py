@@ -46,6 +46,7 @@ that namespace (sockets keep the namespace they were made in).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -240,6 +241,9 @@ class ControlPlane:
 
     def start(self) -> ControlPlane:
         started = time.monotonic()
+        # A safety net for programs that end without stopping us (an exception in a script):
+        # the processes would die with us anyway, this also removes the folder.
+        atexit.register(self.stop)
         if self._own_workdir:
             self.workdir = Path(tempfile.mkdtemp(prefix="lbd-control-plane-"))
         try:
@@ -343,6 +347,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop every process (newest first) and remove the run's folder. Idempotent."""
+        atexit.unregister(self.stop)
         with self._lock:
             procs, self._procs = self._procs, []
             admin, self._admin = self._admin, None
