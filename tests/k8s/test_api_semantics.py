@@ -15,6 +15,7 @@ stand-in differed from kube-apiserver it was aligned, and these tests keep it so
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from lbd.lab.apiserver import LabApiServer
 from lbd.lab.control_plane import ControlPlane, RealApiServer
 from tests.k8s.conftest import REAL, binaries_or_skip
 from tests.k8s.controller_support import ApiServer, kube_for, service, service_body
+from tests.k8s.test_apiserver_crd import GROUP, WIDGET_CRD
 
 RANGE = (30000, 30002)
 
@@ -102,31 +104,14 @@ def test_a_new_custom_resource_may_be_briefly_unavailable_and_says_how_long(lab:
     """What lbd's informers do about it: wait as told (see lbd.k8s.client.ApiError)."""
     if not isinstance(lab, RealApiServer):
         pytest.skip("only kube-apiserver fills a watch cache for a new resource")
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "widgets.test.lbd.io"},
-        "spec": {
-            "group": "test.lbd.io",
-            "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object"}},
-                }
-            ],
-        },
-    }
+    crd = copy.deepcopy(WIDGET_CRD)
     kube = kube_for(lab)
     kube.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     try:
         seen: list[ApiError] = []
         for _ in range(400):
             try:
-                kube.get("/apis/test.lbd.io/v1/widgets")
+                kube.get(f"/apis/{GROUP}/v1/namespaces/default/widgets")
                 break
             except ApiError as exc:
                 if exc.status not in (404, 429):
@@ -139,7 +124,7 @@ def test_a_new_custom_resource_may_be_briefly_unavailable_and_says_how_long(lab:
             if refusal.status == 429:
                 assert refusal.retry_after is not None and refusal.retry_after > 0
     finally:
-        kube.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.test.lbd.io")
+        kube.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.{GROUP}")
 
 
 def test_the_wait_a_server_asks_for_is_read_from_either_form():

@@ -44,7 +44,7 @@ from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.audit import AuditLog, AuditRecord
 from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
-from lbd.lab.apiserver.faults import Faults, OutageMode
+from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
@@ -98,7 +98,7 @@ class _HttpServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
 
-class LabApiServer:
+class LabApiServer(FaultCalls):
     """A Kubernetes API stand-in serving on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
@@ -336,17 +336,6 @@ class LabApiServer:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def fail_next(
-        self, count: int, code: int = 500, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        """The next ``count`` requests (matching verb / path substring) fail with ``code``."""
-        self.faults.fail_next(count, code, verb=verb, path=path)
-
-    def add_latency(
-        self, seconds: float, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        self.faults.add_latency(seconds, verb=verb, path=path)
-
     def close_watches(self) -> int:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""
         return self.store.close_watchers()
@@ -373,9 +362,6 @@ class LabApiServer:
             self.store.close_watchers()
             if self._httpd is not None:
                 self._cut_connections(self._httpd)
-
-    def reset_faults(self) -> None:
-        self.faults.reset()
 
     def apply_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The JSON form used by ``POST /_lab/faults``."""

@@ -32,14 +32,14 @@ from typing import Any
 from kubernetes import client as k8s_client
 
 from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
-from lbd.lab.apiserver.faults import OutageMode
+from lbd.lab.apiserver.faults import FaultCalls, OutageMode
 from lbd.lab.control_plane.plane import ControlPlane
 from lbd.lab.control_plane.proxy import FaultProxy
 
 SA_PREFIX = "system:serviceaccount:"
 
 
-class RealApiServer:
+class RealApiServer(FaultCalls):
     """A :class:`ControlPlane` seen through a fresh :class:`FaultProxy`, with the stand-in's
     calls. ``stop()`` stops the proxy only: the control plane belongs to whoever started it."""
 
@@ -53,6 +53,7 @@ class RealApiServer:
         assert plane.pki is not None, "start the control plane first"
         self.plane = plane
         self.proxy = FaultProxy(plane.url, plane.ca_cert, plane.pki.serving, host=plane.host)
+        self.faults = self.proxy.faults  # fail_next, add_latency, reset_faults (FaultCalls)
         self._proxied = proxy  # False (benchmarks): clients go straight to kube-apiserver
         self._tokens: dict[str, str] = dict(tokens or {})
         self._direct: Kube | None = None
@@ -160,16 +161,6 @@ class RealApiServer:
 
     # -- faults (the proxy's) -------------------------------------------------------------------
 
-    def fail_next(
-        self, count: int, code: int = 500, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        self.proxy.fail_next(count, code, verb=verb, path=path)
-
-    def add_latency(
-        self, seconds: float, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        self.proxy.add_latency(seconds, verb=verb, path=path)
-
     def close_watches(self) -> int:
         return self.proxy.close_watches()
 
@@ -178,9 +169,6 @@ class RealApiServer:
 
     def outage(self, seconds: float, mode: OutageMode | str = OutageMode.REFUSE) -> None:
         self.proxy.outage(seconds, mode)
-
-    def reset_faults(self) -> None:
-        self.proxy.reset_faults()
 
 
 # Kinds a test may create, swept after each test; anything else is left as it was.

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lbd.lab.apiserver.errors import injected
-from lbd.lab.apiserver.faults import Faults, OutageMode
+from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import TOO_MANY_REQUESTS
 from lbd.lab.control_plane.certs import CertFiles
 from lbd.runtime.clock import Clock, MonotonicClock
@@ -289,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.remove_stream(stream)
 
 
-class FaultProxy:
+class FaultProxy(FaultCalls):
     """An HTTPS proxy to ``upstream`` (a kube-apiserver URL) that injects faults on request."""
 
     def __init__(
@@ -376,19 +376,7 @@ class FaultProxy:
         with self._lock:
             self._streams.discard(stream)
 
-    # -- faults: the stand-in's calls -----------------------------------------------------------
-
-    def fail_next(
-        self, count: int, code: int = 500, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        """The next ``count`` requests (matching verb / path substring) fail with ``code``."""
-        self.faults.fail_next(count, code, verb=verb, path=path)
-
-    def add_latency(
-        self, seconds: float, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        """Every matching request waits ``seconds`` before it is relayed."""
-        self.faults.add_latency(seconds, verb=verb, path=path)
+    # -- faults: fail_next, add_latency, reset_faults come from FaultCalls ---------------------
 
     def close_watches(self) -> int:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""
@@ -414,6 +402,3 @@ class FaultProxy:
         if mode is OutageMode.REFUSE:
             self.close_watches()
             self.reset_connections()
-
-    def reset_faults(self) -> None:
-        self.faults.reset()
