@@ -9,7 +9,10 @@ For each binary (``etcd``, ``kube-apiserver``, ``kube-controller-manager``, ``ku
    ``make k8s`` builds from the Go modules pinned in ``tests/realk8s/`` (the versions are read
    from those ``go.mod`` files, so a new pin never picks up binaries of the old one).
 
-When one is missing, :class:`BinariesMissingError` says which and how to get them.
+When a required one is missing, :class:`BinariesMissingError` says which and how to get them.
+etcd, kube-apiserver and kube-controller-manager are required (the tests need the namespace and
+garbage-collector controllers); kube-proxy (the lab's nodes) and kubectl are optional, so an
+envtest asset folder plus kube-controller-manager is enough for the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kubectl")
+REQUIRED = NAMES[:3]
 CHECKOUT = Path(__file__).resolve().parents[3]
 PINS = CHECKOUT / "tests" / "realk8s"
 HOW_TO_BUILD = "build them with `make k8s` (needs Go >= 1.26), or set KUBEBUILDER_ASSETS"
@@ -33,8 +37,8 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
-    kube_proxy: Path
-    kubectl: Path
+    kube_proxy: Path | None
+    kubectl: Path | None
 
     @property
     def folder(self) -> Path:
@@ -76,16 +80,18 @@ def _candidate(name: str) -> Path | None:
     return folder / name if folder is not None else None
 
 
-def find_binaries() -> Binaries:
+def find_binaries(required: tuple[str, ...] = REQUIRED) -> Binaries:
     """The real binaries, or :class:`BinariesMissingError` naming what is missing and why."""
-    found: dict[str, Path] = {}
+    found: dict[str, Path | None] = {}
     missing: list[str] = []
     for name in NAMES:
         path = _candidate(name)
         if path is not None and path.is_file() and os.access(path, os.X_OK):
             found[name] = path
-        else:
+        elif name in required:
             missing.append(f"{name} ({path or 'no folder to look in'})")
+        else:
+            found[name] = None
     if missing:
         where = (
             "KUBEBUILDER_ASSETS" if os.environ.get("KUBEBUILDER_ASSETS") else "the make k8s folder"
@@ -93,4 +99,6 @@ def find_binaries() -> Binaries:
         raise BinariesMissingError(
             f"real Kubernetes binaries not found in {where}: {', '.join(missing)}; {HOW_TO_BUILD}"
         )
-    return Binaries(*(found[name] for name in NAMES))
+    etcd, apiserver, kcm = (found[n] for n in REQUIRED)
+    assert etcd is not None and apiserver is not None and kcm is not None
+    return Binaries(etcd, apiserver, kcm, found["kube-proxy"], found["kubectl"])
