@@ -10,7 +10,7 @@ benchmark need no helper process in the client namespace.
 - :func:`udp_ask` asks the echo service which node answers on a VIP.
 - :class:`UdpProber` sends a numbered UDP request every ``interval`` to a VIP and records, per
   request, which node answered; :func:`longest_outage` turns that record into the
-  client-observed interruption (the measure SPEAKER.md's failover targets are stated in).
+  client-observed interruption (the measure docs/SPEAKER.md's failover targets are stated in).
 """
 
 from __future__ import annotations
