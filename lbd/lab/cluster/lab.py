@@ -545,18 +545,12 @@ def find_lab(lab_dir: Path | None) -> Lab:
 def kill_node(lab: Lab, name: str) -> None:
     """Cut node ``name`` off: its switch port down, then SIGKILL its speaker (held down)."""
     layout = lab.layout
-    member = layout.node(name)
-    topology.set_switch_port(layout, member, up=False)
-    speaker = f"speaker-{name}"
-    if speaker in lab.data["processes"]:
-        supervisor.request(lab.prefix, "stop", names=[speaker], signal="SIGKILL")
+    topology.set_switch_port(layout, layout.node(name), up=False)
+    supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
 
 
 def restore_node(lab: Lab, name: str) -> None:
     """Bring node ``name`` back: switch port up, speaker restarted."""
     layout = lab.layout
-    member = layout.node(name)
-    topology.set_switch_port(layout, member, up=True)
-    speaker = f"speaker-{name}"
-    if speaker in lab.data["processes"]:
-        supervisor.request(lab.prefix, "start", names=[speaker])
+    topology.set_switch_port(layout, layout.node(name), up=True)
+    supervisor.request(lab.prefix, "start", names=[f"speaker-{name}"])

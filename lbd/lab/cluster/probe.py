@@ -139,15 +139,9 @@ def tcp_ask(netns: str, vip: str, *, port: int = ECHO_PORT, timeout: float = 2.0
     def connect() -> socket.socket:
         return socket.create_connection((vip, port), timeout=timeout)
 
-    with call_in_netns(netns, connect) as sock:
+    with call_in_netns(netns, connect) as sock, sock.makefile("rb") as reader:
         sock.settimeout(timeout)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(512)
-            if not chunk:
-                break
-            data += chunk
-        return data.decode().strip()
+        return reader.readline().decode().strip()
 
 
 def first_answers(
