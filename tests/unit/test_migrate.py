@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbd.core.config import build_config
+from lbd.core.model import ServiceRequest
 from lbd.tools.migrate import (
     MIGRATED_FROM,
     Finding,
@@ -193,8 +194,10 @@ def test_pool_options_keep_their_meaning():
     assert pools["tenants"]["spec"]["serviceAllocation"]["priority"] == 50
     # MetalLB ranks priority 0 like no priority; lbd would rank 0 first, so 0 becomes absent
     assert "priority" not in pools["tenants-overflow"]["spec"]["serviceAllocation"]
-    assert migration.config.pools["tenants-overflow"].allocation.priority is None
-    assert migration.config.pools["tenants"].allocation.priority == 50
+    overflow = migration.config.pools["tenants-overflow"].allocation
+    tenants = migration.config.pools["tenants"].allocation
+    assert overflow is not None and overflow.priority is None
+    assert tenants is not None and tenants.priority == 50
 
 
 def test_advanced_layer2_reports_soft_node_preferences():
@@ -269,7 +272,7 @@ def test_annotations_lbd_keeps_are_the_ones_its_service_reader_reads():
             "spec": {"type": "LoadBalancer"},
         }
         req = service_request(svc)
-        assert not isinstance(req, Exception) and hasattr(req, "pool")
+        assert isinstance(req, ServiceRequest), req
         assert (req.requested, req.pool, req.sharing_key) == (("198.18.0.7",), "p", "k")
 
 
