@@ -20,8 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
 from lbd.core.model import service_key
 from lbd.k8s.convert import class_matches, ingress_addresses, is_load_balancer, service_request
 from lbd.tools.migrate import FindingKind, Migration, from_metallb
@@ -106,6 +104,8 @@ def register(sub: Any) -> None:
 
 
 def _documents(text: str, where: str) -> list[dict[str, Any]]:
+    import yaml  # not at the top: `lbd --help` imports this module and must need no PyYAML
+
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -173,6 +173,8 @@ def read_cluster(kubeconfig: str | None, namespace: str | None, services: bool) 
 
 def dump(objects: Iterable[Mapping[str, Any]]) -> str:
     """Objects as one multi-document YAML stream."""
+    import yaml
+
     return "---\n".join(
         yaml.safe_dump(dict(o), sort_keys=False, default_flow_style=False) for o in objects
     )
