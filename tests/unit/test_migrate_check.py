@@ -60,10 +60,12 @@ def test_the_documented_services_keep_their_addresses():
         "default/dns-tcp": Verdict.SAME_ADDRESS,
         "default/dns-udp": Verdict.SAME_ADDRESS,
         "default/waiting": Verdict.NEW_ADDRESS,
+        "default/legacy": Verdict.WOULD_CHANGE,
     }
     # the two DNS Services share one address under their sharing key, as under MetalLB
     assert got["default/dns-tcp"].after == got["default/dns-udp"].after == ("198.18.20.0",)
     assert got["default/waiting"].after == ("198.18.20.1",)
+    assert got["default/legacy"].after == ("198.18.20.2",)
     assert got["team-a/web"].pool_after == "tenants"
 
 

@@ -5,6 +5,8 @@ traceback; everything else exits 0, whatever it reports."""
 from __future__ import annotations
 
 import io
+import re
+import shlex
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ import yaml
 
 from lbd.cli import main
 from lbd.tools.migrate import from_metallb
-from tests.unit.test_migrate import FIXTURES, load
+from tests.unit.test_migrate import FIXTURES, ROOT, load
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -144,3 +146,35 @@ def test_findings_never_change_the_exit_code(capsys, tmp_path):
     code, out, err = run(capsys, "-f", str(path))
     assert code == 0 and out == ""
     assert "invalid: IPAddressPool metallb-system/p spec.addresses[0]" in err
+
+
+def _readme_samples() -> list[tuple[list[str], bool, str]]:
+    """Each ``$ lbd migrate ...`` console block of the README: (argv, with stderr, output)."""
+    text = (ROOT / "README.md").read_text()
+    samples = []
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        command, _, output = block.partition("\n")
+        while command.endswith("\\"):
+            more, _, output = output.partition("\n")
+            command = command[:-1] + more
+        if command.startswith("$ lbd migrate "):
+            argv = shlex.split(command[2:])
+            quiet = argv[-1] == "2>/dev/null"
+            samples.append((argv[1:-1] if quiet else argv[1:], not quiet, output))
+    return samples
+
+
+README_SAMPLES = _readme_samples()
+
+
+def test_the_readme_has_samples_of_migrate_and_check():
+    assert len(README_SAMPLES) >= 2
+    assert any("--check" in argv for argv, _, _ in README_SAMPLES)
+
+
+@pytest.mark.parametrize(("argv", "with_stderr", "output"), README_SAMPLES)
+def test_readme_samples_are_the_real_output(capsys, monkeypatch, argv, with_stderr, output):
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert (out + err if with_stderr else out) == output
