@@ -21,6 +21,7 @@ from typing import Any
 from lbd import __version__
 from lbd.controller import cli as controller_cli
 from lbd.speaker import cli as speaker_cli
+from lbd.tools import migrate_cli
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=_version)
     controller_cli.register(sub)
     speaker_cli.register(sub)
+    migrate_cli.register(sub)
     (_lab_register() or _register_lab_absent)(sub)
     return parser
 
