@@ -183,9 +183,7 @@ def test_forged_and_replayed_heartbeats_change_nothing(healed: SpeakerLab) -> No
                 time.sleep(0.01)
 
     # 2. a "leaving" heartbeat for the owner signed with the wrong key: the owner keeps its VIP
-    wrong = encode(
-        Heartbeat(first, hb.boot_id, hb.seq + 1000, PeerStatus.LEAVING), b"not-the-key" * 3
-    )
+    wrong = encode(Heartbeat(first, hb.boot, hb.seq + 1000, PeerStatus.LEAVING), b"not-the-key" * 3)
     seg.call("client", blast, [wrong], 1.0)
     lab.stays(vip, first, seconds=1.0)
 

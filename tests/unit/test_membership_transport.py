@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lbd.core.membership import DEFAULT_DEAD_AFTER, HeartbeatDrop
-from lbd.net.membership import Membership, MembershipKeyError, load_key
+from lbd.net.membership import Membership, MembershipKeyError, load_key, new_boot
 from lbd.runtime.clock import FakeClock
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -119,3 +120,40 @@ def test_dead_after_is_measured_on_the_injected_clock() -> None:
         assert "a" not in b.alive_peers()
     finally:
         b.stop()
+
+
+def test_drops_are_exported_by_reason() -> None:
+    from prometheus_client import generate_latest
+
+    from lbd.metrics import SpeakerMetrics
+
+    metrics = SpeakerMetrics()
+    a = Membership(node_name="a", key=b"x" * 32, bind=("127.0.0.1", 0), interval=0.05)
+    b = Membership(node_name="b", key=KEY, bind=("127.0.0.1", 0), interval=0.05, metrics=metrics)
+    a.start()
+    b.start()
+    try:
+        a.set_peers({"b": ("127.0.0.1", b.port)})
+        b.set_peers({"a": ("127.0.0.1", a.port)})
+        assert wait_for(lambda: b.dropped[HeartbeatDrop.BAD_MAC] >= 2)
+        text = generate_latest(metrics.registry).decode()
+        assert 'lbd_heartbeats_dropped_total{reason="BadMac"}' in text
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_each_start_is_a_newer_boot(tmp_path: Path) -> None:
+    """Read from the kernel's boot id and CLOCK_BOOTTIME: two starts on one machine are ordered
+    even if the wall clock stepped back between them."""
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("61396cb0-d282-4ec2-a049-b5a407ef1fa8\n")
+    first = new_boot(str(boot_id))
+    second = new_boot(str(boot_id))
+    assert first.host == second.host
+    assert second.newer_than(first) and not first.newer_than(second)
+    stepped_back = dataclasses.replace(second, started_ns=first.started_ns - 5 * 10**9)
+    assert stepped_back.newer_than(first)
+    # no kernel boot id: every start is its own host, ordered by the wall clock
+    lone = new_boot(str(tmp_path / "missing"))
+    assert lone.host != first.host and lone.newer_than(first)
