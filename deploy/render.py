@@ -139,6 +139,10 @@ def _templated(doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
             doc["spec"]["replicas"] = f"@@VALUE:{component}.replicas@@"
         section["resources"] = container["resources"]
         container["resources"] = f"@@BLOCK:{component}.resources@@"
+        if kind == "DaemonSet":  # NET_RAW, plus NET_ADMIN / SYS_NICE as options (speaker.yaml)
+            capabilities = container["securityContext"]["capabilities"]
+            section["capabilities"] = capabilities["add"]
+            capabilities["add"] = f"@@BLOCK:{component}.capabilities@@"
         pod = doc["spec"]["template"]["spec"]
         if "tolerations" in pod:
             section["tolerations"] = pod["tolerations"]
@@ -245,6 +249,8 @@ def _values_yaml(values: dict[str, Any]) -> str:
         "# Values of the lbd chart. Generated from the canonical manifests in deploy/base: the\n"
         "# defaults render exactly what `kubectl apply -k deploy/` applies.\n"
         "# image.tag empty = the chart's appVersion.\n"
+        "# speaker.capabilities: NET_RAW is required; NET_ADMIN and SYS_NICE are options, see\n"
+        "# deploy/base/speaker.yaml for what each buys (measured).\n"
     )
     return _header(BASE, "") + comments + _dump_one(doc)
 

@@ -117,7 +117,8 @@ class SpeakerMetrics:
         self.heartbeats_dropped_total = Counter(
             "lbd_heartbeats_dropped_total",
             "Membership heartbeats received and not accepted, by reason (BadMac, Replay, "
-            "OldBoot, WrongSource, UnknownNode, Malformed, Self)",
+            "OldBoot, WrongSource, UnknownNode, Malformed, Self; ReceiveBuffer: dropped by the "
+            "kernel, the socket's buffer was full)",
             ["reason"],
             registry=r,
         )

@@ -64,7 +64,6 @@ packets per second per peer (tests/bench/bench_membership.py measures it up to 1
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import OrderedDict, deque
 from collections.abc import Mapping
@@ -100,6 +99,7 @@ class HeartbeatDrop(StrEnum):
     REPLAY = "Replay"  # same boot, sequence not newer
     OLD_BOOT = "OldBoot"  # a boot older than the one known, or of a kernel boot moved away from
     SELF = "Self"  # our own name from another boot: a second speaker with our name
+    RECEIVE_BUFFER = "ReceiveBuffer"  # dropped by the kernel: the socket's buffer was full
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +182,7 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
         raw = ifname.encode()
         parts += [bytes([len(raw)]), raw]
     body = b"".join(parts)
-    return body + hmac.new(key, body, hashlib.sha256).digest()
+    return body + hmac.digest(key, body, "sha256")
 
 
 def decode(data: bytes, key: bytes) -> Heartbeat | HeartbeatDrop:
@@ -190,7 +190,8 @@ def decode(data: bytes, key: bytes) -> Heartbeat | HeartbeatDrop:
     if len(data) < _FIXED + 2 + MAC_LEN or data[:4] != MAGIC:
         return HeartbeatDrop.MALFORMED
     body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+    # hmac.digest: the one-shot C implementation, a third cheaper than hmac.new() per datagram
+    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
         return HeartbeatDrop.BAD_MAC
     try:
         if body[4] != VERSION or body[5] not in (0, 1):

@@ -157,3 +157,30 @@ def test_each_start_is_a_newer_boot(tmp_path: Path) -> None:
     # no kernel boot id: every start is its own host, ordered by the wall clock
     lone = new_boot(str(tmp_path / "missing"))
     assert lone.host != first.host and lone.newer_than(first)
+
+
+def test_heartbeats_the_kernel_dropped_are_counted() -> None:
+    """While the receiver is held up, a flood overflows the socket's buffer: the kernel's drop
+    count (SO_RXQ_OVFL, reported with the next datagram queued) shows up as ``ReceiveBuffer``,
+    and every datagram is either read or counted there."""
+    import os
+    import socket
+
+    from lbd.core.membership import Boot, Heartbeat, encode
+
+    b = Membership(node_name="b", key=KEY, bind=("127.0.0.1", 0), interval=0.05)
+    b.start()
+    flood = encode(Heartbeat("stranger", Boot(os.urandom(8), 1, 1, os.urandom(8)), 1), KEY)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with b._lock:  # the receiver thread waits for the table
+                for _ in range(60_000):
+                    s.sendto(flood, ("127.0.0.1", b.port))
+            for _ in range(10):  # after the flood: these carry the drop count
+                s.sendto(flood, ("127.0.0.1", b.port))
+        assert wait_for(lambda: b.dropped[HeartbeatDrop.RECEIVE_BUFFER] > 0, timeout=10)
+        assert wait_for(
+            lambda: b.received + b.dropped[HeartbeatDrop.RECEIVE_BUFFER] == 60_010, timeout=10
+        ), (b.received, b.dropped)
+    finally:
+        b.stop(graceful=False)
