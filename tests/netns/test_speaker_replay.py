@@ -20,8 +20,7 @@ import signal
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -30,7 +29,7 @@ from scapy.layers.l2 import Ether
 from lbd.core.membership import Heartbeat, PeerStatus, decode, encode
 from lbd.net.membership import new_boot
 from tests.netns.l2client import ProbeResult, VipProber, collect, open_raw, send_frames
-from tests.netns.test_speaker_lab import KEY, SpeakerLab, speaker_lab, wait_for
+from tests.netns.test_speaker_lab import KEY, SpeakerLab, module_lab, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
@@ -38,11 +37,7 @@ PORT = 7947
 VICTIM = "n2"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeakerLab]:
-    prefix = "lr" + uuid.uuid4().hex[:5]
-    with speaker_lab(prefix, tmp_path_factory.mktemp("speakerreplay")) as lab:
-        yield lab
+lab = module_lab("spkr")
 
 
 @pytest.fixture(scope="module")
