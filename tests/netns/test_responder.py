@@ -470,3 +470,53 @@ def test_hostile_requests_get_no_answer_and_every_drop_reason_is_in_metrics(
         assert ask(segment) == [node_mac]  # still answering the genuine ones
     finally:
         health.stop()
+
+
+@pytest.mark.slow  # waits for the 2 s takeover burst, then 2.5 s of claims
+def test_every_claim_is_answered_within_the_settle_time(
+    segment: Segment, responders: dict[str, Responder]
+) -> None:
+    """Issue 16: two forged gratuitous ARPs 0.7 s apart left a client sending to the wrong MAC
+    for 8.3 s (the second claim came less than a second after the first and was dropped). Now
+    the client's own neighbour entry is back on the owner within the settle time of each."""
+    r = responders["node1"]
+    r.conflict_rule = ConflictRule(grace=0.0)  # owned long before the claims
+    settle = r.conflict_rule.settle
+    r.set_owned({VIP: ("eth0",)})
+    assert wait_for(lambda: r.stats()["garp_sent"] >= 8, timeout=4.0)  # its burst is over
+    owner, rogue = segment["node1"].mac.hex(":"), segment["node3"].mac.hex(":")
+
+    def touch() -> None:  # the client's kernel resolves the VIP (the datagram is dropped)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", (VIP, 9))
+
+    segment.call("client", touch)
+    assert wait_for(lambda: owner in segment.ip("client", "neigh", "show", VIP))
+    samples: list[tuple[float, str]] = []
+
+    def sample(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append((time.monotonic(), segment.ip("client", "neigh", "show", VIP)))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, args=(2.5,))
+    sampler.start()
+    claim = [arp.gratuitous(arp.vip_key(VIP), segment["node3"].mac)[1]]
+    time.sleep(0.2)
+    segment.call("node3", send_frames, "eth0", claim)
+    time.sleep(0.7)
+    segment.call("node3", send_frames, "eth0", claim)
+    sampler.join()
+    runs: list[float] = []  # how long each stretch on the rogue's MAC lasted
+    since: float | None = None
+    for at, entry in samples:
+        if rogue in entry and since is None:
+            since = at
+        elif owner in entry and since is not None:
+            runs.append(at - since)
+            since = None
+    assert since is None, f"the client is left on the rogue's MAC: {samples[-1]}"
+    assert len(runs) == 2, runs  # both claims took effect, and both were answered
+    assert max(runs) <= settle + 0.25, runs
+    assert r.stats()["conflicts"] == 2
