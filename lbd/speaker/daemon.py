@@ -194,7 +194,12 @@ class Speaker:
         self.responder.stop()
         log.info("speaker stopped answering", extra={"node": self.settings.node_name})
         self.links.stop()
-        self.cache.stop(0.2)
-        self.status.stop(0.2)
-        self.events.stop(0.2)
+        # The API clients last, told to stop all at once and not waited for one by one (five
+        # informers joined 0.2 s each made a SIGTERMed speaker miss its one-second exit on a
+        # busy node): their threads are daemons, and a node must drain with the API down.
+        for informer in self.cache.informers:
+            informer.stop(0)
+        self.status.stop(0.1)
+        self.events.stop(0.1)
         self.health.stop()
+        log.info("speaker stopped", extra={"node": self.settings.node_name})
