@@ -66,7 +66,7 @@ def test_owner_answers_arp_with_its_mac_and_others_stay_silent(
     assert ask(segment) == [segment["node1"].mac]
     other = responders["node2"]
     # node2 saw the requests (possibly a moment after node1 answered) and did not reply.
-    assert wait_for(lambda: other.stats().get("drop_arp_NotOwned", 0) >= 2)
+    assert wait_for(lambda: other.stats().get("drop_arp_NotOwned", 0) >= 2), other.stats()
     assert other.stats()["arp_replies"] == 0
 
 
