@@ -796,28 +796,34 @@ def kill_node(
 
     On the real lab, ``pod_eviction_delay`` seconds later (default: the lab's
     ``--pod-eviction-delay``, 0) the node's pods are marked not ready, as the node-lifecycle
-    controller would once the node stops reporting; returns the pods marked.
+    controller would once the node stops reporting; returns the pods marked. The client and the
+    list of pods are made before the cut, so that with no delay the marks follow the cut within
+    the time of the patches themselves.
     """
     layout = lab.layout
     member = layout.node(name)
-    topology.set_switch_port(layout, member, up=False)
-    supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
     if not lab.real:
+        topology.set_switch_port(layout, member, up=False)
+        supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
         return []
     from lbd.lab.cluster import workloads
 
-    delay = pod_eviction_delay
-    if delay is None:
-        delay = float(lab.data.get("pod_eviction_delay", 0.0))
-    if delay > 0:
-        if say:
-            say(f"marking the pods of {name} not ready in {delay:g} s (pod eviction delay)")
-        time.sleep(delay)  # the documented delay itself, not a wait for a condition
-        if topology.switch_port_up(layout, member):
-            return []  # restored in the meantime: nothing to evict
     kube = _admin(lab)
     try:
-        return workloads.set_pods_ready(kube, member, False, reason="NodeNotReady")
+        pods = workloads.pods_on(kube, name)
+        topology.set_switch_port(layout, member, up=False)
+        supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
+        delay = pod_eviction_delay
+        if delay is None:
+            delay = float(lab.data.get("pod_eviction_delay", 0.0))
+        if delay > 0:
+            if say:
+                say(f"marking the pods of {name} not ready in {delay:g} s (pod eviction delay)")
+            time.sleep(delay)  # the documented delay itself, not a wait for a condition
+            if topology.switch_port_up(layout, member):
+                return []  # restored in the meantime: nothing to evict
+            pods = workloads.pods_on(kube, name)
+        return workloads.set_pods_ready(kube, member, False, reason="NodeNotReady", pods=pods)
     finally:
         kube.api_client.close()
 

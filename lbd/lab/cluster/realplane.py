@@ -45,6 +45,7 @@ WORKDIR = "control-plane"
 STATE_FILE = "state.json"
 AUDITED_NAMESPACE = "lbd-system"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+ENDPOINTSLICE_BATCH = "100ms"
 
 
 def state_path(lab_dir: Path) -> Path:
@@ -133,6 +134,14 @@ def run(args: argparse.Namespace) -> int:
             f"--audit-log-path={audit_log_path(lab_dir)}",
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
+        ],
+        controller_manager_args=[
+            # Pod changes within 100 ms make one EndpointSlice update. Without it, marking a
+            # dead node's pods not ready (one patch per pod) made the endpointslice controller
+            # sync while its own previous write was not yet in its cache; it then retries after
+            # its 1 s backoff ("EndpointSlice informer cache is out of date"), and clients waited
+            # 1.3 s instead of 0.4 s for kube-proxy to drop the dead pods (measured).
+            f"--endpointslice-updates-batch-period={ENDPOINTSLICE_BATCH}",
         ],
         start_timeout=args.timeout,
         die_with_parent=True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lbd.k8s.client import ApiError, Kube, PatchType, Resource
@@ -116,14 +117,32 @@ def ready_condition(pod: dict[str, Any]) -> bool:
     return False
 
 
-def set_pods_ready(kube: Kube, node: Member, ready: bool, *, reason: str) -> list[str]:
-    """Set the Ready condition of every echo pod on ``node``; returns the pods changed."""
-    changed = []
+def set_pods_ready(
+    kube: Kube,
+    node: Member,
+    ready: bool,
+    *,
+    reason: str,
+    pods: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Set the Ready condition of every echo pod on ``node`` (``pods``: as listed before);
+    returns the pods changed.
+
+    The patches go out at once, one thread each: the endpointslice controller then sees the
+    node's pods change together and writes one EndpointSlice update, which every kube-proxy
+    applies in one sync. One after the other, the second change would reach a kube-proxy within
+    its ``minSyncPeriod`` (1 s) of the first and wait for it (measured: 1.4 s client
+    interruptions instead of 0.4 s when the probe's pod was marked last).
+    """
     status = "True" if ready else "False"
     stamp = now()
-    for pod in pods_on(kube, node.name):
-        if ready_condition(pod) == ready or pod["metadata"].get("deletionTimestamp"):
-            continue
+    todo = [
+        p
+        for p in (pods if pods is not None else pods_on(kube, node.name))
+        if ready_condition(p) != ready and not p["metadata"].get("deletionTimestamp")
+    ]
+
+    def mark(pod: dict[str, Any]) -> str:
         conditions = [
             {
                 "type": kind,
@@ -139,8 +158,12 @@ def set_pods_ready(kube: Kube, node: Member, ready: bool, *, reason: str) -> lis
             {"status": {"conditions": conditions}},
             patch=PatchType.STRATEGIC,
         )
-        changed.append(pod["metadata"]["name"])
-    return changed
+        return str(pod["metadata"]["name"])
+
+    if not todo:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(todo), 16)) as pool:
+        return list(pool.map(mark, todo))
 
 
 def wait_pods_ready(
