@@ -40,6 +40,7 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
     from lbd.lab.cluster.kubeproxy import KubeProxyError
     from lbd.lab.cluster.lab import LabError
     from lbd.lab.cluster.layout import LayoutError
+    from lbd.lab.cluster.readiness import NotReadyError
     from lbd.lab.cluster.supervisor import SupervisorError
     from lbd.lab.cluster.topology import TopologyError
     from lbd.lab.cluster.workloads import PodsError
@@ -52,6 +53,7 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
         SupervisorError,
         KubeProxyError,
         PodsError,
+        NotReadyError,
     )
 
 

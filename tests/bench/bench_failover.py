@@ -40,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 from lbd.core.election import rank
+from lbd.k8s.client import SERVICES
 from lbd.lab.cluster import probe, supervisor
 from lbd.lab.cluster.lab import (
     REAL,
@@ -82,7 +83,7 @@ def owners_now(lab: Lab, vips: list[str], *, timeout: float = 2.0) -> dict[str, 
         return probe.owners(lab.data["client"]["netns"], vips, timeout=timeout)
     c = lab.data["client"]
     macs = {n["mac"]: n["name"] for n in lab.data["nodes"]}
-    found = probe.arp_owners(c["netns"], c["ifname"], c["mac"], c["ipv4"], vips, wait=timeout / 2)
+    found = probe.arp_owners(c["netns"], c["ifname"], c["mac"], c["ipv4"], vips, wait=timeout / 4)
     return {v: macs[m[0]] for v, m in found.items() if len(m) == 1 and m[0] in macs}
 
 
@@ -167,7 +168,10 @@ def _measure(lab: Lab, vip_count: int, rounds: int, window: float) -> dict[str, 
     t0 = time.monotonic()
     names = [f"bench-{i}" for i in range(vip_count)]
     for name in names:
-        scenario.create_echo_service(kube, name)
+        # only the port the probes use: on the real lab every port is rules on every node
+        svc = scenario.echo_service(name)
+        svc["spec"]["ports"] = [p for p in svc["spec"]["ports"] if p["protocol"] == "UDP"]
+        kube.create(SERVICES.path(namespace=scenario.NAMESPACE), svc)
     vips = [scenario.wait_for_vips(kube, name, timeout=60.0)[0] for name in names]
     client = lab.data["client"]["netns"]
     answered = probe.first_answers(client, vips, since=time.monotonic(), timeout=30.0)

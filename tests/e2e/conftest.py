@@ -100,10 +100,21 @@ def module_lab_factory(
     yield from _factory(tmp_path_factory.mktemp("labs"), control_plane)
 
 
-@pytest.fixture(scope="module")
-def real_module_lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFactory]:
-    """Labs on the real control plane only, shared by the tests of a module."""
+def _real_or_skip() -> None:
     if REAL not in CONTROL_PLANES:
         pytest.skip(f"LBD_CONTROL_PLANE={os.environ.get('LBD_CONTROL_PLANE')} excludes real")
     binaries_or_skip()
+
+
+@pytest.fixture(scope="module")
+def real_module_lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFactory]:
+    """Labs on the real control plane only, shared by the tests of a module."""
+    _real_or_skip()
     yield from _factory(tmp_path_factory.mktemp("labs"), REAL)
+
+
+@pytest.fixture
+def real_lab_factory(tmp_path: Path) -> Iterator[LabFactory]:
+    """Labs on the real control plane only, torn down at the end of the test."""
+    _real_or_skip()
+    yield from _factory(tmp_path, REAL)

@@ -9,7 +9,8 @@ describe and lbd must get right on top of it (docs/SPEAKER.md):
   address (kube-proxy masquerades);
 - ``sessionAffinity: ClientIP`` keeps a client on one pod;
 - a Service without ready endpoints is announced by nobody;
-- dual-stack: pods answer on both families.
+- dual-stack: pods answer on both families;
+- kube-proxy's iptables mode (the fallback) serves as well, its rules in the node only.
 
 Tests that change the pods put them back (2 per node) before they end, so each test starts from
 the same lab.
@@ -227,3 +228,27 @@ def test_scale_command_changes_the_pods_per_node(lab: Lab, pods_restored: None) 
         "198.19.130.12",
         "198.19.130.13",
     ]
+
+
+def test_kube_proxy_in_iptables_mode_serves_too_and_stays_in_the_node(
+    real_lab_factory: LabFactory,
+) -> None:
+    root_before = _iptables_save(None)
+    lab = real_lab_factory(nodes=1, pods_per_node=1, kube_proxy_mode="iptables")
+    (vip,) = new_service(lab, "ipt")
+    assert whoami(lab, vip) == ("n1", "echo-n1-1", lab.node("n1")["ipv4"])
+    node_rules = _iptables_save(lab.data["nodes"][0]["netns"])
+    assert "KUBE-SERVICES" in node_rules and vip in node_rules
+    assert _iptables_save(None) == root_before
+    assert "KUBE-" not in root_before
+
+
+def _iptables_save(netns: str | None) -> str:
+    import subprocess
+
+    argv = ["iptables-save", "-t", "nat"]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=True).stdout
+    # the header and footer carry the time of the dump
+    return "\n".join(line for line in out.splitlines() if not line.startswith("#"))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lbd.core import arp
-from lbd.lab.cluster import kubeproxy, processes, realplane, workloads
+from lbd.lab.cluster import kubeproxy, labdir, processes, realplane, workloads
 from lbd.lab.cluster.lab import LabError, LabOptions, choose_control_plane, up
 from lbd.lab.cluster.layout import (
     MAX_PODS_PER_NODE,
@@ -266,7 +266,7 @@ def test_real_lab_process_plan_runs_the_kubelet_outside_ip_netns_exec(tmp_path: 
     layout = plan("lt1", 2)
     procs = processes.real(
         layout,
-        processes.LabFiles(tmp_path),
+        labdir.LabFiles(tmp_path),
         controllers=2,
         manifests=(tmp_path / "crds",),
         kube_proxy=tmp_path / "kube-proxy",

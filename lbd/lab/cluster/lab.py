@@ -29,13 +29,11 @@ crash of anything, including the supervisor; it removes the files ``up`` wrote a
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -43,10 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
-from lbd.lab.cluster import kubeproxy, podnet, processes, realplane, supervisor, topology
+from lbd.lab.cluster import (
+    kubeproxy,
+    labdir,
+    podnet,
+    processes,
+    readiness,
+    supervisor,
+    topology,
+)
+from lbd.lab.cluster.labdir import KUBE_PROXY_SA, LabFiles
 from lbd.lab.cluster.layout import (
     API_IPV4,
     API_PORT,
@@ -59,13 +63,11 @@ from lbd.lab.cluster.layout import (
     plan,
 )
 from lbd.lab.cluster.netns import (
-    call_in_netns,
     kill_all,
     namespaces_with_prefix,
     netns_path,
     pids_with_marker,
 )
-from lbd.lab.cluster.processes import LabFiles
 from lbd.lab.cluster.supervisor import ProcSpec, SupervisorError
 from lbd.lab.cluster.workloads import DEFAULT_PODS_PER_NODE
 
@@ -73,7 +75,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy" / "base"
-SYSTEM_NAMESPACE = processes.SYSTEM_NAMESPACE
+SYSTEM_NAMESPACE = labdir.SYSTEM_NAMESPACE
 STAND_IN, REAL = "stand-in", "real"
 CONTROL_PLANES = (REAL, STAND_IN)
 TOKEN_SECONDS = 7 * 24 * 3600  # as long as the control plane's certificates are valid
@@ -202,22 +204,6 @@ class Lab:
         return Lab.load(self.dir)
 
 
-def _kubeconfig(server: str, token: str, user: str, ca_pem: bytes | None = None) -> str:
-    cluster: dict[str, Any] = {"server": server}
-    if ca_pem is not None:
-        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
-    return yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "lab", "cluster": cluster}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
-            "current-context": "lab",
-        }
-    )
-
-
 def _member_json(m: Member) -> dict[str, Any]:
     return {
         "name": m.name,
@@ -227,70 +213,6 @@ def _member_json(m: Member) -> dict[str, Any]:
         "ipv6": m.ipv6,
         "mac": m.mac,
     }
-
-
-def _write_manifests(out: Path, crds: Path) -> None:
-    """What the API stand-in loads at start: the system namespace first, then the CRDs.
-
-    The namespace must exist before the server loads the RBAC of ``deploy/`` (its Role and
-    RoleBinding live in ``lbd-system``), as it would on a cluster where ``deploy/`` is applied.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    namespaces = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        for name in ("default", SYSTEM_NAMESPACE)
-    ]
-    (out / "00-namespaces.yaml").write_text(yaml.safe_dump_all(namespaces))
-    for i, path in enumerate(sorted(crds.glob("*.yaml")), start=10):
-        (out / f"{i:02d}-{path.name}").write_text(path.read_text())
-
-
-KUBE_PROXY_SA = ("kube-system", "kube-proxy")
-
-
-def _kube_proxy_rbac(out: Path) -> Path:
-    """kube-proxy's ServiceAccount bound to the built-in ``system:node-proxier`` role, as
-    kubeadm sets it up."""
-    namespace, name = KUBE_PROXY_SA
-    docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": namespace},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "lbd-lab:node-proxier"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:node-proxier",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-    ]
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "kube-proxy-rbac.yaml"
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    return path
-
-
-def _host_tls(out: Path) -> TlsFiles:
-    """A self-signed certificate for the host side of the API forwarder (127.0.0.1)."""
-    made = make_self_signed("127.0.0.1")
-    out.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(out, out / "tls.crt", out / "tls.key")
-    files.cert.write_bytes(made.cert.read_bytes())
-    _write_private(files.key, made.key.read_text())
-    shutil.rmtree(made.directory, ignore_errors=True)
-    return files
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 def _lab_json(
@@ -391,25 +313,19 @@ def _launch(
     return f"https://127.0.0.1:{status['forward_port']}"
 
 
-def _membership_key(files: LabFiles) -> str:
-    key = base64.b64encode(secrets.token_bytes(32)).decode()
-    _write_private(files.membership_key, key + "\n")
-    return key
-
-
 def _start_stand_in(
     layout: Layout, files: LabFiles, opts: LabOptions, say: Progress, started: float
 ) -> Lab:
     tokens = {name: secrets.token_hex(16) for name in ("admin", "controller", "speaker")}
     api_url = f"http://{API_IPV4}:{API_PORT}"
-    _write_private(files.kubeconfig, _kubeconfig(api_url, tokens["admin"], "admin"))
+    labdir.write_private(files.kubeconfig, labdir.kubeconfig(api_url, tokens["admin"], "admin"))
     for who in ("controller", "speaker"):
-        _write_private(
-            files.component_kubeconfig(who), _kubeconfig(api_url, tokens[who], f"lbd-{who}")
+        labdir.write_private(
+            files.component_kubeconfig(who), labdir.kubeconfig(api_url, tokens[who], f"lbd-{who}")
         )
-    _write_manifests(files.manifests, opts.crds)
-    tls = _host_tls(files.tls)
-    key = _membership_key(files)
+    labdir.stand_in_manifests(files.manifests, opts.crds)
+    tls = labdir.host_tls(files.tls)
+    key = labdir.membership_key(files)
     procs = processes.stand_in(
         layout,
         files,
@@ -420,9 +336,9 @@ def _start_stand_in(
     )
     say("starting supervisor, API stand-in and host forwarder")
     host_url = _launch(layout, files, procs, opts, STAND_IN)
-    _write_private(
+    labdir.write_private(
         files.dir / "kubeconfig-host",
-        _kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
+        labdir.kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
     )
 
     from lbd.lab.cluster import bootstrap
@@ -433,9 +349,9 @@ def _start_stand_in(
     rest = [p.name for p in procs if not p.autostart]
     say(f"starting {len(rest)} processes: " + ", ".join(rest))
     supervisor.request(layout.prefix, "start", names=rest)
-    _wait_running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
+    readiness.running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
     bootstrap.wait_ready(kube, layout, timeout=opts.ready_timeout)
-    _wait_echo(layout, opts.ready_timeout)
+    readiness.echo(layout, opts.ready_timeout)
     return _finish(kube, layout, files, opts, say=say, started=started)
 
 
@@ -444,33 +360,13 @@ def _finish(
 ) -> Lab:
     from lbd.lab.cluster import bootstrap
 
-    _wait_speakers(layout, opts.ready_timeout)
+    readiness.speakers(layout, opts.ready_timeout)
     say(f"{len(layout.nodes)} speakers ready, each sees {len(layout.nodes)} live members")
     if opts.controllers:
         holder = bootstrap.wait_for_leader(kube, timeout=opts.ready_timeout)
         say(f"controller leader: {holder}")
     say(f"lab {layout.prefix} is up in {time.monotonic() - started:.1f} s (dir {files.dir})")
     return Lab.load(files.dir)
-
-
-def _wait_control_plane(prefix: str, lab_dir: Path, timeout: float) -> dict[str, Any]:
-    """The control plane's state once ``lbd lab control-plane`` reports it ready."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = realplane.read_state(lab_dir)
-        if state is not None:
-            return state
-        proc = supervisor.request(prefix, "status")["processes"]["control-plane"]
-        if time.monotonic() > deadline or proc["restarts"] >= 2:
-            tail = ""
-            with contextlib.suppress(OSError):
-                lines = (lab_dir / "logs" / "control-plane.log").read_text().splitlines()
-                tail = "\n".join(lines[-10:])
-            raise LabError(
-                f"control plane not ready after {time.monotonic() - deadline + timeout:.0f} s "
-                f"(restarts: {proc['restarts']}); logs/control-plane.log ends:\n{tail}"
-            )
-        time.sleep(0.1)  # polling a condition with a deadline
 
 
 def _service_account_token(kube: Any, namespace: str, name: str) -> str:
@@ -515,9 +411,9 @@ def _start_real(
         DEPLOY / "namespace.yaml",
         DEPLOY / "serviceaccounts.yaml",
         *opts.rbac,
-        _kube_proxy_rbac(files.manifests),
+        labdir.kube_proxy_rbac(files.manifests),
     )
-    key = _membership_key(files)
+    key = labdir.membership_key(files)
     procs = processes.real(
         layout,
         files,
@@ -529,15 +425,15 @@ def _start_real(
     )
     say("starting supervisor, control plane (etcd, kube-apiserver, kube-controller-manager)")
     host_url = _launch(layout, files, procs, opts, REAL)
-    state = _wait_control_plane(layout.prefix, files.dir, opts.ready_timeout)
+    state = readiness.control_plane(layout.prefix, files.dir, opts.ready_timeout)
     say(
         f"control plane Kubernetes {state['version']} (etcd {state['etcd_version']}) ready at "
         f"{state['url']} in {state['startup_seconds']:.1f} s"
     )
     ca_pem = Path(state["ca"]).read_bytes()
-    _write_private(
+    labdir.write_private(
         files.dir / "kubeconfig-host",
-        _kubeconfig(host_url, state["admin_token"], "admin", ca_pem=ca_pem),
+        labdir.kubeconfig(host_url, state["admin_token"], "admin", ca_pem=ca_pem),
     )
     kube = bootstrap.wait_for_api(files.dir / "kubeconfig-host", timeout=opts.ready_timeout)
     for who, (namespace, name) in {
@@ -546,9 +442,9 @@ def _start_real(
         "kube-proxy": KUBE_PROXY_SA,
     }.items():
         token = _service_account_token(kube, namespace, name)
-        _write_private(
+        labdir.write_private(
             files.component_kubeconfig(who),
-            _kubeconfig(state["url"], token, f"{namespace}:{name}", ca_pem=ca_pem),
+            labdir.kubeconfig(state["url"], token, f"{namespace}:{name}", ca_pem=ca_pem),
         )
     say(
         "creating the membership secret, Node objects, pool, L2Advertisement and "
@@ -559,125 +455,12 @@ def _start_real(
     rest = [p.name for p in procs if not p.autostart]
     say(f"starting {len(rest)} processes: " + ", ".join(rest))
     supervisor.request(layout.prefix, "start", names=rest)
-    _wait_running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
+    readiness.running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
     workloads.wait_pods_ready(kube, layout, opts.pods_per_node, timeout=opts.ready_timeout)
     say(f"{opts.pods_per_node * len(layout.nodes)} pods Running and Ready")
-    _wait_kube_proxies(layout, opts.ready_timeout)
+    readiness.kube_proxies(layout, opts.ready_timeout)
     say(f"kube-proxy ({mode.value} mode) healthy on every node")
     return _finish(kube, layout, files, opts, say=say, started=started)
-
-
-def _wait_running(prefix: str, names: list[str], timeout: float, settle: float = 0.3) -> None:
-    """Wait until every process runs and has not been restarted for ``settle`` seconds."""
-    deadline = time.monotonic() + timeout
-    stable_since: float | None = None
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        procs = supervisor.request(prefix, "status")["processes"]
-        snapshot = {n: (procs[n]["pid"], procs[n]["running"]) for n in names}
-        if all(running for _pid, running in snapshot.values()) and snapshot == last:
-            stable_since = stable_since or time.monotonic()
-            if time.monotonic() - stable_since >= settle:
-                return
-        else:
-            stable_since = None
-        last = snapshot
-        time.sleep(0.05)  # polling the supervisor: a condition with a deadline
-    failing = [n for n in names if not procs[n]["running"] or procs[n]["restarts"]]
-    raise LabError(
-        f"processes not running after {timeout:.0f} s: {', '.join(failing)} "
-        "(see the logs directory of the lab)"
-    )
-
-
-def _wait_echo(layout: Layout, timeout: float) -> None:
-    """Wait until the echo service of every node answers the client (the data path works)."""
-    from lbd.lab.cluster.probe import udp_ask
-
-    deadline = time.monotonic() + timeout
-    for node in layout.nodes:
-        while udp_ask(layout.client.netns, node.ipv4, timeout=0.2) != node.name:
-            if time.monotonic() > deadline:
-                raise LabError(f"echo on {node.name} does not answer after {timeout:.0f} s")
-
-
-SPEAKER_HEALTH_PORT = 7473
-KUBE_PROXY_HEALTH_PORT = 10256
-
-
-def _http_get(
-    netns: str, url_host: str, path: str, port: int = SPEAKER_HEALTH_PORT
-) -> tuple[int, str]:
-    """GET http://url_host:port/path from inside ``netns`` (a health endpoint)."""
-    import http.client
-
-    def get() -> tuple[int, str]:
-        conn = http.client.HTTPConnection(url_host, port, timeout=1.0)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode(errors="replace")
-        finally:
-            conn.close()
-
-    return call_in_netns(netns, get)
-
-
-def _wait_kube_proxies(layout: Layout, timeout: float) -> None:
-    """Wait until every kube-proxy answers ``/healthz`` with 200: it has synced its rules."""
-    deadline = time.monotonic() + timeout
-    for node in layout.nodes:
-        while True:
-            try:
-                healthy = _http_get(node.netns, node.ipv4, "/healthz", KUBE_PROXY_HEALTH_PORT)[0]
-            except OSError:
-                healthy = 0
-            if healthy == 200:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"kube-proxy on {node.name} not healthy after {timeout:.0f} s "
-                    f"(see logs/kube-proxy-{node.name}.log)"
-                )
-            time.sleep(0.1)  # polling a condition with a deadline
-
-
-def speaker_peers_alive(netns: str, ip: str) -> float | None:
-    """The speaker's ``lbd_peers_alive`` (members it sees alive, itself included), or None."""
-    try:
-        status, body = _http_get(netns, ip, "/metrics")
-    except OSError:
-        return None
-    if status != 200:
-        return None
-    for line in body.splitlines():
-        if line.startswith("lbd_peers_alive "):
-            return float(line.split()[1])
-    return None
-
-
-def _wait_speakers(layout: Layout, timeout: float) -> None:
-    """Wait until every speaker is ready and sees every node alive.
-
-    Returning earlier would let a test or the demo create a Service while the speakers are still
-    discovering each other, and measure start-up instead of steady state.
-    """
-    deadline = time.monotonic() + timeout
-    want = float(len(layout.nodes))
-    for node in layout.nodes:
-        while True:
-            try:
-                ready = _http_get(node.netns, node.ipv4, "/readyz")[0] == 200
-            except OSError:
-                ready = False
-            if ready and speaker_peers_alive(node.netns, node.ipv4) == want:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"speaker on {node.name} not ready or not seeing all {len(layout.nodes)} "
-                    f"nodes after {timeout:.0f} s (see logs/speaker-{node.name}.log)"
-                )
-            time.sleep(0.05)  # polling a condition with a deadline
 
 
 @dataclass(frozen=True)
@@ -685,32 +468,6 @@ class DownReport:
     prefix: str
     namespaces: tuple[str, ...]
     killed: int
-
-
-# What `up` writes into the lab directory (and `down` removes): nothing else is touched, so a
-# --dir that holds other files keeps them.
-_LAB_FILES = (
-    supervisor.LAB_FILE,
-    "lab.tmp",
-    supervisor.PLAN_FILE,
-    "kubeconfig",
-    "kubeconfig-host",
-    "controller.kubeconfig",
-    "speaker.kubeconfig",
-    "kube-proxy.kubeconfig",
-    "membership.key",
-)
-_LAB_DIRS = ("manifests", "tls", "kube-proxy", realplane.WORKDIR)
-
-
-def _remove_files(lab_dir: Path, *, keep_logs: bool) -> None:
-    for name in _LAB_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            (lab_dir / name).unlink()
-    for name in (*_LAB_DIRS, *(() if keep_logs else ("logs",))):
-        shutil.rmtree(lab_dir / name, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        lab_dir.rmdir()  # only if nothing else is in it
 
 
 def down(
@@ -741,21 +498,9 @@ def down(
         supervisor.socket_path(prefix).unlink()
     if lab_dir is not None:
         if keep_logs:
-            _keep_control_plane_logs(lab_dir)
-        _remove_files(lab_dir, keep_logs=keep_logs)
+            labdir.keep_control_plane_logs(lab_dir)
+        labdir.remove(lab_dir, keep_logs=keep_logs)
     return DownReport(prefix, tuple(namespaces), killed)
-
-
-def _keep_control_plane_logs(lab_dir: Path) -> None:
-    """Move the control plane's logs (symlinked from ``logs/``) into ``logs/``."""
-    source = lab_dir / realplane.WORKDIR / "logs"
-    if not source.is_dir():
-        return
-    for log_file in source.iterdir():
-        target = lab_dir / "logs" / log_file.name
-        with contextlib.suppress(OSError):
-            target.unlink(missing_ok=True)
-            shutil.move(str(log_file), target)
 
 
 def find_lab(lab_dir: Path | None) -> Lab:

@@ -16,44 +16,14 @@ them:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from lbd.lab.cluster.labdir import SYSTEM_NAMESPACE, LabFiles
 from lbd.lab.cluster.layout import API_IPV4, API_PORT, Layout, Member
 from lbd.lab.cluster.supervisor import ProcSpec
 
-SYSTEM_NAMESPACE = "lbd-system"
 CONTROLLER_SA = f"system:serviceaccount:{SYSTEM_NAMESPACE}:lbd-controller"
 SPEAKER_SA = f"system:serviceaccount:{SYSTEM_NAMESPACE}:lbd-speaker"
-
-
-@dataclass(frozen=True)
-class LabFiles:
-    """Where a lab keeps what its processes read."""
-
-    dir: Path
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.dir / "kubeconfig"
-
-    def component_kubeconfig(self, who: str) -> Path:
-        return self.dir / f"{who}.kubeconfig"
-
-    @property
-    def membership_key(self) -> Path:
-        return self.dir / "membership.key"
-
-    @property
-    def manifests(self) -> Path:
-        return self.dir / "manifests"
-
-    @property
-    def tls(self) -> Path:
-        return self.dir / "tls"
-
-    def kube_proxy_config(self, node: str) -> Path:
-        return self.dir / "kube-proxy" / f"{node}.yaml"
 
 
 def lbd_argv(*args: str) -> tuple[str, ...]:
