@@ -142,11 +142,14 @@ def run(args: argparse.Namespace) -> int:
             # its 1 s backoff ("EndpointSlice informer cache is out of date"), and clients waited
             # 1.3 s instead of 0.4 s for kube-proxy to drop the dead pods (measured).
             f"--endpointslice-updates-batch-period={ENDPOINTSLICE_BATCH}",
-            # Each controller's client may send 20 requests/s by default (burst 30): a node
-            # with pods behind 200 Services dying means 200 EndpointSlice writes, which took
-            # 10 s at that rate (measured; bench_failover). A lab API server is not shared.
+            # A node with pods behind 200 Services dying means 200 EndpointSlice writes. Each
+            # controller's client may send 20 requests/s by default (burst 30), and the
+            # endpointslice controller syncs 5 Services at a time: they took 10 s, then (at 200
+            # requests/s) 4.7 s, to reach the last Service (measured; bench_failover). A lab API
+            # server is not shared with anyone.
             "--kube-api-qps=200",
             "--kube-api-burst=400",
+            "--concurrent-service-endpoint-syncs=50",
         ],
         start_timeout=args.timeout,
         die_with_parent=True,
