@@ -37,6 +37,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -535,29 +536,34 @@ def _admin(lab: Lab) -> Any:
 
 
 def kill_node(
-    lab: Lab, name: str, *, pod_eviction_delay: float | None = None, say: Progress | None = None
+    lab: Lab,
+    name: str,
+    *,
+    pod_eviction_delay: float | None = None,
+    say: Progress | None = None,
+    on_cut: Callable[[], None] | None = None,
 ) -> list[str]:
-    """Cut node ``name`` off: its switch port down, then SIGKILL its speaker (held down).
+    """Cut node ``name`` off: its switch port down (then ``on_cut()``), then SIGKILL its
+    speaker (held down).
 
     On the real lab, ``pod_eviction_delay`` seconds later (default: the lab's
     ``--pod-eviction-delay``, 0) the node's pods are marked not ready, as the node-lifecycle
-    controller would once the node stops reporting; returns the pods marked. The client and the
-    list of pods are made before the cut, so that with no delay the marks follow the cut within
-    the time of the patches themselves.
+    controller would once the node stops reporting; returns the pods marked. The API client and
+    the list of pods are made in another thread while the node is cut, so that the cut comes
+    first and, with no delay, the marks follow it within the time of the patches themselves.
     """
     layout = lab.layout
     member = layout.node(name)
     if not lab.real:
-        topology.set_switch_port(layout, member, up=False)
-        supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
+        _cut(lab, member, on_cut)
         return []
     from lbd.lab.cluster import workloads
 
-    kube = _admin(lab)
+    with ThreadPoolExecutor(max_workers=1) as prepare:
+        kube_future = prepare.submit(_admin, lab)
+        _cut(lab, member, on_cut)
+        kube = kube_future.result()
     try:
-        pods = workloads.pods_on(kube, name)
-        topology.set_switch_port(layout, member, up=False)
-        supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
         delay = pod_eviction_delay
         if delay is None:
             delay = float(lab.data.get("pod_eviction_delay", 0.0))
@@ -567,10 +573,16 @@ def kill_node(
             time.sleep(delay)  # the documented delay itself, not a wait for a condition
             if topology.switch_port_up(layout, member):
                 return []  # restored in the meantime: nothing to evict
-            pods = workloads.pods_on(kube, name)
-        return workloads.set_pods_ready(kube, member, False, reason="NodeNotReady", pods=pods)
+        return workloads.set_pods_ready(kube, member, False, reason="NodeNotReady")
     finally:
         kube.api_client.close()
+
+
+def _cut(lab: Lab, member: Member, on_cut: Callable[[], None] | None) -> None:
+    topology.set_switch_port(lab.layout, member, up=False)
+    if on_cut is not None:
+        on_cut()
+    supervisor.request(lab.prefix, "stop", names=[f"speaker-{member.name}"], signal="SIGKILL")
 
 
 def restore_node(lab: Lab, name: str) -> list[str]:

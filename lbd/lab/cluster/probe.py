@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import os
 import select
+import selectors
 import socket
 import struct
 import threading
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from lbd.core import arp
-from lbd.lab.cluster.netns import call_in_netns
+from lbd.lab.cluster.netns import call_in_netns, enter_netns
 from lbd.runtime.clock import Clock, MonotonicClock
 
 ECHO_PORT = 9000
@@ -299,10 +300,19 @@ def longest_outage(probes: list[Probe], *, after: float = float("-inf")) -> Outa
 class UdpProber:
     """Send a numbered UDP request every ``interval`` to ``vip`` and record who answers.
 
-    One socket in the client namespace; a sender thread paced on the clock and a receiver
-    thread. Replies are matched by sequence number, so late replies still count for the probe
-    they answer.
+    Replies are matched by sequence number, so late replies still count for the probe they
+    answer. Two kinds of client:
+
+    - one flow (default): one connected socket, so every request has the same source port; on
+      the real lab kube-proxy keeps such a flow on the pod it first picked (conntrack), like a
+      long-lived UDP session. A sender thread paced on the clock and a receiver thread;
+    - ``fresh_flows``: a new socket, hence a new source port and a new flow, for every request,
+      like a client that opens a new connection per request; kube-proxy picks a pod for each.
+      One thread that lives in the client's namespace sends and receives; a socket is closed
+      two seconds after its request (a later answer no longer counts).
     """
+
+    FRESH_SOCKET_LIFETIME = 2.0
 
     def __init__(
         self,
@@ -312,26 +322,44 @@ class UdpProber:
         port: int = ECHO_PORT,
         interval: float = 0.01,
         clock: Clock | None = None,
+        fresh_flows: bool = False,
     ) -> None:
         self._clock = clock or MonotonicClock()
         self._interval = interval
-        self._sock = call_in_netns(netns, lambda: socket.socket(_family(vip), socket.SOCK_DGRAM))
-        self._sock.connect((vip, port))
+        self._netns = netns
+        self._target = (vip, port)
+        self._sock: socket.socket | None = None
         self._sent: list[float] = []
         self._answers: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._send_loop, name="prober-send", daemon=True),
-            threading.Thread(target=self._recv_loop, name="prober-recv", daemon=True),
-        ]
+        if fresh_flows:
+            self._threads = [
+                threading.Thread(target=self._fresh_loop, name="prober-fresh", daemon=True)
+            ]
+        else:
+            self._sock = call_in_netns(
+                netns, lambda: socket.socket(_family(vip), socket.SOCK_DGRAM)
+            )
+            self._sock.connect(self._target)
+            self._threads = [
+                threading.Thread(target=self._send_loop, name="prober-send", daemon=True),
+                threading.Thread(target=self._recv_loop, name="prober-recv", daemon=True),
+            ]
 
     def start(self) -> UdpProber:
         for thread in self._threads:
             thread.start()
         return self
 
+    def _record(self, data: bytes) -> None:
+        seq_text, _, node = data.decode(errors="replace").partition(" ")
+        if seq_text.isdigit():
+            with self._lock:
+                self._answers.setdefault(int(seq_text), node.strip())
+
     def _send_loop(self) -> None:
+        assert self._sock is not None
         next_at = self._clock.monotonic()
         seq = 0
         while not self._stop.is_set():
@@ -346,6 +374,7 @@ class UdpProber:
             self._clock.sleep(next_at - self._clock.monotonic())
 
     def _recv_loop(self) -> None:
+        assert self._sock is not None
         while not self._stop.is_set():
             ready, _, _ = select.select([self._sock], [], [], 0.05)
             if not ready:
@@ -354,10 +383,41 @@ class UdpProber:
                 data = self._sock.recv(512)
             except OSError:
                 continue
-            seq_text, _, node = data.decode(errors="replace").partition(" ")
-            if seq_text.isdigit():
-                with self._lock:
-                    self._answers.setdefault(int(seq_text), node.strip())
+            self._record(data)
+
+    def _fresh_loop(self) -> None:
+        enter_netns(self._netns)  # this thread only; its sockets are the client's
+        family = _family(self._target[0])
+        opened: dict[socket.socket, float] = {}
+        sel = selectors.DefaultSelector()
+        next_at = self._clock.monotonic()
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                now = self._clock.monotonic()
+                if now >= next_at:
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                    sock.setblocking(False)
+                    with self._lock:
+                        self._sent.append(now)
+                    with contextlib.suppress(OSError):
+                        sock.connect(self._target)
+                        sock.send(f"{seq}".encode())
+                    opened[sock] = now
+                    sel.register(sock, selectors.EVENT_READ)
+                    seq += 1
+                    next_at += self._interval
+                for sock in [s for s, t in opened.items() if now - t > self.FRESH_SOCKET_LIFETIME]:
+                    sel.unregister(sock)
+                    sock.close()
+                    del opened[sock]
+                for key, _events in sel.select(max(0.0, next_at - self._clock.monotonic())):
+                    with contextlib.suppress(OSError):
+                        self._record(key.fileobj.recv(512))  # type: ignore[union-attr]
+        finally:
+            for sock in opened:
+                sock.close()
+            sel.close()
 
     def probes(self) -> list[Probe]:
         with self._lock:
@@ -367,7 +427,8 @@ class UdpProber:
         self._stop.set()
         for thread in self._threads:
             thread.join()
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
         return self.probes()
 
     def __enter__(self) -> UdpProber:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, Kube, load_kube
@@ -206,6 +207,28 @@ class Failover:
     killed_at: float  # time.monotonic() just before ``kill`` ran
     answered_share: float  # answered / sent among probes sent in ``window`` after the kill
     window: float
+    one_flow_outage: float | None = None  # with ``also_one_flow``: the same, for one UDP flow
+
+
+def _answered(prober: probe.UdpProber, count: int) -> bool:
+    return sum(1 for p in prober.probes() if p.answered_by is not None) >= count
+
+
+def _moved(prober: probe.UdpProber, killed_at: float, owner: str) -> bool:
+    """An answer after a lost probe, both sent after the kill: the gap has been and gone.
+
+    (An answer alone could come from just before the cut took effect: on the real lab a pod on
+    another node answers through the old owner, too.)
+    """
+    lost = False
+    for p in prober.probes():
+        if p.sent <= killed_at:
+            continue
+        if p.answered_by is None:
+            lost = True
+        elif lost and p.answered_by != owner:
+            return True
+    return False
 
 
 def measure_failover(
@@ -217,35 +240,49 @@ def measure_failover(
     interval: float = 0.01,
     timeout: float = 15.0,
     window: float = 0.0,
+    fresh_flows: bool = False,
+    also_one_flow: bool = False,
 ) -> Failover:
     """Probe ``vip`` every ``interval``, run ``kill`` (which cuts ``owner`` off), and measure the
     interruption; with ``window``, keep probing that long after the kill and report the share
     of probes answered in it.
 
+    ``fresh_flows`` probes as a client opening a new connection per request would (each request
+    its own flow; :class:`~lbd.lab.cluster.probe.UdpProber`); ``also_one_flow`` measures the
+    interruption of one long-lived flow beside it (on the real lab kube-proxy keeps that flow on
+    one pod, which may be a pod of the dead node until it is dropped from the EndpointSlice).
     Answers before the kill may come from any node (the real lab's pods are everywhere); after
     it, only other nodes can answer, since the killed one is cut off.
     """
-    with probe.UdpProber(lab.data["client"]["netns"], vip, interval=interval) as prober:
-        poll(
-            lambda: sum(1 for p in prober.probes() if p.answered_by is not None) >= 10,
-            timeout=5.0,
-            what=f"{vip} answered before the kill",
-        )
+    netns = lab.data["client"]["netns"]
+    probers = [probe.UdpProber(netns, vip, interval=interval, fresh_flows=fresh_flows)]
+    if also_one_flow:
+        probers.append(probe.UdpProber(netns, vip, interval=interval))
+    for prober in probers:
+        prober.start()
+    try:
+        for prober in probers:
+            poll(
+                partial(_answered, prober, 10), timeout=5.0, what=f"{vip} answered before the kill"
+            )
         killed_at = time.monotonic()
         kill()
-
-        def moved() -> bool:
-            return any(
-                p.sent > killed_at and p.answered_by not in (None, owner) for p in prober.probes()
+        for prober in probers:
+            poll(
+                partial(_moved, prober, killed_at, owner),
+                timeout=timeout,
+                what=f"{vip} answered by a node other than {owner}",
             )
-
-        poll(moved, timeout=timeout, what=f"{vip} answered by a node other than {owner}")
         end = killed_at + window
         while time.monotonic() < end:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))  # probing meanwhile
-        probes = prober.stop()
+    finally:
+        runs = [prober.stop() for prober in probers]
+    probes = runs[0]
     outage = probe.longest_outage(probes, after=killed_at)
-    after = [p for p in probes if p.sent > killed_at and p.answered_by not in (None, owner)]
+    if outage.first_after is None:
+        raise ScenarioError(f"{vip}: no answer after the interruption ({outage.lost} lost)")
+    first = outage.first_after
     in_window = [p for p in probes if killed_at < p.sent <= killed_at + window]
     share = (
         sum(1 for p in in_window if p.answered_by is not None) / len(in_window)
@@ -254,16 +291,17 @@ def measure_failover(
     )
     return Failover(
         old_owner=owner,
-        new_owner=arp_owner(lab, vip, not_node=owner)
-        if ":" not in vip
-        else str(after[0].answered_by),
-        answered_by=str(after[0].answered_by),
+        new_owner=arp_owner(lab, vip, not_node=owner) if ":" not in vip else str(first.answered_by),
+        answered_by=str(first.answered_by),
         outage=outage.seconds,
         lost=outage.lost,
         sent=len(probes),
         killed_at=killed_at,
         answered_share=share,
         window=window,
+        one_flow_outage=(
+            probe.longest_outage(runs[1], after=killed_at).seconds if also_one_flow else None
+        ),
     )
 
 
