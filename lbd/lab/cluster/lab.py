@@ -89,7 +89,7 @@ class LabError(RuntimeError):
 
 
 def default_dir(prefix: str) -> Path:
-    return Path.cwd() / ".lab" / prefix
+    return Path.cwd() / labdir.DEFAULT_PARENT / prefix
 
 
 @dataclass(frozen=True)
@@ -511,7 +511,7 @@ def find_lab(lab_dir: Path | None) -> Lab:
     env = os.environ.get("LBD_LAB_DIR")
     if env:
         return Lab.load(Path(env))
-    candidates = sorted((Path.cwd() / ".lab").glob(f"*/{supervisor.LAB_FILE}"))
+    candidates = sorted((Path.cwd() / labdir.DEFAULT_PARENT).glob(f"*/{supervisor.LAB_FILE}"))
     if len(candidates) == 1:
         return Lab.load(candidates[0].parent)
     if not candidates:

@@ -25,6 +25,7 @@ from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.lab.cluster import realplane, supervisor
 
 SYSTEM_NAMESPACE = "lbd-system"
+DEFAULT_PARENT = ".lab"  # the default lab directory is ./.lab/<prefix>
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ def remove(lab_dir: Path, *, keep_logs: bool) -> None:
         shutil.rmtree(lab_dir / name, ignore_errors=True)
     with contextlib.suppress(OSError):
         lab_dir.rmdir()  # only if nothing else is in it
+        if lab_dir.parent.name == DEFAULT_PARENT:
+            lab_dir.parent.rmdir()  # .lab/ of the default --dir, when no other lab is in it
 
 
 def keep_control_plane_logs(lab_dir: Path) -> None:
