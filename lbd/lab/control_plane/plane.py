@@ -180,6 +180,7 @@ class ControlPlane:
         controllers: Sequence[str] = DEFAULT_CONTROLLERS,
         service_cidrs: Sequence[str] = SERVICE_CIDRS,
         apiserver_args: Sequence[str] = (),
+        controller_manager_args: Sequence[str] = (),
         manifests: Sequence[str | os.PathLike[str]] = (),
         start_timeout: float = 60.0,
         die_with_parent: bool = True,
@@ -201,6 +202,7 @@ class ControlPlane:
         self.controllers = tuple(controllers)
         self.service_cidrs = tuple(service_cidrs)
         self.apiserver_args = tuple(apiserver_args)
+        self.controller_manager_args = tuple(controller_manager_args)
         self.manifests = tuple(Path(m) for m in manifests)
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
@@ -337,6 +339,7 @@ class ControlPlane:
                 f"--controllers={','.join(self.controllers)}",
                 f"--root-ca-file={pki.ca.cert}",
                 f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
+                *self.controller_manager_args,
             ],
         )
         if "serviceaccount-controller" in self.controllers:
