@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,8 @@ from lbd.core.membership import HeartbeatDrop
 from lbd.metrics import SpeakerMetrics
 from lbd.net.keyfile import KeyFileWatcher
 from lbd.net.membership import Membership
+from tests.unit.test_membership_transport import running, wait_for
+from tests.unit.test_speaker_wiring import root_logger  # noqa: F401 - a fixture used below
 
 K1 = b"first-key-0123456789abcdefghij"
 K2 = b"second-key-0123456789abcdefghi"
@@ -61,15 +63,6 @@ class SecretVolume:
         return self.root / "key"
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
-
 @pytest.fixture
 def metrics() -> SpeakerMetrics:
     return SpeakerMetrics()
@@ -104,16 +97,8 @@ class DeathWatch:
 
 @pytest.fixture
 def trio() -> Iterator[tuple[Membership, ...]]:
-    ms = tuple(member(n, [K1], key_grace=0.8) for n in ("a", "b", "c"))
-    try:
-        for m in ms:
-            m.start()
-        for m in ms:
-            m.set_peers({o.node_name: ("127.0.0.1", o.port) for o in ms if o is not m})
+    with running(*(member(n, [K1], key_grace=0.8) for n in ("a", "b", "c"))) as ms:
         yield ms
-    finally:
-        for m in ms:
-            m.stop(graceful=False)
 
 
 def all_see_all(ms: Sequence[Membership]) -> bool:
@@ -142,18 +127,13 @@ def test_rotation_in_any_order_loses_no_peer_for_a_moment(trio: tuple[Membership
 
 def test_after_the_grace_the_old_key_is_dropped_and_counted(metrics: SpeakerMetrics) -> None:
     """a never saw the new key: once b's grace is over, each drops the other as KeyMismatch."""
-    a, b = member("a", [K1]), member("b", [K1], key_grace=0.5, metrics=metrics)
-    try:
-        for m in (a, b):
-            m.start()
-        a.set_peers({"b": ("127.0.0.1", b.port)})
-        b.set_peers({"a": ("127.0.0.1", a.port)})
+    with running(member("a", [K1]), member("b", [K1], key_grace=1.0, metrics=metrics)) as (a, b):
         assert wait_for(lambda: "a" in b.alive_peers() and "b" in a.alive_peers())
         b.set_keys([K2])
         text = generate_latest(metrics.registry).decode()
         assert f'lbd_membership_key_info{{key_id="{ID1}",state="Retiring"}} 1.0' in text
         assert f'lbd_membership_key_info{{key_id="{ID2}",state="Current"}} 1.0' in text
-        time.sleep(0.4)
+        time.sleep(0.5)
         assert "a" in b.alive_peers() and "b" in a.alive_peers()  # within the grace
         assert wait_for(lambda: b.dropped[HeartbeatDrop.KEY_MISMATCH] >= 3, timeout=2.0)
         assert wait_for(lambda: a.dropped[HeartbeatDrop.KEY_MISMATCH] >= 3)
@@ -161,9 +141,6 @@ def test_after_the_grace_the_old_key_is_dropped_and_counted(metrics: SpeakerMetr
         text = generate_latest(metrics.registry).decode()
         assert 'lbd_heartbeats_dropped_total{reason="KeyMismatch"}' in text
         assert f'key_id="{ID1}"' not in text
-    finally:
-        for m in (a, b):
-            m.stop(graceful=False)
 
 
 def test_each_change_of_the_keys_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -259,18 +236,6 @@ def test_the_watch_thread_polls_every_interval(tmp_path: Path) -> None:
 
 
 # --- the speaker's flags ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def root_logger() -> Iterator[None]:
-    """``lbd speaker`` configures the root logger; put pytest's handlers back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 @pytest.mark.usefixtures("root_logger")
