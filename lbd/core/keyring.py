@@ -176,8 +176,8 @@ class KeyRing:
     """
 
     def __init__(self, secrets: Sequence[bytes], *, grace: float, now: float) -> None:
-        if grace < 0:
-            raise ValueError(f"key grace: must be >= 0 seconds, got {grace}")
+        if not 0 <= grace < float("inf"):  # NaN or inf would keep an old key forever
+            raise ValueError(f"key grace: must be a finite number >= 0 seconds, got {grace}")
         self.grace = grace
         self._current: tuple[bytes, ...] = ()
         self._retiring: dict[bytes, float] = {}  # secret -> monotonic time it stops being valid

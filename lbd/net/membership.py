@@ -144,7 +144,7 @@ class Membership:
         )
         self._keys: KeySet = self._ring.keys(clock.monotonic())
         self._keys_until = self._ring.next_expiry  # the cached set is valid until then
-        self._keys_version = -1
+        self._keys_version = -1  # the ring version last logged and exported
         self._bind = bind
         self.boot = boot or new_boot()
         self._seq = 0

@@ -126,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from lbd.net.keyfile import MembershipKeyError, load_keys
 
-    if args.membership_key_grace < 0:
-        log.error(f"--membership-key-grace: must be >= 0 seconds, got {args.membership_key_grace}")
+    if not 0 <= args.membership_key_grace < float("inf"):  # NaN/inf: an old key valid forever
+        log.error(
+            "--membership-key-grace: must be a finite number >= 0 seconds, "
+            f"got {args.membership_key_grace}"
+        )
         return 2
     try:
         keys = load_keys(args.membership_key, insecure=args.insecure_membership)

@@ -125,9 +125,10 @@ def test_grace_zero_revokes_at_once() -> None:
     assert ring.keys(5.0).ids == KeySet.of(K2).ids
 
 
-def test_a_negative_grace_and_an_empty_file_are_refused_and_change_nothing() -> None:
-    with pytest.raises(ValueError, match="key grace: must be >= 0"):
-        KeyRing([K1], grace=-1.0, now=0.0)
+def test_a_negative_or_endless_grace_and_an_empty_file_are_refused_and_change_nothing() -> None:
+    for grace in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="key grace: must be a finite number >= 0"):
+            KeyRing([K1], grace=grace, now=0.0)
     ring = KeyRing([K1], grace=GRACE, now=0.0)
     with pytest.raises(ValueError, match="1-4 keys"):
         ring.load([], now=1.0)

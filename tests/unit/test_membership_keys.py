@@ -245,9 +245,11 @@ def test_speaker_key_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     key.write_bytes(b"short\n" + K1)
     base = ["speaker", "--node-name", "n1", "--membership-key", str(key)]
     assert parser.parse_args(base).membership_key_grace == 300.0
-    args = parser.parse_args([*base, "--membership-key-grace", "-1"])
-    assert args.func(args) == 2
-    assert "--membership-key-grace: must be >= 0 seconds, got -1.0" in capsys.readouterr().err
+    for bad in ("-1", "nan", "inf"):
+        args = parser.parse_args([*base, "--membership-key-grace", bad])
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert "--membership-key-grace: must be a finite number >= 0 seconds, got" in err
     args = parser.parse_args(base)
     assert args.func(args) == 2  # refused before anything starts: the key file names the line
     assert f"membership key: {key} line 1 holds 5 bytes" in capsys.readouterr().err
