@@ -116,10 +116,26 @@ class SpeakerMetrics:
         )
         self.heartbeats_dropped_total = Counter(
             "lbd_heartbeats_dropped_total",
-            "Membership heartbeats received and not accepted, by reason (BadMac, Replay, "
-            "OldBoot, WrongSource, UnknownNode, Malformed, Self; ReceiveBuffer: dropped by the "
-            "kernel, the socket's buffer was full)",
+            "Membership heartbeats received and not accepted, by reason (KeyMismatch: signed "
+            "only with keys this node does not hold; BadMac: a tag of a key it holds does not "
+            "verify; Replay, OldBoot, WrongSource, UnknownNode, Malformed, UnknownVersion, Self; "
+            "ReceiveBuffer: dropped by the kernel, the socket's buffer was full)",
             ["reason"],
+            registry=r,
+        )
+        self.key_info = Gauge(
+            "lbd_membership_key_info",
+            "The heartbeat keys in use, by key id (first 4 bytes of the key's SHA-256, hex): "
+            "Current (in the key file) or Retiring (left it, accepted until the grace ends); "
+            "every key in use signs each heartbeat",
+            ["key_id", "state"],
+            registry=r,
+        )
+        self.key_reloads_total = Counter(
+            "lbd_membership_key_reloads_total",
+            "Changes of the membership key file: Applied (new keys in use) or Rejected "
+            "(unusable; the keys in use stay)",
+            ["result"],
             registry=r,
         )
         self.receive_buffer_drops_total = Counter(

@@ -1,25 +1,41 @@
 """Speaker membership: the heartbeat wire format and who is alive, without any I/O.
 
-Wire format (version 2, network byte order), authenticated with HMAC-SHA256::
+Wire format (version 3, network byte order), authenticated with HMAC-SHA256::
 
     magic "LBHB" (4) | version (1) | state (1: 0 alive, 1 leaving)
     | boot: host (8) | started, wall clock ns (8) | started, CLOCK_BOOTTIME ns (8) | nonce (8)
     | seq (8) | name length (1) | name (utf-8) | interface count (1) | per interface: length (1)
-    | name | HMAC-SHA256 over all preceding bytes (32)
+    | name
+    | per key of the sender's ring: key id (4) | HMAC-SHA256 over all bytes before the first
+      key id (32)
+    | tag count (1, 1-8)
+
+Version 3 adds the key ids and the several tags: a sender signs with every key of its ring, so
+that the key can be rotated with no heartbeat of a live speaker dropped (the design is in
+:mod:`lbd.core.keyring`). Version 2 carried one untagged HMAC; a speaker of one version drops
+the other's heartbeats (``UnknownVersion``), so all nodes are upgraded together.
 
 What the authentication relies on (and nothing else):
 
 - HMAC (RFC 2104) with SHA-256 (FIPS 180-4) is a MAC: without the key nobody can produce a valid
   tag for a message that was not sent (RFC 2104 section 6; Bellare, Canetti, Krawczyk 1996). The
   tag is never truncated (RFC 2104 section 5 allows it; we keep all 32 bytes).
-- The tag covers *every* byte before it: magic, version, state, the whole boot, the sequence
-  number, the name and the interfaces. A changed version byte (a downgrade) breaks the tag like
-  any other field.
+- Each tag covers *every* byte of the heartbeat's body: magic, version, state, the whole boot,
+  the sequence number, the name and the interfaces. A changed version byte (a downgrade) breaks
+  the tag like any other field.
 - The encoding is unambiguous: fixed-size fields, each variable field prefixed by its length, and
   :func:`decode` refuses trailing bytes. So one signed byte string is one heartbeat; a valid tag
-  cannot be re-read as different field values.
-- The tag is compared in constant time (:func:`hmac.compare_digest`) and checked before any field
-  is parsed.
+  cannot be re-read as different field values. The tags are outside the body and unsigned: the
+  tag count only says where the body ends (a wrong count makes a different body, which no tag
+  verifies), a key id only says which key a tag claims (any id can be written; only the HMAC
+  decides), and removing a tag can only make a heartbeat be dropped, as dropping it would.
+- A receiver verifies only the tags whose key id it holds (at most 8 tags, so at most 8 HMACs
+  for one datagram, forged or not), compares in constant time (:func:`hmac.compare_digest`),
+  and parses no field of the body before one tag verified. A heartbeat with no tag of a key the
+  receiver holds is dropped as ``KeyMismatch`` (the sender uses another key: a configuration
+  problem, or an old key after its grace); one with a tag of a held key that does not verify as
+  ``BadMac`` (forged or corrupted). The version byte is read before any tag is verified, only to
+  know the layout: ``UnknownVersion`` counts datagrams of another format, forged or not.
 
 The HMAC proves who *made* a heartbeat, not when: anyone on the segment can capture one and send
 it again later. Freshness therefore comes from order, judged by each receiver per peer:
@@ -70,9 +86,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
+from lbd.core.keyring import KEY_ID_LEN, MAX_KEYS, KeySet
+
 MAGIC = b"LBHB"
-VERSION = 2
+VERSION = 3
 MAC_LEN = 32
+TAG_LEN = KEY_ID_LEN + MAC_LEN
 BOOT_LEN = 32
 MAX_NAME = 253  # a Kubernetes node name is a DNS subdomain
 MAX_INTERFACES = 64
@@ -93,7 +112,10 @@ class HeartbeatDrop(StrEnum):
     """Why a received heartbeat was not accepted (counted per reason)."""
 
     MALFORMED = "Malformed"
-    BAD_MAC = "BadMac"
+    UNKNOWN_VERSION = "UnknownVersion"  # another wire format version (a speaker of a release
+    # before or after this one)
+    KEY_MISMATCH = "KeyMismatch"  # signed only with keys this node does not hold
+    BAD_MAC = "BadMac"  # a tag of a key this node holds that does not verify: forged, corrupted
     UNKNOWN_NODE = "UnknownNode"
     WRONG_SOURCE = "WrongSource"  # not from the address of the node it names
     REPLAY = "Replay"  # same boot, sequence not newer
@@ -166,8 +188,12 @@ class Heartbeat:
             raise ValueError("Heartbeat.interfaces_up: at most 64 names of 1-255 bytes")
 
 
-def encode(hb: Heartbeat, key: bytes) -> bytes:
-    """Serialise and sign ``hb``."""
+def _keyset(keys: bytes | KeySet) -> KeySet:
+    return keys if isinstance(keys, KeySet) else KeySet.of(keys)
+
+
+def encode(hb: Heartbeat, keys: bytes | KeySet) -> bytes:
+    """Serialise ``hb`` and sign it with every key of ``keys`` (one tag each)."""
     name = hb.node.encode()
     parts = [
         MAGIC,
@@ -182,19 +208,44 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
         raw = ifname.encode()
         parts += [bytes([len(raw)]), raw]
     body = b"".join(parts)
-    return body + hmac.digest(key, body, "sha256")
-
-
-def decode(data: bytes, key: bytes) -> Heartbeat | HeartbeatDrop:
-    """Verify and parse a datagram; the MAC is checked before any field is trusted."""
-    if len(data) < _FIXED + 2 + MAC_LEN or data[:4] != MAGIC:
-        return HeartbeatDrop.MALFORMED
-    body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
+    ring = _keyset(keys)
     # hmac.digest: the one-shot C implementation, a third cheaper than hmac.new() per datagram
-    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
-        return HeartbeatDrop.BAD_MAC
+    tags = [k.id + hmac.digest(k.secret, body, "sha256") for k in ring.keys]
+    return body + b"".join(tags) + bytes([len(tags)])
+
+
+def _verify(body: bytes, tags: bytes, keys: KeySet) -> HeartbeatDrop | None:
+    """None if one tag verifies with a key of ``keys``, else why not (module docstring)."""
+    held = False
+    for at in range(0, len(tags), TAG_LEN):
+        kid = tags[at : at + KEY_ID_LEN]
+        secrets = keys.by_id.get(kid)
+        if secrets is None:
+            continue
+        held = True
+        mac = tags[at + KEY_ID_LEN : at + TAG_LEN]
+        for secret in secrets:  # at most MAX_KEYS tags: a bounded cost for a forged datagram
+            if hmac.compare_digest(mac, hmac.digest(secret, body, "sha256")):
+                return None
+    return HeartbeatDrop.BAD_MAC if held else HeartbeatDrop.KEY_MISMATCH
+
+
+def decode(data: bytes, keys: bytes | KeySet) -> Heartbeat | HeartbeatDrop:
+    """Verify and parse a datagram; a tag is verified before any field of the body is read."""
+    if len(data) < 5 or data[:4] != MAGIC:
+        return HeartbeatDrop.MALFORMED
+    if data[4] != VERSION:  # read unverified, only to pick the layout: every tag covers it too
+        return HeartbeatDrop.UNKNOWN_VERSION
+    count = data[-1]
+    end = len(data) - 1 - count * TAG_LEN
+    if not 1 <= count <= MAX_KEYS or end < _FIXED + 3:  # 3: name length, a name, iface count
+        return HeartbeatDrop.MALFORMED
+    body = data[:end]
+    why = _verify(body, data[end:-1], _keyset(keys))
+    if why is not None:
+        return why
     try:
-        if body[4] != VERSION or body[5] not in (0, 1):
+        if body[5] not in (0, 1):
             return HeartbeatDrop.MALFORMED
         status = PeerStatus(body[5])
         boot = Boot.unpack(body[6 : 6 + BOOT_LEN])

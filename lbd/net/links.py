@@ -7,8 +7,8 @@ Default interface rule (SPEAKER.md), implemented by :func:`select_interfaces`:
 3. otherwise every *announce-capable* interface: up, broadcast-capable, ARP enabled (not
    ``NOARP``), not enslaved (a bond or bridge member answers through its master), not loopback,
    and not virtual: its name does not start with one of :data:`EXCLUDED_PREFIXES` (container,
-   CNI, tunnel and kube-proxy devices; ``--exclude-interfaces`` replaces the list), and its link
-   kind is not in :data:`EXCLUDED_KINDS` unless it carries a non-link-local address (a lab
+   CNI, tunnel and kube-proxy devices; ``--interfaces-exclude`` adds prefixes to the list), and
+   its link kind is not in :data:`EXCLUDED_KINDS` unless it carries a non-link-local address (a lab
    node whose only NIC is a veth must still announce).
 
 :class:`LinkMonitor` keeps a snapshot of the links, refreshed on every rtnetlink link/address

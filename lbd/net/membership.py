@@ -24,6 +24,14 @@ kernel's routing could pick another source address, so when this node's own Inte
 ip(7)); if the kernel refuses (the address is not on this host), heartbeats go out with the
 routing's choice and a warning says why peers may drop them.
 
+Keys: heartbeats are signed with, and accepted under, every key of a :class:`~lbd.core.keyring.
+KeyRing` (the key file's keys plus those that left it less than the key grace ago), so that the
+key rotates with no heartbeat of a live peer dropped (design: :mod:`lbd.core.keyring`).
+:meth:`Membership.set_keys` takes a new key file content (:mod:`lbd.net.keyfile` watches the
+file); the set in use is logged, and exported as ``lbd_membership_key_info``, once per change,
+including the moment an old key's grace ends (noticed within one heartbeat interval; from then
+on it is neither accepted nor used to sign).
+
 The boot (:func:`new_boot`) names this process start: a hash of the kernel's boot id and the
 start time read from CLOCK_BOOTTIME (never steps) and the wall clock (orders kernel boots).
 """
@@ -41,9 +49,10 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from lbd.core.keyring import DEFAULT_GRACE, KeyRing, KeySet, describe
 from lbd.core.membership import (
     DEFAULT_DEAD_AFTER,
     DEFAULT_INTERVAL,
@@ -63,7 +72,6 @@ from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
-MIN_KEY_BYTES = 16
 LEAVING_COPIES = 3  # UDP may drop one; three back-to-back copies make a graceful exit reliable
 IP_PKTINFO = 8  # <linux/in.h>; not exported by the socket module
 SO_RXQ_OVFL = 40  # <asm-generic/socket.h>: each datagram carries the socket's drop count
@@ -72,35 +80,6 @@ RCVBUF = 4 << 20  # 1 000 peers send 10 000 heartbeats/s: room for a stall of th
 KERNEL_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 PeerAddress = str | tuple[str, int]
-
-
-class MembershipKeyError(ValueError):
-    """The membership key is missing or unusable."""
-
-
-def load_key(path: str | os.PathLike[str] | None, *, insecure: bool = False) -> bytes:
-    """The HMAC key from ``path`` (surrounding whitespace stripped).
-
-    No path: refuse (:class:`MembershipKeyError`) unless ``insecure``, in which case the empty key
-    is used - heartbeats still carry a MAC, but anyone on the network can forge one.
-    """
-    if path is None:
-        if insecure:
-            log.warning("membership heartbeats are NOT authenticated (--insecure-membership)")
-            return b""
-        raise MembershipKeyError(
-            "membership key: no key file given; mount one (--membership-key-file) "
-            "or pass --insecure-membership"
-        )
-    try:
-        key = Path(path).read_bytes().strip()
-    except OSError as exc:
-        raise MembershipKeyError(f"membership key: cannot read {path}: {exc.strerror}") from exc
-    if len(key) < MIN_KEY_BYTES:
-        raise MembershipKeyError(
-            f"membership key: {path} holds {len(key)} bytes, need at least {MIN_KEY_BYTES}"
-        )
-    return key
 
 
 def new_boot(boot_id_path: str = KERNEL_BOOT_ID) -> Boot:
@@ -137,7 +116,8 @@ class Membership:
         self,
         *,
         node_name: str,
-        key: bytes,
+        key: bytes | Sequence[bytes],
+        key_grace: float = DEFAULT_GRACE,
         bind: tuple[str, int] = ("0.0.0.0", DEFAULT_PORT),
         interval: float = DEFAULT_INTERVAL,
         dead_after: float = DEFAULT_DEAD_AFTER,
@@ -159,7 +139,12 @@ class Membership:
         self.on_change = on_change
         self.metrics = metrics
         self.rt_priority = rt_priority  # a starved sender would be declared dead by its peers
-        self._key = key
+        self._ring = KeyRing(
+            (key,) if isinstance(key, bytes) else key, grace=key_grace, now=clock.monotonic()
+        )
+        self._keys: KeySet = self._ring.keys(clock.monotonic())
+        self._keys_until = self._ring.next_expiry  # the cached set is valid until then
+        self._keys_version = -1  # the ring version last logged and exported
         self._bind = bind
         self.boot = boot or new_boot()
         self._seq = 0
@@ -183,6 +168,8 @@ class Membership:
         self.sent = 0
         self.send_errors = 0
         self.received = 0
+        with self._lock:
+            self._refresh_keys(clock.monotonic())
 
     # -- configuration (any thread) ------------------------------------------------------
     def set_peers(self, peers: Mapping[str, PeerAddress]) -> None:
@@ -211,6 +198,38 @@ class Membership:
             self._table.version += changed
         if changed:
             self._send_now.set()
+
+    def set_keys(self, keys: Sequence[bytes]) -> bool:
+        """The key file now holds ``keys`` (:mod:`lbd.core.keyring`): keys that left it are
+        still accepted, and still used to sign, for the key grace. True if the keys changed."""
+        with self._lock:
+            changed = self._ring.load(keys, self.clock.monotonic())
+            self._refresh_keys(self.clock.monotonic())
+        return changed
+
+    def _keys_at(self, now: float) -> KeySet:
+        """The keys to sign with and accept at ``now``; O(1) except when a key expires."""
+        if now >= self._keys_until:
+            with self._lock:
+                self._refresh_keys(now)
+        return self._keys
+
+    def _refresh_keys(self, now: float) -> None:
+        """Under ``_lock``: take the ring's keys as of ``now``; say so once per change."""
+        self._keys = self._ring.keys(now)
+        self._keys_until = self._ring.next_expiry
+        if self._ring.version == self._keys_version:
+            return
+        self._keys_version = self._ring.version
+        state = self._ring.state(now)
+        log.info(describe(state, now), extra={"node": self.node_name})
+        if self.metrics is not None:
+            info = self.metrics.key_info
+            info.clear()
+            for kid in state.current:
+                info.labels(kid, "Current").set(1)
+            for kid, _until in state.retiring:
+                info.labels(kid, "Retiring").set(1)
 
     # -- queries -------------------------------------------------------------------------
     def alive(self) -> Mapping[str, PeerState]:
@@ -277,7 +296,7 @@ class Membership:
             hb = Heartbeat(self.node_name, self.boot, self._seq, status, self._interfaces)
             peers = list(self._peers.values())
             source = self._source if self._bind[0] in ("", "0.0.0.0") else None
-        data = encode(hb, self._key)
+        data = encode(hb, self._keys_at(self.clock.monotonic()))
         sock = self._sock
         assert sock is not None
         ancillary = _pktinfo(source) if source and source != self._source_refused else None
@@ -350,7 +369,7 @@ class Membership:
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
                     self._kernel_drops(int.from_bytes(value[:4], "little"))
-            hb = decode(data, self._key)
+            hb = decode(data, self._keys_at(self.clock.monotonic()))
             if isinstance(hb, HeartbeatDrop):
                 self._drop(hb)
                 continue

@@ -38,6 +38,7 @@ not.
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    from lbd.core.keyring import DEFAULT_GRACE
     from lbd.core.membership import DEFAULT_DEAD_AFTER, DEFAULT_INTERVAL, DEFAULT_PORT
 
     p = sub.add_parser(
@@ -57,7 +58,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--membership-key",
         metavar="FILE",
-        help="file holding the shared heartbeat HMAC key (mounted from a Secret)",
+        help="file holding the shared heartbeat HMAC key, or several, one per line (mounted "
+        "from a Secret); re-read every second, so a rotated Secret takes effect",
+    )
+    p.add_argument(
+        "--membership-key-grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="a key removed from the key file is still accepted, and still used to sign, this "
+        f"long (default {DEFAULT_GRACE:.0f}: longer than a Secret change takes to reach every "
+        "node; 0 revokes at once)",
     )
     p.add_argument(
         "--insecure-membership",
@@ -113,10 +124,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.node_name:
         log.error("--node-name (or $NODE_NAME) is required")
         return 2
-    from lbd.net.membership import MembershipKeyError, load_key
+    from lbd.net.keyfile import MembershipKeyError, load_keys
 
+    if not 0 <= args.membership_key_grace < float("inf"):  # NaN/inf: an old key valid forever
+        log.error(
+            "--membership-key-grace: must be a finite number >= 0 seconds, "
+            f"got {args.membership_key_grace}"
+        )
+        return 2
     try:
-        key = load_key(args.membership_key, insecure=args.insecure_membership)
+        keys = load_keys(args.membership_key, insecure=args.insecure_membership)
     except MembershipKeyError as exc:
         log.error(str(exc))
         return 2
@@ -125,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
     settings = SpeakerSettings(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig,
-        key=key,
+        keys=keys,
+        key_file=args.membership_key,
+        key_grace=args.membership_key_grace,
         membership_port=args.membership_port,
         heartbeat_interval=args.heartbeat_interval,
         dead_after=args.dead_after,

@@ -17,6 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from lbd.core.keyring import DEFAULT_GRACE
 from lbd.health import HealthServer
 from lbd.k8s.client import Kube, load_kube
 from lbd.k8s.events import EventRecorder
@@ -24,6 +25,7 @@ from lbd.k8s.speaker_informers import SpeakerCache
 from lbd.k8s.speaker_status import StatusWriter
 from lbd.metrics import SpeakerMetrics
 from lbd.net import capabilities
+from lbd.net.keyfile import KeyFileWatcher
 from lbd.net.links import (
     EXCLUDED_PREFIXES,
     IFF_BROADCAST,
@@ -46,7 +48,9 @@ class SpeakerSettings:
     """Everything ``lbd speaker`` is configured with (flags, already validated)."""
 
     node_name: str
-    key: bytes
+    keys: tuple[bytes, ...]
+    key_file: str | None = None  # watched: a rotated key takes effect (lbd.net.keyfile)
+    key_grace: float = DEFAULT_GRACE
     kubeconfig: str | None = None
     membership_port: int = 7947
     heartbeat_interval: float = 0.1
@@ -102,13 +106,19 @@ class Speaker:
         )
         self.membership = Membership(
             node_name=settings.node_name,
-            key=settings.key,
+            key=settings.keys,
+            key_grace=settings.key_grace,
             bind=("0.0.0.0", settings.membership_port),
             interval=settings.heartbeat_interval,
             dead_after=settings.dead_after,
             clock=clock,
             on_change=trigger,
             metrics=self.metrics,
+        )
+        self.key_watch = (
+            KeyFileWatcher(settings.key_file, self.membership.set_keys, metrics=self.metrics)
+            if settings.key_file is not None
+            else None
         )
         self.responder = Responder(
             node_name=settings.node_name,
@@ -170,6 +180,8 @@ class Speaker:
         self.health.start()
         self.links.start()
         self.membership.start()
+        if self.key_watch is not None:
+            self.key_watch.start()
         self.responder.start()
         self.status.start()
         self.cache.start()
@@ -189,6 +201,8 @@ class Speaker:
         """Leave: ``leaving`` heartbeats, keep answering ``grace`` s, stop answering, shut down."""
         self._stop.set()
         self.reconciler.trigger()
+        if self.key_watch is not None:
+            self.key_watch.stop()
         self.membership.stop(graceful=True)
         threading.Event().wait(grace)  # a plain wait: _stop is already set
         self.responder.stop()

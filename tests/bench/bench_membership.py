@@ -9,7 +9,7 @@ For each N, two processes on 127.0.0.1 (no root needed):
   sends its heartbeats to every peer every 100 ms (to a sink socket nobody reads: the cost of
   sending is the same) and receives theirs.
 - *peers*: N-1 simulated speakers. Their heartbeats are built and signed beforehand with the
-  real wire format and HMAC key (version 2, a boot per peer, sequence numbers counting up, one
+  real wire format and HMAC key (version 3, a boot per peer, sequence numbers counting up, one
   interface), then sent from 127.0.0.1 at 10 per second per peer, each peer at its own phase
   within the interval (real speakers are not synchronised). Three of them stop at known times.
 

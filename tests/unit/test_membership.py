@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lbd.core.keyring import key_id
 from lbd.core.membership import (
     BOOT_LEN,
-    MAC_LEN,
+    TAG_LEN,
     Boot,
     Heartbeat,
     HeartbeatDrop,
@@ -107,28 +108,52 @@ def test_any_heartbeat_round_trips(
     assert decode(encode(h, KEY), KEY) == h
 
 
-def test_wrong_key_is_rejected() -> None:
-    assert wire(hb(1), key=b"x" * 32) is HeartbeatDrop.BAD_MAC
+def sign(body: bytes, key: bytes = KEY) -> bytes:
+    """``body`` with one tag of ``key``, as :func:`encode` lays it out."""
+    return body + key_id(key) + hmac.new(key, body, hashlib.sha256).digest() + b"\x01"
+
+
+def test_another_key_is_a_key_mismatch_and_a_forged_tag_a_bad_mac() -> None:
+    assert wire(hb(1), key=b"x" * 32) is HeartbeatDrop.KEY_MISMATCH
+    data = encode(hb(1), b"x" * 32)
+    # the id of our key in front of a tag made with another: the HMAC decides, not the id
+    forged = data[: -1 - TAG_LEN] + key_id(KEY) + data[-1 - TAG_LEN + 4 :]
+    assert decode(forged, KEY) is HeartbeatDrop.BAD_MAC
 
 
 def test_the_mac_covers_every_byte() -> None:
     """Magic, version, state, every boot field, the sequence, the name and the interfaces: a
-    change anywhere (a downgrade of the version byte included) breaks the signature."""
+    change anywhere (a downgrade of the version byte included) is refused."""
     data = encode(hb(5, status=PeerStatus.LEAVING, interfaces_up=frozenset({"eth0"})), KEY)
-    for i in range(len(data) - MAC_LEN):
+    body = len(data) - 1 - TAG_LEN
+    for i in range(len(data)):
         for bit in (0x01, 0x80):
             tampered = bytearray(data)
             tampered[i] ^= bit
             out = decode(bytes(tampered), KEY)
-            # a broken magic is refused before the MAC is computed; everything else by the MAC
-            assert out is (HeartbeatDrop.MALFORMED if i < 4 else HeartbeatDrop.BAD_MAC), (i, bit)
+            if i < 4 or i == len(data) - 1:  # magic, tag count: refused before any HMAC
+                want = HeartbeatDrop.MALFORMED
+            elif i == 4:  # the version picks the layout: another one is never parsed as ours
+                want = HeartbeatDrop.UNKNOWN_VERSION
+            elif body <= i < body + 4:  # the key id: no key of ours claimed
+                want = HeartbeatDrop.KEY_MISMATCH
+            else:  # the body or the HMAC itself
+                want = HeartbeatDrop.BAD_MAC
+            assert out is want, (i, bit, out)
 
 
-def test_signed_trailing_bytes_and_the_old_version_are_malformed() -> None:
-    body = encode(hb(1), KEY)[:-MAC_LEN]
-    for forged in (body + b"\x00", body[:4] + b"\x01" + body[5:]):
-        signed = forged + hmac.new(KEY, forged, hashlib.sha256).digest()
-        assert decode(signed, KEY) is HeartbeatDrop.MALFORMED
+def test_signed_trailing_bytes_are_malformed_and_old_versions_unknown() -> None:
+    body = encode(hb(1), KEY)[: -1 - TAG_LEN]
+    assert decode(sign(body), KEY) == hb(1)
+    assert decode(sign(body + b"\x00"), KEY) is HeartbeatDrop.MALFORMED
+    for version in (1, 2, 4):
+        other = body[:4] + bytes([version]) + body[5:]
+        assert decode(sign(other), KEY) is HeartbeatDrop.UNKNOWN_VERSION
+    # version 2: one untagged HMAC after the body
+    v2 = body[:4] + b"\x02" + body[5:]
+    assert decode(v2 + hmac.new(KEY, v2, hashlib.sha256).digest(), KEY) is (
+        HeartbeatDrop.UNKNOWN_VERSION
+    )
 
 
 def test_boot_occupies_its_documented_bytes() -> None:
@@ -146,9 +171,8 @@ def test_garbage_never_raises(data: bytes) -> None:
 @settings(deadline=None)  # timing varies on a loaded CI machine
 @given(st.binary(min_size=4, max_size=160))
 def test_signed_garbage_is_malformed_not_an_exception(body: bytes) -> None:
-    data = b"LBHB" + body
-    signed = data + hmac.new(KEY, data, hashlib.sha256).digest()
-    out = decode(signed, KEY)
+    """A correctly tagged body of version 3 that is garbage past its version byte."""
+    out = decode(sign(b"LBHB\x03" + body), KEY)
     assert isinstance(out, (Heartbeat, HeartbeatDrop))
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from lbd.core.membership import DEFAULT_DEAD_AFTER, HeartbeatDrop
-from lbd.net.membership import Membership, MembershipKeyError, load_key, new_boot
+from lbd.net.keyfile import MembershipKeyError, load_keys
+from lbd.net.membership import Membership, new_boot
 from lbd.runtime.clock import FakeClock
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -81,23 +82,24 @@ def test_silent_peer_is_dead_after_timeout(pair: tuple[Membership, ...]) -> None
 
 def test_wrong_key_is_counted_and_ignored() -> None:
     with running(member("a", key=b"x" * 32), member("b")) as (_a, b):
-        assert wait_for(lambda: b.dropped[HeartbeatDrop.BAD_MAC] >= 3)
+        assert wait_for(lambda: b.dropped[HeartbeatDrop.KEY_MISMATCH] >= 3)
         assert "a" not in b.alive_peers()
 
 
 def test_key_file_rules(tmp_path: Path) -> None:
     good = tmp_path / "key"
     good.write_bytes(KEY + b"\n")
-    assert load_key(good) == KEY
+    assert load_keys(good) == (KEY,)
     short = tmp_path / "short"
     short.write_bytes(b"abc")
-    with pytest.raises(MembershipKeyError, match="at least 16"):
-        load_key(short)
+    with pytest.raises(MembershipKeyError, match="line 1 holds 3 bytes, need at least 16"):
+        load_keys(short)
     with pytest.raises(MembershipKeyError, match="cannot read"):
-        load_key(tmp_path / "missing")
-    with pytest.raises(MembershipKeyError, match="insecure-membership"):
-        load_key(None)
-    assert load_key(None, insecure=True) == b""
+        load_keys(tmp_path / "missing")
+    # the flag that exists, named in the error
+    with pytest.raises(MembershipKeyError, match=r"--membership-key FILE\) or pass --insecure"):
+        load_keys(None)
+    assert load_keys(None, insecure=True) == (b"",)
 
 
 def test_dead_after_must_exceed_interval() -> None:
@@ -123,9 +125,9 @@ def test_drops_are_exported_by_reason() -> None:
 
     metrics = SpeakerMetrics()
     with running(member("a", key=b"x" * 32), member("b", metrics=metrics)) as (_a, b):
-        assert wait_for(lambda: b.dropped[HeartbeatDrop.BAD_MAC] >= 2)
+        assert wait_for(lambda: b.dropped[HeartbeatDrop.KEY_MISMATCH] >= 2)
         text = generate_latest(metrics.registry).decode()
-        assert 'lbd_heartbeats_dropped_total{reason="BadMac"}' in text
+        assert 'lbd_heartbeats_dropped_total{reason="KeyMismatch"}' in text
 
 
 def test_each_start_is_a_newer_boot(tmp_path: Path) -> None:
