@@ -394,6 +394,13 @@ def _start_real(
     from lbd.lab.control_plane import find_binaries
 
     binaries = find_binaries()
+    if binaries.kube_proxy is None:
+        # The real lab's data path is kube-proxy's rules; without the binary there is no lab.
+        raise LabError(
+            f"kube-proxy is missing from {binaries.folder}: run `make k8s` "
+            "(or point KUBEBUILDER_ASSETS at a folder that has it), or use --control-plane stand-in"
+        )
+    kube_proxy = binaries.kube_proxy
     for node in layout.nodes:
         podnet.prepare_node(node)
         podnet.route_pod_ranges(node, layout.nodes)
@@ -420,7 +427,7 @@ def _start_real(
         files,
         controllers=opts.controllers,
         manifests=manifests,
-        kube_proxy=binaries.kube_proxy,
+        kube_proxy=kube_proxy,
         assets=assets,
         speaker_args=opts.extra_speaker_args,
     )
