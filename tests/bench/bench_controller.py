@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lbd.k8s.client import SERVICES, JsonDict, PatchType, load_kube  # noqa: E402
-from lbd.k8s.convert import ingress_addresses  # noqa: E402
+from lbd.k8s.service import observe_service  # noqa: E402
 from lbd.k8s.informer import EventType, Informer  # noqa: E402
 from tests.k8s.controller_support import (  # noqa: E402
     CONTROLLER_TOKEN,
@@ -89,7 +89,7 @@ class Tracker:
         if obj is None or obj["metadata"]["namespace"] != "bench":
             return
         key = obj["metadata"]["name"]
-        addrs = ingress_addresses(new) if new is not None else ()
+        addrs = observe_service(new).addresses if new is not None else ()
         with self.cond:
             if t is EventType.MODIFIED and old is not new:
                 self.modified += 1

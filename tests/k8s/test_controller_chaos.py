@@ -35,7 +35,7 @@ from lbd.core.config import PoolInput, build_config
 from lbd.core.ipam import Allocator, sharing_problem
 from lbd.core.model import Allocation, ServiceRequest, address_to_int
 from lbd.k8s.client import IPADDRESSPOOLS, LEASES, SERVICES, ApiError, JsonDict, Kube
-from lbd.k8s.convert import allocated_pool, ingress_addresses, service_request
+from lbd.k8s.service import observe_service
 from lbd.k8s.informer import EventType, Informer
 from lbd.lab.apiserver import LabApiServer
 from tests.k8s.controller_support import (
@@ -315,6 +315,18 @@ def test_chaos(lab: LabApiServer, tmp_path: Path) -> None:
         ctls.stop_all()
         for w in watchers:
             w.stop()
+
+
+def ingress_addresses(svc: JsonDict) -> tuple[str, ...]:
+    return observe_service(svc).addresses
+
+
+def allocated_pool(svc: JsonDict) -> str | None:
+    return observe_service(svc).pool_hint
+
+
+def service_request(svc: JsonDict, ns_labels: dict[str, str]) -> Any:
+    return observe_service(svc).request_in(ns_labels)
 
 
 def _requests(admin: Kube) -> tuple[list[JsonDict], dict[str, JsonDict], dict[str, dict[str, str]]]:
