@@ -1219,8 +1219,13 @@ class Allocator:
 
         ``pool`` is the ``ip-allocated-from-pool`` annotation, a hint. An address held by a
         Service that may not share it stays with its holder, and this call is a Refusal
-        (``RequestedIPUnavailable``): :meth:`restore_all` restores oldest first, so at the
-        start of a session the older of two claimants keeps an address.
+        (``RequestedIPUnavailable``) that changes nothing: :meth:`restore_all` restores oldest
+        first, so at the start of a session the older of two claimants keeps an address.
+
+        Addresses that do not lie in one pool the Service may use (a pool changed while no
+        leader was looking) are not lost from sight: what fits one pool is held (keep what
+        fits), and the rest is *leaving* (taken until :meth:`settle`), because the Service
+        still shows it. Only if nothing fits is the result a Refusal (``RequestedIPNotInPool``).
         """
         addresses = tuple(addresses)
         akeys_list: list[int] = []
@@ -1241,15 +1246,10 @@ class Allocator:
             current is not None
             and set(current.akeys) == set(akeys)
             and self._fits(svc, current.pool, current.akeys)
+            and all(self._share_problem(svc, a) is None for a in akeys)
         ):
             self._commit(svc, current.pool, current.akeys)
             return self._holdings[svc.key].allocation()
-        pool_name = self._restore_pool(svc, akeys, pool)
-        if pool_name is None:
-            return Refusal(
-                Reason.REQUESTED_IP_NOT_IN_POOL,
-                f"{', '.join(_text(a) for a in akeys)} not in one pool {svc.key} may use",
-            )
         for akey in akeys:
             for other in self._holders.get(akey, ()):
                 if other == svc.key:
@@ -1260,7 +1260,25 @@ class Allocator:
                         Reason.REQUESTED_IP_UNAVAILABLE,
                         f"{_text(akey)} is held by {other}: {problem}",
                     )
-        self._commit(svc, pool_name, akeys)
+        pool_name = self._restore_pool(svc, akeys, pool)
+        held: tuple[int, ...] = akeys if pool_name is not None else ()
+        if pool_name is None:  # keep what fits
+            for akey in akeys:
+                pool_name = self._restore_pool(svc, (akey,), pool)
+                if pool_name is not None:
+                    held = (akey,)
+                    break
+        if current is None:
+            for akey in akeys:
+                if akey not in held and svc.key not in self._holders.get(akey, ()):
+                    self._hold(svc.key, akey)  # shown, so taken: leaving until settled
+                    self._leave(svc.key, akey, svc)
+        if pool_name is None:
+            return Refusal(
+                Reason.REQUESTED_IP_NOT_IN_POOL,
+                f"{', '.join(_text(a) for a in akeys)} not in one pool {svc.key} may use",
+            )
+        self._commit(svc, pool_name, held)
         return self._holdings[svc.key].allocation()
 
     def _restore_pool(

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lbd.k8s.client import SERVICES, JsonDict, PatchType, load_kube  # noqa: E402
-from lbd.k8s.service import observe_service  # noqa: E402
 from lbd.k8s.informer import EventType, Informer  # noqa: E402
+from lbd.k8s.service import observe_service  # noqa: E402
 from tests.k8s.controller_support import (  # noqa: E402
     CONTROLLER_TOKEN,
     controller_argv,

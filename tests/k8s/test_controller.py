@@ -55,8 +55,7 @@ def seen_pool(env: Env, name: str, addresses: list[str], **spec: Any) -> None:
 
     def taken_in() -> bool:
         return all(
-            ctl.pools.get(name) is not None and ctl.queue.pending() == 0
-            for ctl in env.controllers
+            ctl.pools.get(name) is not None and ctl.queue.pending() == 0 for ctl in env.controllers
         )
 
     wait_for(taken_in, 10, f"pool {name} taken in by the controllers")

@@ -18,6 +18,7 @@ checks after every step:
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from lbd.core.config import find_conflicts
 from lbd.core.ipam import Allocator, sharing_problem
 from lbd.core.model import (
     Allocation,
+    Reason,
     Family,
     Pool,
     Refusal,
@@ -150,6 +152,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.blind: set[str] = set()  # invalid pools restored into without a known definition
         self.requests: dict[ServiceKey, ServiceRequest] = {}  # request each holder was kept for
         self.ever_held: set[str] = set()
+        # (key, address) -> the request under which the key last held (and so shows) it
+        self.shown_as: dict[tuple[ServiceKey, str], ServiceRequest] = {}
         start = [VARIANTS["a"][1], VARIANTS["b"][1]]
         assert self.alloc.set_pools(start) == ()
         self.defs = {p.name: p for p in start}
@@ -215,6 +219,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     def record(self, svc_: ServiceRequest, result: Allocation) -> None:
         self.requests[svc_.key] = svc_
         self.ever_held.update(result.addresses)
+        for addr in result.addresses:
+            self.shown_as[(svc_.key, addr)] = svc_
 
     def forget_poolless(self, addresses: tuple[str, ...]) -> None:
         """A freed address of no pool has no reuse history (the allocator drops it)."""
@@ -274,9 +280,12 @@ class AllocatorMachine(RuleBasedStateMachine):
                 cross = any(k.split("/")[0] != s.namespace for k in others)
                 event(f"joined a sharer{' across namespaces' if cross else ''}")
         for addr in result.addresses:
-            assert not (leaving_before.get(addr, set()) - {s.key}) or addr in held_before, (
-                f"{addr} handed to {s.key} while another Service still shows it"
-            )
+            for other in leaving_before.get(addr, set()) - {s.key}:
+                # Still shown by ``other``: only a Service that may share it with ``other`` may
+                # have it (what ``other`` shows, it shows under its last request).
+                assert may_share(s, self.shown_as[(other, addr)]), (
+                    f"{addr} handed to {s.key} while {other} still shows it"
+                )
         if not s.requested:
             self.check_fresh_pick(result, held_before, leaving_before, before.released)
         self.record(s, result)
@@ -341,9 +350,23 @@ class AllocatorMachine(RuleBasedStateMachine):
         holders_before = {a: set(self.alloc.holders(a)) for a in addrs}
         result = self.alloc.restore(s, addrs, hint)
         if isinstance(result, Refusal):
-            self.expect_unchanged(before)
+            if result.reason is not Reason.REQUESTED_IP_NOT_IN_POOL:
+                self.expect_unchanged(before)
+                return
+            # Nothing fits a pool: no holding changes, but what it shows stays taken.
+            assert self.alloc.snapshot().holdings == before.holdings
+            for a in addrs:
+                assert set(self.alloc.holders(a)) <= holders_before[a] | {s.key}
+            self.ever_held.update(self.alloc.leaving(s.key))
+            for addr in self.alloc.leaving(s.key):
+                self.shown_as.setdefault((s.key, addr), s)
+            self.forget_released()
             return
-        assert set(result.addresses) == set(addrs)
+        # What fits one pool is held (keep what fits); the rest stays taken as leaving.
+        assert result.addresses and set(result.addresses) <= set(addrs)
+        self.ever_held.update(self.alloc.leaving(s.key))
+        for addr in self.alloc.leaving(s.key):
+            self.shown_as.setdefault((s.key, addr), s)
         for a in addrs:  # a restore never takes an address from anybody
             assert holders_before[a] <= set(self.alloc.holders(a))
         if result.pool not in self.defs:
@@ -437,7 +460,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
 
 AllocatorMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("LBD_HYPOTHESIS_EXAMPLES", "60")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
