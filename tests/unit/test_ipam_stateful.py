@@ -31,9 +31,9 @@ from lbd.core.config import find_conflicts
 from lbd.core.ipam import Allocator, sharing_problem
 from lbd.core.model import (
     Allocation,
-    Reason,
     Family,
     Pool,
+    Reason,
     Refusal,
     ServiceKey,
     ServiceRequest,
