@@ -54,7 +54,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +200,14 @@ class Controller:
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
+        # Sessions: one start at a time; a stop bumps the epoch, so a start that began before
+        # it gives up. Writes of a session are counted: the next session lists the Services
+        # only after the last of them has landed or failed (else a retry of the old session's
+        # write could land after the new session's list, undetected: issue 10, point 3).
+        self._session_lock = threading.Lock()
+        self._epoch = 0
+        self._writes_in_flight = 0
+        self._drained = threading.Condition(self._lock)
         self._config: Config | None = None
         self._config_input: Any = None
         self._pool_written: dict[str, float] = {}
@@ -253,12 +261,22 @@ class Controller:
     def start_leading(self) -> None:
         """Refresh the views, rebuild the allocator from them (restore everything), then
         start allocating."""
+        with self._session_lock:
+            self._start_session()
+
+    def _start_session(self) -> None:
+        with self._lock:
+            epoch = self._epoch
         if not self.wait_for_sync(timeout=None if not self._stop.is_set() else 0):
             return
         started = time.monotonic()
-        if not self._refresh_views():
+        with self._lock:  # the previous session's last writes land before we look
+            self._drained.wait_for(lambda: self._writes_in_flight == 0, timeout=60)
+        if not self._refresh_views(epoch):
             return
         with self._lock:
+            if self._epoch != epoch:
+                return  # stopped meanwhile: the next start takes over
             self._restored = False
             self._allocator = Allocator()
             self._config_input = None
@@ -287,10 +305,10 @@ class Controller:
         for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
             self.queue.add(PoolWork(name))
 
-    def _refresh_views(self) -> bool:
+    def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
         wait = REFRESH_BACKOFF[0]
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._epoch == epoch:
             try:
                 for cache in (self.namespaces, self.pools, self.services):
                     cache.refresh(self.kube)
@@ -305,6 +323,7 @@ class Controller:
 
     def stop_leading(self) -> None:
         with self._lock:
+            self._epoch += 1
             was = self._active.is_set()
             self._active.clear()
             self._allocator = None
@@ -508,16 +527,36 @@ class Controller:
             return
         self._assign(view, req)
 
-    def _write(self, view: ObservedService, desired: ServiceStatus) -> WriteOutcome:
+    def _write(
+        self, alloc: Allocator, view: ObservedService, desired: ServiceStatus
+    ) -> WriteOutcome:
         """Status now; the pool annotation, if it changes too, in a later pass of the same key.
 
         The key goes to the back of the queue, so after a burst (a restart of a big cluster, a
-        pool change) every Service gets its address before any bookkeeping write is made.
+        pool change) every Service gets its address before any bookkeeping write is made. Only
+        while the session that decided (``alloc``) lasts.
         """
-        outcome = self.service_writer.write(view, desired, defer_metadata=True)
+        with self._session_write(alloc) as still:
+            outcome = self.service_writer.write(view, desired, defer_metadata=True, still=still)
         if outcome.metadata_pending:
             self.queue.add(ServiceWork(view.key))
         return outcome
+
+    @contextlib.contextmanager
+    def _session_write(self, alloc: Allocator) -> Iterator[Callable[[], bool]]:
+        """A write of the session whose allocator is ``alloc``: refused once it ended, and
+        counted while in flight."""
+        with self._lock:
+            if self._allocator is not alloc:
+                raise NotLeaderError("the session that decided has ended")
+            self._writes_in_flight += 1
+        try:
+            yield lambda: self._allocator is alloc
+        finally:
+            with self._lock:
+                self._writes_in_flight -= 1
+                if not self._writes_in_flight:
+                    self._drained.notify_all()
 
     def _settle(self, alloc: Allocator, key: ServiceKey) -> None:
         """The status no longer shows what ``key`` lost: those addresses are free now."""
@@ -538,7 +577,7 @@ class Controller:
             self._wake(alloc, [held.pool] if held is not None else [])
         wrote = False
         if view.marked:
-            wrote = self._write(view, ServiceStatus((), None, None)).wrote
+            wrote = self._write(alloc, view, ServiceStatus((), None, None)).wrote
         self._settle(alloc, key)
         self._apply(
             view.ref,
@@ -560,7 +599,7 @@ class Controller:
             pool=held.pool if held is not None else None,
             condition=Condition(False, decision.reason, decision.message),
         )
-        outcome = self._write(view, desired)
+        outcome = self._write(alloc, view, desired)
         self._apply(
             view.ref,
             service_effects(
@@ -598,7 +637,7 @@ class Controller:
         else:
             decision = Decision(Verdict.REFUSED, reason=result.reason.value, message=result.message)
             desired = ServiceStatus((), None, Condition(False, decision.reason, result.message))
-        outcome = self._write(view, desired)
+        outcome = self._write(alloc, view, desired)
         self._settle(alloc, key)
         self._apply(
             view.ref,
@@ -629,7 +668,8 @@ class Controller:
             shown = pool_shown(name, self._config, alloc)
             warned = self._pool_warned.get(name, ())
             self._pool_warned[name] = shown.warnings
-        written = self.pool_writer.write(view, shown)
+        with self._session_write(alloc) as still:
+            written = self.pool_writer.write(view, shown, still=still)
         if written is not None:
             with self._lock:
                 self._pool_written[name] = self.clock.monotonic()

@@ -263,6 +263,7 @@ _Rank = tuple[str, str]  # ServiceRequest.age_rank: (creationTimestamp, namespac
 class _Waiter:
     svc: ServiceRequest
     waits: frozenset[Wait]
+    generation: int  # of the pool configuration it was refused under
 
 
 class _RangeState:
@@ -406,7 +407,8 @@ class Allocator:
         self._queues: dict[Wait, list[_Rank]] = {}
         self._woken: set[ServiceKey] = set()
         self._dirty: set[Wait] = set()
-        self._wake_all = False
+        self._generation = 0  # of the pool configuration: bumped by every change
+        self._woken_generation = 0
 
     # ------------------------------------------------------------------ pools
 
@@ -461,7 +463,7 @@ class Allocator:
         if rebuilt:
             self._rebuild_index()
         if changed:
-            self._wake_all = True  # anything may fit now: every waiter decides again
+            self._generation += 1  # anything may fit now: every waiter decides again
 
         lost: list[ServiceKey] = []
         for key, h in list(self._holdings.items()):
@@ -1013,7 +1015,7 @@ class Allocator:
         for w in waits - before:
             bisect.insort(self._queues.setdefault(w, []), svc.age_rank)
         if waits:
-            self._waiters[key] = _Waiter(svc, waits)
+            self._waiters[key] = _Waiter(svc, waits, self._generation)
         else:
             del self._waiters[key]
 
@@ -1054,23 +1056,27 @@ class Allocator:
         waiters.
         """
         picked: list[_Rank] = []
-        if self._wake_all:
-            picked = [w.svc.age_rank for k, w in self._waiters.items() if k not in self._woken]
-        else:
-            for w in self._dirty:
-                queue = self._queues.get(w)
-                if not queue:
+        if self._woken_generation < self._generation:
+            # Refused under an older configuration: decide again under this one.
+            picked = [
+                w.svc.age_rank
+                for k, w in self._waiters.items()
+                if w.generation < self._generation and k not in self._woken
+            ]
+            self._woken_generation = self._generation
+        for w in self._dirty:
+            queue = self._queues.get(w)
+            if not queue:
+                continue
+            if w.kind is WaitKind.POOL_ADDRESS:
+                ps = self._pools.get(w.pool)
+                if ps is None or ps.status is not PoolStatus.READY or w.family is None:
                     continue
-                if w.kind is WaitKind.POOL_ADDRESS:
-                    ps = self._pools.get(w.pool)
-                    if ps is None or ps.status is not PoolStatus.READY or w.family is None:
-                        continue
-                    queue = queue[: max(0, min(len(queue), ps.free(w.family)))]
-                elif w.kind is not WaitKind.ADDRESS:
-                    continue  # configuration waits: only a pool change wakes them
-                picked.extend(r for r in queue if r[1] not in self._woken)
+                queue = queue[: max(0, min(len(queue), ps.free(w.family)))]
+            elif w.kind is not WaitKind.ADDRESS:
+                continue  # configuration waits: only a pool change wakes them
+            picked.extend(r for r in queue if r[1] not in self._woken)
         self._dirty.clear()
-        self._wake_all = False
         out = tuple(ServiceKey(k) for _, k in sorted(set(picked)))
         self._woken.update(out)
         return out

@@ -52,8 +52,14 @@ class Patcher:
         self._wait = wait_exponential_jitter(multiplier=wait_initial, max=wait_max, jitter=0.1)
         self.requests = 0
 
-    def send(self, path: str, body: JsonDict) -> JsonDict:
-        """One merge patch; the same request is retried on 429, 5xx and no answer."""
+    def send(
+        self, path: str, body: JsonDict, *, still: Callable[[], bool] | None = None
+    ) -> JsonDict:
+        """One merge patch; the same request is retried on 429, 5xx and no answer.
+
+        ``still``: whether the decision this write carries is still ours to write (checked with
+        ``may_write`` before every attempt: a retry must not outlive the session that decided).
+        """
         for attempt in Retrying(
             retry=retry_if_exception(transient),
             wait=self._wait,
@@ -61,7 +67,7 @@ class Patcher:
             reraise=True,
         ):
             with attempt:
-                if not self.may_write():
+                if not self.may_write() or (still is not None and not still()):
                     raise NotLeaderError(path)
                 self.requests += 1
                 written = self.kube.patch(path, body, patch=PatchType.MERGE)

@@ -16,7 +16,7 @@ writes again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,9 @@ class PoolStatusWriter:
         self.patcher = patcher
         self.kube = kube
 
-    def write(self, view: ObservedPool, shown: PoolShown) -> ObservedPool | None:
+    def write(
+        self, view: ObservedPool, shown: PoolShown, *, still: Callable[[], bool] | None = None
+    ) -> ObservedPool | None:
         """Make the pool show ``shown``; the pool as written, or None (nothing to do, or gone)."""
         current = view
         for attempt in range(1, self.patcher.attempts + 1):
@@ -113,7 +115,7 @@ class PoolStatusWriter:
             body = {"metadata": {"resourceVersion": current.ref.resource_version}, "status": status}
             path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
             try:
-                return observe_pool(self.patcher.send(path, body))
+                return observe_pool(self.patcher.send(path, body, still=still))
             except ApiError as exc:
                 if exc.status == 404:
                     return None

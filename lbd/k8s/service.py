@@ -34,7 +34,7 @@ again from the newer one. The written object comes back as a new view.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -368,7 +368,12 @@ class ServiceWriter:
         self.patcher = patcher
 
     def write(
-        self, view: ObservedService, desired: ServiceStatus, *, defer_metadata: bool = False
+        self,
+        view: ObservedService,
+        desired: ServiceStatus,
+        *,
+        defer_metadata: bool = False,
+        still: Callable[[], bool] | None = None,
     ) -> WriteOutcome:
         """Make the Service show ``desired``. Raises ApiError (409 included) when a write fails.
 
@@ -387,6 +392,7 @@ class ServiceWriter:
                 current = self.patcher.send(
                     SERVICES.path(namespace=ref.namespace, name=ref.name, subresource="status"),
                     status_patch,
+                    still=still,
                 )
                 if meta_patch is not None:
                     meta_patch["metadata"]["resourceVersion"] = meta_field(
@@ -394,7 +400,7 @@ class ServiceWriter:
                     )
             if meta_patch is not None:
                 current = self.patcher.send(
-                    SERVICES.path(namespace=ref.namespace, name=ref.name), meta_patch
+                    SERVICES.path(namespace=ref.namespace, name=ref.name), meta_patch, still=still
                 )
         except ApiError as exc:
             if exc.status == 404:
