@@ -600,6 +600,7 @@ class Controller:
             condition=Condition(False, decision.reason, decision.message),
         )
         outcome = self._write(alloc, view, desired)
+        self._settle(alloc, view.key)  # an address it showed but does not hold is cleared now
         self._apply(
             view.ref,
             service_effects(

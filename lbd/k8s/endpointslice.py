@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.core.model import service_key
 from lbd.k8s.meta import meta_field, strict_labels
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -34,7 +35,7 @@ def slice_service_key(eps: Obj) -> str | None:
     """``namespace/service`` an EndpointSlice belongs to (label ``kubernetes.io/service-name``)."""
     ns = meta_field(eps, "namespace")
     svc = strict_labels(eps).get(SERVICE_NAME_LABEL)
-    return f"{ns}/{svc}" if ns and svc else None
+    return service_key(ns, svc) if ns and svc else None
 
 
 def endpoint_usable(endpoint: Obj) -> bool:

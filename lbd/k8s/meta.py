@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.core.model import service_key
 from lbd.k8s.client import object_key
 
 __all__ = [
@@ -124,7 +125,8 @@ class ObjectRef:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        """``ns/name`` (:func:`lbd.core.model.service_key`), or ``name`` if cluster-scoped."""
+        return service_key(self.namespace, self.name) if self.namespace else self.name
 
     def as_dict(self) -> dict[str, str]:
         """The ``involvedObject`` form."""
