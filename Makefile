@@ -37,3 +37,30 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# The real Helm CLI for the chart tests (tests/unit/test_deploy.py), built from its Go module
+# through the Go module proxy; the version is the one tests/realk8s/helm/go.mod pins, and the
+# binary lands in a git-ignored folder named after it, so a new pin builds anew and `make helm`
+# is a no-op when that binary is there. The Go module and build caches are reused when present.
+HELM_MOD     := tests/realk8s/helm
+HELM_VERSION := $(shell sed -n 's|^require helm.sh/helm/v3 ||p' $(HELM_MOD)/go.mod)
+# Helm's own Makefile stamps the Kubernetes version of its client-go into `helm template`'s
+# default .Capabilities.KubeVersion (v1.20 otherwise, below the chart's kubeVersion); so do we.
+HELM_K8S_MINOR := $(shell sed -n 's|^\tk8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' $(HELM_MOD)/go.mod)
+HELM_BIN     := .k8s/helm-$(HELM_VERSION)/bin/helm
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+	$(foreach p,pkg/lint/rules pkg/chartutil,-X helm.sh/helm/v3/$(p).k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
+
+.PHONY: helm helm-path
+helm: $(HELM_BIN)
+
+$(HELM_BIN):
+	mkdir -p $(@D)
+	cd $(HELM_MOD) && GOTOOLCHAIN=local CGO_ENABLED=0 \
+		go build -trimpath -buildvcs=false -ldflags '$(HELM_LDFLAGS)' -o $(CURDIR)/$@.tmp helm.sh/helm/v3/cmd/helm
+	mv $@.tmp $@
+
+helm-path:
+	@echo $(CURDIR)/$(HELM_BIN)

@@ -7,10 +7,15 @@ deploy/`` applies). Two things are derived from them, and only by this script:
 
 - ``deploy/base/crds/``: byte-for-byte copies of ``crds/`` (kustomize refuses files outside its
   root, and ``crds/`` must hold nothing but CRDs because tools apply it with ``-f``);
-- ``deploy/helm/lbd/``: ``Chart.yaml``, ``values.yaml``, ``crds/`` and one template per canonical
-  manifest. A template is the canonical object with a few fields turned into Helm values (image,
-  replicas, resources, tolerations, the load balancer class, the namespace); ``values.yaml``
-  holds the canonical values, so the chart rendered with its defaults is the kustomize base.
+- ``deploy/helm/lbd/``: ``Chart.yaml``, ``values.yaml``, ``values.schema.json``, ``crds/`` and
+  one template per canonical manifest. A template is the canonical object with a few fields
+  turned into Helm values (image, pull secrets, replicas, resources, log level, extra args,
+  node selector, tolerations, affinity, the load balancer class, the membership Secret's name,
+  the namespace); ``values.yaml`` holds the canonical values, so the chart rendered with its
+  defaults is the kustomize base. ``values.schema.json`` is derived from the values (types,
+  a few enums, no unknown keys in lbd's own sections): Helm checks every install, upgrade,
+  lint and template against it, so a misspelt value fails naming its path instead of being
+  ignored.
 
 Hand-written chart files (the membership Secret template, NOTES.txt, .helmignore) are not
 touched. ``python deploy/render.py`` rewrites the generated files; ``--check`` exits 1 listing
@@ -25,8 +30,10 @@ Prometheus alerts) is escaped so that Helm prints it verbatim.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -60,6 +67,14 @@ HAND_WRITTEN = ("templates/memberlist-secret.yaml", "templates/NOTES.txt", ".hel
 
 CANONICAL_NAMESPACE = "lbd-system"
 IMAGE_REPOSITORY = "lbd"
+MEMBERSHIP_SECRET = "lbd-memberlist"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Pod scheduling fields every workload gets as values: canonical value, else this empty one.
+SCHEDULING: tuple[tuple[str, Any], ...] = (
+    ("nodeSelector", {}),
+    ("tolerations", []),
+    ("affinity", {}),
+)
 
 _SENTINEL = re.compile(
     r"^(?P<indent> *)(?P<prefix>(?:- )?(?:[\w./-]+: )?)'?@@(?P<name>[A-Z_]+)"
@@ -114,36 +129,57 @@ def _templated(doc: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     if selector.get("matchNames") == [CANONICAL_NAMESPACE]:
         selector["matchNames"] = ["@@NAMESPACE@@"]
 
-    kind = doc["kind"]
-    if kind in ("Deployment", "DaemonSet"):
-        component = "controller" if kind == "Deployment" else "speaker"
-        container = _container(doc)
-        image = container["image"]
-        repository, _, tag = image.rpartition(":")
-        if repository != IMAGE_REPOSITORY or tag != project_version():
-            raise ValueError(
-                f"{meta['name']}: image must be {IMAGE_REPOSITORY}:"
-                f"{project_version()} (the version in pyproject.toml), not {image}"
-            )
-        container["image"] = "@@IMAGE@@"
-        values["image"] = {
-            "repository": repository,
-            "tag": "",
-            "pullPolicy": container["imagePullPolicy"],
-        }
-        container["imagePullPolicy"] = "@@PULL_POLICY@@"
-        container["args"].append("@@LB_CLASS@@")
-        section = values.setdefault(component, {})
-        if kind == "Deployment":
-            section["replicas"] = doc["spec"]["replicas"]
-            doc["spec"]["replicas"] = f"@@VALUE:{component}.replicas@@"
-        section["resources"] = container["resources"]
-        container["resources"] = f"@@BLOCK:{component}.resources@@"
-        pod = doc["spec"]["template"]["spec"]
-        if "tolerations" in pod:
-            section["tolerations"] = pod["tolerations"]
-            pod["tolerations"] = f"@@BLOCK:{component}.tolerations@@"
+    if doc["kind"] in ("Deployment", "DaemonSet"):
+        _template_workload(doc, values)
     return doc
+
+
+def _template_workload(doc: dict[str, Any], values: dict[str, Any]) -> None:
+    """The values of a Deployment (controller) or DaemonSet (speaker): see the module doc."""
+    meta = doc["metadata"]
+    component = "controller" if doc["kind"] == "Deployment" else "speaker"
+    container = _container(doc)
+    image = container["image"]
+    repository, _, tag = image.rpartition(":")
+    if repository != IMAGE_REPOSITORY or tag != project_version():
+        raise ValueError(
+            f"{meta['name']}: image must be {IMAGE_REPOSITORY}:"
+            f"{project_version()} (the version in pyproject.toml), not {image}"
+        )
+    container["image"] = "@@IMAGE@@"
+    values["image"] = {
+        "repository": repository,
+        "tag": "",
+        "pullPolicy": container["imagePullPolicy"],
+    }
+    container["imagePullPolicy"] = "@@PULL_POLICY@@"
+    section: dict[str, Any] = values.setdefault(component, {})
+    if doc["kind"] == "Deployment":
+        section["replicas"] = doc["spec"]["replicas"]
+        doc["spec"]["replicas"] = f"@@VALUE:{component}.replicas@@"
+    args: list[str] = container["args"]
+    levels = [i for i, a in enumerate(args) if a.startswith("--log-level=")]
+    if len(levels) != 1:
+        raise ValueError(f"{meta['name']}: args must set --log-level=LEVEL once (chart value)")
+    section["logLevel"] = args[levels[0]].partition("=")[2]
+    args[levels[0]] = f"@@LOG_LEVEL:{component}@@"
+    args.append("@@LB_CLASS@@")
+    section["extraArgs"] = []
+    args.append(f"@@EXTRA_ARGS:{component}@@")
+    section["resources"] = container["resources"]
+    container["resources"] = f"@@BLOCK:{component}.resources@@"
+    pod = doc["spec"]["template"]["spec"]
+    if "imagePullSecrets" in pod:
+        raise ValueError(f"{meta['name']}: imagePullSecrets is a chart value, not canonical")
+    pod["imagePullSecrets"] = "@@WITH:imagePullSecrets@@"
+    for key, empty in SCHEDULING:
+        # A canonical setting stays in place as a whole-block value; an absent one is added
+        # only when its value is not empty, so the default rendering is the canonical object.
+        section[key] = pod.get(key, empty)
+        pod[key] = f"@@{'BLOCK' if key in pod else 'WITH'}:{component}.{key}@@"
+    for volume in pod.get("volumes", []):
+        if volume.get("secret", {}).get("secretName") == MEMBERSHIP_SECRET:
+            volume["secret"]["secretName"] = "@@SECRET_NAME@@"
 
 
 # Helm expressions for the sentinels that replace a scalar (the key/list prefix is kept).
@@ -153,6 +189,7 @@ _SCALARS = {
     "RELEASE_SERVICE": "{{ .Release.Service }}",
     "IMAGE": '"{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"',
     "PULL_POLICY": "{{ .Values.image.pullPolicy }}",
+    "SECRET_NAME": f'{{{{ .Values.membership.existingSecret | default "{MEMBERSHIP_SECRET}" }}}}',
 }
 
 
@@ -167,6 +204,24 @@ def _expansion(indent: str, prefix: str, name: str, arg: str | None) -> list[str
         return [
             f"{indent}{prefix.rstrip()}",
             f"{indent}  {{{{- toYaml .Values.{arg} | nindent {width} }}}}",
+        ]
+    if name == "WITH":
+        # An optional key: present only when its value is not empty.
+        width = len(indent) + 2
+        return [
+            f"{indent}{{{{- with .Values.{arg} }}}}",
+            f"{indent}{prefix.rstrip()}",
+            f"{indent}  {{{{- toYaml . | nindent {width} }}}}",
+            f"{indent}{{{{- end }}}}",
+        ]
+    if name == "LOG_LEVEL":
+        return [f"{indent}{prefix}--log-level={{{{ .Values.{arg}.logLevel }}}}"]
+    if name == "EXTRA_ARGS":
+        # Optional list items appended at the end, so they can override earlier flags.
+        return [
+            f"{indent}{{{{- with .Values.{arg}.extraArgs }}}}",
+            f"{indent}{{{{- toYaml . | nindent {len(indent)} }}}}",
+            f"{indent}{{{{- end }}}}",
         ]
     if name == "LB_CLASS":
         # An optional list item: nothing at all when loadBalancerClass is empty.
@@ -227,26 +282,105 @@ def _chart_yaml() -> str:
     return _header(ROOT / "pyproject.toml", " (versions)") + _dump_one(chart)
 
 
-def _values_yaml(values: dict[str, Any]) -> str:
-    doc: dict[str, Any] = {
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    """The chart's values: the canonical ones collected from the manifests, plus the options."""
+    return {
         "image": values["image"],
-        # Set to handle only Services with this spec.loadBalancerClass (passed as --lb-class);
-        # empty: only Services without a class.
+        "imagePullSecrets": [],
         "loadBalancerClass": "",
         "controller": values["controller"],
         "speaker": values["speaker"],
-        # Create the speakers' heartbeat key Secret lbd-memberlist (random, kept across upgrades).
-        # false: create it yourself (see the README).
-        "membership": {"createSecret": True},
+        "membership": {"createSecret": True, "existingSecret": ""},
         "serviceMonitor": {"enabled": False},
         "prometheusRule": {"enabled": False},
     }
+
+
+# One comment per value (by path), written above it in values.yaml.
+VALUE_COMMENTS = {
+    "image": "The image of both programs. tag empty = the chart's appVersion.",
+    "imagePullSecrets": "Secrets to pull the image with, e.g. [{name: regcred}].",
+    "loadBalancerClass": "Handle only Services with this spec.loadBalancerClass (--lb-class); "
+    "empty: only Services without a class.",
+    "controller": "The controller Deployment (one active replica at a time, through a Lease).",
+    "speaker": "The speaker DaemonSet: one per node that may announce addresses.",
+    "controller.logLevel": "debug, info, warning or error.",
+    "controller.extraArgs": "More flags of `lbd controller` (see its --help), appended last.",
+    "speaker.logLevel": "debug, info, warning or error.",
+    "speaker.extraArgs": "More flags of `lbd speaker` (see its --help), appended last.",
+    "membership": "The speakers' heartbeat key: a Secret with the key under data.key.",
+    "membership.createSecret": "Create the Secret lbd-memberlist with a random key, kept on "
+    "upgrades. `helm template` (Argo CD, Flux with post-rendering) cannot look it up and renders "
+    "a NEW key every time: use existingSecret there.",
+    "membership.existingSecret": "Name of a Secret you manage (sealed-secrets, "
+    "external-secrets, kubectl): the chart then creates none.",
+    "serviceMonitor": "A Prometheus Operator ServiceMonitor for both metrics endpoints.",
+    "prometheusRule": "lbd's alerts as a Prometheus Operator PrometheusRule.",
+}
+# Allowed values of string settings; Helm refuses anything else (values.schema.json).
+VALUE_ENUMS = {
+    "image.pullPolicy": ["Always", "IfNotPresent", "Never"],
+    "controller.logLevel": list(LOG_LEVELS),
+    "speaker.logLevel": list(LOG_LEVELS),
+}
+# Kubernetes structures passed through as they are: the API server checks their insides.
+OPEN_VALUES = ("resources", "nodeSelector", "affinity")
+
+
+def _with_comments(text: str) -> str:
+    """Write each VALUE_COMMENTS entry above its key (matched by its dotted path)."""
+    out: list[str] = []
+    path: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r"^( *)([A-Za-z]\w*):", line)
+        if m is not None:
+            depth = len(m[1]) // 2
+            path = [*path[:depth], m[2]]
+            comment = VALUE_COMMENTS.get(".".join(path))
+            if comment:
+                out += textwrap.wrap(
+                    comment, 100, initial_indent=f"{m[1]}# ", subsequent_indent=f"{m[1]}# "
+                )
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _values_yaml(values: dict[str, Any]) -> str:
     comments = (
         "# Values of the lbd chart. Generated from the canonical manifests in deploy/base: the\n"
-        "# defaults render exactly what `kubectl apply -k deploy/` applies.\n"
-        "# image.tag empty = the chart's appVersion.\n"
+        "# defaults render exactly what `kubectl apply -k deploy/` applies. values.schema.json\n"
+        "# lists what each value may be; Helm refuses anything else.\n"
     )
-    return _header(BASE, "") + comments + _dump_one(doc)
+    return _header(BASE, "") + comments + _with_comments(_dump_one(_values(values)))
+
+
+def _schema(value: Any, path: str) -> dict[str, Any]:
+    """JSON Schema of one value, derived from its default (see OPEN_VALUES, VALUE_ENUMS)."""
+    name = path.rpartition(".")[2]
+    if path in VALUE_ENUMS:
+        return {"type": "string", "enum": VALUE_ENUMS[path]}
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer", "minimum": 0}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if isinstance(value, list):
+        items = {"type": "string"} if name == "extraArgs" else {"type": "object"}
+        return {"type": "array", "items": items}
+    if name in OPEN_VALUES:
+        return {"type": "object"}
+    props = {k: _schema(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _values_schema(values: dict[str, Any]) -> str:
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Values of the lbd chart (generated by deploy/render.py from deploy/base)",
+        **_schema(_values(values), ""),
+    }
+    return json.dumps(schema, indent=2) + "\n"
 
 
 def generated_files() -> dict[Path, str]:
@@ -274,6 +408,7 @@ def generated_files() -> dict[Path, str]:
         )
     files[CHART / "Chart.yaml"] = _chart_yaml()
     files[CHART / "values.yaml"] = _values_yaml(values)
+    files[CHART / "values.schema.json"] = _values_schema(values)
     return files
 
 

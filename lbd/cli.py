@@ -1,28 +1,63 @@
 """The ``lbd`` command.
 
-One binary, several programs (``controller``, ``speaker``, ``lab`` ...). Each program lives in
-its own package and contributes its subcommand through a ``register(subparsers)`` function listed
-in :data:`COMMAND_MODULES`; the modules are imported only to register their arguments, so their
-heavy dependencies must be imported inside their ``run`` functions, keeping ``lbd --help`` fast.
+One binary, several programs (``controller``, ``speaker``, and ``lab`` in a checkout). Each
+program contributes its subcommand through a ``register(subparsers)`` function; its module is
+imported only to register arguments, so heavy dependencies are imported inside its ``run``
+functions, keeping ``lbd --help`` fast.
+
+The lab (``lbd.lab``) is not part of the product: wheels and the container image leave it out
+(docs/LAB.md). :func:`_lab_register` is the one place the product names it, as an optional
+import that the import-linter contract "the product never imports the lab" lists as its only
+exception; without the lab, ``lbd lab ...`` says plainly that it needs a checkout.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lbd import __version__
+from lbd.controller import cli as controller_cli
+from lbd.speaker import cli as speaker_cli
+from lbd.tools import migrate_cli
 
-# Modules that expose ``register(subparsers: argparse._SubParsersAction) -> None``. Each
-# registered parser sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
-COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.cli", "lbd.controller.cli", "lbd.speaker.cli")
+Register = Callable[["argparse._SubParsersAction[Any]"], None]
+
+LAB_ABSENT = (
+    "lbd lab: the lab is not part of this installation (wheels and the container image leave "
+    "lbd/lab out). Lab commands need a checkout of the lbd repository: run `make install` "
+    "there, then `.venv/bin/lbd lab ...` (see docs/LAB.md)."
+)
 
 
 def _version(_: argparse.Namespace) -> int:
     print(f"lbd {__version__}")
     return 0
+
+
+def _lab_register() -> Register | None:
+    """``lbd.lab.cli.register`` when the lab is installed (a checkout), else None."""
+    try:
+        from lbd.lab import cli as lab_cli
+    except ModuleNotFoundError as exc:
+        # Only the lab's own absence means "no lab": a dependency missing inside it is a bug.
+        if exc.name not in ("lbd.lab", "lbd.lab.cli"):
+            raise
+        return None
+    return lab_cli.register
+
+
+def _lab_absent(_: argparse.Namespace) -> int:
+    print(LAB_ABSENT, file=sys.stderr)
+    return 2
+
+
+def _register_lab_absent(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("lab", help="lab commands (need a checkout of the repository)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_lab_absent)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     version = sub.add_parser("version", help="print the version and exit")
     version.set_defaults(func=_version)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    controller_cli.register(sub)
+    speaker_cli.register(sub)
+    migrate_cli.register(sub)
+    (_lab_register() or _register_lab_absent)(sub)
     return parser
 
 

@@ -1,21 +1,22 @@
-"""``lbd lab ...``: the lab API server and the network-namespace lab.
+"""``lbd lab ...``: the lab's sub-commands, registered by the product CLI when the lab is present.
 
-The ``lab`` command groups several subcommands contributed by modules listed in
-:data:`LAB_COMMAND_MODULES`; each exposes ``register(subparsers)`` like the top-level commands.
+:func:`register` adds ``lab`` with the API stand-in's command (``lbd lab apiserver``) and the
+cluster's and scenarios' commands (:mod:`lbd.lab.commands`). ``lbd.cli`` imports this module in
+one place, optionally: wheels and the container image have no ``lbd.lab`` (docs/LAB.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
-LAB_COMMAND_MODULES: tuple[str, ...] = ("lbd.lab.apiserver.cli", "lbd.lab.commands")
+from lbd.lab import commands
+from lbd.lab.apiserver import cli as apiserver_cli
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    lab = sub.add_parser("lab", help="the lab API server and the network-namespace lab")
+    lab = sub.add_parser("lab", help="the lab: API stand-in and network-namespace cluster")
     lab.set_defaults(func=lambda _a: (lab.print_help(), 2)[1])
     labsub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
-    for name in LAB_COMMAND_MODULES:
-        importlib.import_module(name).register(labsub)
+    apiserver_cli.register(labsub)
+    commands.register(labsub)

@@ -37,11 +37,11 @@ def _dir(value: str | None) -> Path | None:
 def cmd_up(args: argparse.Namespace) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.bootstrap import BootstrapError
-    from lbd.lab.lab import LabError, LabOptions, up
-    from lbd.lab.layout import LayoutError
-    from lbd.lab.supervisor import SupervisorError
-    from lbd.lab.topology import TopologyError
+    from lbd.lab.cluster.bootstrap import BootstrapError
+    from lbd.lab.cluster.lab import LabError, LabOptions, up
+    from lbd.lab.cluster.layout import LayoutError
+    from lbd.lab.cluster.supervisor import SupervisorError
+    from lbd.lab.cluster.topology import TopologyError
 
     opts = LabOptions(prefix=args.prefix, nodes=args.nodes, dir=_dir(args.dir), ipv6=args.ipv6)
     except_types = (LabError, LayoutError, TopologyError, BootstrapError, SupervisorError)
@@ -63,7 +63,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.lab import LabError, default_dir, down, find_lab
+    from lbd.lab.cluster.lab import LabError, default_dir, down, find_lab
 
     try:
         if args.prefix:
@@ -83,7 +83,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from lbd.lab.lab import LabError, find_lab
+    from lbd.lab.cluster.lab import LabError, find_lab
 
     command = [c for c in args.cmd if c != "--"] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
@@ -108,9 +108,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.lab import LabError, find_lab, kill_node, restore_node
-    from lbd.lab.layout import LayoutError
-    from lbd.lab.supervisor import SupervisorError
+    from lbd.lab.cluster.lab import LabError, find_lab, kill_node, restore_node
+    from lbd.lab.cluster.layout import LayoutError
+    from lbd.lab.cluster.supervisor import SupervisorError
 
     try:
         lab = find_lab(_dir(args.dir))
@@ -125,7 +125,7 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.demo import run_demo
+    from lbd.lab.scenarios.demo import run_demo
 
     return run_demo(prefix=args.prefix, nodes=args.nodes, lab_dir=_dir(args.dir), keep=args.keep)
 
@@ -186,25 +186,25 @@ def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("supervise", help="(lab internal) run the lab's process supervisor")
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
-    p.set_defaults(func=_lazy("lbd.lab.supervisor"))
+    p.set_defaults(func=_lazy("lbd.lab.cluster.supervisor"))
 
     p = sub.add_parser("echo", help="(lab internal) TCP/UDP echo answering with the node name")
     p.add_argument("--node-name", required=True, help="name to answer with")
     p.add_argument("--port", type=int, default=9000)
-    p.set_defaults(func=_lazy("lbd.lab.echo"))
+    p.set_defaults(func=_lazy("lbd.lab.standins.echo"))
 
     p = sub.add_parser("kube-proxy", help="(lab internal) kube-proxy stand-in: VIPs on lo")
     p.add_argument("--node-name", required=True)
     p.add_argument("--kubeconfig", required=True)
-    p.set_defaults(func=_lazy("lbd.lab.kubeproxy"))
+    p.set_defaults(func=_lazy("lbd.lab.standins.kubeproxy"))
 
     p = sub.add_parser("endpoints", help="(lab internal) EndpointSlices for the echo service")
     p.add_argument("--kubeconfig", required=True)
-    p.set_defaults(func=_lazy("lbd.lab.endpoints"))
+    p.set_defaults(func=_lazy("lbd.lab.standins.endpoints"))
 
     p = sub.add_parser("forward", help="(lab internal) forward a host socket into the lab")
     p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
     p.add_argument("--to", required=True, help="ADDR:PORT to connect to (in this namespace)")
     p.add_argument("--tls-cert", help="serve TLS on the host side with this certificate")
     p.add_argument("--tls-key", help="... and this key")
-    p.set_defaults(func=_lazy("lbd.lab.forward"))
+    p.set_defaults(func=_lazy("lbd.lab.cluster.forward"))

@@ -30,8 +30,9 @@ from functools import partial
 from pathlib import Path
 
 from lbd.core.election import rank
-from lbd.lab import probe, scenario, supervisor
-from lbd.lab.lab import Lab, LabOptions, down, kill_node, restore_node, up
+from lbd.lab.cluster import probe, supervisor
+from lbd.lab.cluster.lab import Lab, LabOptions, down, kill_node, restore_node, up
+from lbd.lab.scenarios import scenario
 
 
 def percentile(values: list[float], q: float) -> float:

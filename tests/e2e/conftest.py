@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lbd.lab import supervisor
-from lbd.lab.lab import Lab, LabOptions, down, up
-from lbd.lab.netns import namespaces_with_prefix, pids_with_marker
+from lbd.lab.cluster import supervisor
+from lbd.lab.cluster.lab import Lab, LabOptions, down, up
+from lbd.lab.cluster.netns import namespaces_with_prefix, pids_with_marker
 
 LabFactory = Callable[..., Lab]
 

@@ -11,7 +11,6 @@ import pytest
 from lbd.cli import main
 
 from .conftest import assert_nothing_left, unique_prefix
-from .e2e_helpers import needs_lbd_programs
 
 
 def test_without_root_the_demo_explains_why_and_stops(
@@ -25,7 +24,6 @@ def test_without_root_the_demo_explains_why_and_stops(
 
 @pytest.mark.needs_root
 @pytest.mark.slow
-@needs_lbd_programs
 def test_demo_narrates_a_failover_and_cleans_up(tmp_path: Path) -> None:
     prefix = unique_prefix()
     out = subprocess.run(

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from lbd.lab import bootstrap, scenario, supervisor
-from lbd.lab.lab import kill_node, restore_node
+from lbd.lab.cluster import bootstrap, supervisor
+from lbd.lab.cluster.lab import kill_node, restore_node
+from lbd.lab.scenarios import scenario
 
 from .conftest import LabFactory
-from .e2e_helpers import needs_controller, needs_lbd_programs
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 
-@needs_lbd_programs
 def test_owner_node_killed_traffic_resumes_on_another_node(lab_factory: LabFactory) -> None:
     lab = lab_factory(nodes=3, ipv6=True)
     kube = scenario.host_kube(lab)
@@ -41,7 +40,6 @@ def test_owner_node_killed_traffic_resumes_on_another_node(lab_factory: LabFacto
     assert scenario.wait_for_answer(lab, vip, node=owner, timeout=15.0) == owner
 
 
-@needs_controller
 def test_controller_leader_killed_new_services_still_get_addresses(
     lab_factory: LabFactory,
 ) -> None:

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from lbd.k8s.client import IPADDRESSPOOLS
-from lbd.lab import scenario
 from lbd.lab.apiserver.audit import AuditRecord
-from lbd.lab.bootstrap import POOL_NAME
-from lbd.lab.lab import Lab, kill_node, restore_node
+from lbd.lab.cluster.bootstrap import POOL_NAME
+from lbd.lab.cluster.lab import Lab, kill_node, restore_node
+from lbd.lab.scenarios import scenario
 from tests.unit.deploy_rbac import Call, allowed
 from tests.unit.test_deploy import (
     CONTROLLER,
@@ -30,9 +30,8 @@ from tests.unit.test_deploy import (
 )
 
 from .conftest import LabFactory
-from .e2e_helpers import needs_lbd_programs
 
-pytestmark = [pytest.mark.needs_root, pytest.mark.slow, needs_lbd_programs]
+pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
 

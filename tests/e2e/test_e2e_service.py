@@ -11,13 +11,13 @@ from collections import Counter
 import pytest
 
 from lbd.k8s.client import SERVICES
-from lbd.lab import probe, scenario
-from lbd.lab.lab import Lab
+from lbd.lab.cluster import probe
+from lbd.lab.cluster.lab import Lab
+from lbd.lab.scenarios import scenario
 
 from .conftest import LabFactory
-from .e2e_helpers import needs_lbd_programs
 
-pytestmark = [pytest.mark.needs_root, needs_lbd_programs]
+pytestmark = [pytest.mark.needs_root]
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from lbd.lab.endpoints import desired_slices
-from lbd.lab.kubeproxy import ingress_ips
-from lbd.lab.lab import LabError, LabOptions, up
-from lbd.lab.layout import LayoutError, plan
-from lbd.lab.probe import Probe, arp_request_frame, longest_outage, parse_arp_reply
+from lbd.core import arp
+from lbd.lab.cluster.lab import LabError, LabOptions, up
+from lbd.lab.cluster.layout import LayoutError, plan
+from lbd.lab.cluster.probe import Probe, arp_request_frame, longest_outage, parse_arp_reply
+from lbd.lab.standins.endpoints import desired_slices
+from lbd.lab.standins.kubeproxy import ingress_ips
 
 
 def test_layout_follows_lab_md_addressing():
@@ -64,14 +65,12 @@ def test_unknown_node_is_a_clear_error():
 
 def test_arp_request_and_reply_round_trip():
     frame = arp_request_frame("02:00:c6:12:00:64", "198.18.0.100", "198.18.100.7")
-    assert frame[:6] == b"\xff" * 6 and len(frame) == 42
-    # Turn the request into the reply a speaker would send.
-    reply = bytearray(frame)
-    reply[20:22] = b"\x00\x02"
-    reply[22:28] = bytes.fromhex("0200c612000b")
-    reply[28:32] = bytes([198, 18, 100, 7])
-    assert parse_arp_reply(bytes(reply), "198.18.100.7") == "02:00:c6:12:00:0b"
-    assert parse_arp_reply(bytes(reply), "198.18.100.8") is None
+    assert frame[:6] == b"\xff" * 6
+    # The reply the speaker's responder sends for it (lbd.core.arp decides it).
+    reply = arp.decide_reply(frame, bytes.fromhex("0200c612000b"), {bytes([198, 18, 100, 7])})
+    assert isinstance(reply, bytes)
+    assert parse_arp_reply(reply, "198.18.100.7") == "02:00:c6:12:00:0b"
+    assert parse_arp_reply(reply, "198.18.100.8") is None
     assert parse_arp_reply(frame, "198.18.100.7") is None  # a request is not an answer
 
 

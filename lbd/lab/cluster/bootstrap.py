@@ -30,7 +30,7 @@ from lbd.k8s.client import (
     Resource,
     load_kube,
 )
-from lbd.lab.layout import POOL4, POOL6, Layout, Member
+from lbd.lab.cluster.layout import POOL4, POOL6, Layout, Member
 
 SECRETS = Resource("", "v1", "secrets", "Secret", True)
 SYSTEM_NAMESPACE = "lbd-system"

@@ -252,12 +252,8 @@ class Supervisor:
         with conn:
             conn.settimeout(5.0)
             try:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                with conn.makefile("rb") as reader:
+                    data = reader.readline()
                 reply = self.handle(json.loads(data or b"{}"))
             except (OSError, ValueError, KeyError) as exc:
                 reply = {"error": str(exc)}
@@ -311,12 +307,8 @@ def request(prefix: str, op: str, *, timeout: float = 30.0, **fields: Any) -> di
                 f"lab {prefix}: supervisor not reachable at {path}: {exc}"
             ) from exc
         sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        with sock.makefile("rb") as reader:
+            data = reader.readline()
     reply: dict[str, Any] = json.loads(data or b"{}")
     if "error" in reply:
         raise SupervisorError(f"lab {prefix}: {reply['error']}")

@@ -2,8 +2,8 @@
 
 A narrated scenario on a fresh lab: every step says what it does, on which node, with which MAC,
 and how long it took; a failed step stops the scenario with a non-zero exit, and the lab is torn
-down in every case (unless ``--keep``). The same helpers (:mod:`lbd.lab.scenario`) drive the
-end-to-end tests, so what the demo shows is what CI checks.
+down in every case (unless ``--keep``). The same helpers (:mod:`.scenario`) drive the end-to-end
+tests, so what the demo shows is what CI checks.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from lbd.lab import scenario
-from lbd.lab.lab import Lab, LabOptions, default_dir, down, kill_node, restore_node, up
-from lbd.lab.netns import namespaces_with_prefix
+from lbd.lab.cluster.lab import Lab, LabOptions, default_dir, down, kill_node, restore_node, up
+from lbd.lab.cluster.netns import namespaces_with_prefix
+from lbd.lab.scenarios import scenario
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Client-side probes: what the lab's external client sees.
 
-Every socket here is created inside the client's namespace (see :func:`lbd.lab.netns.call_in_netns`)
-and then used from ordinary threads of the calling process, so the demo, the tests and the
+Every socket here is created inside the client's namespace (see :func:`.netns.call_in_netns`) and
+then used from ordinary threads of the calling process, so the demo, the tests and the
 benchmark need no helper process in the client namespace.
 
 - :func:`arp_who_has` sends one ARP request and returns every MAC that answered (the demo shows
@@ -10,7 +10,7 @@ benchmark need no helper process in the client namespace.
 - :func:`udp_ask` asks the echo service which node answers on a VIP.
 - :class:`UdpProber` sends a numbered UDP request every ``interval`` to a VIP and records, per
   request, which node answered; :func:`longest_outage` turns that record into the
-  client-observed interruption (the measure SPEAKER.md's failover targets are stated in).
+  client-observed interruption (the measure docs/SPEAKER.md's failover targets are stated in).
 """
 
 from __future__ import annotations
@@ -25,39 +25,34 @@ import threading
 import time
 from dataclasses import dataclass
 
-from lbd.lab.netns import call_in_netns
+from lbd.core import arp
+from lbd.lab.cluster.netns import call_in_netns
 from lbd.runtime.clock import Clock, MonotonicClock
 
 ECHO_PORT = 9000
-_ETH_P_ARP = 0x0806
-_BROADCAST = b"\xff" * 6
 
 
 def _mac_bytes(mac: str) -> bytes:
-    return bytes(int(x, 16) for x in mac.split(":"))
-
-
-def _mac_str(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 def arp_request_frame(src_mac: str, src_ip: str, target_ip: str) -> bytes:
     """A broadcast ARP request (RFC 826): who has ``target_ip``? tell ``src_ip``."""
-    smac = _mac_bytes(src_mac)
-    eth = _BROADCAST + smac + struct.pack("!H", _ETH_P_ARP)
-    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + smac
-    arp += socket.inet_aton(src_ip) + b"\0" * 6 + socket.inet_aton(target_ip)
-    return eth + arp
+    return arp.request(
+        src_mac=_mac_bytes(src_mac),
+        src_ip=ipaddress.IPv4Address(src_ip).packed,
+        target_ip=ipaddress.IPv4Address(target_ip).packed,
+    )
 
 
 def parse_arp_reply(frame: bytes, target_ip: str) -> str | None:
-    """The sender MAC if ``frame`` is an ARP reply for ``target_ip``, else None."""
-    if len(frame) < 42 or frame[12:14] != struct.pack("!H", _ETH_P_ARP):
+    """The sender MAC if ``frame`` is an ARP reply from ``target_ip``, else None."""
+    pkt = arp.parse(frame)
+    if isinstance(pkt, arp.DropReason) or pkt.op != arp.OP_REPLY:
         return None
-    op = struct.unpack("!H", frame[20:22])[0]
-    if op != 2 or frame[28:32] != socket.inet_aton(target_ip):
+    if pkt.sender_ip != ipaddress.IPv4Address(target_ip).packed:
         return None
-    return _mac_str(frame[22:28])
+    return pkt.sender_mac.hex(":")
 
 
 def arp_who_has(
@@ -66,8 +61,8 @@ def arp_who_has(
     """Broadcast an ARP request for ``target_ip`` and return the MACs that answered in ``wait``."""
 
     def open_socket() -> socket.socket:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
-        sock.bind((ifname, _ETH_P_ARP))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(arp.ETH_P_ARP))
+        sock.bind((ifname, arp.ETH_P_ARP))
         return sock
 
     sock = call_in_netns(netns, open_socket)
@@ -144,15 +139,9 @@ def tcp_ask(netns: str, vip: str, *, port: int = ECHO_PORT, timeout: float = 2.0
     def connect() -> socket.socket:
         return socket.create_connection((vip, port), timeout=timeout)
 
-    with call_in_netns(netns, connect) as sock:
+    with call_in_netns(netns, connect) as sock, sock.makefile("rb") as reader:
         sock.settimeout(timeout)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(512)
-            if not chunk:
-                break
-            data += chunk
-        return data.decode().strip()
+        return reader.readline().decode().strip()
 
 
 def first_answers(

@@ -3,11 +3,12 @@
 Pure and deterministic, so that ``up``, ``down``, the tests and the demo agree on names without
 talking to each other, and so that a crashed lab can be cleaned up from its prefix alone.
 
-Addressing (LAB.md): the switch segment is 198.18.0.0/16 and 2001:db8:18::/64; the API server is
-198.18.0.1, node ``nI`` is 198.18.0.(10+I), the client 198.18.0.100. IPv6 addresses mirror the
-IPv4 host part written in decimal (``n1`` = ``2001:db8:18::11``) so that they are easy to read
-side by side. MACs are locally administered and embed the IPv4 address (``02:00:c6:12:00:0b`` is
-198.18.0.11), so a MAC in a capture or an ARP reply says which member it is.
+Addressing (docs/LAB.md): the switch segment is 198.18.0.0/16 and 2001:db8:18::/64; the API
+server is 198.18.0.1, node ``nI`` is 198.18.0.(10+I), the client 198.18.0.100. IPv6 addresses
+mirror the IPv4 host part written in decimal (``n1`` = ``2001:db8:18::11``) so that they are
+easy to read side by side. MACs are locally administered and embed the IPv4 address
+(``02:00:c6:12:00:0b`` is 198.18.0.11), so a MAC in a capture or an ARP reply says which member
+it is.
 
 Namespace names are ``<prefix>-sw`` (the bridge), ``<prefix>-cp``, ``<prefix>-nI`` and
 ``<prefix>-c1``; Linux limits interface and (by our convention) namespace names to 15 characters,

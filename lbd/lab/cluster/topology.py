@@ -26,8 +26,8 @@ import time
 
 from pyroute2 import IPRoute, netns
 
-from lbd.lab.layout import BRIDGE, Layout, Member
-from lbd.lab.netns import (
+from lbd.lab.cluster.layout import BRIDGE, Layout, Member
+from lbd.lab.cluster.netns import (
     kill_all,
     namespaces_with_prefix,
     pids_in_namespaces,

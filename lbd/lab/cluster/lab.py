@@ -2,7 +2,7 @@
 
 ``up`` (:func:`up`) in order:
 
-1. plan the layout (:mod:`lbd.lab.layout`) and build the namespaces (:mod:`lbd.lab.topology`);
+1. plan the layout (:mod:`.layout`) and build the namespaces (:mod:`.topology`);
 2. write credentials into the lab directory: one bearer token per identity (lab admin, the
    controller's and the speaker's service accounts, so the RBAC in ``deploy/`` is really
    enforced), kubeconfigs for each, and the speakers' membership key;
@@ -13,9 +13,6 @@
    sample IPAddressPool + L2Advertisement;
 5. start the controllers, the endpoints stand-in and, per node, the speaker, the kube-proxy
    stand-in and the echo service; wait until they run.
-
-Programs not (yet) part of this build of ``lbd`` (``controller``, ``speaker``) are skipped with a
-message rather than started and crash-looped.
 
 ``down`` works from the lab directory or from the prefix alone, so it also cleans up after a
 crash of anything, including the supervisor.
@@ -40,15 +37,15 @@ from typing import Any
 
 import yaml
 
-from lbd.lab import supervisor, topology
 from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
-from lbd.lab.layout import API_IPV4, API_PORT, POOL4, POOL6, Layout, Member, plan
-from lbd.lab.netns import call_in_netns, kill_all, pids_with_marker
-from lbd.lab.supervisor import ProcSpec, SupervisorError
+from lbd.lab.cluster import supervisor, topology
+from lbd.lab.cluster.layout import API_IPV4, API_PORT, POOL4, POOL6, Layout, Member, plan
+from lbd.lab.cluster.netns import call_in_netns, kill_all, pids_with_marker
+from lbd.lab.cluster.supervisor import ProcSpec, SupervisorError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SYSTEM_NAMESPACE = "lbd-system"
 CONTROLLER_SA = f"system:serviceaccount:{SYSTEM_NAMESPACE}:lbd-controller"
 SPEAKER_SA = f"system:serviceaccount:{SYSTEM_NAMESPACE}:lbd-speaker"
@@ -122,17 +119,6 @@ class Lab:
         return Lab.load(self.dir)
 
 
-def _available_commands() -> set[str]:
-    from lbd.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        choices = getattr(action, "choices", None)
-        if choices:
-            return set(choices)
-    return set()
-
-
 def _lbd(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "lbd", *args)
 
@@ -165,11 +151,10 @@ def _member_json(m: Member) -> dict[str, Any]:
 
 
 def _process_plan(
-    layout: Layout, lab_dir: Path, opts: LabOptions, tokens: dict[str, str], have: set[str]
-) -> tuple[list[ProcSpec], list[str]]:
-    """Every lab process, and notes about programs that are missing from this build."""
+    layout: Layout, lab_dir: Path, opts: LabOptions, tokens: dict[str, str]
+) -> list[ProcSpec]:
+    """Every lab process: the control plane's, then each node's."""
     cp = layout.control_plane.netns
-    notes: list[str] = []
     token_args = ["--admin-token", tokens["admin"]]
     for token, user in (
         (tokens["controller"], CONTROLLER_SA),
@@ -215,54 +200,48 @@ def _process_plan(
             "endpoints", _lbd("lab", "endpoints", "--kubeconfig", str(lab_dir / "kubeconfig")), cp
         ),
     ]
-    if "controller" in have:
-        for i in range(1, opts.controllers + 1):
-            procs.append(
-                ProcSpec(
-                    f"controller-{i}",
-                    _lbd(
-                        "controller",
-                        "--kubeconfig",
-                        str(lab_dir / "controller.kubeconfig"),
-                        "--leader-elect",
-                        # Shorter than the production defaults (15/10/2 s) so that a killed
-                        # leader is replaced within seconds in the demo and the tests.
-                        "--lease-duration",
-                        "6",
-                        "--renew-deadline",
-                        "4",
-                        "--retry-period",
-                        "1",
-                        "--health-addr",
-                        f"127.0.0.1:{7471 + i}",
-                    ),
-                    netns=cp,
-                    env={"POD_NAMESPACE": SYSTEM_NAMESPACE, "POD_NAME": f"lbd-controller-{i}"},
-                )
+    for i in range(1, opts.controllers + 1):
+        procs.append(
+            ProcSpec(
+                f"controller-{i}",
+                _lbd(
+                    "controller",
+                    "--kubeconfig",
+                    str(lab_dir / "controller.kubeconfig"),
+                    "--leader-elect",
+                    # Shorter than the production defaults (15/10/2 s) so that a killed
+                    # leader is replaced within seconds in the demo and the tests.
+                    "--lease-duration",
+                    "6",
+                    "--renew-deadline",
+                    "4",
+                    "--retry-period",
+                    "1",
+                    "--health-addr",
+                    f"127.0.0.1:{7471 + i}",
+                ),
+                netns=cp,
+                env={"POD_NAMESPACE": SYSTEM_NAMESPACE, "POD_NAME": f"lbd-controller-{i}"},
             )
-    else:
-        notes.append("`lbd controller` is not part of this build: no controller runs")
-    if "speaker" not in have:
-        notes.append("`lbd speaker` is not part of this build: no speaker runs")
+        )
     for node in layout.nodes:
-        if "speaker" in have:
-            procs.append(
-                ProcSpec(
-                    f"speaker-{node.name}",
-                    _lbd(
-                        "speaker",
-                        "--node-name",
-                        node.name,
-                        "--kubeconfig",
-                        str(lab_dir / "speaker.kubeconfig"),
-                        "--membership-key",
-                        str(lab_dir / "membership.key"),
-                        *opts.extra_speaker_args,
-                    ),
-                    netns=node.netns,
-                    env={"NODE_NAME": node.name},
-                )
+        procs.append(
+            ProcSpec(
+                f"speaker-{node.name}",
+                _lbd(
+                    "speaker",
+                    "--node-name",
+                    node.name,
+                    "--kubeconfig",
+                    str(lab_dir / "speaker.kubeconfig"),
+                    "--membership-key",
+                    str(lab_dir / "membership.key"),
+                    *opts.extra_speaker_args,
+                ),
+                netns=node.netns,
+                env={"NODE_NAME": node.name},
             )
+        )
         procs.append(
             ProcSpec(
                 f"kube-proxy-{node.name}",
@@ -284,7 +263,7 @@ def _process_plan(
                 netns=node.netns,
             )
         )
-    return procs, notes
+    return procs
 
 
 def _write_manifests(out: Path, crds: Path) -> None:
@@ -381,9 +360,7 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     tls = _host_tls(lab_dir / "tls")
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     _write_private(lab_dir / "membership.key", key + "\n")
-    procs, notes = _process_plan(layout, lab_dir, opts, tokens, _available_commands())
-    for note in notes:
-        say(f"note: {note}")
+    procs = _process_plan(layout, lab_dir, opts, tokens)
     (lab_dir / supervisor.PLAN_FILE).write_text(
         json.dumps(
             {"prefix": layout.prefix, "processes": [supervisor.spec_to_json(p) for p in procs]},
@@ -402,7 +379,7 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
         _kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
     )
 
-    from lbd.lab import bootstrap
+    from lbd.lab.cluster import bootstrap
 
     kube = bootstrap.wait_for_api(lab_dir / "kubeconfig-host", timeout=opts.ready_timeout)
     say("creating namespace, membership secret, Node objects, pool and L2Advertisement")
@@ -413,11 +390,9 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     _wait_running(layout.prefix, [p.name for p in procs], opts.ready_timeout)
     bootstrap.wait_ready(kube, layout, timeout=opts.ready_timeout)
     _wait_echo(layout, opts.ready_timeout)
-    speakers = [p.name for p in procs if p.name.startswith("speaker-")]
-    if speakers:
-        _wait_speakers(layout, opts.ready_timeout)
-        say(f"{len(speakers)} speakers ready, each sees {len(layout.nodes)} live members")
-    if any(p.name.startswith("controller-") for p in procs):
+    _wait_speakers(layout, opts.ready_timeout)
+    say(f"{len(layout.nodes)} speakers ready, each sees {len(layout.nodes)} live members")
+    if opts.controllers:
         holder = bootstrap.wait_for_leader(kube, timeout=opts.ready_timeout)
         say(f"controller leader: {holder}")
     say(f"lab {layout.prefix} is up in {time.monotonic() - started:.1f} s (dir {lab_dir})")
@@ -449,7 +424,7 @@ def _wait_running(prefix: str, names: list[str], timeout: float, settle: float =
 
 def _wait_echo(layout: Layout, timeout: float) -> None:
     """Wait until the echo service of every node answers the client (the data path works)."""
-    from lbd.lab.probe import udp_ask
+    from lbd.lab.cluster.probe import udp_ask
 
     deadline = time.monotonic() + timeout
     for node in layout.nodes:
@@ -570,18 +545,12 @@ def find_lab(lab_dir: Path | None) -> Lab:
 def kill_node(lab: Lab, name: str) -> None:
     """Cut node ``name`` off: its switch port down, then SIGKILL its speaker (held down)."""
     layout = lab.layout
-    member = layout.node(name)
-    topology.set_switch_port(layout, member, up=False)
-    speaker = f"speaker-{name}"
-    if speaker in lab.data["processes"]:
-        supervisor.request(lab.prefix, "stop", names=[speaker], signal="SIGKILL")
+    topology.set_switch_port(layout, layout.node(name), up=False)
+    supervisor.request(lab.prefix, "stop", names=[f"speaker-{name}"], signal="SIGKILL")
 
 
 def restore_node(lab: Lab, name: str) -> None:
     """Bring node ``name`` back: switch port up, speaker restarted."""
     layout = lab.layout
-    member = layout.node(name)
-    topology.set_switch_port(layout, member, up=True)
-    speaker = f"speaker-{name}"
-    if speaker in lab.data["processes"]:
-        supervisor.request(lab.prefix, "start", names=[speaker])
+    topology.set_switch_port(layout, layout.node(name), up=True)
+    supervisor.request(lab.prefix, "start", names=[f"speaker-{name}"])
