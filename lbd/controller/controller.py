@@ -91,13 +91,8 @@ from lbd.k8s.meta import ObjectRef
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
 from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
-from lbd.k8s.service import (
-    ObservedService,
-    ServiceStatus,
-    ServiceWriter,
-    WriteOutcome,
-    observe_service,
-)
+from lbd.k8s.service import ObservedService, observe_service
+from lbd.k8s.service_writer import ServiceStatus, ServiceWriter, WriteOutcome
 from lbd.metrics import ControllerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.runtime.workqueue import WorkQueue

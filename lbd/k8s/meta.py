@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbd.core.model import service_key
-from lbd.k8s.client import object_key
 
 __all__ = [
     "ConversionError",
@@ -55,6 +54,13 @@ def _str_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items()}
+
+
+def object_key(obj: Obj) -> str:
+    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
+    meta = _meta(obj)
+    ns, name = meta.get("namespace"), str(meta.get("name"))
+    return service_key(str(ns), name) if ns else name
 
 
 def labels_of(obj: Obj) -> dict[str, str]:

@@ -5,8 +5,7 @@ API::
     view = observe_service(obj)          # the one reader of a Service, controller and speaker
     view.key, view.ours(lb_class), view.request_in(namespace_labels), view.addresses,
     view.pool_hint, view.condition, view.created, view.labels ...
-    writer = ServiceWriter(patcher)
-    outcome = writer.write(view, ServiceStatus(addresses, pool, condition))  # only differences
+    # writing: lbd.k8s.service_writer.ServiceWriter
 
 Reading (each field here and nowhere else):
 
@@ -24,17 +23,14 @@ Reading (each field here and nowhere else):
   the field (``metadata.annotations[lbd.io/loadBalancerIPs]``, ``spec.ipFamilies[1]`` ...) and
   the reason; nothing here raises on user input.
 
-Writing (:class:`ServiceWriter`): merge patches that carry ``metadata.resourceVersion``
-(optimistic concurrency: 409 if the Service changed since it was read) and nothing that is
-already right, computed from the view alone (:func:`service_patches`). A 409 is not retried:
-the object changed since the decision was made (maybe its request), so the caller decides
-again from the newer one. The written object comes back as a new view.
+This module imports nothing of the API client, so the speaker (and a bare ``lbd --help``) can
+read Services without it; the writes are in :mod:`lbd.k8s.service_writer`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,16 +44,8 @@ from lbd.core.model import (
     canonical_address,
     service_key,
 )
-from lbd.k8s.client import SERVICES, ApiError, JsonDict
-from lbd.k8s.conditions import (
-    Condition,
-    Conditions,
-    ObservedCondition,
-    conditions_of,
-    merge_conditions,
-)
-from lbd.k8s.meta import ObjectRef, annotations_of, labels_of, meta_field, rfc3339
-from lbd.k8s.patch import Patcher
+from lbd.k8s.conditions import Conditions, ObservedCondition, conditions_of
+from lbd.k8s.meta import ObjectRef, annotations_of, labels_of, meta_field
 
 PREFIXES = ("lbd.io/", "metallb.io/", "metallb.universe.tf/")
 """Annotation prefixes in order of precedence."""
@@ -309,103 +297,3 @@ def _request(  # noqa: PLR0917 (each argument is one part of the object, read on
         if isinstance(selector, Mapping)
         else (),
     )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """What a Service should show: ingress addresses, the pool annotation, our condition.
-
-    ``condition=None`` removes our condition (Service no longer ours); ``pool=None`` removes the
-    annotation.
-    """
-
-    addresses: tuple[str, ...]
-    pool: str | None
-    condition: Condition | None
-
-
-def service_patches(
-    view: ObservedService, desired: ServiceStatus, *, stamp: str | None = None
-) -> tuple[JsonDict | None, JsonDict | None]:
-    """(metadata patch, status patch) that make the Service show ``desired``; None where equal."""
-    rv = view.ref.resource_version
-    meta_patch: JsonDict | None = None
-    if view.recorded_pool != desired.pool:
-        meta_patch = {
-            "metadata": {"resourceVersion": rv, "annotations": {ALLOCATED_FROM: desired.pool}}
-        }
-    status_body: JsonDict = {}
-    if view.addresses != desired.addresses or not view.ingress_exact:
-        status_body["loadBalancer"] = {
-            "ingress": [{"ip": a, "ipMode": IP_MODE} for a in desired.addresses]
-        }
-    conds = merge_conditions(view.conditions, CONDITION_TYPE, desired.condition, stamp or rfc3339())
-    if conds is not None:
-        status_body["conditions"] = conds
-    status_patch = (
-        {"metadata": {"resourceVersion": rv}, "status": status_body} if status_body else None
-    )
-    return meta_patch, status_patch
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    """The Service before our write (as last read) and after it (None: gone)."""
-
-    before: ObservedService
-    after: ObservedService | None
-    wrote: bool
-    metadata_pending: bool = False
-
-
-class ServiceWriter:
-    """Makes Services show what the controller decided: only the differences."""
-
-    def __init__(self, patcher: Patcher) -> None:
-        self.patcher = patcher
-
-    def write(
-        self,
-        view: ObservedService,
-        desired: ServiceStatus,
-        *,
-        defer_metadata: bool = False,
-        still: Callable[[], bool] | None = None,
-    ) -> WriteOutcome:
-        """Make the Service show ``desired``. Raises ApiError (409 included) when a write fails.
-
-        ``defer_metadata``: when the status changes too, write only the status now and report
-        the annotation as ``metadata_pending`` (the caller writes it later, at lower priority).
-        """
-        meta_patch, status_patch = service_patches(view, desired)
-        pending = defer_metadata and status_patch is not None and meta_patch is not None
-        if pending:
-            meta_patch = None
-        ref = view.ref
-        current: JsonDict | None = None
-        try:
-            # Status first: the address is what users wait for; the annotation follows.
-            if status_patch is not None:
-                current = self.patcher.send(
-                    SERVICES.path(namespace=ref.namespace, name=ref.name, subresource="status"),
-                    status_patch,
-                    still=still,
-                )
-                if meta_patch is not None:
-                    meta_patch["metadata"]["resourceVersion"] = meta_field(
-                        current, "resourceVersion"
-                    )
-            if meta_patch is not None:
-                current = self.patcher.send(
-                    SERVICES.path(namespace=ref.namespace, name=ref.name), meta_patch, still=still
-                )
-        except ApiError as exc:
-            if exc.status == 404:
-                return WriteOutcome(view, None, current is not None)
-            raise
-        if current is None:
-            return WriteOutcome(view, view, False)
-        return WriteOutcome(view, observe_service(current), True, metadata_pending=pending)

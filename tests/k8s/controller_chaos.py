@@ -5,8 +5,9 @@ Used by ``tests/k8s/test_controller_chaos.py`` (a fresh seed every run, plus a f
 seed) and ``tests/bench/bench_chaos.py`` (20 seeds). ``LBD_CHAOS_SEED`` replays one seed.
 
 Workload (seeded, reproducible): ``LBD_CHAOS_OPS`` (2 000) random operations, at most
-``LBD_CHAOS_RATE`` (60) a second: create / update / delete Services (requested addresses, pool annotations, sharing keys, dual-stack, another class,
-type changes) and create / grow / shrink / delete pools (with overlaps and typos now and then).
+``LBD_CHAOS_RATE`` (60) a second: create / update / delete Services (requested addresses, pool
+annotations, sharing keys, dual-stack, another class, type changes) and create / grow / shrink /
+delete pools (with overlaps and typos now and then).
 
 Faults: watch streams closed, bursts of 500 / 429 / 409 answers, two few-second API outages,
 and three ``kill -9`` of the active controller (the standby takes over; a new standby is

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from lbd.k8s.conditions import Condition, merge_conditions
-from lbd.k8s.service import CONDITION_TYPE, ServiceStatus, observe_service, service_patches
+from lbd.k8s.service import CONDITION_TYPE, observe_service
+from lbd.k8s.service_writer import ServiceStatus, service_patches
 
 
 def service_diff(obj: dict[str, Any], desired: ServiceStatus, *, stamp: str | None = None):
