@@ -62,9 +62,20 @@ labels_of = strict_labels
 annotations_of = strict_annotations
 
 
+_last: tuple[Obj, ObservedService] | None = None
+
+
 def observed(svc: Obj) -> ObservedService:
-    """The Service's view (the same reader as the controller's)."""
-    return observe_service(svc)
+    """The Service's view (the same reader as the controller's), read once for the several
+    questions the plan asks in a row about the same object (the informers replace objects,
+    they never change one in place, so the identity of the dict is enough)."""
+    global _last  # noqa: PLW0603 (a one-entry memo; a tuple swap is atomic)
+    last = _last
+    if last is not None and last[0] is svc:
+        return last[1]
+    view = observe_service(svc)
+    _last = (svc, view)
+    return view
 
 
 def class_matches(svc: Obj, lb_class: str | None) -> bool:
