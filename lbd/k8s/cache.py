@@ -30,7 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from lbd.k8s.client import JsonDict, Kube, Resource
 from lbd.k8s.informer import EventType
-from lbd.k8s.meta import ObjectRef, newer
+from lbd.k8s.meta import ObjectRef, meta_field, newer, object_key
 
 LIST_PAGE = 500
 GONE_MEMORY = 10_000
@@ -94,9 +94,15 @@ class ViewCache(Generic[V]):
             if old is not None:
                 self._notify(self._delete(self._observe(old)))
             return
-        if old is new:
-            return  # a resync: nothing new, and views are level-triggered anyway
+        if old is new or not self._maybe_newer(new):
+            return  # a resync, or an echo of what we hold (our own write): nothing to read
         self._notify(self._upsert(self._observe(new)))
+
+    def _maybe_newer(self, obj: JsonDict) -> bool:
+        """Cheap pre-check (no reading into a view): is ``obj`` newer than what we hold?"""
+        with self._lock:
+            cur = self._views.get(object_key(obj))
+        return cur is None or newer(meta_field(obj, "resourceVersion"), cur.ref.resource_version)
 
     def put(self, obj: JsonDict, *, notify: bool = True) -> V:
         """An object the API returned to us (a write): kept if it is the newest we know.
@@ -126,11 +132,12 @@ class ViewCache(Generic[V]):
         changes: list[tuple[V | None, V | None]] = []
         seen: set[str] = set()
         for obj in items:
+            seen.add(object_key(obj))
+            if not self._maybe_newer(obj):
+                continue  # what we hold is as new: the common case
             obj.setdefault("kind", self.resource.kind)
             obj.setdefault("apiVersion", self.resource.api_version)
-            view = self._observe(obj)
-            seen.add(view.ref.key)
-            changes.append(self._upsert(view))
+            changes.append(self._upsert(self._observe(obj)))
         for key in self.keys():
             if key in seen:
                 continue
