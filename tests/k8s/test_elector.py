@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -120,10 +121,10 @@ def test_a_renewal_after_a_stall_counts_from_its_write(lab):
     assert a.try_acquire_or_renew() and a.is_leader()
     real_get = a.kube.get
 
-    def stalled_get(path: str, **kw: object) -> object:
+    def stalled_get(path: str, *, query: Any = None) -> Any:
         clock.advance(12.0)  # the API server did not answer for longer than renew_deadline
-        return real_get(path, **kw)
+        return real_get(path, query=query)
 
-    a.kube.get = stalled_get  # type: ignore[method-assign]
+    a.kube.get = stalled_get  # type: ignore[method-assign,assignment]
     assert a.try_acquire_or_renew()
     assert a.is_leader(), "a renewal that went through must count from when it was sent"
