@@ -125,6 +125,6 @@ def test_a_renewal_after_a_stall_counts_from_its_write(lab):
         clock.advance(12.0)  # the API server did not answer for longer than renew_deadline
         return real_get(path, query=query)
 
-    a.kube.get = stalled_get  # type: ignore[method-assign,assignment]
+    a.kube.get = stalled_get  # type: ignore[method-assign]
     assert a.try_acquire_or_renew()
     assert a.is_leader(), "a renewal that went through must count from when it was sent"
