@@ -4,7 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint unit demo bench clean install
+.PHONY: test lint unit demo bench clean install k8s k8s-assets
+
+# The real Kubernetes components (etcd, kube-apiserver, kube-controller-manager, kube-proxy,
+# kubectl) that the tests run against, built from the Go modules pinned in tests/realk8s/ into a
+# git-ignored folder named after their versions. KUBEBUILDER_ASSETS (envtest's convention), when
+# set, names a folder with your own binaries: it is used as it is and nothing is built.
+k8s_pin = $(shell awk '($$1 == "require" && $$2 == "$(2)") || $$1 == "$(2)" { print ($$1 == "$(2)" ? $$2 : $$3); exit }' tests/realk8s/$(1)/go.mod)
+K8S_VERSION  := $(call k8s_pin,kube,k8s.io/kubernetes)
+ETCD_VERSION := $(call k8s_pin,etcd,go.etcd.io/etcd/server/v3)
+K8S_ASSETS   := $(CURDIR)/.k8s/$(K8S_VERSION)-etcd$(ETCD_VERSION:v%=%)/bin
+K8S_BINARIES := etcd kube-apiserver kube-controller-manager kube-proxy kubectl
+K8S_REQUIRED := etcd kube-apiserver kube-controller-manager
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +45,21 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in tests/bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+k8s:
+ifdef KUBEBUILDER_ASSETS
+	@for b in $(K8S_REQUIRED); do test -x "$(KUBEBUILDER_ASSETS)/$$b" || \
+	  { echo "k8s: KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) has no executable $$b" >&2; exit 1; }; done
+	@for b in $(filter-out $(K8S_REQUIRED),$(K8S_BINARIES)); do test -x "$(KUBEBUILDER_ASSETS)/$$b" || \
+	  echo "k8s: KUBEBUILDER_ASSETS has no $$b (only the lab needs it)"; done
+	@echo "k8s: using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) (nothing built)"
+else
+	@tests/realk8s/build.sh $(K8S_ASSETS)
+endif
+
+# Last line: the folder holding the binaries (for KUBEBUILDER_ASSETS=$$(make -s k8s-assets)).
+k8s-assets: k8s
+	@echo $(or $(KUBEBUILDER_ASSETS),$(K8S_ASSETS))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -168,6 +168,10 @@ def _template_workload(doc: dict[str, Any], values: dict[str, Any]) -> None:
     args.append(f"@@EXTRA_ARGS:{component}@@")
     section["resources"] = container["resources"]
     container["resources"] = f"@@BLOCK:{component}.resources@@"
+    if doc["kind"] == "DaemonSet":  # NET_RAW, plus NET_ADMIN / SYS_NICE as options (speaker.yaml)
+        capabilities = container["securityContext"]["capabilities"]
+        section["capabilities"] = capabilities["add"]
+        capabilities["add"] = f"@@BLOCK:{component}.capabilities@@"
     pod = doc["spec"]["template"]["spec"]
     if "imagePullSecrets" in pod:
         raise ValueError(f"{meta['name']}: imagePullSecrets is a chart value, not canonical")
@@ -308,6 +312,9 @@ VALUE_COMMENTS = {
     "controller.extraArgs": "More flags of `lbd controller` (see its --help), appended last.",
     "speaker.logLevel": "debug, info, warning or error.",
     "speaker.extraArgs": "More flags of `lbd speaker` (see its --help), appended last.",
+    "speaker.capabilities": "NET_RAW is required; NET_ADMIN (bigger receive buffers) and "
+    "SYS_NICE (real-time answering threads) are options: deploy/base/speaker.yaml gives the "
+    "measured difference.",
     "membership": "The speakers' heartbeat key: a Secret with the key under data.key.",
     "membership.createSecret": "Create the Secret lbd-memberlist with a random key, kept on "
     "upgrades. `helm template` (Argo CD, Flux with post-rendering) cannot look it up and renders "
@@ -366,7 +373,7 @@ def _schema(value: Any, path: str) -> dict[str, Any]:
     if isinstance(value, str):
         return {"type": "string"}
     if isinstance(value, list):
-        items = {"type": "string"} if name == "extraArgs" else {"type": "object"}
+        items = {"type": "string"} if name in ("extraArgs", "capabilities") else {"type": "object"}
         return {"type": "array", "items": items}
     if name in OPEN_VALUES:
         return {"type": "object"}

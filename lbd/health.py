@@ -99,8 +99,11 @@ class HealthServer:
 
         self._server = ThreadingHTTPServer(self.addr, Handler)
         self._server.daemon_threads = True
+        # shutdown() waits for the serve loop's next poll: 0.1 s instead of the default 0.5 s
+        # keeps a SIGTERMed speaker's exit within its one-second promise on a busy node
+        server = self._server
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="health", daemon=True
+            target=lambda: server.serve_forever(poll_interval=0.1), name="health", daemon=True
         )
         self._thread.start()
         log.info("health endpoint on %s:%d", self.addr[0], self.port)

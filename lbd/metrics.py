@@ -98,3 +98,40 @@ class SpeakerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        # Every frame or datagram the speaker does not act on, by reason (enums in
+        # lbd.core.arp / lbd.core.ndp / lbd.core.membership): hostile or broken traffic shows here.
+        self.arp_dropped_total = Counter(
+            "lbd_arp_dropped_total",
+            "ARP frames received and not answered, by reason (NotOwned: not a VIP this node "
+            "answers for; SenderMac*/SenderIp*: invalid sender, see RFC 826/1122/5227)",
+            ["reason"],
+            registry=r,
+        )
+        self.ndp_dropped_total = Counter(
+            "lbd_ndp_dropped_total",
+            "ICMPv6 frames received and not answered, by reason (RFC 4861 7.1.1 validation, "
+            "RFC 4291 source rules, NotOwned)",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeats_dropped_total = Counter(
+            "lbd_heartbeats_dropped_total",
+            "Membership heartbeats received and not accepted, by reason (BadMac, Replay, "
+            "OldBoot, WrongSource, UnknownNode, Malformed, Self; ReceiveBuffer: dropped by the "
+            "kernel, the socket's buffer was full)",
+            ["reason"],
+            registry=r,
+        )
+        self.receive_buffer_drops_total = Counter(
+            "lbd_receive_buffer_drops_total",
+            "ARP/NDP frames the kernel dropped because a responder socket's receive buffer was "
+            "full (PACKET_STATISTICS); NET_ADMIN lets the buffer grow past net.core.rmem_max",
+            registry=r,
+        )
+        self.capability = Gauge(
+            "lbd_speaker_capability",
+            "1 if the speaker holds the Linux capability (NET_RAW: answer at all; NET_ADMIN: "
+            "large receive buffers; SYS_NICE: real-time priority), else 0",
+            ["capability"],
+            registry=r,
+        )

@@ -49,6 +49,14 @@ class DropReason(StrEnum):
     NOT_OWNED = "NotOwned"
     GRATUITOUS = "Gratuitous"  # someone announcing the target address itself
     FROM_SELF = "FromSelf"
+    # A sender that cannot be a host on this link (see :func:`invalid_sender`): answering would
+    # send the reply to a group address or vouch for an address that never leaves a host.
+    SENDER_MAC_BROADCAST = "SenderMacBroadcast"
+    SENDER_MAC_MULTICAST = "SenderMacMulticast"
+    SENDER_MAC_ZERO = "SenderMacZero"
+    SENDER_IP_BROADCAST = "SenderIpBroadcast"
+    SENDER_IP_MULTICAST = "SenderIpMulticast"
+    SENDER_IP_LOOPBACK = "SenderIpLoopback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +123,49 @@ def encode(pkt: ArpPacket) -> bytes:
     )
 
 
+_LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+
+
+def invalid_sender(sha: bytes, spa: bytes) -> DropReason | None:
+    """Why a request's sender hardware/protocol address pair is not one a host can have.
+
+    - Sender MAC broadcast or multicast (the I/G bit of the first octet, IEEE 802 clause 8.2):
+      a group address names no station. RFC 826 has the receiver reply to ``ar$sha`` (and merge
+      the pair into its table), so the reply would go to every station of the group; RFC 1812
+      section 3.3.2: "A router MUST not believe any ARP reply that claims that the Link Layer
+      address of another host or router is a broadcast or multicast address".
+    - Sender MAC 00:00:00:00:00:00: no interface has it (RFC 5227 section 2.1.1 uses zeroes only
+      for the *target* hardware address of a probe).
+    - Sender IP 255.255.255.255 (RFC 1122 section 3.2.1.3 (c): "MUST NOT be used as a source
+      address"), 224.0.0.0/4 (RFC 1112 section 4: a host group address "must never be placed in
+      the source address field"), 127.0.0.0/8 (RFC 1122 section 3.2.1.3 (g): "MUST NOT appear
+      outside a host").
+
+    Sender IP 0.0.0.0 is an ARP probe (RFC 5227 section 2.1.1) and stays valid: answering it is
+    how the owner defends its address.
+    """
+    if sha[0] & 1:
+        return (
+            DropReason.SENDER_MAC_BROADCAST if sha == BROADCAST else DropReason.SENDER_MAC_MULTICAST
+        )
+    if sha == ZERO_MAC:
+        return DropReason.SENDER_MAC_ZERO
+    first = spa[0]
+    if first == 127:
+        return DropReason.SENDER_IP_LOOPBACK
+    if 224 <= first < 240:
+        return DropReason.SENDER_IP_MULTICAST
+    if spa == _LIMITED_BROADCAST:
+        return DropReason.SENDER_IP_BROADCAST
+    return None
+
+
 def decide_reply(frame: bytes, my_mac: bytes, owned: Collection[bytes]) -> bytes | DropReason:
     """The reply to send for ``frame`` received on an interface with ``my_mac``, or why not.
 
     ``owned`` holds the packed IPv4 VIPs (:func:`vip_key`) this interface answers for. ARP probes
     (RFC 5227, sender IP 0.0.0.0) are answered: that is how the owner defends its address.
+    Requests from a sender no host can be are not (:func:`invalid_sender`).
     """
     if len(frame) < ARP_LEN:
         return DropReason.TOO_SHORT
@@ -141,6 +187,9 @@ def decide_reply(frame: bytes, my_mac: bytes, owned: Collection[bytes]) -> bytes
     spa = frame[28:32]
     if spa == tpa:
         return DropReason.GRATUITOUS
+    invalid = invalid_sender(sha, spa)
+    if invalid is not None:
+        return invalid
     # RFC 826: swap sender/target, fill in our hardware address, op = reply; unicast back.
     return sha + my_mac + _ETHERTYPE + _HEADER + _OP_REPLY + my_mac + tpa + sha + spa + _PAD
 

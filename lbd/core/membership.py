@@ -1,48 +1,87 @@
 """Speaker membership: the heartbeat wire format and who is alive, without any I/O.
 
-Wire format (version 1, network byte order), authenticated with HMAC-SHA256::
+Wire format (version 2, network byte order), authenticated with HMAC-SHA256::
 
-    magic "LBHB" (4) | version (1) | state (1: 0 alive, 1 leaving) | boot id (16) | seq (8)
-    | name length (1) | name (utf-8) | interface count (1) | per interface: length (1) | name
-    | HMAC-SHA256 over all preceding bytes (32)
+    magic "LBHB" (4) | version (1) | state (1: 0 alive, 1 leaving)
+    | boot: host (8) | started, wall clock ns (8) | started, CLOCK_BOOTTIME ns (8) | nonce (8)
+    | seq (8) | name length (1) | name (utf-8) | interface count (1) | per interface: length (1)
+    | name | HMAC-SHA256 over all preceding bytes (32)
 
-Replay protection without synchronised clocks: a heartbeat is accepted only if its sequence number
-is greater than the last accepted one of the same boot id. A sender picks a fresh random boot id
-at each start (so its sequence may restart at 1), and receivers remember a few retired boot ids
-per peer so that a captured heartbeat of an earlier boot cannot be replayed to resurrect (or
-"leave") a peer. A replay of a boot this receiver never saw cannot be detected this way; its
-sequence numbers would still have to beat the current boot's once that boot is heard again.
+What the authentication relies on (and nothing else):
+
+- HMAC (RFC 2104) with SHA-256 (FIPS 180-4) is a MAC: without the key nobody can produce a valid
+  tag for a message that was not sent (RFC 2104 section 6; Bellare, Canetti, Krawczyk 1996). The
+  tag is never truncated (RFC 2104 section 5 allows it; we keep all 32 bytes).
+- The tag covers *every* byte before it: magic, version, state, the whole boot, the sequence
+  number, the name and the interfaces. A changed version byte (a downgrade) breaks the tag like
+  any other field.
+- The encoding is unambiguous: fixed-size fields, each variable field prefixed by its length, and
+  :func:`decode` refuses trailing bytes. So one signed byte string is one heartbeat; a valid tag
+  cannot be re-read as different field values.
+- The tag is compared in constant time (:func:`hmac.compare_digest`) and checked before any field
+  is parsed.
+
+The HMAC proves who *made* a heartbeat, not when: anyone on the segment can capture one and send
+it again later. Freshness therefore comes from order, judged by each receiver per peer:
+
+- within one boot, the sequence number must grow (the sender counts up from 1);
+- a boot is newer than another if it started later. Within one kernel boot of a machine (same
+  ``host``: a hash of ``/proc/sys/kernel/random/boot_id``) "later" is read from CLOCK_BOOTTIME,
+  which never steps, so clock steps and any number of restarts in a row keep the order exact.
+  Across kernel boots it is read from the wall clock: a reboot takes far longer than the few
+  seconds an NTP step moves the clock. The nonce (8 random bytes) breaks ties;
+- a heartbeat of a boot newer than the one known replaces it (the peer restarted). A heartbeat
+  of an older boot is dropped (``OldBoot``): a boot that is still heard is never retired by an
+  older one, and a boot of the same host that is older is a replay in every case. Only when the
+  known boot has gone silent (or left) may an older boot *of another kernel boot* replace it: a
+  machine that rebooted with its clock behind (a real-time clock off by more than the previous
+  speaker's uptime) must not stay dead for its peers. The kernel boots a receiver has moved away
+  from are remembered, and never accepted again.
+
+So a captured heartbeat replayed after any number of restarts is older than the boot the
+receivers know and is dropped, and a replayed ``leaving`` is either a replay (same boot) or older.
+Residual risk, by design: a receiver that has never heard any boot of a peer accepts the first one
+it hears; a newer boot then always wins. A receiver that restarted while a peer was dead can thus
+be shown that peer's old heartbeats (from a kernel boot it never saw) for as long as the capture
+lasts; the peer's first real heartbeat ends it.
+
+A heartbeat is accepted only from the address the receiver sends that peer its own heartbeats to
+(the Node's InternalIP): a key alone is not enough to speak for another node from another host.
+This is a check against misuse of the shared key and misrouted traffic, not against a forged IP
+source address on the segment (the replay rules above do not depend on it).
 
 Liveness is measured on the receiver's own monotonic clock from the arrival of the last valid
-heartbeat (client-go's lesson: never trust another machine's timestamps). A peer is dead
-``dead_after`` seconds after its last valid heartbeat, or at once when it says it is leaving.
+heartbeat (client-go's lesson: never trust another machine's timestamps for durations). A peer is
+dead ``dead_after`` seconds after its last valid heartbeat, or at once when it says it is leaving.
 
 Timing defaults: heartbeats every 100 ms, dead after 400 ms (4 intervals). The failover budget is
 p99 < 1 s from the owner dying to clients reaching the new owner: detection takes between
 ``dead_after`` and ``dead_after + interval`` (0.4-0.5 s), election and the first gratuitous ARP
 take milliseconds, leaving half the budget for timers and the client's retry. Four intervals
 tolerate three consecutive lost heartbeats before a false failover. The cost is 10 small UDP
-packets per second per peer.
+packets per second per peer (tests/bench/bench_membership.py measures it up to 1 000 nodes).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 MAGIC = b"LBHB"
-VERSION = 1
+VERSION = 2
 MAC_LEN = 32
+BOOT_LEN = 32
 MAX_NAME = 253  # a Kubernetes node name is a DNS subdomain
 MAX_INTERFACES = 64
 DEFAULT_PORT = 7947
 DEFAULT_INTERVAL = 0.1
 DEFAULT_DEAD_AFTER = 0.4
-RETIRED_BOOTS = 8
+RETIRED_HOSTS = 16  # kernel boots of one peer a receiver remembers having moved away from
+_U64 = 2**64
+_FIXED = len(MAGIC) + 2 + BOOT_LEN + 8  # magic, version, state, boot, seq
 
 
 class PeerStatus(IntEnum):
@@ -56,14 +95,62 @@ class HeartbeatDrop(StrEnum):
     MALFORMED = "Malformed"
     BAD_MAC = "BadMac"
     UNKNOWN_NODE = "UnknownNode"
-    REPLAY = "Replay"  # sequence not newer for this boot id, or a retired boot id
+    WRONG_SOURCE = "WrongSource"  # not from the address of the node it names
+    REPLAY = "Replay"  # same boot, sequence not newer
+    OLD_BOOT = "OldBoot"  # a boot older than the one known, or of a kernel boot moved away from
     SELF = "Self"  # our own name from another boot: a second speaker with our name
+    RECEIVE_BUFFER = "ReceiveBuffer"  # dropped by the kernel: the socket's buffer was full
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """One start of one speaker process; signed in every heartbeat it sends.
+
+    ``host``: 8 bytes naming the machine's kernel boot; ``started_ns``: wall clock at start;
+    ``uptime_ns``: CLOCK_BOOTTIME at start (monotonic within ``host``); ``nonce``: 8 random bytes.
+    """
+
+    host: bytes
+    started_ns: int
+    uptime_ns: int
+    nonce: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.host) != 8 or len(self.nonce) != 8:
+            raise ValueError("Boot.host/Boot.nonce: must be 8 bytes each")
+        for name in ("started_ns", "uptime_ns"):
+            value = getattr(self, name)
+            if not 0 <= value < _U64:
+                raise ValueError(f"Boot.{name}: must fit in 64 bits, got {value}")
+
+    def newer_than(self, other: Boot) -> bool:
+        """Started after ``other`` (module docstring: uptime within a kernel boot, else wall)."""
+        if self.host == other.host:
+            return (self.uptime_ns, self.nonce) > (other.uptime_ns, other.nonce)
+        return (self.started_ns, self.nonce) > (other.started_ns, other.nonce)
+
+    def pack(self) -> bytes:
+        return (
+            self.host
+            + self.started_ns.to_bytes(8, "big")
+            + self.uptime_ns.to_bytes(8, "big")
+            + self.nonce
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Boot:
+        return cls(
+            host=raw[0:8],
+            started_ns=int.from_bytes(raw[8:16], "big"),
+            uptime_ns=int.from_bytes(raw[16:24], "big"),
+            nonce=raw[24:32],
+        )
 
 
 @dataclass(frozen=True)
 class Heartbeat:
     node: str
-    boot_id: bytes
+    boot: Boot
     seq: int
     status: PeerStatus = PeerStatus.ALIVE
     interfaces_up: frozenset[str] = frozenset()
@@ -71,9 +158,7 @@ class Heartbeat:
     def __post_init__(self) -> None:
         if not self.node or len(self.node.encode()) > MAX_NAME:
             raise ValueError(f"Heartbeat.node: must be 1-{MAX_NAME} bytes, got {self.node!r}")
-        if len(self.boot_id) != 16:
-            raise ValueError("Heartbeat.boot_id: must be 16 bytes")
-        if not 0 <= self.seq < 2**64:
+        if not 0 <= self.seq < _U64:
             raise ValueError(f"Heartbeat.seq: must fit in 64 bits, got {self.seq}")
         if len(self.interfaces_up) > MAX_INTERFACES or any(
             not i or len(i.encode()) > 255 for i in self.interfaces_up
@@ -87,7 +172,7 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
     parts = [
         MAGIC,
         bytes([VERSION, int(hb.status)]),
-        hb.boot_id,
+        hb.boot.pack(),
         hb.seq.to_bytes(8, "big"),
         bytes([len(name)]),
         name,
@@ -97,23 +182,24 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
         raw = ifname.encode()
         parts += [bytes([len(raw)]), raw]
     body = b"".join(parts)
-    return body + hmac.new(key, body, hashlib.sha256).digest()
+    return body + hmac.digest(key, body, "sha256")
 
 
 def decode(data: bytes, key: bytes) -> Heartbeat | HeartbeatDrop:
     """Verify and parse a datagram; the MAC is checked before any field is trusted."""
-    if len(data) < len(MAGIC) + 2 + 16 + 8 + 2 + MAC_LEN or data[:4] != MAGIC:
+    if len(data) < _FIXED + 2 + MAC_LEN or data[:4] != MAGIC:
         return HeartbeatDrop.MALFORMED
     body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+    # hmac.digest: the one-shot C implementation, a third cheaper than hmac.new() per datagram
+    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")):
         return HeartbeatDrop.BAD_MAC
     try:
         if body[4] != VERSION or body[5] not in (0, 1):
             return HeartbeatDrop.MALFORMED
         status = PeerStatus(body[5])
-        boot_id = body[6:22]
-        seq = int.from_bytes(body[22:30], "big")
-        i = 30
+        boot = Boot.unpack(body[6 : 6 + BOOT_LEN])
+        seq = int.from_bytes(body[_FIXED - 8 : _FIXED], "big")
+        i = _FIXED
         n = body[i]
         raw_node = body[i + 1 : i + 1 + n]
         if n == 0 or len(raw_node) != n:
@@ -132,7 +218,7 @@ def decode(data: bytes, key: bytes) -> Heartbeat | HeartbeatDrop:
             i += 1 + n
         if i != len(body):
             return HeartbeatDrop.MALFORMED
-        return Heartbeat(node, boot_id, seq, status, frozenset(names))
+        return Heartbeat(node, boot, seq, status, frozenset(names))
     except (IndexError, UnicodeDecodeError, ValueError):
         return HeartbeatDrop.MALFORMED
 
@@ -144,28 +230,37 @@ class PeerState:
     name: str
     alive: bool
     interfaces_up: frozenset[str] = frozenset()
-    boot_id: bytes = b""
+    boot: Boot | None = None
     seq: int = 0
     last_seen: float | None = None  # receiver's monotonic time of the last valid heartbeat
     leaving: bool = False
+    address: str | None = None  # where its heartbeats must come from
 
 
 @dataclass
 class _Peer:
-    boot_id: bytes = b""
+    address: str
+    boot: Boot | None = None
     seq: int = -1
     last_seen: float | None = None
     leaving: bool = False
     interfaces_up: frozenset[str] = frozenset()
-    retired: deque[bytes] = field(default_factory=lambda: deque(maxlen=RETIRED_BOOTS))
+    retired_hosts: deque[bytes] = field(default_factory=lambda: deque(maxlen=RETIRED_HOSTS))
 
 
 class MembershipTable:
     """The receive-side state machine. Not thread-safe: the transport serialises calls.
 
-    ``receive`` verifies order/replay rules for one decoded heartbeat; ``view`` answers who is
-    alive at a given time. Peers are named by the speaker wiring (``set_peers``); heartbeats from
-    names outside that set are dropped.
+    ``receive`` applies the order, replay and source rules to one decoded heartbeat; ``view``
+    answers who is alive at a given time. Peers and their addresses come from the speaker wiring
+    (``set_peers``: Node name -> InternalIP); heartbeats naming anything else are dropped.
+
+    Cost per heartbeat is O(1), so that a node with 1 000 peers (10 000 heartbeats a second) does
+    not scan its table per datagram: live peers are kept in order of their last heartbeat (each
+    accepted one moves its peer to the end), so the next peer to expire is always the first one.
+    ``version`` grows whenever the answer of ``view`` may have changed (a peer came alive, left,
+    died, reported other interfaces, or the peer set changed); the transport builds a view and
+    tells the speaker only then.
     """
 
     def __init__(self, self_name: str, dead_after: float = DEFAULT_DEAD_AFTER) -> None:
@@ -174,37 +269,77 @@ class MembershipTable:
         self.self_name = self_name
         self.dead_after = dead_after
         self.self_interfaces: frozenset[str] = frozenset()
+        self.self_boot: Boot | None = None
+        self.version = 0
         self._peers: dict[str, _Peer] = {}
-        self.self_boot_id = b""
+        self._live: OrderedDict[str, float] = OrderedDict()  # name -> last_seen, oldest first
 
-    def set_peers(self, names: frozenset[str] | set[str]) -> None:
-        """Replace the set of known peers; state of peers that stay is kept."""
-        wanted = set(names) - {self.self_name}
-        for gone in set(self._peers) - wanted:
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Replace the peers (name -> address); a peer that stays keeps its state.
+
+        A peer whose address changed keeps its boot and sequence (the same speaker, renumbered):
+        only where its heartbeats must come from changes.
+        """
+        wanted = {name: addr for name, addr in peers.items() if name != self.self_name}
+        for gone in set(self._peers) - set(wanted):
             del self._peers[gone]
-        for name in wanted:
-            self._peers.setdefault(name, _Peer())
+            self._live.pop(gone, None)
+            self.version += 1
+        for name, addr in wanted.items():
+            peer = self._peers.get(name)
+            if peer is None:
+                self._peers[name] = _Peer(address=addr)
+                self.version += 1
+            else:
+                peer.address = addr
 
-    def receive(self, hb: Heartbeat, now: float) -> HeartbeatDrop | None:
-        """Apply one authenticated heartbeat received at ``now``; None if accepted."""
+    def receive(self, hb: Heartbeat, now: float, source: str) -> HeartbeatDrop | None:
+        """Apply one authenticated heartbeat that came from ``source`` at ``now``.
+
+        Returns None if it was accepted, else why not.
+        """
         if hb.node == self.self_name:
-            return None if hb.boot_id == self.self_boot_id else HeartbeatDrop.SELF
+            return None if hb.boot == self.self_boot else HeartbeatDrop.SELF
         peer = self._peers.get(hb.node)
         if peer is None:
             return HeartbeatDrop.UNKNOWN_NODE
-        if hb.boot_id == peer.boot_id:
+        if source != peer.address:
+            return HeartbeatDrop.WRONG_SOURCE
+        current = peer.boot
+        if current is not None and hb.boot == current:
             if hb.seq <= peer.seq:
                 return HeartbeatDrop.REPLAY
-        else:
-            if hb.boot_id in peer.retired:
-                return HeartbeatDrop.REPLAY
-            if peer.boot_id:
-                peer.retired.append(peer.boot_id)
-            peer.boot_id = hb.boot_id
+        elif current is not None:
+            why = self._new_boot(peer, current, hb.boot, now)
+            if why is not None:
+                return why
+        was_alive = self._is_alive(peer, now)
+        leaving = hb.status is PeerStatus.LEAVING
+        if not was_alive or leaving or hb.interfaces_up != peer.interfaces_up:
+            self.version += 1
+        peer.boot = hb.boot
         peer.seq = hb.seq
         peer.last_seen = now
-        peer.leaving = hb.status is PeerStatus.LEAVING
+        peer.leaving = leaving
         peer.interfaces_up = hb.interfaces_up
+        if leaving:
+            self._live.pop(hb.node, None)
+        else:
+            self._live[hb.node] = now
+            self._live.move_to_end(hb.node)
+        return None
+
+    def _new_boot(self, peer: _Peer, current: Boot, new: Boot, now: float) -> HeartbeatDrop | None:
+        """May ``new`` replace ``current``? Retires ``current``'s kernel boot when it does."""
+        if new.host in peer.retired_hosts:
+            return HeartbeatDrop.OLD_BOOT
+        # Older: within one kernel boot always a replay; from another kernel boot it may be a
+        # machine that came back with its clock behind, once the known boot has gone silent.
+        older = not new.newer_than(current)
+        if older and (new.host == current.host or self._is_alive(peer, now)):
+            return HeartbeatDrop.OLD_BOOT
+        if new.host != current.host:
+            peer.retired_hosts.append(current.host)
         return None
 
     def _is_alive(self, peer: _Peer, now: float) -> bool:
@@ -218,7 +353,10 @@ class MembershipTable:
         """Every known peer and this node (always alive) as of ``now``."""
         out = {
             self.self_name: PeerState(
-                name=self.self_name, alive=True, interfaces_up=self.self_interfaces
+                name=self.self_name,
+                alive=True,
+                interfaces_up=self.self_interfaces,
+                boot=self.self_boot,
             )
         }
         for name, p in sorted(self._peers.items()):
@@ -226,18 +364,27 @@ class MembershipTable:
                 name=name,
                 alive=self._is_alive(p, now),
                 interfaces_up=p.interfaces_up,
-                boot_id=p.boot_id,
+                boot=p.boot,
                 seq=max(p.seq, 0),
                 last_seen=p.last_seen,
                 leaving=p.leaving,
+                address=p.address,
             )
         return out
 
+    def expire(self, now: float) -> None:
+        """Note the peers that died by ``now`` (bumps ``version`` if any did)."""
+        live = self._live
+        while live:
+            name, last_seen = next(iter(live.items()))
+            if now - last_seen <= self.dead_after:
+                return
+            del live[name]
+            self.version += 1
+
     def next_expiry(self, now: float) -> float | None:
         """The earliest time a currently alive peer would be declared dead (for timers)."""
-        times = [
-            p.last_seen + self.dead_after
-            for p in self._peers.values()
-            if self._is_alive(p, now) and p.last_seen is not None
-        ]
-        return min(times) if times else None
+        self.expire(now)
+        if not self._live:
+            return None
+        return next(iter(self._live.values())) + self.dead_after

@@ -34,6 +34,9 @@ HOP_LIMIT = 255  # RFC 4861: NDP messages must arrive with 255 (proves they were
 UNSPECIFIED = b"\x00" * 16
 ALL_NODES = ipaddress.IPv6Address("ff02::1").packed
 ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+LOOPBACK = ipaddress.IPv6Address("::1").packed
+BROADCAST_MAC = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
 _IPV6_OFF = 14
 _ICMP_OFF = 54
 _NS_MIN = 24  # ICMP header 4 + reserved 4 + target 16
@@ -58,6 +61,12 @@ class DropReason(StrEnum):
     NOT_FOR_US = "NotForUs"
     NOT_OWNED = "NotOwned"
     FROM_SELF = "FromSelf"
+    # A solicitation no host on this link can send (see :func:`invalid_solicitor`).
+    SOURCE_MULTICAST = "SourceMulticast"
+    SOURCE_LOOPBACK = "SourceLoopback"
+    LINK_LAYER_BROADCAST = "LinkLayerBroadcast"
+    LINK_LAYER_MULTICAST = "LinkLayerMulticast"
+    LINK_LAYER_ZERO = "LinkLayerZero"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +200,39 @@ def unsolicited(vip: bytes, mac: bytes) -> bytes:
     )
 
 
+def invalid_solicitor(src_ip: bytes, reply_mac: bytes | None) -> DropReason | None:
+    """Why a solicitation's IPv6 source, or the link-layer address the answer would go to (its
+    Source Link-Layer Address option, else the Ethernet source), is not one a host can have.
+
+    - Source multicast: RFC 4291 section 2.7, "Multicast addresses must not be used as source
+      addresses in IPv6 packets".
+    - Source ::1: RFC 4291 section 2.5.3, the loopback address "must not be used as the source
+      address in IPv6 packets that are sent outside of a single node".
+    - Link-layer address broadcast, multicast (the I/G bit, IEEE 802 clause 8.2) or all zeroes:
+      the option carries the sender's own interface address (RFC 4861 section 4.6.1, RFC 2464
+      section 6), and the solicited answer is unicast to it (RFC 4861 section 7.2.4); a group
+      address would make it a multicast to every member, the IPv6 twin of RFC 1812 section
+      3.3.2's rule for ARP.
+
+    ``reply_mac`` is None for a DAD probe (source ::): its answer goes to all-nodes.
+    """
+    if src_ip[0] == 0xFF:
+        return DropReason.SOURCE_MULTICAST
+    if src_ip == LOOPBACK:
+        return DropReason.SOURCE_LOOPBACK
+    if reply_mac is None:
+        return None
+    if reply_mac[0] & 1:
+        return (
+            DropReason.LINK_LAYER_BROADCAST
+            if reply_mac == BROADCAST_MAC
+            else DropReason.LINK_LAYER_MULTICAST
+        )
+    if reply_mac == ZERO_MAC:
+        return DropReason.LINK_LAYER_ZERO
+    return None
+
+
 def decide_reply(frame: bytes, my_mac: bytes, owned: Collection[bytes]) -> bytes | DropReason:
     """The NA to send for ``frame`` received on an interface with ``my_mac``, or why not.
 
@@ -216,10 +258,14 @@ def decide_reply(frame: bytes, my_mac: bytes, owned: Collection[bytes]) -> bytes
         return ns
     if ns.eth_src == my_mac:
         return DropReason.FROM_SELF
-    if ns.src_ip == UNSPECIFIED:
+    dad = ns.src_ip == UNSPECIFIED
+    reply_mac = None if dad else ns.source_lla if ns.source_lla is not None else ns.eth_src
+    invalid = invalid_solicitor(ns.src_ip, reply_mac)
+    if invalid is not None:
+        return invalid
+    if reply_mac is None:
         # DAD probe for our VIP: defend it to all-nodes, not solicited (RFC 4861 7.2.4).
         return unsolicited(ns.target, my_mac)
-    reply_mac = ns.source_lla if ns.source_lla is not None else ns.eth_src
     return advertisement(
         mac=my_mac, target=ns.target, dst_ip=ns.src_ip, dst_mac=reply_mac, solicited=True
     )

@@ -12,7 +12,10 @@ API (used by the controller, the speaker and the lab tools)::
     kube.api_client                            # the official ApiClient, for typed calls if wanted
 
 Every failure is an :class:`ApiError` carrying the HTTP status and the ``Status`` reason
-(``Conflict``, ``NotFound``, ``Gone``, ``TooManyRequests`` ...); transport failures
+(``Conflict``, ``NotFound``, ``Gone``, ``TooManyRequests`` ...) and, when the server asked for
+one, how long to wait before trying again (``retry_after``: the ``Retry-After`` header that
+kube-apiserver's priority and fairness sends with a plain-text 429, or a Status's
+``details.retryAfterSeconds``, as on ``429 storage is (re)initializing``); transport failures
 (connection refused, reset, timeouts) are :class:`ApiUnavailableError`, a subclass with status 0,
 so that callers can treat "the API server is not there" with one ``except``.
 
@@ -62,13 +65,21 @@ class ApiError(Exception):
     """A failed API request: HTTP ``status`` and the ``Status`` object's ``reason``."""
 
     def __init__(
-        self, status: int, reason: str, message: str, body: JsonDict | None = None
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        body: JsonDict | None = None,
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.body = body or {}
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait before retrying (None: it did not say)."""
 
     @property
     def retryable(self) -> bool:
@@ -196,7 +207,7 @@ class Kube:
             raw = resp.data if not stream else resp.read()
             if stream:
                 resp.release_conn()
-            raise _error_from(resp.status, raw, f"{method} {path}")
+            raise _error_from(resp.status, raw, f"{method} {path}", resp.headers.get("Retry-After"))
         return resp
 
     def request(
@@ -221,6 +232,14 @@ class Kube:
             return {}
         decoded: JsonDict = json.loads(raw)
         return decoded
+
+    def request_text(self, path: str) -> str:
+        """GET a non-JSON document (``/metrics``, ``/readyz``) as text."""
+        resp = self._open("GET", path)
+        try:
+            return bytes(resp.data).decode()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailableError(f"GET {path}: {exc}") from exc
 
     # -- verbs ----------------------------------------------------------------------------
     def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
@@ -288,17 +307,30 @@ def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
         yield buf
 
 
-def _error_from(status: int, raw: bytes, what: str) -> ApiError:
+def _error_from(status: int, raw: bytes, what: str, retry_after: str | None = None) -> ApiError:
     body: JsonDict = {}
     try:
         decoded = json.loads(raw) if raw else {}
         if isinstance(decoded, dict):
             body = decoded
     except ValueError:
-        pass
+        pass  # kube-apiserver's own 429 (priority and fairness) is plain text
     reason = str(body.get("reason") or _REASONS.get(status, "Unknown"))
-    message = str(body.get("message") or raw[:200].decode(errors="replace") or what)
-    return ApiError(status, reason, message, body)
+    message = str(body.get("message") or raw[:200].decode(errors="replace").strip() or what)
+    return ApiError(status, reason, message, body, retry_after=_retry_after(retry_after, body))
+
+
+def _retry_after(header: str | None, body: JsonDict) -> float | None:
+    """``Retry-After`` in seconds (RFC 9110 section 10.2.3; an HTTP date is not used by
+    kube-apiserver), else the Status's ``details.retryAfterSeconds``."""
+    for value in (header, (body.get("details") or {}).get("retryAfterSeconds")):
+        try:
+            seconds = float(value) if value is not None else None
+        except (TypeError, ValueError):
+            continue
+        if seconds is not None and seconds >= 0:
+            return seconds
+    return None
 
 
 _REASONS = {

@@ -9,6 +9,7 @@ API::
     inf.start()                      # one daemon thread
     inf.wait_for_sync(timeout=30)    # True once the first list is in the store
     inf.has_synced(); inf.store.get("ns/name"); inf.store.list()
+    inf.relist(timeout=30)           # list afresh now; True once the store holds that list
     inf.stop()
 
 How it follows the API (client-go's reflector): list (paged with ``limit``/``continue`` when the
@@ -20,8 +21,13 @@ capped) so that an API outage does not turn into a reconnect storm. ``410 Gone``
 answer or as an ``ERROR`` event) means our version fell out of the server's history: relist.
 
 While the API is unreachable the store keeps its last view: nothing is deleted because a list
-failed. Handlers run on the informer's thread, in event order; they must be quick (enqueue a key).
-A handler that raises is logged and does not stop the informer.
+failed. After an outage that view may be stale for a while (the watch resumes from where it
+stopped and catches up event by event); :meth:`Informer.relist` gives a caller that must decide
+from the current state (a controller starting a leadership session) a store that holds at least
+everything written before the call.
+
+Handlers run on the informer's thread, in event order; they must be quick (enqueue a key). A
+handler that raises is logged and does not stop the informer.
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class Informer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._resource_version: str | None = None
+        self._lists = 0  # lists completed (the first included)
+        self._relist_wanted = 0  # relist() asks for a list after this many
+        self._listed = threading.Condition()
+        self._wake = threading.Event()  # ends a backoff wait early (stop, relist)
         self._response: Any = None
         self._resp_lock = threading.Lock()
         self.relists = 0
@@ -126,6 +136,7 @@ class Informer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         self._close_stream()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -135,6 +146,25 @@ class Informer:
 
     def wait_for_sync(self, timeout: float | None = None) -> bool:
         return self._synced.wait(timeout)
+
+    def relist(self, timeout: float | None = None) -> bool:
+        """List afresh now (in the informer's thread, handlers called for the differences) and
+        wait until done: the store then holds everything the server had when this was called.
+        False when that did not happen within ``timeout`` (the API is unreachable).
+
+        Why: after a watch is cut the informer resumes from its last resourceVersion and catches
+        up event by event, so for a while its store misses writes the server has already made.
+        A controller that restores its allocations from a store that stale, right after an API
+        outage in which it lost and regained the lease, hands out addresses that are already
+        on Services (seen with the chaos test on a real kube-apiserver).
+        """
+        with self._listed:
+            target = self._lists + 1
+            self._relist_wanted = target
+        self._wake.set()
+        self._close_stream()
+        with self._listed:
+            return self._listed.wait_for(lambda: self._lists >= target, timeout)
 
     @property
     def resource_version(self) -> str | None:
@@ -156,7 +186,7 @@ class Informer:
     def _set_response(self, resp: Any) -> None:
         with self._resp_lock:
             self._response = resp
-        if self._stop.is_set():
+        if self._stop.is_set() or self._relist_wanted > self._lists:
             self._close_stream()
 
     # -- the loop -------------------------------------------------------------------------
@@ -165,7 +195,8 @@ class Informer:
         need_list = True
         while not self._stop.is_set():
             try:
-                if need_list:
+                self._wake.clear()
+                if need_list or self._relist_wanted > self._lists:
                     self._list()
                     need_list = False
                 self._watch()
@@ -173,12 +204,16 @@ class Informer:
             except ApiError as exc:
                 if self._stop.is_set():
                     break  # stop() cut the stream: not an error
+                if self._relist_wanted > self._lists and exc.status == 0:
+                    continue  # relist() cut the stream: list now
                 if exc.status == 410:
                     log.info("informer %s: watch expired (410), relisting", self.name)
                     need_list = True
                     continue
                 attempt += 1
-                delay = self._backoff(attempt)
+                # The server may say how long to wait (429 from priority and fairness, or while
+                # a resource's watch cache fills): never come back sooner than that.
+                delay = max(self._backoff(attempt), exc.retry_after or 0.0)
                 log.warning(
                     "informer %s: %s; retrying in %.2fs",
                     self.name,
@@ -186,11 +221,11 @@ class Informer:
                     delay,
                     extra={"error": str(exc), "duration": round(delay, 3)},
                 )
-                self._stop.wait(delay)
+                self._wake.wait(delay)
             except Exception:  # a bug or garbage from the server: keep going
                 attempt += 1
                 log.exception("informer %s: unexpected error", self.name)
-                self._stop.wait(self._backoff(attempt))
+                self._wake.wait(self._backoff(attempt))
             finally:
                 with self._resp_lock:
                     self._response = None
@@ -231,6 +266,9 @@ class Informer:
         self._replace(items)
         self._resource_version = rv
         self._synced.set()
+        with self._listed:
+            self._lists += 1
+            self._listed.notify_all()
 
     def _replace(self, items: list[JsonDict]) -> None:
         """Make the store equal to ``items`` and emit what changed (DELETED for the missing)."""
@@ -267,7 +305,7 @@ class Informer:
             on_open=self._set_response,
         )
         for event in stream:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._relist_wanted > self._lists:
                 return
             self._handle(event)
 

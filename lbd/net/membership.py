@@ -16,16 +16,30 @@ either thread: membership must outlive anything the network does.
 
 Both threads ask for a real-time priority (:mod:`lbd.net.priority`): a heartbeat sender starved
 of CPU for ``dead_after`` on a busy node would make its peers take its VIPs away.
+
+Addresses: receivers accept a peer's heartbeat only from that peer's InternalIP (the address they
+send their own heartbeats to, :mod:`lbd.core.membership`). On a node with several addresses the
+kernel's routing could pick another source address, so when this node's own InternalIP is known
+(``set_peers`` may include this node) every heartbeat is sent from it explicitly (``IP_PKTINFO``,
+ip(7)); if the kernel refuses (the address is not on this host), heartbeats go out with the
+routing's choice and a warning says why peers may drop them.
+
+The boot (:func:`new_boot`) names this process start: a hash of the kernel's boot id and the
+start time read from CLOCK_BOOTTIME (never steps) and the wall clock (orders kernel boots).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import logging
 import os
 import select
 import socket
+import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +48,7 @@ from lbd.core.membership import (
     DEFAULT_DEAD_AFTER,
     DEFAULT_INTERVAL,
     DEFAULT_PORT,
+    Boot,
     Heartbeat,
     HeartbeatDrop,
     MembershipTable,
@@ -50,6 +65,11 @@ log = logging.getLogger(__name__)
 
 MIN_KEY_BYTES = 16
 LEAVING_COPIES = 3  # UDP may drop one; three back-to-back copies make a graceful exit reliable
+IP_PKTINFO = 8  # <linux/in.h>; not exported by the socket module
+SO_RXQ_OVFL = 40  # <asm-generic/socket.h>: each datagram carries the socket's drop count
+SO_RCVBUFFORCE = 33
+RCVBUF = 4 << 20  # 1 000 peers send 10 000 heartbeats/s: room for a stall of the receiver
+KERNEL_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 PeerAddress = str | tuple[str, int]
 
@@ -83,6 +103,33 @@ def load_key(path: str | os.PathLike[str] | None, *, insecure: bool = False) -> 
     return key
 
 
+def new_boot(boot_id_path: str = KERNEL_BOOT_ID) -> Boot:
+    """A boot for this process start (see :class:`lbd.core.membership.Boot`).
+
+    Without a readable kernel boot id, a random host tag makes every start its own "kernel
+    boot", ordered by the wall clock alone (still correct unless the clock steps back across a
+    restart).
+    """
+    try:
+        raw = Path(boot_id_path).read_bytes().strip()
+        host = hashlib.sha256(b"lbd-boot-host:" + raw).digest()[:8] if raw else os.urandom(8)
+    except OSError:
+        host = os.urandom(8)
+    return Boot(
+        host=host,
+        started_ns=time.time_ns(),
+        uptime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+        nonce=os.urandom(8),
+    )
+
+
+def _pktinfo(source: str) -> list[tuple[int, int, bytes]]:
+    """Ancillary data that makes ``sendmsg`` use ``source`` (struct in_pktinfo, ip(7))."""
+    return [
+        (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i4s4s", 0, socket.inet_aton(source), bytes(4)))
+    ]
+
+
 class Membership:
     """Heartbeats with the peer speakers; answers who is alive."""
 
@@ -98,6 +145,7 @@ class Membership:
         on_change: Callable[[], None] | None = None,
         metrics: SpeakerMetrics | None = None,
         rt_priority: int | None = 1,
+        boot: Boot | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"heartbeat interval: must be > 0 s, got {interval}")
@@ -113,12 +161,14 @@ class Membership:
         self.rt_priority = rt_priority  # a starved sender would be declared dead by its peers
         self._key = key
         self._bind = bind
-        self._boot_id = os.urandom(16)
+        self.boot = boot or new_boot()
         self._seq = 0
         self._table = MembershipTable(node_name, dead_after)
-        self._table.self_boot_id = self._boot_id
+        self._table.self_boot = self.boot
         self._lock = threading.Lock()
         self._peers: dict[str, tuple[str, int]] = {}
+        self._source: str | None = None  # this node's InternalIP, when known: sent from it
+        self._source_refused: str | None = None  # ... unless the kernel refused it (logged once)
         self._interfaces: frozenset[str] = frozenset()
         self._stop = threading.Event()
         self._send_now = threading.Event()
@@ -126,6 +176,8 @@ class Membership:
         self._wake_r, self._wake_w = -1, -1
         self._threads: list[threading.Thread] = []
         self._last_view: dict[str, tuple[bool, frozenset[str]]] = {}
+        self._seen_version = -1
+        self._rxq_dropped = 0
         self._change_lock = threading.Lock()
         self.dropped: Counter[HeartbeatDrop] = Counter()
         self.sent = 0
@@ -134,15 +186,20 @@ class Membership:
 
     # -- configuration (any thread) ------------------------------------------------------
     def set_peers(self, peers: Mapping[str, PeerAddress]) -> None:
-        """Peers by node name -> IP (default port) or (IP, port); this node may be included."""
+        """Peers by node name -> IP (default port) or (IP, port).
+
+        Heartbeats of a peer are accepted only from its IP. This node may be included: its IP is
+        then the source address of every heartbeat sent.
+        """
         resolved = {
             name: (addr, self._bind[1]) if isinstance(addr, str) else addr
             for name, addr in peers.items()
-            if name != self.node_name
         }
+        own = resolved.pop(self.node_name, None)
         with self._lock:
             self._peers = resolved
-            self._table.set_peers(set(resolved))
+            self._source = own[0] if own is not None and ":" not in own[0] else None
+            self._table.set_peers({name: addr[0] for name, addr in resolved.items()})
         self._check_change()
 
     def set_interfaces_up(self, interfaces: frozenset[str]) -> None:
@@ -151,6 +208,7 @@ class Membership:
             changed = interfaces != self._interfaces
             self._interfaces = frozenset(interfaces)
             self._table.self_interfaces = self._interfaces
+            self._table.version += changed
         if changed:
             self._send_now.set()
 
@@ -177,6 +235,12 @@ class Membership:
     def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # past net.core.rmem_max with CAP_NET_ADMIN (lbd.net.capabilities), else capped
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        with contextlib.suppress(OSError):  # heartbeats the kernel dropped are counted
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         sock.bind(self._bind)
         sock.setblocking(False)
         self._sock = sock
@@ -210,22 +274,46 @@ class Membership:
     def _send_all(self, status: PeerStatus) -> None:
         with self._lock:
             self._seq += 1
-            hb = Heartbeat(self.node_name, self._boot_id, self._seq, status, self._interfaces)
+            hb = Heartbeat(self.node_name, self.boot, self._seq, status, self._interfaces)
             peers = list(self._peers.values())
+            source = self._source if self._bind[0] in ("", "0.0.0.0") else None
         data = encode(hb, self._key)
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
+        ancillary = _pktinfo(source) if source and source != self._source_refused else None
         for addr in peers:
             try:
-                self._sock.sendto(data, addr)
+                if ancillary is not None:
+                    sock.sendmsg([data], ancillary, 0, addr)
+                else:
+                    sock.sendto(data, addr)
                 self.sent += 1
-            except OSError:  # unreachable peer, ENETDOWN, full buffer: try again next interval
+            except OSError as exc:
+                if ancillary is not None and exc.errno in (errno.EINVAL, errno.EADDRNOTAVAIL):
+                    self._refuse_source(source)
+                    ancillary = None
+                # unreachable peer, ENETDOWN, full buffer: try again next interval
                 self.send_errors += 1
+
+    def _refuse_source(self, source: str | None) -> None:
+        self._source_refused = source
+        log.warning(
+            "cannot send heartbeats from this node's InternalIP (not an address of this host); "
+            "peers accept heartbeats only from it and will drop ours as WrongSource",
+            extra={"node": self.node_name, "address": source},
+        )
 
     def _send_loop(self) -> None:
         raise_thread_priority(self.rt_priority)
+        # A fixed cadence: with 1 000 peers one round of sends takes milliseconds, and waiting a
+        # full interval after it would stretch the period (measured: 8 000 instead of 10 000
+        # heartbeats/s sent, tests/bench/bench_membership.py). After a stall, no catch-up burst.
+        next_at = self.clock.monotonic()
         while not self._stop.is_set():
             self._send_all(PeerStatus.ALIVE)
-            self._send_now.wait(self.interval)
+            now = self.clock.monotonic()
+            next_at = max(next_at + self.interval, now)
+            self._send_now.wait(min(self.interval, next_at - now))
             self._send_now.clear()
 
     def _recv_loop(self) -> None:
@@ -234,7 +322,7 @@ class Membership:
         raise_thread_priority(self.rt_priority)
         while not self._stop.is_set():
             with self._lock:
-                expiry = self._table.next_expiry(self.clock.monotonic())
+                expiry = self._table.next_expiry(self.clock.monotonic())  # O(1)
             timeout = self.interval
             if expiry is not None:
                 timeout = min(timeout, max(0.0, expiry - self.clock.monotonic()) + 0.001)
@@ -247,9 +335,10 @@ class Membership:
             self._check_change()
 
     def _drain(self, sock: socket.socket) -> None:
+        cmsg_space = socket.CMSG_SPACE(4)
         while True:
             try:
-                data = sock.recv(2048)
+                data, ancillary, _flags, (source, _port) = sock.recvmsg(2048, cmsg_space)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -258,17 +347,37 @@ class Membership:
                 log.warning("heartbeat receive failed: %s", exc)
                 return
             self.received += 1
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+                    self._kernel_drops(int.from_bytes(value[:4], "little"))
             hb = decode(data, self._key)
             if isinstance(hb, HeartbeatDrop):
-                self.dropped[hb] += 1
+                self._drop(hb)
                 continue
             with self._lock:
-                why = self._table.receive(hb, self.clock.monotonic())
+                why = self._table.receive(hb, self.clock.monotonic(), source)
             if why is not None:
-                self.dropped[why] += 1
+                self._drop(why)
+
+    def _drop(self, why: HeartbeatDrop, count: int = 1) -> None:
+        self.dropped[why] += count
+        if self.metrics is not None:
+            self.metrics.heartbeats_dropped_total.labels(why.value).inc(count)
+
+    def _kernel_drops(self, total: int) -> None:
+        """``total``: the socket's drop counter (SO_RXQ_OVFL) when this datagram was queued."""
+        new = (total - self._rxq_dropped) & 0xFFFFFFFF
+        self._rxq_dropped = total
+        if new:
+            self._drop(HeartbeatDrop.RECEIVE_BUFFER, new)
 
     def _check_change(self) -> None:
         with self._change_lock:
+            with self._lock:
+                self._table.expire(self.clock.monotonic())
+                if self._table.version == self._seen_version:
+                    return  # nothing that view() shows changed: no O(peers) view per datagram
+                self._seen_version = self._table.version
             view = {n: (s.alive, s.interfaces_up) for n, s in self.alive().items()}
             if view == self._last_view:
                 return

@@ -58,11 +58,14 @@ def open_packet_socket(ifname: str, *, rcvbuf: int = 4 << 20) -> tuple[socket.so
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         # A large buffer absorbs bursts while the single Python thread catches up. SO_RCVBUF is
-        # capped by net.core.rmem_max (often 208 KiB, ~300 small frames); the speaker has
-        # CAP_NET_ADMIN, which lets SO_RCVBUFFORCE go past the cap.
+        # capped by net.core.rmem_max (often 208 KiB, ~300 small frames); SO_RCVBUFFORCE goes
+        # past the cap but needs CAP_NET_ADMIN, which the speaker holds only if the operator
+        # grants it (an option in deploy/; the default grants NET_RAW alone). Without it we
+        # fall back to the capped buffer: lbd.net.capabilities says so at start, and kernel
+        # drops are counted (take_drops, lbd_receive_buffer_drops_total).
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-        except OSError:
+        except OSError:  # EPERM without CAP_NET_ADMIN
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind((ifname, ETH_P_ALL))
         sock.setblocking(False)

@@ -8,13 +8,16 @@ Threads:
   through one attribute, which :meth:`Responder.set_owned` replaces with a new immutable
   object: the swap is atomic, the hot path takes no lock, and a VIP that is lost stops being
   answered with the very next frame.
-  It counts in plain integers (no metrics library call per frame) and hands conflicts to the
-  announcer through a queue, so no user code and no logging run on the hot path.
+  It counts in plain integers (no metrics library call per frame) and hands claims (another
+  MAC announcing an owned VIP) to the announcer through a queue, so no user code and no logging
+  run on the hot path. While one claim per VIP is on its way, later ones are not queued: the
+  re-announcement that answers the first comes after them too (:mod:`lbd.core.conflict`).
 - one *announcer* thread sends gratuitous ARP / unsolicited NA on the schedule of
-  :class:`lbd.core.garp.GarpScheduler`, judges other MACs claiming an owned VIP with
-  :class:`lbd.core.conflict.ConflictRule` (a hand-over in either direction is not a conflict;
+  :class:`lbd.core.garp.GarpScheduler`, has every claim decided by the one
+  :class:`lbd.core.conflict.ConflictJudge` (a hand-over in either direction is not a conflict;
   a real conflict is counted, logged, passed to ``on_conflict`` and re-announced) and copies
-  the counters into :class:`lbd.metrics.SpeakerMetrics` once a second.
+  the counters, drops by reason included, into :class:`lbd.metrics.SpeakerMetrics` once a
+  second.
 
 Port threads run with a real-time priority when allowed (:mod:`lbd.net.priority`): replies
 must not wait for a CPU on a busy node.
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from lbd.core import arp, ndp
-from lbd.core.conflict import ConflictRule, Verdict
+from lbd.core.conflict import Claim, ConflictJudge, ConflictRule, Outcome, Verdict
 from lbd.core.garp import GarpPlan, GarpScheduler
 from lbd.metrics import SpeakerMetrics
 from lbd.net.packet import open_packet_socket, set_multicast, take_drops
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 _ARP = b"\x08\x06"
 _IGNORED_ERRNOS = frozenset({errno.EINTR, errno.EAGAIN, errno.ENETDOWN, errno.ENOBUFS})
 RECV_TIMEOUT = 0.2  # s: how soon a port thread notices stop() or a vanished interface
-CONFLICT_REPORT_INTERVAL = 1.0  # per VIP and interface: a GARP war must not become a log flood
+CONFLICT_LOG_INTERVAL = 10.0  # per VIP: a GARP war is counted in full but logged this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +68,6 @@ class _Table:
 
 
 _EMPTY = _Table()
-
-
-@dataclass(frozen=True)
-class Conflict:
-    vip: str
-    mac: str
-    interface: str
-    at: float  # monotonic time the frame was received
 
 
 def _mac_str(mac: bytes) -> str:
@@ -102,7 +97,7 @@ class _Port:
         self._groups: set[bytes] = set()
         self._lock = threading.Lock()  # socket (re)open vs. group joins from set_owned
         self._stop = threading.Event()
-        self._last_conflict: dict[bytes, float] = {}
+        self.claims_queued: set[bytes] = set()  # VIPs with a claim on its way to the announcer
         # Hot-path counters: plain ints, read by the announcer thread.
         self.drops: Counter[StrEnum] = Counter()
         self.arp_requests = self.arp_replies = self.ndp_requests = self.ndp_replies = 0
@@ -268,13 +263,12 @@ class _Port:
                 self._report_conflict(*claim)
 
     def _report_conflict(self, vip: bytes, mac: bytes) -> None:
+        if vip in self.claims_queued:
+            return  # the queued claim is answered after this one anyway
+        self.claims_queued.add(vip)
         now = self.owner.clock.monotonic()
-        last = self._last_conflict.get(vip)
-        if last is not None and now - last < CONFLICT_REPORT_INTERVAL:
-            return
-        self._last_conflict[vip] = now
-        addr = str(ipaddress.ip_address(vip))
-        self.owner._conflicts.put(Conflict(addr, _mac_str(mac), self.ifname, now))
+        claim = Claim(str(ipaddress.ip_address(vip)), self.ifname, _mac_str(mac), now)
+        self.owner._claims.put((self, vip, claim))
         self.owner._wake.set()
 
 
@@ -315,15 +309,14 @@ class Responder:
         self.clock = clock
         self.on_conflict = on_conflict
         self.reopen_delay = reopen_delay
-        self.conflict_rule = conflict_rule or ConflictRule()
+        self._judge = ConflictJudge(conflict_rule or ConflictRule())
         self._garp = GarpScheduler(garp_plan)
         self._lock = threading.Lock()
         self._ports: dict[str, _Port] = {}
         self._listen: frozenset[str] = frozenset()
         self._owned: dict[str, tuple[str, ...]] = {}
-        self._gained_at: dict[str, float] = {}  # when each owned VIP was gained (conflict rule)
-        self._conflicts: queue.SimpleQueue[Conflict] = queue.SimpleQueue()
-        self._undecided: list[Conflict] = []  # judged WAIT; announcer thread only
+        self._claims: queue.SimpleQueue[tuple[_Port, bytes, Claim]] = queue.SimpleQueue()
+        self._logged_conflict: dict[str, float] = {}  # VIP -> when its conflict was last logged
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._announcer: threading.Thread | None = None
@@ -332,6 +325,15 @@ class Responder:
         self.garp_sent = 0
         self.conflicts: Counter[str] = Counter()
         self.handovers_seen = 0  # another MAC within the grace after gaining: not conflicts
+
+    @property
+    def conflict_rule(self) -> ConflictRule:
+        return self._judge.rule
+
+    @conflict_rule.setter
+    def conflict_rule(self, rule: ConflictRule) -> None:
+        with self._lock:
+            self._judge.rule = rule
 
     # -- public API ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -365,15 +367,13 @@ class Responder:
             old = self._owned
             self._owned = {vip: tuple(ifs) for vip, ifs in owned.items()}
             self._apply_locked()
+            self._judge.set_owned(self._owned, now)
             for vip in old.keys() - self._owned.keys():
                 self._garp.discard(vip)
-                self._gained_at.pop(vip, None)
                 if self.metrics is not None:
                     with contextlib.suppress(KeyError):
                         self.metrics.speaker_announced.remove(vip, self.node_name)
             for vip, ifs in self._owned.items():
-                if vip not in old:
-                    self._gained_at[vip] = now
                 if old.get(vip) != ifs:
                     self._garp.add(vip, now)
                     if self.metrics is not None:
@@ -392,7 +392,7 @@ class Responder:
             ports = list(self._ports.values())
             self._ports.clear()
             self._owned = {}
-            self._gained_at.clear()
+            self._judge.set_owned({}, self.clock.monotonic())
         for p in ports:
             p.stop()  # empties its table first
         self._wake.set()
@@ -481,44 +481,55 @@ class Responder:
         self._flush_metrics()
 
     def _handle_conflicts(self) -> float | None:
-        """Judge new and waiting claims; returns when the next waiting one is due."""
-        while True:
-            try:
-                self._undecided.append(self._conflicts.get_nowait())
-            except queue.Empty:
-                break
-        rule = self.conflict_rule
+        """Give new claims to the judge and act on what it decides; returns when to come back."""
         now = self.clock.monotonic()
-        waiting: list[Conflict] = []
-        for c in self._undecided:
-            with self._lock:
-                owned = c.interface in self._owned.get(c.vip, ())
-                verdict = rule.judge(
-                    now=now, seen_at=c.at, gained_at=self._gained_at.get(c.vip), owned=owned
-                )
-                if verdict in (Verdict.HANDOVER, Verdict.CONFLICT):
+        with self._lock:
+            while True:
+                try:
+                    port, key, claim = self._claims.get_nowait()
+                except queue.Empty:
+                    break
+                port.claims_queued.discard(key)  # later claims on that port are queued again
+                self._judge.claim(claim)
+            outcomes, wake = self._judge.decide(now)
+            for outcome in outcomes:
+                if outcome.reannounce:
                     # re-assert our claim once; in a hand-over to us it puts our MAC back in
                     # caches right after the previous owner's last reply
-                    self._announce(c.vip, (c.interface,))
-            if verdict is Verdict.WAIT:
-                waiting.append(c)
-            elif verdict is Verdict.CONFLICT:
-                self._report(c)
+                    self._announce(outcome.first.vip, (outcome.first.interface,))
+        for outcome in outcomes:
+            if outcome.verdict is Verdict.CONFLICT:
+                self._report(outcome, now)
             else:
                 self.handovers_seen += 1
+                c = outcome.first
                 log.debug(
                     "another MAC answers during a hand-over",
-                    extra={"vip": c.vip, "node": self.node_name, "mac": c.mac, "why": verdict},
+                    extra={
+                        "vip": c.vip,
+                        "node": self.node_name,
+                        "mac": c.mac,
+                        "reason": outcome.verdict,
+                    },
                 )
-        self._undecided = waiting
-        return min((rule.due(c.at) for c in waiting), default=None)
+        return wake
 
-    def _report(self, c: Conflict) -> None:
+    def _report(self, outcome: Outcome, now: float) -> None:
+        c = outcome.first
         self.conflicts[c.vip] += 1
-        log.warning(
-            "another MAC claims an owned VIP",
-            extra={"vip": c.vip, "node": self.node_name, "mac": c.mac},
-        )
+        last = self._logged_conflict.get(c.vip)
+        if last is None or now - last >= CONFLICT_LOG_INTERVAL:
+            self._logged_conflict[c.vip] = now
+            log.warning(
+                "another MAC claims an owned VIP; re-announced",
+                extra={
+                    "vip": c.vip,
+                    "node": self.node_name,
+                    "mac": c.mac,
+                    "interface": c.interface,
+                    "count": self.conflicts[c.vip],
+                },
+            )
         if self.metrics is not None:
             self.metrics.vip_conflicts_total.labels(c.vip).inc()
         if self.on_conflict is not None:
@@ -538,8 +549,16 @@ class Responder:
             ("ndp_requests", m.ndp_requests_total),
             ("ndp_replies", m.ndp_replies_total),
             ("garp_sent", m.garp_sent_total),
+            ("buffer_drops", m.receive_buffer_drops_total),
         ):
             delta = totals.get(name, 0) - self._flushed[name]
             if delta > 0:
                 counter.inc(delta)
                 self._flushed[name] += delta
+        for name, total in totals.items():
+            if not name.startswith("drop_") or total <= self._flushed[name]:
+                continue
+            family, _, reason = name.removeprefix("drop_").partition("_")
+            dropped = m.arp_dropped_total if family == "arp" else m.ndp_dropped_total
+            dropped.labels(reason).inc(total - self._flushed[name])
+            self._flushed[name] = total

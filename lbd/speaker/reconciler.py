@@ -7,7 +7,9 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
 - the responder gets the complete ``{vip: interfaces}`` table of this node in one call
   (``set_owned`` swaps it atomically; it sends gratuitous announcements for VIPs it gains and
   stops answering lost ones at once);
-- membership learns new peers (Node InternalIPs) and this node's announce interfaces;
+- membership learns the speakers' addresses (Node InternalIPs: where to send heartbeats, where a
+  peer's heartbeats must come from, and this node's own, which it sends from) and this node's
+  announce interfaces;
 - the status writer learns which Services this node now owns or stopped owning (it writes only
   those changes, on its own thread; nothing here waits on the API server);
 - metrics ``lbd_peers_alive`` and ``lbd_failover_seconds`` (the responder keeps
@@ -36,7 +38,6 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from lbd.core.conflict import DEFAULT_GRACE, ConflictRule, Verdict
 from lbd.k8s.speaker_convert import peers_from_nodes
 from lbd.k8s.speaker_status import EventSpec, Ownership
 from lbd.metrics import SpeakerMetrics
@@ -52,7 +53,10 @@ SOCKET_WAIT = 1.0
 class Heartbeats(Protocol):
     """Membership as the reconciler sees it."""
 
-    def set_peers(self, peers: Mapping[str, str]) -> None: ...
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Node name -> InternalIP of every speaker, this node included."""
+        ...
+
     def set_interfaces_up(self, interfaces: frozenset[str]) -> None: ...
     def alive_peers(self) -> Mapping[str, frozenset[str]]:
         """Live peers (this node excluded) -> the announce interfaces each reported up."""
@@ -107,7 +111,6 @@ class Reconciler:
         clock: Clock = SYSTEM_CLOCK,
         warmup: float = 0.0,
         resync: float = 30.0,
-        conflict_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.node = node_name
         self.lb_class = lb_class
@@ -130,11 +133,7 @@ class Reconciler:
         self._local_up: frozenset[str] | None = None
         self._listening: frozenset[str] | None = None
         self._owned: Mapping[str, tuple[str, ...]] | None = None
-        self._conflicts: set[str] = set()
-        self._gained_at: dict[str, float] = {}
-        self.conflict_grace = conflict_grace
-        # the responder already waited for a hand-over (its ``settle``): only the grace here
-        self._conflict_rule = ConflictRule(conflict_grace, settle=0.0)
+        self._conflicts: set[str] = set()  # VIPs warned about while owned
         self.plan: Plan = EMPTY_PLAN
         self._cache = PlanCache()
         self.passes = 0
@@ -149,23 +148,16 @@ class Reconciler:
         self._wake.set()
 
     def on_conflict(self, vip: str, mac: str) -> None:
-        """The responder saw another MAC claim ``vip``: one Warning event per VIP while owned.
+        """The responder judged an address conflict on ``vip``: one Warning event per VIP while
+        this node owns it.
 
-        Not during the first ``conflict_grace`` seconds of owning it: in a hand-over the
-        previous owner legitimately answers (and may be in its gratuitous burst) until our
-        heartbeat reaches it; warning the user about that would be a false alarm on every
-        failover and node return (seen in the lab). The responder applies the same
-        :class:`~lbd.core.conflict.ConflictRule` to the metric and the log (and so does not
-        call this in the grace); checking here too keeps the event right with any announcer.
+        Whether another MAC is a conflict or a hand-over is decided in one place, by the
+        responder's :class:`~lbd.core.conflict.ConflictJudge` (issue 13: one owner per
+        decision); this only turns its verdict into the Service's event.
         """
         with self._lock:
             key = self.plan.owner_of(vip)
             if key is None or vip in self._conflicts:
-                return
-            gained = self._gained_at.get(vip)
-            now = self.clock.monotonic()
-            verdict = self._conflict_rule.judge(now=now, seen_at=now, gained_at=gained, owned=True)
-            if verdict is not Verdict.CONFLICT:
                 return
             self._conflicts.add(vip)
             own = self.plan.ownerships[key]
@@ -210,7 +202,8 @@ class Reconciler:
             noticed = self._noticed_at
             self._noticed_at = None
         snap = self.source()
-        peers = peers_from_nodes(snap.nodes, self_name=self.node)
+        # every Node, this one included (no name is ""): membership sends from our own address
+        peers = peers_from_nodes(snap.nodes, self_name="")
         if peers != self._peers:
             self.heartbeats.set_peers(peers)
             self._peers = peers
@@ -273,12 +266,10 @@ class Reconciler:
             self.announcer.set_owned(plan.owned)
             done = self.clock.monotonic()
             self._observe_failover(previous, plan, alive, noticed, done)
-        now = self.clock.monotonic()
         with self._lock:
             self.plan = plan
             self._owned = plan.owned
             self._conflicts &= set(plan.owned)
-            self._gained_at = {vip: self._gained_at.get(vip, now) for vip in plan.owned}
         if previous_owned is None:
             self.status.cleanup_stale(plan.ownerships)
         for key, own in plan.ownerships.items():

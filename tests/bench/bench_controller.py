@@ -1,8 +1,12 @@
 """Controller benchmark: assignment throughput, restart time, address churn, peak memory.
 
     .venv/bin/python tests/bench/bench_controller.py [--services 10000] [--workers 8]
+        [--control-plane stand-in|real]
 
-1. An in-process lab API server (CRDs and RBAC loaded, the controller's service-account token).
+1. The API server: the in-process stand-in, or with ``--control-plane real`` the real etcd,
+   kube-apiserver and kube-controller-manager (``make k8s``); either way with CRDs and RBAC
+   loaded and the controller running under its service-account token. The Services are made
+   with ``allocateLoadBalancerNodePorts: false``: a real API server has 2 768 node ports.
 2. Raw rate: status patches per second on Services, straight from ``--workers`` client threads
    in a separate process (what the API server absorbs from one client; the yardstick).
 3. ``--services`` LoadBalancer Services are created, then ``lbd controller`` is started as a
@@ -31,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -138,6 +143,34 @@ def raw_client(kubeconfig: str, count: int, workers: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
+def open_server(control_plane: str) -> tuple[Any, Callable[[], None]]:
+    """The API server to measure on, and how to stop it."""
+    if control_plane == "stand-in":
+        lab = start_lab()
+        return lab, lab.stop
+    from lbd.lab.control_plane import ControlPlane, RealApiServer
+
+    deploy = ROOT / "deploy/base"
+    plane = ControlPlane(
+        manifests=[
+            ROOT / "crds",
+            deploy / "namespace.yaml",
+            deploy / "serviceaccounts.yaml",
+            deploy / "rbac.yaml",
+        ]
+    ).start()
+    print(f"real control plane {plane.version.get('gitVersion')} in {plane.startup_seconds:.1f}s")
+    # No fault proxy: clients go straight to kube-apiserver, which is what is measured.
+    real = RealApiServer(plane, proxy=False).start()
+    real.add_token(CONTROLLER_TOKEN, "system:serviceaccount:lbd-system:lbd-controller")
+
+    def close() -> None:
+        real.stop()
+        plane.stop()
+
+    return real, close
+
+
 def reconciles(port: int) -> float:
     """``lbd_reconcile_seconds_count`` from the controller's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -162,15 +195,20 @@ def create_services(admin: Any, ns: str, n: int, workers: int) -> None:
     with ThreadPoolExecutor(workers) as ex:
         list(
             ex.map(
-                lambda i: admin.create(SERVICES.path(namespace=ns), service_body(f"s{i}", ns)),
+                lambda i: admin.create(
+                    SERVICES.path(namespace=ns),
+                    service_body(f"s{i}", ns, allocateLoadBalancerNodePorts=False),
+                ),
                 range(n),
             )
         )
 
 
-def liveness_case(n: int, waiting: int, free: int, workers: int) -> dict[str, Any]:
+def liveness_case(
+    n: int, waiting: int, free: int, workers: int, control_plane: str
+) -> dict[str, Any]:
     """Phase 6: freed addresses go to waiting Services without re-deciding everything."""
-    server = start_lab()
+    server, close_server = open_server(control_plane)
     admin = kube_for(server)
     tmp = Path(tempfile.mkdtemp(prefix="lbd-bench-live-"))
     kubeconfig = server.write_kubeconfig(tmp / "kubeconfig", CONTROLLER_TOKEN)
@@ -224,7 +262,7 @@ def liveness_case(n: int, waiting: int, free: int, workers: int) -> dict[str, An
         proc.terminate()
         proc.wait(30)
         inf.stop()
-        server.stop()
+        close_server()
     print(
         f"liveness: {n} Services, {waiting} waiting on a full pool, {free} holders deleted: "
         f"{free} waiting Services served in {took:.2f}s (complete={served and ok}); "
@@ -244,6 +282,12 @@ def liveness_case(n: int, waiting: int, free: int, workers: int) -> dict[str, An
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--control-plane",
+        choices=("stand-in", "real"),
+        default="stand-in",
+        help="the in-process stand-in, or real etcd + kube-apiserver (make k8s)",
+    )
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--waiting", type=int, default=1000, help="phase 6: Services left waiting")
@@ -257,10 +301,11 @@ def main() -> int:
         return 0
     n = args.services
     if args.only_liveness:
-        print(json.dumps(liveness_case(n, args.waiting, args.free, args.workers)))
+        live = liveness_case(n, args.waiting, args.free, args.workers, args.control_plane)
+        print(json.dumps(live))
         return 0
 
-    server = start_lab()
+    server, close_server = open_server(args.control_plane)
     admin = kube_for(server)
     tmp = Path(tempfile.mkdtemp(prefix="lbd-bench-"))
     kubeconfig = server.write_kubeconfig(tmp / "kubeconfig", CONTROLLER_TOKEN)
@@ -282,7 +327,14 @@ def main() -> int:
             ex.map(
                 lambda nm: admin.create(
                     SERVICES.path(namespace="raw"),
-                    service_body(nm, "raw", type="ClusterIP"),
+                    # Only a LoadBalancer may show an ingress (a real API server refuses it on
+                    # a ClusterIP Service); another class, so the controller leaves them alone.
+                    service_body(
+                        nm,
+                        "raw",
+                        loadBalancerClass="example.com/raw",
+                        allocateLoadBalancerNodePorts=False,
+                    ),
                 ),
                 raw_names,
             )
@@ -314,7 +366,8 @@ def main() -> int:
         list(
             ex.map(
                 lambda i: admin.create(
-                    SERVICES.path(namespace="bench"), service_body(f"s{i}", "bench")
+                    SERVICES.path(namespace="bench"),
+                    service_body(f"s{i}", "bench", allocateLoadBalancerNodePorts=False),
                 ),
                 range(n),
             )
@@ -389,9 +442,10 @@ def main() -> int:
     ratio = assign_rate / raw_rate if raw_rate else 0.0
     print(f"peak RSS: {rss1 / 1024:.0f} MB first run, {rss2 / 1024:.0f} MB after restart")
     print(f"assignment rate / raw status-patch rate: {ratio:.2f}")
-    server.stop()
-    live = liveness_case(n, args.waiting, args.free, args.workers)
+    close_server()
+    live = liveness_case(n, args.waiting, args.free, args.workers, args.control_plane)
     result: dict[str, Any] = {
+        "control_plane": args.control_plane,
         "services": n,
         "raw_status_patch_per_s": round(raw_rate, 1),
         "assign_all_seconds": round(assign_s, 2),

@@ -1,6 +1,7 @@
 """Benchmark the speaker's network layer in network namespaces (needs root).
 
     .venv/bin/python tests/bench/bench_speaker.py [--duration 3] [--idle 10]
+        [--drop-caps NET_ADMIN,SYS_NICE] [--load 2]
 
 Topology: one bridge segment with a ``node`` namespace and a ``client`` namespace (veth pairs).
 
@@ -16,6 +17,11 @@ Topology: one bridge segment with a ``node`` namespace and a ``client`` namespac
 2. Idle cost: a process with a responder owning 1 000 VIPs, membership with 10 simulated peers
    (another process sending heartbeats every 100 ms), and the link monitor; after a 3 s warm-up
    it reads its own CPU time (/proc/self/stat) over ``--idle`` seconds and its VmRSS.
+
+Capabilities (issue 16): ``--drop-caps NET_ADMIN,SYS_NICE`` starts the responder without them
+(``setpriv --bounding-set``), as the default manifests do: no real-time priority, receive buffer
+capped at net.core.rmem_max. ``--load N`` runs N busy processes during the ARP steps, a node whose
+CPUs are busy (where the priority matters). Compare the same ``--load`` with and without.
 
 Prints a table, then one JSON line. Never asserts on time.
 """
@@ -150,6 +156,7 @@ def role_recv(a: argparse.Namespace) -> None:
 
 def role_responder(a: argparse.Namespace) -> None:
     from lbd.metrics import SpeakerMetrics
+    from lbd.net.capabilities import effective
     from lbd.net.responder import Responder
 
     r = Responder(node_name="node", metrics=SpeakerMetrics())
@@ -163,6 +170,7 @@ def role_responder(a: argparse.Namespace) -> None:
     stats: dict[str, object] = dict(r.stats())
     replies = int(str(stats.get("arp_replies", 0)))
     stats["cpu_us_per_reply"] = round(1e6 * (_cpu_seconds() - cpu0) / max(replies, 1), 1)
+    stats["caps"] = sorted(effective(Path("/proc/self/status").read_text()))
     r.stop()
     print(json.dumps(stats), flush=True)
 
@@ -230,7 +238,20 @@ def role_idle(a: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- orchestration
 def in_ns(ns: str, *args: str) -> list[str]:
+    """``args`` run as this script in namespace ``ns`` (a leading ``setpriv ... --`` wraps it)."""
+    if "--" in args:
+        i = args.index("--")
+        return ["ip", "netns", "exec", ns, *args[:i], PY, HERE, *args[i + 1 :]]
     return ["ip", "netns", "exec", ns, PY, HERE, *args]
+
+
+def without_caps(names: list[str]) -> list[str]:
+    """A setpriv prefix that starts the child without ``names``: as root, a process gets its
+    capabilities from the bounding set at exec, so dropping them there is enough."""
+    if not names:
+        return []
+    drop = ",".join(f"-{n.lower()}" for n in names)
+    return ["setpriv", f"--bounding-set={drop}", "--"]
 
 
 def wait_ready(p: subprocess.Popen[str]) -> None:
@@ -312,10 +333,11 @@ def orchestrate(a: argparse.Namespace) -> int:
                 resp = None
                 if who == "lbd":
                     resp = subprocess.Popen(
-                        in_ns(node.ns, "responder", "--iface", "eth0"),
+                        in_ns(node.ns, *without_caps(a.drop_caps), "responder", "--iface", "eth0"),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     )  # fmt: skip
                     wait_ready(resp)
+                hogs = [subprocess.Popen([PY, "-c", "while True: pass"]) for _ in range(a.load)]
                 try:
                     for rate in a.rates:
                         res = run_load(seg, target, rate, a.duration, tmp)
@@ -327,6 +349,9 @@ def orchestrate(a: argparse.Namespace) -> int:
                             flush=True,
                         )
                 finally:
+                    for hog in hogs:
+                        hog.kill()
+                        hog.wait()
                     if resp is not None:
                         resp.send_signal(signal.SIGTERM)
                         out, _ = resp.communicate(timeout=10)
@@ -370,6 +395,9 @@ def orchestrate(a: argparse.Namespace) -> int:
         "idle_rss_mb": _get(results, "idle", "rss_mb"),
         "idle_vips": a.vips,
         "idle_peers": a.peers,
+        "responder_caps": _get(results, "lbd_responder_stats", "caps"),
+        "background_load": a.load,
+        "receive_buffer_drops": _get(results, "lbd_responder_stats", "buffer_drops"),
     }
     print(json.dumps(summary))
     return 0
@@ -392,6 +420,13 @@ def main() -> int:
         default=[10_000, 40_000, 5_000],
         help="offered ARP request rates, comma-separated",
     )
+    p.add_argument(
+        "--drop-caps",
+        type=lambda v: [x.strip().upper() for x in v.split(",") if x.strip()],
+        default=[],
+        help="capabilities the responder runs without, e.g. NET_ADMIN,SYS_NICE",
+    )
+    p.add_argument("--load", type=int, default=0, help="busy processes during the ARP steps")
     p.add_argument(
         "--steps",
         type=lambda v: set(v.split(",")),

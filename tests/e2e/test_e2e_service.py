@@ -1,7 +1,10 @@
 """Whole lab, lbd's own programs: a Service gets an address and the client reaches it.
 
-One lab (3 nodes, dual-stack pool) for the module: these tests only add Services, so they do not
-disturb each other.
+One lab (3 nodes, dual-stack pool) per control plane for the module: these tests only add
+Services, so they do not disturb each other. On the stand-in lab the node that announces a VIP is
+also the one that answers; on the real lab a pod answers, on any node unless the Service has
+``externalTrafficPolicy: Local``, so the owner is asked of ARP there, and the tests that compare
+owners use ``Local`` Services (answered by a pod on the owner).
 """
 
 from __future__ import annotations
@@ -34,13 +37,27 @@ def test_service_gets_an_address_and_the_client_reaches_it(lab: Lab) -> None:
     macs = {n["mac"]: n["name"] for n in lab.data["nodes"]}
     assert len(answers) == 1 and answers[0] in macs, f"ARP answers for {vip}: {answers}"
     owner = macs[answers[0]]
-    assert scenario.wait_for_answer(lab, vip) == owner
-    assert scenario.tcp(lab, vip) == owner
+    if not lab.real:
+        assert scenario.wait_for_answer(lab, vip) == owner
+        assert scenario.tcp(lab, vip) == owner
+        return
+    # a pod answers, on any node; curl http://VIP/ as in the tutorials
+    assert scenario.wait_for_answer(lab, vip) in set(macs.values())
+    page = scenario.poll(lambda: _page(lab, vip), timeout=10.0, what=f"http://{vip}/")
+    assert page.startswith("pod echo-n") and "on node n" in page
+
+
+def _page(lab: Lab, vip: str) -> str | None:
+    try:
+        return scenario.http_get(lab, vip, timeout=1.0)
+    except OSError:
+        return None
 
 
 def test_dual_stack_service_is_reachable_on_both_families(lab: Lab) -> None:
     kube = scenario.host_kube(lab)
-    scenario.create_echo_service(kube, "dual", dual_stack=True)
+    # on the real lab, Local: the pod that answers is on the announcing node
+    scenario.create_echo_service(kube, "dual", dual_stack=True, etp_local=lab.real)
     vips = scenario.wait_for_vips(kube, "dual", count=2)
     v4 = [v for v in vips if ":" not in v]
     v6 = [v for v in vips if ":" in v]
@@ -51,6 +68,8 @@ def test_dual_stack_service_is_reachable_on_both_families(lab: Lab) -> None:
     # All VIPs of one Service are ranked by its first VIP: one node announces both.
     assert owner4 == owner6
     assert probe.tcp_ask(lab.data["client"]["netns"], v6[0]) == owner6
+    if lab.real:
+        assert scenario.arp_owner(lab, v4[0]) == owner4
 
 
 def test_a_service_without_endpoints_is_not_announced(lab: Lab) -> None:
@@ -67,10 +86,11 @@ def test_fifty_services_spread_over_all_nodes(lab: Lab) -> None:
     kube = scenario.host_kube(lab)
     names = [f"many-{i}" for i in range(50)]
     for name in names:
-        scenario.create_echo_service(kube, name)
+        # on the real lab, Local: the answer names the announcing node (pods are on all nodes)
+        scenario.create_echo_service(kube, name, etp_local=lab.real)
     vips = {name: scenario.wait_for_vips(kube, name, timeout=30.0)[0] for name in names}
     assert len(set(vips.values())) == 50
-    owners = Counter(scenario.wait_for_answer(lab, vip) for vip in vips.values())
+    owners = Counter(scenario.wait_for_answer(lab, vip, timeout=20.0) for vip in vips.values())
     # Rendezvous ranking spreads VIPs evenly; with 50 VIPs and 3 nodes every node has some
     # (the chance that one has none is about 3 * (2/3)^50, i.e. never).
     assert set(owners) == {"n1", "n2", "n3"}, owners

@@ -1,12 +1,32 @@
-"""Fixtures for tests that talk to the lab API server through the official client.
+"""Fixtures for tests that talk to an API server through the official client.
 
-``lab_api`` is a running :class:`~lbd.lab.apiserver.LabApiServer` on 127.0.0.1 (fresh per
-test, a few milliseconds to start); ``admin_client`` is an official-client ``ApiClient``
-authenticated with its admin token; ``client_for(token)`` builds one for any other token.
+Two kinds of server:
+
+- the **stand-in** (:class:`~lbd.lab.apiserver.LabApiServer`), fresh per test, milliseconds to
+  start: ``lab_api``, ``admin_client`` and ``client_for`` are for the tests of the stand-in
+  itself;
+- the **real** control plane (etcd, kube-apiserver, kube-controller-manager built by
+  ``make k8s``; :mod:`lbd.lab.control_plane`), one per test session, with ``crds/`` and the
+  ``deploy/`` ServiceAccounts and RBAC applied. Each test gets a fresh fault proxy in front of it
+  (:class:`~lbd.lab.control_plane.RealApiServer`, the stand-in's calls) and a clean cluster
+  afterwards (:class:`~lbd.lab.control_plane.Sweeper`).
+
+``lab`` is the server of the tests of lbd's own code (controller, elector, informer, events,
+status writers, the speaker's Kubernetes side): it runs each such test on both servers, ids
+``[stand-in]`` and ``[real]``. The real server is the reference; the stand-in run keeps the
+quick check working on a machine without the binaries. ``LBD_CONTROL_PLANE=real`` (or
+``stand-in``) runs only one.
+
+When the real binaries are missing the ``[real]`` tests are skipped with the reason and how to
+build them, except in CI (``CI=true``), where that is a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,16 +34,25 @@ import pytest
 from kubernetes import client, watch
 
 from lbd.lab.apiserver import LabApiServer
+from lbd.lab.control_plane import (
+    BinariesMissingError,
+    ControlPlane,
+    RealApiServer,
+    Sweeper,
+    find_binaries,
+)
+from tests.k8s.controller_support import CONTROLLER_TOKEN, ROOT, ApiServer, start_lab
+
+STAND_IN, REAL = "stand-in", "real"
+CONTROL_PLANES = tuple(
+    p for p in (STAND_IN, REAL) if os.environ.get("LBD_CONTROL_PLANE", p) in (p, "both")
+)
+_startup: list[str] = []
 
 
-def api_client(server: LabApiServer, token: str | None = None) -> client.ApiClient:
+def api_client(server: ApiServer, token: str | None = None) -> client.ApiClient:
     """An official-client ``ApiClient`` for ``server`` with ``token`` (default: admin)."""
-    cfg = client.Configuration()
-    cfg.host = server.url
-    cfg.api_key = {"BearerToken": token or server.admin_token}
-    cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    if server.tls is not None:
-        cfg.ssl_ca_cert = str(server.tls.cert)
+    cfg = server.client_configuration(token)
     # no retries: a test of failures must see them
     cfg.retries = False
     return client.ApiClient(cfg)
@@ -69,13 +98,109 @@ def client_for(lab_api: LabApiServer) -> Iterator[Callable[[str], client.ApiClie
             api.close()  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture
-def lab() -> Iterator[LabApiServer]:
-    """The controller tests' server: crds/, deploy/ RBAC and the controller's token loaded."""
-    from tests.k8s.controller_support import start_lab
+# -- the real control plane -------------------------------------------------------------------
 
-    server = start_lab()
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that runs on the real control plane ``real_k8s`` (``-m real_k8s``)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_real = callspec is not None and callspec.params.get("control_plane") == REAL
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        if on_real or module.endswith("test_control_plane"):
+            item.add_marker(pytest.mark.real_k8s)
+
+
+def binaries_or_skip() -> Any:
+    try:
+        return find_binaries()
+    except BinariesMissingError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def real_plane() -> Iterator[ControlPlane]:
+    """One real control plane for the session, with crds/ and the deploy/ RBAC applied."""
+    binaries = binaries_or_skip()
+    deploy = ROOT / "deploy/base"
+    plane = ControlPlane(
+        binaries,
+        manifests=[
+            ROOT / "crds",
+            deploy / "namespace.yaml",
+            deploy / "serviceaccounts.yaml",
+            deploy / "rbac.yaml",
+        ],
+    )
+    # SIGTERM (a CI runner cancelling the job) must still run the finalizers below.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        plane.start()
+        _startup.append(
+            f"real control plane: Kubernetes {plane.version.get('gitVersion')}, "
+            f"etcd {plane.etcd_version}, ready with crds/ and deploy/ RBAC in "
+            f"{plane.startup_seconds:.1f} s at {plane.url} (binaries: {binaries.folder})"
+        )
+        yield plane
+    finally:
+        plane.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture(scope="session")
+def real_sweeper(real_plane: ControlPlane) -> Sweeper:
+    return Sweeper(real_plane.admin)
+
+
+@pytest.fixture(scope="session")
+def real_tokens(real_plane: ControlPlane) -> dict[str, str]:
+    """Real tokens of lbd's ServiceAccounts, under the names the stand-in tests use."""
+    return {CONTROLLER_TOKEN: real_plane.service_account_token("lbd-system", "lbd-controller")}
+
+
+@contextlib.contextmanager
+def real_lab(
+    plane: ControlPlane, sweeper: Sweeper, tokens: dict[str, str]
+) -> Iterator[RealApiServer]:
+    """A fault proxy in front of the shared control plane; afterwards, a clean cluster."""
+    server = RealApiServer(plane, tokens).start()
     try:
         yield server
     finally:
         server.stop()
+        sweeper.sweep()
+
+
+@pytest.fixture
+def real_api(
+    real_plane: ControlPlane, real_sweeper: Sweeper, real_tokens: dict[str, str]
+) -> Iterator[RealApiServer]:
+    """The shared real control plane behind a fresh fault proxy; a clean cluster afterwards."""
+    with real_lab(real_plane, real_sweeper, real_tokens) as server:
+        yield server
+
+
+@pytest.fixture(params=CONTROL_PLANES)
+def control_plane(request: pytest.FixtureRequest) -> str:
+    """``stand-in`` or ``real``: the server the test runs on (tests use ``lab``)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def lab(control_plane: str, request: pytest.FixtureRequest) -> Iterator[ApiServer]:
+    """The controller tests' server: crds/, deploy/ RBAC and the controller's token loaded."""
+    if control_plane == REAL:
+        yield request.getfixturevalue("real_api")
+        return
+    stand_in = start_lab()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _startup:
+        terminalreporter.write_line(line)

@@ -23,12 +23,15 @@ from lbd.k8s.client import (
 )
 from lbd.lab.apiserver import LabApiServer
 from lbd.lab.apiserver.errors import ApiError as LabApiError
+from lbd.lab.control_plane import RealApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_SA = "system:serviceaccount:lbd-system:lbd-controller"
 CONTROLLER_TOKEN = "controller-token"
 
 T = TypeVar("T")
+ApiServer = LabApiServer | RealApiServer
+"""The stand-in or the real control plane (behind its fault proxy): the same calls."""
 
 
 def start_lab() -> LabApiServer:
@@ -44,11 +47,8 @@ def start_lab() -> LabApiServer:
     return server
 
 
-def kube_for(server: LabApiServer, token: str | None = None) -> Kube:
-    cfg = k8s_client.Configuration()
-    cfg.host = server.url
-    cfg.api_key = {"BearerToken": token or server.admin_token}
-    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+def kube_for(server: ApiServer, token: str | None = None) -> Kube:
+    cfg = server.client_configuration(token)
     cfg.retries = False
     cfg.connection_pool_maxsize = 32
     return Kube(k8s_client.ApiClient(cfg), timeout=(2.0, 10.0))
@@ -174,12 +174,13 @@ def iter_services(kube: Kube) -> Iterator[JsonDict]:
 
 
 class Env:
-    """A lab API server, an admin client, and a running in-process controller."""
+    """An API server (``server``: the ``lab`` fixture's, else a new stand-in), an admin client,
+    and a running in-process controller."""
 
-    def __init__(self, *, lb_class: str | None = None) -> None:
+    def __init__(self, server: ApiServer | None = None, *, lb_class: str | None = None) -> None:
         from lbd.controller.controller import Controller, ControllerSettings
 
-        self.server = start_lab()
+        self.server = server if server is not None else start_lab()
         self.admin = kube_for(self.server)
         self.lb_class = lb_class
         self._controller_cls = Controller

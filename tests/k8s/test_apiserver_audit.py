@@ -55,7 +55,11 @@ def server(tmp_path: Path) -> Iterator[LabApiServer]:
         admin.create_namespace({"metadata": {"name": "lbd-system"}})
         for name in ("web", "db"):
             admin.create_namespaced_service(
-                "default", {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}
+                "default",
+                {
+                    "metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+                },
             )
         srv.add_token("sa-token", SA)
         srv.add_token("dev-token", "alice")

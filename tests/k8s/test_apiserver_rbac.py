@@ -71,7 +71,11 @@ def rbac_server(tmp_path: Path) -> Any:
         assert "team" in {n.metadata.name for n in admin.list_namespace().items}
         admin.create_namespace({"metadata": {"name": "lbd-system"}})
         admin.create_namespaced_service(
-            "default", {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+            "default",
+            {
+                "metadata": {"name": "web"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            },
         )
         server.add_token("ctl-token", SA)
         server.add_token("dev-token", "alice", ["devs"])

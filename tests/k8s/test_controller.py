@@ -12,6 +12,7 @@ from lbd.controller.controller import ServiceWork
 from lbd.core.model import ServiceKey
 from lbd.k8s.client import IPADDRESSPOOLS, SERVICES, PatchType
 from tests.k8s.controller_support import (
+    ApiServer,
     Env,
     addresses,
     condition,
@@ -28,8 +29,8 @@ from tests.k8s.controller_support import (
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    e = Env()
+def env(lab: ApiServer) -> Iterator[Env]:
+    e = Env(lab)
     try:
         yield e
     finally:
@@ -148,8 +149,8 @@ def test_services_of_another_class_are_never_touched(env: Env):
     assert event_reasons(env.admin, "theirs") == []
 
 
-def test_lb_class_flag_selects_only_that_class():
-    env = Env(lb_class="lbd.io/lb")
+def test_lb_class_flag_selects_only_that_class(lab: ApiServer):
+    env = Env(lab, lb_class="lbd.io/lb")
     try:
         seen_pool(env, "lab", ["198.18.100.0/28"])
         service(env.admin, "classless")

@@ -1,4 +1,8 @@
-"""The informer against the lab API server: list+watch, handlers, dropped streams, 410, outages."""
+"""The informer against both API servers: list+watch, handlers, dropped streams, 410, outages.
+
+The objects are ConfigMaps labelled ``lbd-test=informer`` and the informers select that label: a
+real cluster has ConfigMaps of its own in ``default`` (``kube-root-ca.crt``).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,19 @@ import pytest
 from lbd.k8s.client import Kube, Resource
 from lbd.k8s.informer import EventType, Informer
 from lbd.lab.apiserver import LabApiServer
-from tests.k8s.controller_support import kube_for, wait_for
+from lbd.lab.control_plane import RealApiServer
+from tests.k8s.conftest import REAL
+from tests.k8s.controller_support import ApiServer, kube_for, wait_for
 
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True)
+LABEL = "lbd-test=informer"
 
 
 @pytest.fixture
-def lab() -> Iterator[LabApiServer]:
+def lab(control_plane: str, request: pytest.FixtureRequest) -> Iterator[ApiServer]:
+    if control_plane == REAL:
+        yield request.getfixturevalue("real_api")
+        return
     server = LabApiServer(history_size=20, bookmark_interval=0.2)
     server.start()
     try:
@@ -30,7 +40,7 @@ def cm(name: str, value: str = "1") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", "labels": {"lbd-test": "informer"}},
         "data": {"v": value},
     }
 
@@ -51,6 +61,7 @@ class Recorder:
 
 
 def start(kube: Kube, **kw: Any) -> tuple[Informer, Recorder]:
+    kw.setdefault("label_selector", LABEL)
     inf = Informer(kube, CONFIGMAPS, namespace="default", backoff_max=0.5, **kw)
     rec = Recorder()
     inf.add_handler(rec)
@@ -97,13 +108,22 @@ def test_gone_relists_and_reports_deletions_missed_meanwhile(lab):
     kube.create(CONFIGMAPS.path(namespace="default"), cm("doomed"))
     inf, rec = start(kube)
     try:
-        lab.outage(1.0)
-        # Meanwhile (straight into the store, the HTTP side is down) far more changes than the
-        # server's history keeps: the informer's resourceVersion becomes too old (410 Gone).
-        lab.api.delete(lab.registry.by_kind("v1", "ConfigMap"), "default", "doomed")
-        for i in range(40):
-            lab.apply_object(cm(f"n{i}"))
+        lab.outage(60)
+        # Meanwhile (behind the informer's back: the API is down for it) far more changes than
+        # the server's history keeps, so that the informer's resourceVersion is too old (410).
+        if isinstance(lab, RealApiServer):
+            lab.direct.delete(CONFIGMAPS.path(namespace="default", name="doomed"))
+            for i in range(40):
+                lab.apply_object(cm(f"n{i}"))
+            # kube-apiserver keeps minutes of history in its watch cache; a restart starts it
+            # afresh from etcd, older versions then get 410 Gone (as after a long partition).
+            lab.plane.restart()
+        else:
+            lab.api.delete(lab.registry.by_kind("v1", "ConfigMap"), "default", "doomed")
+            for i in range(40):
+                lab.apply_object(cm(f"n{i}"))
         assert inf.store.get("default/doomed") is not None, "keeps its last view meanwhile"
+        lab.reset_faults()  # the API is back
         wait_for(lambda: len(inf.store) == 40, 10, "the relisted view")
         assert inf.store.get("default/doomed") is None
         assert rec.seen(EventType.DELETED, "doomed")
@@ -141,5 +161,32 @@ def test_label_selector_and_indexer(lab):
         assert inf.wait_for_sync(5)
         assert [o["metadata"]["name"] for o in inf.store.by_index("team", "red")] == ["a"]
         assert len(inf.store) == 2
+    finally:
+        inf.stop()
+
+
+def test_relist_gives_a_store_with_every_write_made_before_the_call(lab):
+    kube = kube_for(lab)
+    # A slow backoff: after the outage the watch would come back only seconds later.
+    inf = Informer(
+        kube,
+        CONFIGMAPS,
+        namespace="default",
+        label_selector=LABEL,
+        backoff_initial=2.0,
+        backoff_max=5.0,
+    )
+    rec = Recorder()
+    inf.add_handler(rec)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        lab.outage(60)
+        lab.apply_object(cm("behind"))  # behind the informer's back: its API is down
+        assert inf.store.get("default/behind") is None
+        lab.reset_faults()
+        assert inf.relist(timeout=10)
+        assert inf.store.get("default/behind") is not None
+        assert rec.seen(EventType.ADDED, "behind")
     finally:
         inf.stop()

@@ -8,7 +8,6 @@ import contextlib
 import signal
 import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,16 +17,12 @@ import pytest
 from lbd.core import arp
 from lbd.core.membership import Heartbeat, PeerStatus, decode, encode
 from tests.netns.l2client import collect, open_raw, send_frames
-from tests.netns.test_speaker_lab import KEY, SpeakerLab, speaker_lab, wait_for
+from tests.netns.test_speaker_lab import KEY, SpeakerLab, module_lab, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeakerLab]:
-    prefix = "lf" + uuid.uuid4().hex[:5]
-    with speaker_lab(prefix, tmp_path_factory.mktemp("speakerfail")) as lab:
-        yield lab
+lab = module_lab("lf")
 
 
 @pytest.fixture
@@ -183,9 +178,7 @@ def test_forged_and_replayed_heartbeats_change_nothing(healed: SpeakerLab) -> No
                 time.sleep(0.01)
 
     # 2. a "leaving" heartbeat for the owner signed with the wrong key: the owner keeps its VIP
-    wrong = encode(
-        Heartbeat(first, hb.boot_id, hb.seq + 1000, PeerStatus.LEAVING), b"not-the-key" * 3
-    )
+    wrong = encode(Heartbeat(first, hb.boot, hb.seq + 1000, PeerStatus.LEAVING), b"not-the-key" * 3)
     seg.call("client", blast, [wrong], 1.0)
     lab.stays(vip, first, seconds=1.0)
 

@@ -477,17 +477,28 @@ def speaker_lab(prefix: str, tmp: Path, **kw: Any) -> Iterator[SpeakerLab]:
             print(f"speaker logs in {tmp}")
 
 
+def module_lab(prefix: str) -> Any:
+    """A module-scoped ``lab`` fixture: one lab per test module (building it takes seconds).
+
+    ``prefix`` (2-4 letters, one per module) starts the names of the lab's namespaces, followed
+    by a random part, so that modules and concurrent runs never share a namespace.
+    """
+
+    @pytest.fixture(scope="module")
+    def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeakerLab]:
+        with speaker_lab(prefix + uuid.uuid4().hex[:5], tmp_path_factory.mktemp(prefix)) as lab:
+            yield lab
+
+    return lab
+
+
 # --------------------------------------------------------------------------------------------
 # tests: basic announcing (one lab for the module: building it costs a few seconds)
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeakerLab]:
-    prefix = "ls" + uuid.uuid4().hex[:5]
-    with speaker_lab(prefix, tmp_path_factory.mktemp("speakerlab")) as lab:
-        yield lab
+lab = module_lab("ls")
 
 
 def test_exactly_the_elected_owner_answers_arp(lab: SpeakerLab) -> None:

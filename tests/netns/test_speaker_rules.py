@@ -7,23 +7,17 @@ Each test puts back what it changed, so the module shares one lab.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from tests.netns.test_speaker_lab import NS, SpeakerLab, speaker_lab, wait_for
+from tests.netns.test_speaker_lab import NS, SpeakerLab, module_lab, wait_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow]
 
 EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpeakerLab]:
-    prefix = "lr" + uuid.uuid4().hex[:5]
-    with speaker_lab(prefix, tmp_path_factory.mktemp("speakerrules")) as lab:
-        yield lab
+lab = module_lab("lr")
 
 
 def service(lab: SpeakerLab, name: str, vip: str, **kw: object) -> tuple[str, str, str]:

@@ -66,10 +66,61 @@ def test_probe_is_answered_to_defend_the_vip() -> None:
         pytest.param(who_has(pdst="198.18.100.8"), DropReason.NOT_OWNED, id="not our VIP"),
         pytest.param(who_has(psrc=VIP), DropReason.GRATUITOUS, id="gratuitous request"),
         pytest.param(who_has(hwsrc="02:00:00:00:00:01"), DropReason.FROM_SELF, id="our own"),
+        # senders no host can be (RFC 826 / RFC 1812 3.3.2, RFC 5227 2.1.1, RFC 1122 3.2.1.3,
+        # RFC 1112 4): the Ethernet source stays a valid unicast, as a bridge requires
+        pytest.param(
+            who_has(hwsrc="ff:ff:ff:ff:ff:ff"), DropReason.SENDER_MAC_BROADCAST, id="MAC bcast"
+        ),
+        pytest.param(
+            who_has(hwsrc="01:00:5e:00:00:01"), DropReason.SENDER_MAC_MULTICAST, id="MAC mcast"
+        ),
+        pytest.param(
+            who_has(hwsrc="33:33:00:00:00:01"), DropReason.SENDER_MAC_MULTICAST, id="MAC mcast6"
+        ),
+        pytest.param(who_has(hwsrc="00:00:00:00:00:00"), DropReason.SENDER_MAC_ZERO, id="MAC 0"),
+        pytest.param(
+            who_has(psrc="255.255.255.255"), DropReason.SENDER_IP_BROADCAST, id="IP bcast"
+        ),
+        pytest.param(who_has(psrc="224.0.0.1"), DropReason.SENDER_IP_MULTICAST, id="IP mcast"),
+        pytest.param(
+            who_has(psrc="239.255.255.250"), DropReason.SENDER_IP_MULTICAST, id="IP mcast top"
+        ),
+        pytest.param(who_has(psrc="127.0.0.1"), DropReason.SENDER_IP_LOOPBACK, id="IP lo"),
+        pytest.param(who_has(psrc="127.254.0.9"), DropReason.SENDER_IP_LOOPBACK, id="IP lo/8"),
     ],
 )
 def test_drop_reasons(frame: bytes, reason: DropReason) -> None:
     assert arp.decide_reply(frame, MY_MAC, OWNED) is reason
+
+
+@pytest.mark.parametrize(
+    "psrc", ["0.0.0.0", "223.255.255.255", "128.0.0.1", "126.255.255.255", "240.0.0.1"]
+)
+def test_senders_next_to_the_invalid_ranges_are_answered(psrc: str) -> None:
+    assert isinstance(arp.decide_reply(who_has(psrc=psrc), MY_MAC, OWNED), bytes)
+
+
+@settings(deadline=None)  # timing varies on a loaded CI machine
+@given(sha=st.binary(min_size=6, max_size=6), spa=st.binary(min_size=4, max_size=4))
+def test_a_reply_never_goes_to_a_group_mac_nor_vouches_for_a_martian(
+    sha: bytes, spa: bytes
+) -> None:
+    frame = arp.request(src_mac=sha, src_ip=spa, target_ip=arp.vip_key(VIP))
+    out = arp.decide_reply(frame, MY_MAC, OWNED)
+    if isinstance(out, bytes):
+        assert out[0] & 1 == 0 and out[0:6] != bytes(6)  # Ethernet destination: one station
+        assert spa[0] != 127 and not 224 <= spa[0] < 240 and spa != b"\xff" * 4
+    else:
+        assert out in (
+            DropReason.FROM_SELF,
+            DropReason.GRATUITOUS,
+            DropReason.SENDER_MAC_BROADCAST,
+            DropReason.SENDER_MAC_MULTICAST,
+            DropReason.SENDER_MAC_ZERO,
+            DropReason.SENDER_IP_BROADCAST,
+            DropReason.SENDER_IP_MULTICAST,
+            DropReason.SENDER_IP_LOOPBACK,
+        )
 
 
 def test_parse_encode_round_trip_with_scapy() -> None:

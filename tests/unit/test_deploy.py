@@ -198,7 +198,7 @@ def test_render_check_notices_an_edited_template(tmp_path, monkeypatch):
     monkeypatch.setattr(render, "CHART", chart)
     assert render.stale_files() == []
     target = chart / "templates" / "speaker.yaml"
-    target.write_text(target.read_text().replace("NET_RAW", "NET_ADMIN"))
+    target.write_text(target.read_text().replace("hostNetwork: true", "hostNetwork: false"))
     (chart / "templates" / "stray.yaml").write_text("kind: ConfigMap\n")
     assert set(render.stale_files()) == {target, chart / "templates" / "stray.yaml"}
 

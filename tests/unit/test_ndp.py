@@ -26,6 +26,8 @@ VIP = "2001:db8::7"
 OWNED = frozenset({ndp.vip_key(VIP)})
 CLIENT = "2001:db8::99"
 CLIENT_MAC = "02:00:00:00:00:99"
+CLIENT_MAC_B = bytes.fromhex("020000000099")
+OWNED_KEY = ndp.vip_key(VIP)
 
 
 def ns(
@@ -35,14 +37,16 @@ def ns(
     code: int = 0,
     dst_mac: str | None = None,
     slla: bool = True,
+    lladdr: str = CLIENT_MAC,
+    eth_src: str = CLIENT_MAC,
 ) -> bytes:
     group = in6_getnsma(inet_pton(AF_INET6, target))
     dst_ip = inet_ntop(AF_INET6, group)
     eth_dst = dst_mac or in6_getnsmac(group)
-    pkt = Ether(dst=eth_dst, src=CLIENT_MAC) / IPv6(src=src, dst=dst_ip, hlim=hlim)
+    pkt = Ether(dst=eth_dst, src=eth_src) / IPv6(src=src, dst=dst_ip, hlim=hlim)
     pkt = pkt / ICMPv6ND_NS(tgt=target, code=code)
     if slla:
-        pkt = pkt / ICMPv6NDOptSrcLLAddr(lladdr=CLIENT_MAC)
+        pkt = pkt / ICMPv6NDOptSrcLLAddr(lladdr=lladdr)
     return bytes(pkt)
 
 
@@ -102,10 +106,53 @@ def corrupt_checksum(frame: bytes) -> bytes:
         pytest.param(ns(src="::"), DropReason.BAD_DAD, id="DAD with source LLA option"),
         pytest.param(ns(dst_mac="02:00:00:00:00:55"), DropReason.NOT_FOR_US, id="other unicast"),
         pytest.param(ns(target="2001:db8::8"), DropReason.NOT_OWNED, id="not our VIP"),
+        # solicitors no host can be (RFC 4291 2.7 and 2.5.3; RFC 4861 4.6.1 / 7.2.4, RFC 2464 6)
+        pytest.param(ns(src="ff02::1"), DropReason.SOURCE_MULTICAST, id="source multicast"),
+        pytest.param(ns(src="ff05::1:3"), DropReason.SOURCE_MULTICAST, id="source mcast site"),
+        pytest.param(ns(src="::1"), DropReason.SOURCE_LOOPBACK, id="source loopback"),
+        pytest.param(
+            ns(lladdr="ff:ff:ff:ff:ff:ff"), DropReason.LINK_LAYER_BROADCAST, id="option bcast"
+        ),
+        pytest.param(
+            ns(lladdr="33:33:00:00:00:01"), DropReason.LINK_LAYER_MULTICAST, id="option mcast"
+        ),
+        pytest.param(
+            ns(lladdr="01:00:5e:7f:ff:fa"), DropReason.LINK_LAYER_MULTICAST, id="option mcast4"
+        ),
+        pytest.param(ns(lladdr="00:00:00:00:00:00"), DropReason.LINK_LAYER_ZERO, id="option 0"),
+        pytest.param(
+            ns(slla=False, eth_src="01:00:5e:00:00:fb"),
+            DropReason.LINK_LAYER_MULTICAST,
+            id="no option, Ethernet source multicast",
+        ),
     ],
 )
 def test_drop_reasons(frame: bytes, reason: DropReason) -> None:
     assert ndp.decide_reply(frame, MY_MAC, OWNED) is reason
+
+
+@settings(deadline=None)  # timing varies on a loaded CI machine
+@given(
+    src=st.binary(min_size=16, max_size=16),
+    lladdr=st.binary(min_size=6, max_size=6),
+    with_option=st.booleans(),
+)
+def test_an_answer_never_goes_to_a_group_mac_nor_to_a_martian_source(
+    src: bytes, lladdr: bytes, with_option: bool
+) -> None:
+    frame = bytearray(ndp.solicitation(src_mac=CLIENT_MAC_B, src_ip=src, target=OWNED_KEY))
+    if with_option and src != ndp.UNSPECIFIED:
+        frame[-6:] = lladdr  # the Source Link-Layer Address option comes last
+        icmp = bytes(frame[54:56]) + b"\x00\x00" + bytes(frame[58:])
+        frame[56:58] = ndp.checksum(src, bytes(frame[38:54]), icmp).to_bytes(2, "big")
+    out = ndp.decide_reply(bytes(frame), MY_MAC, OWNED)
+    if not isinstance(out, bytes):
+        return
+    if src == ndp.UNSPECIFIED:
+        assert out[0:6] == ndp.ALL_NODES_MAC  # a DAD probe is answered to all-nodes
+        return
+    assert out[0] & 1 == 0 and out[0:6] != bytes(6)
+    assert src[0] != 0xFF and src != ndp.LOOPBACK
 
 
 def test_bad_option_length_is_dropped() -> None:

@@ -290,11 +290,8 @@ def test_reconcile_feeds_membership_responder_and_status() -> None:
     first = rank(VIP, NODES)[0]
     rec, hb, resp, status, metrics = make_reconciler(first, snapshot(service("web")))
     rec.reconcile()
-    assert hb.peers == {
-        n: ip
-        for n, ip in {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}.items()
-        if n != first
-    }
+    # every speaker's address, this node's own included (its heartbeats are sent from it)
+    assert hb.peers == {"n1": "198.18.0.11", "n2": "198.18.0.12", "n3": "198.18.0.13"}
     assert hb.reported == {"eth0"}
     assert resp.tables == [{VIP: ("eth0",)}]
     assert status.desired == {"ns/web": Ownership("ns", "web", "u-1", (VIP,), ("eth0",))}
@@ -378,14 +375,13 @@ def test_a_socket_that_never_opens_delays_the_claim_only_briefly() -> None:
 
 
 def test_conflict_gives_one_warning_event_per_owned_vip() -> None:
+    """The responder's judge decided it is a conflict (not a hand-over); the reconciler only
+    turns that into one event per VIP while owned."""
     clock = FakeClock()
     rec, _hb, _resp, status, _m = make_reconciler(
         rank(VIP, NODES)[0], snapshot(service("web")), clock=clock
     )
     rec.reconcile()
-    rec.on_conflict(VIP, "02:00:00:00:00:98")  # the previous owner, still in its hand-over
-    assert status.events == []
-    clock.advance(rec.conflict_grace)
     rec.on_conflict(VIP, "02:00:00:00:00:99")
     rec.on_conflict(VIP, "02:00:00:00:00:99")
     rec.on_conflict("198.18.100.99", "02:00:00:00:00:99")  # not ours: not our business

@@ -310,6 +310,9 @@ class Api:
         }
 
     def _after_write(self, rt: ResourceType, stored: Stored, deleted: bool) -> None:
+        if rt.kind == "Service" and not rt.group:
+            self.alloc.sync(_obj_key(stored), None if deleted else stored.obj)
+            return
         if rt.key != CRD_GR:
             return
         if deleted:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from lbd.lab.apiserver.errors import Cause
+from lbd.lab.apiserver.errors import ApiError, Cause
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -66,24 +66,64 @@ def validate_name(kind: str, name: str) -> list[Cause]:
     return []
 
 
-class IpAllocator:
-    """Hands out cluster IPs and node ports (never reused within a server's life)."""
+NODE_PORTS = (30000, 32767)
+"""kube-apiserver's default ``--service-node-port-range``."""
 
-    def __init__(self) -> None:
+
+class IpAllocator:
+    """Hands out cluster IPs (never reused within a server's life) and node ports.
+
+    Node ports are unique, as kube-apiserver's are: a port is held by one Service until that
+    Service is deleted or no longer needs it (:meth:`sync` after every Service write), and a
+    full range refuses the Service with kube-apiserver's error (500 ``failed to allocate a
+    nodePort: range is full``): with the default 2 768 ports, a cluster with more
+    LoadBalancer Services than that needs ``allocateLoadBalancerNodePorts: false``.
+    """
+
+    def __init__(self, node_ports: tuple[int, int] = NODE_PORTS) -> None:
         self._v4 = ipaddress.ip_network("198.19.0.0/16").hosts()
         self._v6 = ipaddress.ip_network("2001:db8:ffff::/112").hosts()
-        self._port = 30000
         next(self._v4)  # .1 is the "kubernetes" service in a real cluster
+        self._first, self._last = node_ports
+        self._cursor = self._first
+        self._held: dict[tuple[str, str], frozenset[int]] = {}
+        self._in_use: set[int] = set()
+        self._pending: set[int] = set()  # handed out to the write in progress
 
     def ip(self, family: str) -> str:
         it: Iterator[Any] = self._v6 if family == "IPv6" else self._v4
         return str(next(it))
 
     def node_port(self) -> int:
-        self._port += 1
-        if self._port > 32767:
-            self._port = 30001
-        return self._port
+        size = self._last - self._first + 1
+        for _ in range(size):
+            port = self._cursor
+            self._cursor = self._first if port >= self._last else port + 1
+            if port not in self._in_use and port not in self._pending:
+                self._pending.add(port)
+                return port
+        raise ApiError(
+            500,
+            "InternalError",
+            "Internal error occurred: failed to allocate a nodePort: range is full",
+        )
+
+    def sync(self, key: tuple[str, str], service: dict[str, Any] | None) -> None:
+        """Record the node ports ``key`` holds after a write (``None``: deleted)."""
+        self._pending.clear()
+        ports = frozenset(node_ports_of(service)) if service is not None else frozenset()
+        old = self._held.pop(key, frozenset())
+        self._in_use -= old
+        if ports:
+            self._held[key] = ports
+            self._in_use |= ports
+
+
+def node_ports_of(service: dict[str, Any]) -> list[int]:
+    spec = service.get("spec") or {}
+    ports = [p.get("nodePort") for p in spec.get("ports") or [] if isinstance(p, dict)]
+    ports.append(spec.get("healthCheckNodePort"))
+    return [p for p in ports if isinstance(p, int) and p > 0]
 
 
 def _family_of(ip: str) -> str:
@@ -134,6 +174,8 @@ def prepare_service_create(obj: dict[str, Any], alloc: IpAllocator) -> None:
                 stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts", True)
             ):
                 port.setdefault("nodePort", alloc.node_port())
+    if stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local":
+        spec.setdefault("healthCheckNodePort", alloc.node_port())
     obj["status"] = {"loadBalancer": {}}
 
 
@@ -160,6 +202,11 @@ def prepare_service_update(new: dict[str, Any], old: dict[str, Any], alloc: IpAl
         for port in spec.get("ports") or []:
             if isinstance(port, dict):
                 port.pop("nodePort", None)
+    local_lb = new_type == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+    if not local_lb and spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort"):
+        spec.pop("healthCheckNodePort", None)  # no longer used, and not set by this write
+    elif local_lb and "healthCheckNodePort" not in spec and old_spec.get("healthCheckNodePort"):
+        spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
     if new_type == "ExternalName":
         return
     for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
@@ -239,6 +286,15 @@ def validate_service(obj: dict[str, Any]) -> list[Cause]:
                 )
             )
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    if ingress and spec.get("type", "ClusterIP") != "LoadBalancer":
+        # kube-apiserver (ValidateServiceStatusUpdate): only a LoadBalancer shows an ingress
+        causes.append(
+            Cause(
+                "FieldValueForbidden",
+                "Forbidden: may only be used when `spec.type` is 'LoadBalancer'",
+                "status.loadBalancer.ingress",
+            )
+        )
     for i, ing in enumerate(ingress):
         ip = ing.get("ip") if isinstance(ing, dict) else None
         mode = ing.get("ipMode") if isinstance(ing, dict) else None

@@ -128,3 +128,27 @@ class Faults:
 
     def sleep(self, seconds: float) -> None:
         self._clock.sleep(seconds)
+
+
+class FaultCalls:
+    """The fault calls tests make, over ``self.faults``: one implementation for the stand-in
+    (:class:`~lbd.lab.apiserver.LabApiServer`) and the fault proxy in front of a real
+    kube-apiserver (:class:`~lbd.lab.control_plane.FaultProxy`), so one test drives either."""
+
+    faults: Faults
+
+    def fail_next(
+        self, count: int, code: int = 500, *, verb: str | None = None, path: str | None = None
+    ) -> None:
+        """The next ``count`` requests (matching verb / path substring) fail with ``code``."""
+        self.faults.fail_next(count, code, verb=verb, path=path)
+
+    def add_latency(
+        self, seconds: float, *, verb: str | None = None, path: str | None = None
+    ) -> None:
+        """Every matching request waits ``seconds`` before it is served."""
+        self.faults.add_latency(seconds, verb=verb, path=path)
+
+    def reset_faults(self) -> None:
+        """No more failures, latency or outage."""
+        self.faults.reset()

@@ -142,6 +142,10 @@ class _Headers(dict[str, str]):
         return super().get(key.lower(), default)
 
 
+TOO_MANY_REQUESTS = b"Too many requests, please try again later.\n"
+"""kube-apiserver's 429 body (``apiserver/pkg/server/filters/priority-and-fairness.go``)."""
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -226,6 +230,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(obj, separators=(",", ":")).encode())
 
     def _error(self, err: ApiError) -> None:
+        if err.code == 429:
+            # as kube-apiserver's priority and fairness refuses: plain text and Retry-After
+            self._send(429, TOO_MANY_REQUESTS, "text/plain; charset=utf-8")
+            return
         self._json(err.code, err.status())
 
     def _read_body(self) -> bytes:

@@ -36,14 +36,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.audit import AuditLog, AuditRecord
+from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
-from lbd.lab.apiserver.faults import Faults, OutageMode
+from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
@@ -59,6 +60,9 @@ from lbd.lab.apiserver.resources import Registry
 from lbd.lab.apiserver.store import Store
 from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.runtime.clock import Clock, MonotonicClock
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
 
 log = logging.getLogger("lbd.lab.apiserver")
 ADMIN = user_for("admin", [ADMIN_GROUP])
@@ -94,7 +98,7 @@ class _HttpServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
 
-class LabApiServer:
+class LabApiServer(FaultCalls):
     """A Kubernetes API stand-in serving on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
@@ -112,6 +116,7 @@ class LabApiServer:
         anonymous_admin: bool = False,
         tls: bool = False,
         clock: Clock | None = None,
+        node_port_range: tuple[int, int] = NODE_PORTS,
     ) -> None:
         self.host = host
         self.port = port
@@ -119,6 +124,7 @@ class LabApiServer:
         self.registry = Registry()
         self.store = Store(history_size=history_size)
         self.api = Api(self.registry, self.store)
+        self.api.alloc = IpAllocator(node_port_range)  # kube-apiserver's --service-node-port-range
         self.tokens = Tokens()
         self.authorizer = Authorizer(self.store)
         self.audit_log = AuditLog()
@@ -232,6 +238,20 @@ class LabApiServer:
         """Map a bearer token to a user (``system:serviceaccount:NS:NAME`` for an SA)."""
         return self.tokens.add(token, user, groups)
 
+    def client_configuration(self, token: str | None = None) -> k8s_client.Configuration:
+        """An official-client ``Configuration`` for ``token`` (default: the admin), trusting
+        this server's certificate when it serves TLS (the real control plane's
+        ``RealApiServer`` has the same call, so tests build clients the same way for both)."""
+        from kubernetes import client as k8s_client  # only here: the stand-in starts without it
+
+        cfg = k8s_client.Configuration()
+        cfg.host = self.url
+        cfg.api_key = {"BearerToken": token or self.admin_token}
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        if self.tls is not None:
+            cfg.ssl_ca_cert = str(self.tls.cert)
+        return cfg
+
     def kubeconfig(self, token: str | None = None, *, name: str = "lab") -> dict[str, Any]:
         token = token or self.admin_token
         cluster: dict[str, Any] = {"server": self.url}
@@ -316,20 +336,18 @@ class LabApiServer:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def fail_next(
-        self, count: int, code: int = 500, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        """The next ``count`` requests (matching verb / path substring) fail with ``code``."""
-        self.faults.fail_next(count, code, verb=verb, path=path)
-
-    def add_latency(
-        self, seconds: float, *, verb: str | None = None, path: str | None = None
-    ) -> None:
-        self.faults.add_latency(seconds, verb=verb, path=path)
-
     def close_watches(self) -> int:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""
         return self.store.close_watchers()
+
+    def reset_connections(self) -> int:
+        """Reset (RST) every open connection, watches included, as a broken network does."""
+        if self._httpd is None:
+            return 0
+        with self._httpd.conn_lock:
+            n = len(self._httpd.connections)
+        self._cut_connections(self._httpd)
+        return n
 
     def outage(self, seconds: float, mode: OutageMode | str = OutageMode.REFUSE) -> None:
         """Stop answering for ``seconds``, then recover.
@@ -344,9 +362,6 @@ class LabApiServer:
             self.store.close_watchers()
             if self._httpd is not None:
                 self._cut_connections(self._httpd)
-
-    def reset_faults(self) -> None:
-        self.faults.reset()
 
     def apply_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The JSON form used by ``POST /_lab/faults``."""

@@ -69,7 +69,12 @@ def _create(kube: Kube, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return kube.get(f"{path}/{name}")
 
 
-def node_object(member: Member) -> dict[str, Any]:
+def node_object(member: Member, *, pod_cidrs: bool = False) -> dict[str, Any]:
+    """The Node a kubelet would register; with ``pod_cidrs``, its pod ranges too (the real lab
+    routes pods, and ``kubectl get nodes -o wide`` users expect ``spec.podCIDRs``)."""
+    spec: dict[str, Any] = {}
+    if pod_cidrs:
+        spec = {"podCIDR": member.pod_cidrs()[0], "podCIDRs": list(member.pod_cidrs())}
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -81,7 +86,7 @@ def node_object(member: Member) -> dict[str, Any]:
                 "lab.lbd.io/node": "true",
             },
         },
-        "spec": {},
+        "spec": spec,
     }
 
 
@@ -132,7 +137,7 @@ def pool_objects(layout: Layout) -> list[tuple[Resource, dict[str, Any]]]:
     ]
 
 
-def bootstrap(kube: Kube, layout: Layout, *, membership_key: str) -> None:
+def bootstrap(kube: Kube, layout: Layout, *, membership_key: str, pod_cidrs: bool = False) -> None:
     for ns in (SYSTEM_NAMESPACE, "default"):
         _create(
             kube,
@@ -151,7 +156,7 @@ def bootstrap(kube: Kube, layout: Layout, *, membership_key: str) -> None:
         },
     )
     for member in layout.nodes:
-        _create(kube, NODES.path(), node_object(member))
+        _create(kube, NODES.path(), node_object(member, pod_cidrs=pod_cidrs))
         kube.patch(
             NODES.path(name=member.name, subresource="status"),
             node_status(member),

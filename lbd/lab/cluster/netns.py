@@ -34,7 +34,9 @@ def netns_path(name: str) -> Path:
     return NETNS_RUN_DIR / name
 
 
-def _setns_current_thread(name: str) -> None:
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only) into namespace ``name``: for a thread of our own that
+    works there for its whole life; everything else uses :func:`call_in_netns`."""
     fd = os.open(netns_path(name), os.O_RDONLY)
     try:
         if _libc.setns(fd, _CLONE_NEWNET) != 0:
@@ -51,7 +53,7 @@ def call_in_netns(name: str, fn: Callable[[], T]) -> T:
 
     def run() -> None:
         try:
-            _setns_current_thread(name)
+            enter_netns(name)
             result.append(fn())
         except BaseException as exc:  # re-raised in the caller's thread
             error.append(exc)

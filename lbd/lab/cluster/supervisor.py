@@ -8,7 +8,11 @@ time one changes, so ``nodes[].speaker_pid`` is always the live speaker. Each pr
 and stderr go to ``DIR/logs/<name>.log``.
 
 Processes run in their namespace through ``ip netns exec`` (which also mounts the namespace's
-own ``/sys``, which tools that read ``/sys/class/net`` need). Every process gets
+own ``/sys``, which tools that read ``/sys/class/net`` need). That happens in a private mount
+namespace, where a namespace the process names (``/run/netns/NAME``) is seen by nobody else; a
+process that creates named namespaces (the lab kubelet makes one per pod) is started with
+``nsenter --net`` instead (``host_mounts``), which joins only the network namespace. Every
+process gets
 ``LBD_LAB=<prefix>`` in its environment: ``lbd lab down --prefix P`` finds leftovers of a
 crashed lab by that marker even when they run in the root namespace (the supervisor and the API
 forwarder).
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from lbd import log as lbd_log
+from lbd.lab.cluster.netns import netns_path
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,7 @@ class ProcSpec:
     env: dict[str, str] = field(default_factory=dict)
     pass_listener: bool = False  # receives the API forwarder's listening socket as --fd N
     autostart: bool = False  # started as soon as the supervisor runs (before any request)
+    host_mounts: bool = False  # join only netns's network namespace (nsenter --net)
 
 
 def socket_path(prefix: str) -> Path:
@@ -125,7 +131,9 @@ class Supervisor:
         if spec.pass_listener:
             argv += ["--fd", str(self.listener.fileno())]
             fds = (self.listener.fileno(),)
-        if spec.netns:
+        if spec.netns and spec.host_mounts:
+            argv = ["nsenter", f"--net={netns_path(spec.netns)}", "--", *argv]
+        elif spec.netns:
             argv = ["ip", "netns", "exec", spec.netns, *argv]
         env = {**os.environ, **spec.env, MARKER_ENV: self.prefix, "PYTHONUNBUFFERED": "1"}
         with open(self.logs / f"{spec.name}.log", "ab") as out:

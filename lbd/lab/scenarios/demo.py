@@ -2,12 +2,22 @@
 
 A narrated scenario on a fresh lab: every step says what it does, on which node, with which MAC,
 and how long it took; a failed step stops the scenario with a non-zero exit, and the lab is torn
-down in every case (unless ``--keep``). The same helpers (:mod:`.scenario`) drive the end-to-end
-tests, so what the demo shows is what CI checks.
+down in every case (unless ``--keep``; after a failure its logs stay). The same helpers
+(:mod:`.scenario`) drive the end-to-end tests, so what the demo shows is what CI checks.
+
+On the **real** control plane (the default when ``make k8s`` has built it) the demo follows the
+tutorials this project started from: echo Pods run on every node, ``kubectl get svc`` shows the
+Service's EXTERNAL-IP once lbd assigned it, ``kubectl get endpointslices`` shows the pods the real
+endpointslice controller selected, ``curl http://EXTERNAL-IP/`` from the client is answered by a
+pod through the real kube-proxy on the node that answers ARP, and when that node dies the address
+moves, the node's pods leave the EndpointSlice, and the client's traffic goes on. On the
+**stand-in** it shows the same failover with the stand-ins (the node itself answers), and says
+why it runs there.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from lbd.lab.cluster.lab import Lab, LabOptions, default_dir, down, kill_node, restore_node, up
+from lbd.lab.cluster.lab import (
+    Lab,
+    LabOptions,
+    choose_control_plane,
+    default_dir,
+    down,
+    kill_node,
+    restore_node,
+    up,
+)
 from lbd.lab.cluster.netns import namespaces_with_prefix
 from lbd.lab.scenarios import scenario
 
@@ -48,36 +67,61 @@ class Narrator:
     def say(self, text: str) -> None:
         self.out(f"    {text}")
 
+    def shell(self, prompt: str, output: str) -> None:
+        """Show a command as a user would type it, and its output."""
+        self.out(f"    $ {prompt}")
+        for line in output.rstrip("\n").splitlines():
+            self.out(f"      {line}")
+
 
 def run_demo(
-    *, prefix: str, nodes: int, lab_dir: Path | None, keep: bool, out: Callable[[str], None] = print
+    *,
+    prefix: str,
+    nodes: int,
+    lab_dir: Path | None,
+    keep: bool,
+    control_plane: str | None = None,
+    out: Callable[[str], None] = print,
 ) -> int:
     def emit(line: str) -> None:
         out(line)
         sys.stdout.flush()
 
     narrator = Narrator(emit)
-    opts = LabOptions(prefix=prefix, nodes=nodes, dir=lab_dir)
+    try:
+        choice = choose_control_plane(control_plane)
+    except RuntimeError as exc:
+        out(f"demo: {exc}")
+        return 1
+    out(f"demo: {choice.line}")
+    opts = LabOptions(prefix=prefix, nodes=nodes, dir=lab_dir, control_plane=choice.kind)
     lab: Lab | None = None
+    failed = False
     leftover = lab_dir or default_dir(prefix)
     if namespaces_with_prefix(prefix) or (leftover / "lab.json").exists():
         # A demo that was interrupted (Ctrl-C, a crash) must not block the next one.
         out(f"removing a leftover demo lab {prefix}")
         down(prefix=prefix, lab_dir=leftover if leftover.is_dir() else None)
+    what = (
+        "etcd, kube-apiserver, kube-controller-manager, kube-proxy and echo pods on every node"
+        if choice.kind == "real"
+        else "the API stand-in, kube-proxy and echo stand-ins"
+    )
     try:
         lab = narrator.step(
-            f"Bring up the lab: {nodes} nodes, a client, an API server, 2 controllers, speakers",
+            f"Bring up the lab: {nodes} nodes, a client, {what}, 2 lbd controllers, speakers",
             lambda: up(opts, progress=narrator.say),
         )
-        summary = _scenario(lab, narrator)
+        summary = _real(lab, narrator) if lab.real else _stand_in(lab, narrator)
     except Exception as exc:
+        failed = True
         out(f"\ndemo failed: {exc}")
         if lab is not None:
             out(f"logs: {lab.dir / 'logs'}")
         return 1
     finally:
         if lab is not None and not keep:
-            report = down(prefix=lab.prefix, lab_dir=lab.dir)
+            report = down(prefix=lab.prefix, lab_dir=lab.dir, keep_logs=failed)
             out(f"\nlab {report.prefix} removed ({len(report.namespaces)} namespaces)")
         elif lab is not None:
             out(f"\nlab kept: lbd lab down --dir {lab.dir}")
@@ -87,7 +131,7 @@ def run_demo(
     return 0
 
 
-def _scenario(lab: Lab, n: Narrator) -> list[str]:
+def _stand_in(lab: Lab, n: Narrator) -> list[str]:
     macs = {node["mac"]: node["name"] for node in lab.data["nodes"]}
     kube = scenario.host_kube(lab)
     svc = "echo"
@@ -155,9 +199,179 @@ def _scenario(lab: Lab, n: Narrator) -> list[str]:
 
     after = n.step(f"Restore {owner}", restore)
     return [
+        "control plane: stand-in (`make k8s` builds the real one; the demo then runs on it)",
         f"VIP {vip} for Service default/{svc}",
         f"first owner {owner} ({lab.node(owner)['mac']})",
         f"after killing {owner}: {result.new_owner}, client-observed interruption "
         f"{result.outage * 1000:.0f} ms",
         f"after restoring {owner}: {after}",
     ]
+
+
+SERVICE_YAML = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  type: LoadBalancer
+  selector:
+    app: echo
+  ports:
+  - {name: http, port: 80, targetPort: 80}
+  - {name: udp-echo, port: 9000, targetPort: 9000, protocol: UDP}
+"""
+
+
+def _kubectl(lab: Lab, *args: str, stdin: str | None = None) -> str:
+    """Run the lab's kubectl (the one ``make k8s`` built) against the lab, from the host."""
+    from lbd.lab.control_plane import find_binaries
+
+    done = subprocess.run(
+        [str(find_binaries().kubectl), "--kubeconfig", str(lab.host_kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise StepFailedError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _real(lab: Lab, n: Narrator) -> list[str]:
+    kube = scenario.host_kube(lab)
+    svc = "echo"
+
+    def pods() -> None:
+        n.shell("kubectl get pods -o wide", _kubectl(lab, "get", "pods", "-o", "wide"))
+
+    n.step("Echo pods run on every node (placed by the lab, kubelet's part played by it)", pods)
+
+    def create() -> str:
+        n.shell(
+            "kubectl apply -f echo-service.yaml",
+            _kubectl(lab, "apply", "-f", "-", stdin=SERVICE_YAML),
+        )
+        vips = scenario.wait_for_vips(kube, svc)
+        n.shell(f"kubectl get svc {svc}", _kubectl(lab, "get", "svc", svc))
+        n.say(f"lbd's controller assigned {vips[0]} from the IPAddressPool 'lab' (EXTERNAL-IP)")
+        return vips[0]
+
+    vip = n.step("Create a LoadBalancer Service, as in the tutorial", create)
+
+    def slices() -> None:
+        selector = f"kubernetes.io/service-name={svc}"
+        scenario.poll(
+            lambda: _kubectl(lab, "get", "endpointslices", "-l", selector, "-o", "name").strip(),
+            timeout=10.0,
+            what=f"an EndpointSlice for {svc}",
+        )
+        n.shell(
+            f"kubectl get endpointslices -l {selector}",
+            _kubectl(lab, "get", "endpointslices", "-l", selector),
+        )
+        n.shell(
+            f"kubectl get endpointslices -l {selector} -o jsonpath=...   # pod, node, ready",
+            _endpoints(lab, svc),
+        )
+        n.say("written by kube-controller-manager's endpointslice controller, read by kube-proxy")
+
+    n.step("The EndpointSlice lists the pods", slices)
+
+    def curl() -> str:
+        owner = scenario.arp_owner(lab, vip)
+        scenario.poll(lambda: _try_http(lab, vip), timeout=10.0, what=f"http://{vip}/ to answer")
+        for _ in range(4):
+            n.shell(f"curl http://{vip}/   # from the client", scenario.http_get(lab, vip))
+        n.say(
+            f"{owner} answers ARP for {vip} ({lab.node(owner)['mac']}); its kube-proxy "
+            "(nftables DNAT) sends each connection to one of the pods, on any node"
+        )
+        seen = scenario.wait_announced_by(kube, svc, owner)
+        n.say(f"ServiceL2Status default/{svc}: announced by {seen or '(not written yet)'}")
+        return owner
+
+    owner = n.step("curl the EXTERNAL-IP from the client, outside the cluster", curl)
+
+    def failover() -> scenario.Failover:
+        result = scenario.measure_failover(
+            lab, vip, owner, kill=lambda: kill_node(lab, owner), window=3.0
+        )
+        n.say(f"cut {owner} off (link down, speaker SIGKILLed, its pods marked not ready)")
+        n.say(
+            f"{vip} now announced by {result.new_owner} ({lab.node(result.new_owner)['mac']}); "
+            f"client-observed interruption {result.outage:.3f} s "
+            f"({result.lost} of {result.sent} probes at 10 ms lost), "
+            f"{result.answered_share:.0%} of the probes of the 3 s after the kill answered"
+        )
+        n.shell(
+            "kubectl get endpointslices -l kubernetes.io/service-name=echo -o jsonpath=...",
+            _endpoints(lab, svc),
+        )
+        n.shell(f"curl http://{vip}/", scenario.http_get(lab, vip))
+        return result
+
+    result = n.step(
+        f"Kill the owner node {owner} while the client sends a UDP probe every 10 ms", failover
+    )
+
+    def restore() -> str:
+        restore_node(lab, owner)
+        n.say(f"{owner}: link up, speaker restarted, its pods ready again")
+        # The ranking is stable: once its heartbeats are seen again, the VIP goes back to it.
+        back = scenario.poll(
+            lambda: (o := scenario.arp_owner(lab, vip)) == owner and o,
+            timeout=30.0,
+            what=f"{owner} to answer ARP for {vip} again",
+        )
+        scenario.poll(lambda: _try_http(lab, vip), timeout=10.0, what=f"http://{vip}/ to answer")
+        n.say(f"{vip} announced by {back} again; curl: {scenario.http_get(lab, vip).strip()}")
+        return str(back)
+
+    after = n.step(f"Restore {owner}", restore)
+    return [
+        f"control plane: real, Kubernetes {_server_version(lab)} (kube-apiserver, etcd, "
+        "kube-controller-manager, kube-proxy)",
+        f"EXTERNAL-IP {vip} for Service default/{svc}, answered by pods through kube-proxy",
+        f"first owner {owner} ({lab.node(owner)['mac']})",
+        f"after killing {owner}: {result.new_owner}, client-observed interruption "
+        f"{result.outage * 1000:.0f} ms, {result.answered_share:.0%} of probes answered "
+        "in the 3 s after",
+        f"after restoring {owner}: {after}",
+    ]
+
+
+ENDPOINTS_JSONPATH = (
+    "{range .items[*].endpoints[*]}{.targetRef.name}{'\\t'}{.nodeName}{'\\tready='}"
+    "{.conditions.ready}{'\\n'}{end}"
+)
+
+
+def _endpoints(lab: Lab, svc: str) -> str:
+    """One line per endpoint of ``svc``'s EndpointSlices: pod, node, ready."""
+    out = _kubectl(
+        lab,
+        "get",
+        "endpointslices",
+        "-l",
+        f"kubernetes.io/service-name={svc}",
+        "-o",
+        f"jsonpath={ENDPOINTS_JSONPATH}",
+    )
+    return "\n".join(sorted(out.splitlines()))
+
+
+def _try_http(lab: Lab, vip: str) -> bool:
+    try:
+        scenario.http_get(lab, vip, timeout=1.0)
+    except OSError:
+        return False
+    return True
+
+
+def _server_version(lab: Lab) -> str:
+    import json
+
+    return str(json.loads(_kubectl(lab, "version", "-o", "json"))["serverVersion"]["gitVersion"])
