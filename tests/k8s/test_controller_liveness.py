@@ -15,6 +15,7 @@ from lbd.k8s.client import IPADDRESSPOOLS, SERVICES
 from lbd.k8s.elector import ElectionConfig, LeaderElector
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
+    ApiServer,
     Env,
     addresses,
     condition,
@@ -29,8 +30,8 @@ from tests.k8s.controller_support import (
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    e = Env()
+def env(lab: ApiServer) -> Iterator[Env]:
+    e = Env(lab)
     try:
         yield e
     finally:
@@ -145,7 +146,7 @@ def test_a_deleted_sharing_partner_unblocks_the_waiter(env: Env) -> None:
     assert got == ["198.18.100.5"] and took < 1.0
 
 
-def test_an_api_stall_past_the_renew_deadline_drops_no_key(lab) -> None:
+def test_an_api_stall_past_the_renew_deadline_drops_no_key(lab: ApiServer) -> None:
     """Issue 10 point 2: stop the API for longer than the renew deadline, create a Service as
     soon as it answers again: its address comes within 2 s (no 600 s resync needed)."""
     from lbd.controller.controller import Controller, ControllerSettings
