@@ -30,9 +30,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from lbd.k8s.client import JsonDict, Kube, Resource
 from lbd.k8s.informer import EventType
+from lbd.k8s.listing import list_pages
 from lbd.k8s.meta import ObjectRef, meta_field, newer, object_key
 
-LIST_PAGE = 500
 GONE_MEMORY = 10_000
 """Deleted objects remembered (uid per key) so that late events cannot resurrect them."""
 
@@ -115,28 +115,13 @@ class ViewCache(Generic[V]):
 
     def refresh(self, kube: Kube) -> None:
         """List everything (paged, a consistent read) and make the views at least that new."""
-        path = self.resource.path()
-        items: list[JsonDict] = []
-        cont: str | None = None
-        while True:
-            query: dict[str, Any] = {"limit": LIST_PAGE}
-            if cont:
-                query["continue"] = cont
-            page = kube.get(path, query=query)
-            items.extend(page.get("items") or [])
-            lmeta = page.get("metadata") or {}
-            cont = lmeta.get("continue") or None
-            if not cont:
-                list_rv = str(lmeta.get("resourceVersion") or "")
-                break
+        items, list_rv = list_pages(kube, self.resource)
         changes: list[tuple[V | None, V | None]] = []
         seen: set[str] = set()
         for obj in items:
             seen.add(object_key(obj))
             if not self._maybe_newer(obj):
                 continue  # what we hold is as new: the common case
-            obj.setdefault("kind", self.resource.kind)
-            obj.setdefault("apiVersion", self.resource.api_version)
             changes.append(self._upsert(self._observe(obj)))
         for key in self.keys():
             if key in seen:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbd.k8s.client import NAMESPACES, SERVICES, ApiError, JsonDict, Kube, Resource
+from lbd.k8s.listing import list_pages
 
 LIST_PAGE = 500
 
@@ -44,20 +45,7 @@ class ClusterObjects:
 def list_all(kube: Kube, resource: Resource, namespace: str | None = None) -> list[JsonDict]:
     """Every object of ``resource`` (paged), each with its ``apiVersion`` and ``kind`` set
     (list items of built-in kinds come without them)."""
-    items: list[JsonDict] = []
-    cont: str | None = None
-    while True:
-        query: dict[str, Any] = {"limit": LIST_PAGE}
-        if cont:
-            query["continue"] = cont
-        page = kube.get(resource.path(namespace=namespace), query=query)
-        for item in page.get("items") or []:
-            item.setdefault("apiVersion", resource.api_version)
-            item.setdefault("kind", resource.kind)
-            items.append(item)
-        cont = (page.get("metadata") or {}).get("continue") or None
-        if not cont:
-            return items
+    return list_pages(kube, resource, namespace)[0]
 
 
 def read_cluster(
