@@ -666,7 +666,7 @@ class Controller:
             self._pool_warned[name] = shown.warnings
         with self._session_write(alloc) as still:
             written = self.pool_writer.write(view, shown, still=still)
-        if written is not None:
+        if written:
             with self._lock:
                 self._pool_written[name] = self.clock.monotonic()
         self._apply(view.ref, pool_effects(name, view.condition(READY), shown, warned))

@@ -5,7 +5,7 @@ API::
     view = observe_pool(obj)               # name, created, spec (for lbd.core.config), labels,
     view.config_input()                    # status as shown
     writer = PoolStatusWriter(patcher, kube)
-    writer.write(view, shown)              # a PoolShown (lbd.core.poolstatus) -> status fields
+    writer.write(view, shown) -> bool      # a PoolShown (lbd.core.poolstatus) -> status fields
 
 The spec goes to :func:`lbd.core.config.build_config` as the plain map it is: validating it,
 with field paths in the errors, is the core's job. The status fields written here are rendered
@@ -105,22 +105,24 @@ class PoolStatusWriter:
 
     def write(
         self, view: ObservedPool, shown: PoolShown, *, still: Callable[[], bool] | None = None
-    ) -> ObservedPool | None:
-        """Make the pool show ``shown``; the pool as written, or None (nothing to do, or gone)."""
+    ) -> bool:
+        """Make the pool show ``shown``; whether it wrote (the written object goes to the
+        patcher's ``on_written``)."""
         current = view
         for attempt in range(1, self.patcher.attempts + 1):
             status = status_fields(current, shown, rfc3339())
             if all(current.status.get(k) == v for k, v in status.items()):
-                return None
+                return False
             body = {"metadata": {"resourceVersion": current.ref.resource_version}, "status": status}
             path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
             try:
-                return observe_pool(self.patcher.send(path, body, still=still))
+                self.patcher.send(path, body, still=still)
+                return True
             except ApiError as exc:
                 if exc.status == 404:
-                    return None
+                    return False
                 if exc.status != 409 or attempt == self.patcher.attempts:
                     raise
                 # Counters and conditions do not depend on what changed: re-read, re-apply.
                 current = observe_pool(self.kube.get(IPADDRESSPOOLS.path(name=view.name)))
-        return None
+        return False

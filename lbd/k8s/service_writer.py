@@ -10,7 +10,7 @@ Merge patches carry the view's ``metadata.resourceVersion`` (optimistic concurre
 Service changed since it was read) and nothing that is already right, computed from the view
 alone: the raw object is not read again. A 409 is not retried: the object changed since the
 decision was made (maybe its request), so the caller decides again from the newer one. The
-written object comes back as a new view (:func:`lbd.k8s.service.observe_service`).
+written object goes to the patcher's ``on_written`` (the controller makes it its newest view).
 """
 
 from __future__ import annotations
@@ -22,13 +22,7 @@ from lbd.k8s.client import SERVICES, ApiError, JsonDict
 from lbd.k8s.conditions import Condition, merge_conditions
 from lbd.k8s.meta import meta_field, rfc3339
 from lbd.k8s.patch import Patcher
-from lbd.k8s.service import (
-    ALLOCATED_FROM,
-    CONDITION_TYPE,
-    IP_MODE,
-    ObservedService,
-    observe_service,
-)
+from lbd.k8s.service import ALLOCATED_FROM, CONDITION_TYPE, IP_MODE, ObservedService
 
 
 @dataclass(frozen=True)
@@ -70,11 +64,11 @@ def service_patches(
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """The Service before our write (as last read) and after it (None: gone)."""
+    """What a write did. The object it returned goes to the patcher's ``on_written`` (the
+    controller's views read it there, once)."""
 
-    before: ObservedService
-    after: ObservedService | None
     wrote: bool
+    gone: bool = False
     metadata_pending: bool = False
 
 
@@ -121,8 +115,6 @@ class ServiceWriter:
                 )
         except ApiError as exc:
             if exc.status == 404:
-                return WriteOutcome(view, None, current is not None)
+                return WriteOutcome(wrote=current is not None, gone=True)
             raise
-        if current is None:
-            return WriteOutcome(view, view, False)
-        return WriteOutcome(view, observe_service(current), True, metadata_pending=pending)
+        return WriteOutcome(wrote=current is not None, metadata_pending=pending)
