@@ -7,9 +7,7 @@ lacks that kind) are skipped and named, so the caller can say so; any other API 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from lbd.k8s.client import NAMESPACES, SERVICES, ApiError, JsonDict, Kube, Resource
 from lbd.k8s.listing import list_pages
@@ -28,8 +26,6 @@ METALLB_KINDS: tuple[tuple[Resource, ...], ...] = tuple(
         ("bfdprofiles", "BFDProfile", ("v1beta1",)),
     )
 )
-
-ALLOCATED_FROM = "metallb.io/ip-allocated-from-pool"
 
 
 @dataclass
@@ -68,10 +64,3 @@ def read_cluster(
         out.services = list_all(kube, SERVICES)
         out.namespaces = list_all(kube, NAMESPACES)
     return out
-
-
-def allocated_from(svc: Mapping[str, Any]) -> str | None:
-    """MetalLB's record of the pool a Service's addresses came from, if any."""
-    annotations = (svc.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(ALLOCATED_FROM) if isinstance(annotations, Mapping) else None
-    return str(value) if value else None
