@@ -249,6 +249,19 @@ class Controller:
             return "restoring assignments"
         return True
 
+    def describe(self) -> dict[str, object]:
+        """The session's state, for a diagnostic dump (``SIGUSR1``)."""
+        with self._lock:
+            alloc = self._allocator.describe() if self._allocator is not None else None
+            return {
+                "active": self._active.is_set(),
+                "epoch": self._epoch,
+                "writes_in_flight": self._writes_in_flight,
+                "queue_pending": self.queue.pending(),
+                "services": len(self.services),
+                "allocator": alloc,
+            }
+
     def _writing_allowed(self) -> bool:
         return self._active.is_set() and self._may_write()
 

@@ -1033,6 +1033,29 @@ class Allocator:
         if w is not None:
             self._set_waiting(w.svc, frozenset())
 
+    def describe(self, most: int = 10) -> dict[str, object]:
+        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller)."""
+        return {
+            "pools": {
+                ps.name: {
+                    "status": ps.status.value,
+                    "free": {f.value: ps.free(f) for f in ps.families},
+                    "released": {f.value: len(ps.released[f]) for f in ps.families},
+                }
+                for ps in self._pools.values()
+            },
+            "holdings": len(self._holdings),
+            "leaving": {k: self.leaving(k) for k in sorted(self._leaving)[:most]},
+            "leaving_total": len(self._leaving),
+            "waiters": len(self._waiters),
+            "woken": sorted(self._woken)[:most],
+            "queues": {
+                str(w): [k for _, k in q[:most]]
+                for w, q in sorted(self._queues.items(), key=lambda item: str(item[0]))[:most]
+            },
+            "generation": (self._generation, self._woken_generation),
+        }
+
     def waits(self, key: ServiceKey) -> tuple[Wait, ...]:
         """What ``key`` waits for (empty: nothing)."""
         w = self._waiters.get(key)

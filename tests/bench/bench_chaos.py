@@ -54,7 +54,8 @@ def main() -> int:
             lab.stop()
         results.append(result)
         print(result.summary(), flush=True)
-        for problem in result.problems[:5]:
+        shown = result.problems[:5] + [p for p in result.problems[5:] if " state: " in p]
+        for problem in shown:
             print(f"    {problem}", flush=True)
     passed = [r for r in results if r.passed]
     settles = [r.settle_seconds for r in results if r.settle_seconds is not None]

@@ -115,6 +115,17 @@ class Controllers:
         )
         return ident
 
+    def leader_state(self, ident: str | None) -> str:
+        """The allocator state ``ident`` logs on SIGUSR1 (or why there is none)."""
+        proc = self.procs.get(ident or "")
+        if proc is None:
+            return f"no state: the lease holder {ident} is not running"
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        lines = (self.logdir / f"{ident}.log").read_text(errors="replace").splitlines()
+        dumps = [line for line in lines if '"msg":"state: ' in line]
+        return f"{ident} state: {dumps[-1][:6000] if dumps else '(no dump)'}"
+
     def kill9(self, ident: str) -> None:
         proc = self.procs.pop(ident)
         proc.send_signal(signal.SIGKILL)
@@ -380,6 +391,8 @@ def run_chaos(lab: LabApiServer, seed: int, tmp_path: Path, ops: int = OPS) -> C
                 f"settled {result.settle_seconds:.2f}s after the workload went quiet "
                 f"(limit {SETTLE_LIMIT}s)"
             )
+        if problems:  # what the leader's allocator believes (its SIGUSR1 dump), to debug
+            result.problems.append(ctls.leader_state(holder_of_lease(admin)))
         churn = replay(history)
         if churn and os.environ.get("LBD_CHAOS_DEBUG"):
             dump_history(history, churn)
