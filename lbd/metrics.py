@@ -1,4 +1,4 @@
-"""Prometheus metrics: the names are a contract (``../shared/design/API.md``).
+"""Prometheus metrics: the names are a contract (``docs/API.md``).
 
 Each program builds its metrics on its own :class:`prometheus_client.CollectorRegistry` rather
 than the process-global default registry, so that tests (and the lab, which runs several

@@ -1,4 +1,4 @@
-"""The controller: informers -> work queue -> :class:`lbd.core.ipam.Allocator` -> status writes.
+"""The controller: views -> work queue -> :class:`lbd.core.ipam.Allocator` -> status writes.
 
 API::
 
@@ -6,28 +6,46 @@ API::
                      may_write=elector.is_leader)
     ctl.start()                      # informers (Services, IPAddressPools, Namespaces) + workers
     ctl.wait_for_sync(30)
-    ctl.start_leading()              # build the allocator from the store, then allocate
+    ctl.start_leading()              # fresh views, allocator restored from them, then allocate
     ctl.stop_leading()               # stop writing (lost the lease); informers keep running
     ctl.ready()                      # True, or the reason it is not ready (for /readyz)
     ctl.stop()
 
-Keys in the queue: ``s:<namespace>/<name>`` (a Service), ``p:<name>`` (a pool's status) and
-``c`` (the pool configuration). Every reconcile is level-triggered: it reads the stores and the
-allocator, never the event that woke it, so dropped, merged or repeated events are harmless.
+Work keys are typed (:class:`ServiceWork`, :class:`PoolWork`, :data:`CONFIG`). Every reconcile is
+level-triggered: it reads the views and the allocator, never the event that woke it, so dropped,
+merged or repeated events are harmless. One Service key goes: :meth:`_reconcile` ->
+:meth:`_reconcile_service` (reads its :class:`~lbd.k8s.service.ObservedService`) ->
+:meth:`_assign` (the allocator decides) -> :meth:`_write` (the writer diffs against the view) ->
+:func:`~lbd.controller.effects.service_effects` (Events, logs, metrics).
 
-Leadership session (``start_leading``): a fresh allocator gets the pool configuration, then every
-Service's current addresses are restored oldest first (``(creationTimestamp, namespace/name)``),
-and only then are Services enqueued for allocation. A restart therefore changes no address, and
-a standby replica that takes over starts from what the Services show, not from its own memory.
+Leadership session (:meth:`start_leading`): the views are refreshed with a consistent LIST (a
+standby's watch can lag by seconds; deciding from a stale view undid the previous leader's last
+decisions: issue 10, point 3), a fresh allocator gets the pool configuration, every Service's
+current addresses are restored oldest first, and only then are Services enqueued, oldest first.
+A restart therefore changes no address, and a takeover starts from what the Services show.
 
-Writes: only differences (see :mod:`lbd.k8s.status`), and Events only when a write changed what
+Liveness (docs/IPAM.md): the allocator remembers what each refused Service waits for; after every
+decision the controller asks it which waiters to wake (:meth:`~lbd.core.ipam.Allocator.wake`)
+and enqueues only those. Freeing one address re-decides the oldest Service waiting for that pool
+and family, not every Service; a pool change re-decides the waiters (and the Services that lost
+addresses), not everything.
+
+An address on the wire is never given to a second Service: addresses a Service loses stay taken
+in the allocator (*leaving*) until the write that removes them from its status has been made
+(:meth:`~lbd.core.ipam.Allocator.settle`).
+
+No key is dropped while leading (issue 10, point 2): a reconcile that meets ``NotLeaderError``
+(the elector could not prove the lease for a moment) goes back to the queue after a short delay;
+a replica that really lost the lease stops its session, and the next session enqueues everything.
+
+Writes: only differences (see :mod:`lbd.k8s.service`), and Events only when a write changed what
 a user sees, so resyncs and restarts emit nothing. The address (status) is written first; the
 ``lbd.io/ip-allocated-from-pool`` annotation in a later pass of the same key, so that after a
-burst every Service has its address before bookkeeping writes compete for the API server. A
-409 Conflict sends the key back to the queue: the decision is made again from the newer object
-(its request may have changed). Watch echoes of our own writes (same resourceVersion) do not
-wake the key again. The allocator is not thread-safe: calls into it hold ``_lock``, which is
-never held across an API request.
+burst every Service has its address before bookkeeping writes compete for the API server. A 409
+Conflict sends the key back to the queue: the decision is made again from the newer object. An
+object we wrote becomes our view at once, so the watch echo of our own write is not reconciled.
+The allocator is not thread-safe: calls into it hold ``_lock``, which is never held across an
+API request.
 """
 
 from __future__ import annotations
@@ -36,11 +54,24 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lbd.core.config import Config, FieldError, PoolInput, build_config
+from lbd.controller.effects import (
+    Count,
+    Decision,
+    Effect,
+    Emit,
+    Gauge,
+    Log,
+    Metric,
+    Shown,
+    Verdict,
+    pool_effects,
+    service_effects,
+)
+from lbd.core.config import Config, FieldError, build_config
 from lbd.core.ipam import Allocator
 from lbd.core.model import (
     Allocation,
@@ -49,36 +80,52 @@ from lbd.core.model import (
     ServiceKey,
     ServiceRequest,
     family_of,
-    render_count,
-    service_key,
 )
+from lbd.core.poolstatus import READY, pool_shown
+from lbd.k8s.cache import ViewCache
 from lbd.k8s.client import IPADDRESSPOOLS, NAMESPACES, SERVICES, ApiError, JsonDict, Kube
-from lbd.k8s.convert import (
-    allocated_pool,
-    class_matches,
-    ingress_addresses,
-    is_load_balancer,
-    service_request,
-)
+from lbd.k8s.conditions import Condition
 from lbd.k8s.events import EventKind, EventRecorder
-from lbd.k8s.informer import EventType, Informer
-from lbd.k8s.status import (
-    CONDITION_TYPE,
-    Condition,
-    NotLeaderError,
-    ServiceStatus,
-    StatusWriter,
-    WriteOutcome,
-    merge_conditions,
-    now_rfc3339,
-)
+from lbd.k8s.informer import Informer
+from lbd.k8s.meta import ObjectRef
+from lbd.k8s.namespace import ObservedNamespace, observe_namespace
+from lbd.k8s.patch import NotLeaderError, Patcher
+from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
+from lbd.k8s.service import ObservedService, observe_service
+from lbd.k8s.service_writer import ServiceStatus, ServiceWriter, WriteOutcome
 from lbd.metrics import ControllerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "c"
+NOT_LEADER_RETRY = 0.2
+"""Seconds before a key that met NotLeaderError is tried again (the elector's blind moment)."""
+REFRESH_BACKOFF = (0.1, 2.0)
+"""First and longest wait between attempts of the takeover LIST while the API is away."""
+
+
+@dataclass(frozen=True)
+class ServiceWork:
+    """Decide one Service."""
+
+    key: ServiceKey
+
+
+@dataclass(frozen=True)
+class PoolWork:
+    """Write one pool's status."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ConfigWork:
+    """Give the allocator the current pool configuration."""
+
+
+CONFIG = ConfigWork()
+WorkKey = ServiceWork | PoolWork | ConfigWork
 
 
 @dataclass(frozen=True)
@@ -116,35 +163,50 @@ class Controller:
             kube, component=settings.component, host=settings.identity
         )
         self._may_write = may_write
-        self.writer = StatusWriter(
-            kube, may_write=self._writing_allowed, on_written=self._remember_own_write
-        )
-        # resourceVersions our own writes produced, per Service key: their watch echoes need no
-        # reconcile (we computed that very state). Anything else still wakes the key.
-        self._own_writes: dict[str, set[str]] = {}
-        self._own_lock = threading.Lock()
-        self.queue: WorkQueue[str] = WorkQueue(clock=clock)
-        self.services = Informer(
-            kube,
+        self.patcher = Patcher(kube, may_write=self._writing_allowed, on_written=self._on_written)
+        self.service_writer = ServiceWriter(self.patcher)
+        self.pool_writer = PoolStatusWriter(self.patcher, kube)
+        self.queue: WorkQueue[WorkKey] = WorkQueue(clock=clock)
+        self.services: ViewCache[ObservedService] = ViewCache(
             SERVICES,
-            indexers={"namespace": _namespace_of},
-            resync_period=settings.resync_period,
-            watch_timeout=settings.watch_timeout,
+            observe_service,
+            on_change=self._service_changed,
+            index=lambda v: v.ref.namespace,
         )
-        self.pools = Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout)
-        self.namespaces = Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout)
-        self.services.add_handler(self._on_service)
-        self.pools.add_handler(self._on_pool)
-        self.namespaces.add_handler(self._on_namespace)
+        self.pools: ViewCache[ObservedPool] = ViewCache(
+            IPADDRESSPOOLS, observe_pool, on_change=self._pool_changed
+        )
+        self.namespaces: ViewCache[ObservedNamespace] = ViewCache(
+            NAMESPACES, observe_namespace, on_change=self._namespace_changed
+        )
+        self.informers = (
+            Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout),
+            Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout),
+            Informer(
+                kube,
+                SERVICES,
+                resync_period=settings.resync_period,
+                watch_timeout=settings.watch_timeout,
+            ),
+        )
+        self.informers[0].add_handler(self.namespaces.on_event)
+        self.informers[1].add_handler(self.pools.on_event)
+        self.informers[2].add_handler(self.services.on_event)
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
+        # Sessions: one start at a time; a stop bumps the epoch, so a start that began before
+        # it gives up. Writes of a session are counted: the next session lists the Services
+        # only after the last of them has landed or failed (else a retry of the old session's
+        # write could land after the new session's list, undetected: issue 10, point 3).
+        self._session_lock = threading.Lock()
+        self._epoch = 0
+        self._writes_in_flight = 0
+        self._drained = threading.Condition(self._lock)
         self._config: Config | None = None
         self._config_input: Any = None
         self._pool_written: dict[str, float] = {}
-        self._released: dict[ServiceKey, tuple[str, ...]] = {}
-        self._session = 0
-        self._decided_in = threading.local()  # the session a worker's current reconcile began in
+        self._pool_warned: dict[str, tuple[str, ...]] = {}
         self._active = threading.Event()
         self._restored = False
         self._stop = threading.Event()
@@ -152,7 +214,7 @@ class Controller:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        for inf in (self.namespaces, self.pools, self.services):
+        for inf in self.informers:
             inf.start()
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
@@ -161,20 +223,20 @@ class Controller:
 
     def wait_for_sync(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for inf in (self.namespaces, self.pools, self.services):
+        for inf in self.informers:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not inf.wait_for_sync(left):
                 return False
         return True
 
     def has_synced(self) -> bool:
-        return all(i.has_synced() for i in (self.namespaces, self.pools, self.services))
+        return all(i.has_synced() for i in self.informers)
 
     def stop(self) -> None:
         self._stop.set()
         self.stop_leading()
         self.queue.shutdown()
-        for inf in (self.services, self.pools, self.namespaces):
+        for inf in self.informers:
             inf.stop()
         for t in self._threads:
             t.join(5)
@@ -187,32 +249,47 @@ class Controller:
             return "restoring assignments"
         return True
 
+    def describe(self) -> dict[str, object]:
+        """The session's state, for a diagnostic dump (``SIGUSR1``)."""
+        with self._lock:
+            alloc = self._allocator.describe() if self._allocator is not None else None
+            return {
+                "active": self._active.is_set(),
+                "epoch": self._epoch,
+                "writes_in_flight": self._writes_in_flight,
+                "queue_pending": self.queue.pending(),
+                "services": len(self.services),
+                "allocator": alloc,
+            }
+
     def _writing_allowed(self) -> bool:
-        # Fencing: a write decided in an earlier leadership session (a retry still running when
-        # this replica stepped down and then led again) must not land in the new one, whose
-        # allocator was restored without it and may already have given that address to another
-        # Service. Found by the chaos test on the real API server; the new session requeues the
-        # key.
-        session = getattr(self._decided_in, "session", self._session)
-        return session == self._session and self._active.is_set() and self._may_write()
+        return self._active.is_set() and self._may_write()
 
     # -- leadership session ---------------------------------------------------------------
     def start_leading(self) -> None:
-        """Rebuild the allocator from the stores (restore everything), then start allocating."""
+        """Refresh the views, rebuild the allocator from them (restore everything), then
+        start allocating."""
+        with self._session_lock:
+            self._start_session()
+
+    def _start_session(self) -> None:
+        with self._lock:
+            epoch = self._epoch
         if not self.wait_for_sync(timeout=None if not self._stop.is_set() else 0):
             return
         started = time.monotonic()
-        # Decide from the server's current state, not from a view an API outage left behind
-        # (writes of the previous session may have landed since; see Informer.relist).
-        for inf in (self.namespaces, self.pools, self.services):
-            if not inf.relist(timeout=30):
-                log.warning("informer %s: no fresh list; restoring from the cached view", inf.name)
+        with self._lock:  # the previous session's last writes land before we look
+            self._drained.wait_for(lambda: self._writes_in_flight == 0, timeout=60)
+        if not self._refresh_views(epoch):
+            return
         with self._lock:
-            self._session += 1
+            if self._epoch != epoch:
+                return  # stopped meanwhile: the next start takes over
             self._restored = False
             self._allocator = Allocator()
             self._config_input = None
             self._pool_written.clear()
+            self._pool_warned.clear()
             self._apply_config()
             restored, refused = self._restore_all()
             if not self._may_write():
@@ -229,14 +306,32 @@ class Controller:
             time.monotonic() - started,
             extra={"count": restored, "duration": round(time.monotonic() - started, 3)},
         )
-        self.queue.add(CONFIG_KEY)
-        for key in self.services.store.list_keys():
-            self.queue.add("s:" + key)
-        for name in self.pools.store.list_keys():
-            self.queue.add("p:" + name)
+        self.queue.add(CONFIG)
+        # Oldest first: of Services that compete for the last free addresses, the older wins.
+        for view in sorted(self.services.values(), key=lambda v: (v.created, v.key)):
+            self.queue.add(ServiceWork(view.key))
+        for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
+            self.queue.add(PoolWork(name))
+
+    def _refresh_views(self, epoch: int) -> bool:
+        """A consistent LIST of everything we decide from; retried while we may lead."""
+        wait = REFRESH_BACKOFF[0]
+        while not self._stop.is_set() and self._epoch == epoch:
+            try:
+                for cache in (self.namespaces, self.pools, self.services):
+                    cache.refresh(self.kube)
+                return True
+            except ApiError as exc:
+                if not self._may_write():
+                    return False
+                log.warning("takeover: listing failed: %s", exc, extra={"error": str(exc)})
+                self._stop.wait(wait)
+                wait = min(wait * 2, REFRESH_BACKOFF[1])
+        return False
 
     def stop_leading(self) -> None:
         with self._lock:
+            self._epoch += 1
             was = self._active.is_set()
             self._active.clear()
             self._allocator = None
@@ -245,102 +340,67 @@ class Controller:
         if was:
             log.info("stopped leading: no more writes")
 
-    def _restore_all(self, *, orphans_only: bool = False) -> tuple[int, int]:
-        """Register the addresses Services show in their status with the allocator.
-
-        At the start of a session every Service is restored. After a pool change only the
-        *orphans* are: Services whose status still shows addresses the allocator does not hold
-        for them (a pool that was removed and came back before their clean-up write). Restoring
-        them before anything new is allocated keeps an address that is still on the wire from
-        being handed to a second Service.
-        """
+    def _restore_all(self) -> tuple[int, int]:
+        """Register the addresses every Service of ours shows with the allocator (oldest
+        first, so of two claimants the older keeps an address)."""
         alloc = self._allocator
         assert alloc is not None
         items: list[tuple[ServiceRequest, tuple[str, ...], str | None]] = []
-        for svc in self.services.store.list():
-            if not (is_load_balancer(svc) and class_matches(svc, self.settings.lb_class)):
-                continue
-            addresses = ingress_addresses(svc)
-            if not addresses or (orphans_only and alloc.holding(ServiceKey(_key(svc)))):
-                continue
-            items.append((self._request_for_restore(svc), addresses, allocated_pool(svc)))
+        for view in self.services.values():
+            if view.ours(self.settings.lb_class) and view.addresses:
+                items.append((self._request_for_restore(view), view.addresses, view.pool_hint))
         results = alloc.restore_all(items) if items else {}
-        refused = sum(1 for r in results.values() if isinstance(r, Refusal))
-        # At session start nobody is displaced (restore_all goes oldest first into an empty
-        # allocator); an orphan older than the current holder takes its address back.
-        for displaced in alloc.pop_displaced():
-            self.queue.add("s:" + displaced)
-        return len(results), refused
+        refused = [(k, r) for k, r in results.items() if isinstance(r, Refusal)]
+        for key, refusal in refused[:20]:
+            log.info(
+                "restore refused: %s",
+                refusal.message,
+                extra={"service": key, "reason": refusal.reason.value},
+            )
+        return len(results), len(refused)
 
-    def _request_for_restore(self, svc: JsonDict) -> ServiceRequest:
-        req = service_request(svc, self._namespace_labels(svc))
+    def _request_for_restore(self, view: ObservedService) -> ServiceRequest:
+        req = view.request_in(self._namespace_labels(view))
         if isinstance(req, ServiceRequest):
             return req
         # A Service with a garbage annotation still holds its address: restore it under a
         # minimal request so nobody else is given that address while the user fixes the typo.
-        meta = svc.get("metadata") or {}
-        ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-        fams = tuple(dict.fromkeys(family_of(a) for a in ingress_addresses(svc)))
+        fams = tuple(dict.fromkeys(family_of(a) for a in view.addresses))
         return ServiceRequest(
-            key=service_key(ns, name),
-            namespace=ns,
-            name=name,
-            created=str(meta.get("creationTimestamp") or ""),
+            key=view.key,
+            namespace=view.ref.namespace,
+            name=view.ref.name,
+            created=view.created,
             ip_families=fams or (Family.IPV4,),
         )
 
-    # -- event handlers (informer threads: only enqueue) ----------------------------------
-    def _remember_own_write(self, obj: JsonDict) -> None:
-        if obj.get("kind") != "Service":
-            return
-        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        with self._own_lock:
-            if len(self._own_writes) > 100_000:  # echoes lost to a relist: start over
-                self._own_writes.clear()
-            rvs = self._own_writes.setdefault(_key(obj), set())
-            if len(rvs) > 4:  # echoes that arrived before we noted them: forget
-                rvs.clear()
-            rvs.add(rv)
+    # -- view changes (informer threads: only enqueue) ------------------------------------
+    def _on_written(self, obj: JsonDict) -> None:
+        """An object our write returned is our newest view (its watch echo is then ignored)."""
+        kind = obj.get("kind")
+        if kind == SERVICES.kind:
+            self.services.put(obj, notify=False)
+        elif kind == IPADDRESSPOOLS.kind:
+            self.pools.put(obj, notify=False)
 
-    def _is_own_echo(self, obj: JsonDict) -> bool:
-        key = _key(obj)
-        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        with self._own_lock:
-            rvs = self._own_writes.get(key)
-            if rvs is None or rv not in rvs:
-                return False
-            rvs.discard(rv)
-            if not rvs:
-                del self._own_writes[key]
-            return True
+    def _service_changed(self, old: ObservedService | None, new: ObservedService | None) -> None:
+        view = new or old
+        if view is not None:
+            self.queue.add(ServiceWork(view.key))
 
-    def _on_service(self, t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
-        obj = new or old
-        if obj is None:
-            return
-        if (
-            t is EventType.MODIFIED
-            and new is not None
-            and old is not new
-            and self._is_own_echo(new)
-        ):
-            return
-        self.queue.add("s:" + _key(obj))
+    def _pool_changed(self, old: ObservedPool | None, new: ObservedPool | None) -> None:
+        self.queue.add(CONFIG)
+        view = new or old
+        if view is not None:
+            self.queue.add(PoolWork(view.name))
 
-    def _on_pool(self, _t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
-        self.queue.add(CONFIG_KEY)
-        obj = new or old
-        if obj is not None:
-            self.queue.add("p:" + _key(obj))
-
-    def _on_namespace(self, t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
-        if t is not EventType.MODIFIED or old is None or new is None:
+    def _namespace_changed(
+        self, old: ObservedNamespace | None, new: ObservedNamespace | None
+    ) -> None:
+        if old is None or new is None or old.labels == new.labels:
             return
-        if _labels(old) == _labels(new):
-            return
-        name = _key(new)
-        for svc in self.services.store.by_index("namespace", name):
-            self.queue.add("s:" + _key(svc))
+        for view in self.services.by_index(new.name):
+            self.queue.add(ServiceWork(view.key))
 
     # -- workers --------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -354,11 +414,14 @@ class Controller:
             started = time.perf_counter()
             try:
                 if self._active.is_set():
-                    self._decided_in.session = self._session
                     self._reconcile(key)
-                self.queue.forget(key)
+                    self.queue.forget(key)
+                else:
+                    self.queue.add_after(key, NOT_LEADER_RETRY)  # the next session needs it
             except NotLeaderError:
-                self.queue.forget(key)
+                # The elector could not prove the lease just now (or we lost it). Never drop
+                # the key: if we lead again it must be decided (issue 10, point 2).
+                self.queue.add_after(key, NOT_LEADER_RETRY)
             except ApiError as exc:
                 # 409: the object moved on since we read it; decide again from the newer one.
                 log.log(
@@ -366,47 +429,52 @@ class Controller:
                     "reconcile %s failed: %s",
                     key,
                     exc,
-                    extra={"key": key, "error": str(exc)},
+                    extra={"key": str(key), "error": str(exc)},
                 )
                 self.queue.add_rate_limited(key)
             except Exception:
-                log.exception("reconcile %s: unexpected error", key, extra={"key": key})
+                log.exception("reconcile %s: unexpected error", key, extra={"key": str(key)})
                 self.queue.add_rate_limited(key)
             finally:
                 self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
                 self.queue.done(key)
 
-    def _reconcile(self, key: str) -> None:
-        if key == CONFIG_KEY:
-            self._reconcile_config()
-        elif key.startswith("s:"):
-            self._reconcile_service(key[2:])
-        elif key.startswith("p:"):
-            self._reconcile_pool(key[2:])
+    def _reconcile(self, key: WorkKey) -> None:
+        match key:
+            case ServiceWork(key=skey):
+                self._reconcile_service(skey)
+            case PoolWork(name=name):
+                self._reconcile_pool(name)
+            case ConfigWork():
+                self._reconcile_config()
 
-    def sync_once(self, key: str) -> None:
+    def sync_once(self, key: WorkKey) -> None:
         """Run one reconcile now (tests); raises what the reconcile raises."""
         self._reconcile(key)
 
-    # -- configuration --------------------------------------------------------------------
-    def _config_inputs(self) -> dict[str, PoolInput]:
-        out: dict[str, PoolInput] = {}
-        for pool in self.pools.store.list():
-            meta = pool.get("metadata") or {}
-            out[str(meta.get("name"))] = PoolInput(
-                spec=pool.get("spec") or {}, labels=_labels(pool)
-            )
-        return out
+    def _alloc(self) -> Allocator:
+        """The session's allocator (call with ``_lock`` held); NotLeaderError outside one."""
+        if self._allocator is None:
+            raise NotLeaderError("no leadership session")
+        return self._allocator
 
+    def _wake(self, alloc: Allocator, pools: Iterable[str] = ()) -> None:
+        """Enqueue the waiters the last decision unblocked, and the pools it changed."""
+        for key in alloc.wake():
+            self.queue.add(ServiceWork(key))
+        for pool in pools:
+            self.queue.add(PoolWork(pool))
+
+    # -- configuration --------------------------------------------------------------------
     def _apply_config(self) -> tuple[ServiceKey, ...] | None:
         """Give the allocator the current pools; None when nothing changed."""
-        assert self._allocator is not None
-        inputs = self._config_inputs()
-        frozen = {n: (repr(i.spec), tuple(sorted(i.labels.items()))) for n, i in inputs.items()}
+        alloc = self._alloc()
+        views = sorted(self.pools.values(), key=lambda v: v.name)
+        frozen = [(v.name, repr(v.spec), sorted(v.labels.items()), v.created) for v in views]
         if frozen == self._config_input:
             return None
         self._config_input = frozen
-        config = build_config(inputs)
+        config = build_config({v.name: v.config_input() for v in views})
         self._config = config
         for name, errors in config.invalid.items():
             log.warning(
@@ -415,333 +483,230 @@ class Controller:
                 "; ".join(str(e) for e in errors),
                 extra={"pool": name, "reason": "Invalid"},
             )
-        return self._allocator.set_pools(
-            config.pools.values(), config.conflicting.keys(), config.invalid.keys()
+        return alloc.set_pools(
+            config.pools.values(),
+            config.conflicting,
+            {n: "; ".join(str(e) for e in errs) for n, errs in config.invalid.items()},
         )
 
     def _reconcile_config(self) -> None:
         with self._lock:
-            if self._allocator is None:
+            alloc = self._alloc()
+            lost = self._apply_config()
+            if lost is None:
                 return
-            released = self._apply_config()
-            if released is not None:
-                self._restore_all(orphans_only=True)
-        if released is None:
-            return
-        log.info("pool configuration changed", extra={"count": len(released)})
-        # Level-triggered: every Service is re-evaluated (a refused one may fit now); most of
-        # these reconciles find nothing to do and write nothing.
-        for skey in self.services.store.list_keys():
-            self.queue.add("s:" + skey)
-        for name in self.pools.store.list_keys():
-            self.queue.add("p:" + name)
+            for key in lost:  # they lost addresses: decide them again (and clear what left)
+                self.queue.add(ServiceWork(key))
+            self._wake(alloc, self.pools.keys())
+        log.info("pool configuration changed", extra={"count": len(lost)})
 
     # -- Services -------------------------------------------------------------------------
-    def _namespace_labels(self, svc: JsonDict) -> dict[str, str]:
-        ns = self.namespaces.store.get(str((svc.get("metadata") or {}).get("namespace")))
-        return _labels(ns) if ns is not None else {}
+    def _namespace_labels(self, view: ObservedService) -> dict[str, str]:
+        ns = self.namespaces.get(view.ref.namespace)
+        return dict(ns.labels) if ns is not None else {}
 
-    def _reconcile_service(self, key: str) -> None:
-        svc = self.services.store.get(key)
-        skey = ServiceKey(key)
-        if svc is None:
+    def _reconcile_service(self, key: ServiceKey) -> None:
+        view = self.services.get(key)
+        if view is None:
             with self._lock:
-                self._released.pop(skey, None)
-                released = self._release(skey)
-            if released:
-                log.info(
-                    "released (Service deleted)",
-                    extra={"service": key, "address": ",".join(released)},
-                )
+                alloc = self._alloc()
+                held = alloc.holding(key)
+                released = alloc.release(key)
+                self._wake(alloc, [held.pool] if held is not None else [])
+            self._apply(
+                ObjectRef("v1", "Service", *key.split("/", 1)),
+                service_effects(key, Shown(), Decision(Verdict.DELETED, released=released), False),
+            )
             return
-        if not class_matches(svc, self.settings.lb_class) and is_load_balancer(svc):
-            # Another controller's Service: forget it, never write to it.
-            with self._lock:
-                self._release(skey)
+        if not view.class_matches(self.settings.lb_class):
+            if view.load_balancer:
+                # Another controller's Service: forget it, never write to it.
+                with self._lock:
+                    alloc = self._alloc()
+                    alloc.release(key)
+                    self._wake(alloc)
             return
-        if not is_load_balancer(svc):
-            self._release_service(svc, skey)
+        if not view.load_balancer:
+            self._release_service(view)
             return
-        req = service_request(svc, self._namespace_labels(svc))
+        req = view.request_in(self._namespace_labels(view))
         if isinstance(req, FieldError):
-            self._report_invalid(svc, skey, req)
+            self._report_invalid(view, req)
             return
-        self._assign(svc, req)
+        self._assign(view, req)
 
-    def _write_service(self, svc: JsonDict, desired: ServiceStatus) -> WriteOutcome:
+    def _write(
+        self, alloc: Allocator, view: ObservedService, desired: ServiceStatus
+    ) -> WriteOutcome:
         """Status now; the pool annotation, if it changes too, in a later pass of the same key.
 
         The key goes to the back of the queue, so after a burst (a restart of a big cluster, a
-        pool change) every Service gets its address before any bookkeeping write is made.
+        pool change) every Service gets its address before any bookkeeping write is made. Only
+        while the session that decided (``alloc``) lasts.
         """
-        outcome = self.writer.write_service(svc, desired, defer_metadata=True)
+        with self._session_write(alloc) as still:
+            outcome = self.service_writer.write(view, desired, defer_metadata=True, still=still)
         if outcome.metadata_pending:
-            self.queue.add("s:" + _key(svc))
+            self.queue.add(ServiceWork(view.key))
         return outcome
 
-    def _release(self, key: ServiceKey) -> tuple[str, ...]:
-        if self._allocator is None:
-            raise NotLeaderError(key)
-        held = self._allocator.holding(key)
-        released = self._allocator.release(key)
-        if held is not None:
-            self._pool_changed(held.pool)
-        return released
-
-    def _pool_changed(self, pool: str) -> None:
-        self.queue.add("p:" + pool)
-
-    def _release_service(self, svc: JsonDict, key: ServiceKey) -> None:
-        """A Service that stopped being a LoadBalancer: forget it and clear what we wrote."""
+    @contextlib.contextmanager
+    def _session_write(self, alloc: Allocator) -> Iterator[Callable[[], bool]]:
+        """A write of the session whose allocator is ``alloc``: refused once it ended, and
+        counted while in flight."""
         with self._lock:
-            released = self._release(key)
-            # The API server may already have cleared the ingress itself (it does when the type
-            # changes); remember what was released until the clean-up write has been made, so
-            # the event names it even if that write needs another pass.
-            if released:
-                self._released[key] = released
-        ours = allocated_pool(svc) is not None or _our_condition(svc) is not None
-        if not ours:
+            if self._allocator is not alloc:
+                raise NotLeaderError("the session that decided has ended")
+            self._writes_in_flight += 1
+        try:
+            yield lambda: self._allocator is alloc
+        finally:
             with self._lock:
-                self._released.pop(key, None)
-            return
-        outcome = self._write_service(svc, ServiceStatus((), None, None))
-        with self._lock:
-            addresses = self._released.pop(key, ()) or ingress_addresses(svc)
-        if outcome.wrote and addresses:
-            self.events.event(
-                svc, EventKind.NORMAL, "IPReleased", f"released {', '.join(addresses)}"
-            )
-            log.info("released", extra={"service": key, "address": ",".join(addresses)})
+                self._writes_in_flight -= 1
+                if not self._writes_in_flight:
+                    self._drained.notify_all()
 
-    def _report_invalid(self, svc: JsonDict, key: ServiceKey, err: FieldError) -> None:
+    def _settle(self, alloc: Allocator, key: ServiceKey) -> None:
+        """The status no longer shows what ``key`` lost: those addresses are free now."""
+        with self._lock:
+            if self._allocator is alloc:
+                alloc.settle(key)
+                self._wake(alloc)
+
+    def _release_service(self, view: ObservedService) -> None:
+        """A Service that stopped being a LoadBalancer: forget it and clear what we wrote."""
+        key = view.key
+        with self._lock:
+            alloc = self._alloc()
+            held = alloc.holding(key)
+            alloc.retire(key)
+            alloc.stop_waiting(key)
+            released = alloc.leaving(key)
+            self._wake(alloc, [held.pool] if held is not None else [])
+        wrote = False
+        if view.marked:
+            wrote = self._write(alloc, view, ServiceStatus((), None, None)).wrote
+        self._settle(alloc, key)
+        self._apply(
+            view.ref,
+            service_effects(
+                key, Shown(view.addresses), Decision(Verdict.RELEASED, released=released), wrote
+            ),
+        )
+
+    def _report_invalid(self, view: ObservedService, err: FieldError) -> None:
         # Keep whatever the Service holds (no churn while the user fixes a typo); say why.
         with self._lock:
-            if self._allocator is None:
-                raise NotLeaderError(key)
-            held = self._allocator.holding(key)
+            alloc = self._alloc()
+            held = alloc.holding(view.key)
+            alloc.stop_waiting(view.key)
+            self._wake(alloc)
+        decision = Decision(Verdict.INVALID, reason="InvalidRequest", message=str(err))
         desired = ServiceStatus(
             addresses=held.addresses if held is not None else (),
             pool=held.pool if held is not None else None,
-            condition=Condition(False, "InvalidRequest", str(err)),
+            condition=Condition(False, decision.reason, decision.message),
         )
-        outcome = self._write_service(svc, desired)
-        if outcome.wrote and _condition_changed(outcome.before, desired.condition):
-            self.metrics.allocation_failures_total.labels(reason="InvalidRequest").inc()
-            self.events.event(svc, EventKind.WARNING, "InvalidRequest", str(err))
-            log.warning(
-                "invalid request: %s", err, extra={"service": key, "reason": "InvalidRequest"}
-            )
+        outcome = self._write(alloc, view, desired)
+        self._settle(alloc, view.key)  # an address it showed but does not hold is cleared now
+        self._apply(
+            view.ref,
+            service_effects(
+                view.key, Shown(view.addresses, view.condition), decision, outcome.wrote
+            ),
+        )
 
-    def _assign(self, svc: JsonDict, req: ServiceRequest) -> None:
-        current = ingress_addresses(svc)
+    def _assign(self, view: ObservedService, req: ServiceRequest) -> None:
+        key = req.key
         with self._lock:
-            alloc = self._allocator
-            if alloc is None:
-                raise NotLeaderError(req.key)
-            before = alloc.holding(req.key)
-            if before is None and current:
-                # Addresses we did not know about (written by a previous leader after our
-                # restore, or a Service that arrived with a status): take them over if allowed.
-                alloc.restore(req, current, allocated_pool(svc))
-                for displaced in alloc.pop_displaced():
-                    self.queue.add("s:" + displaced)
-                before = alloc.holding(req.key)
+            alloc = self._alloc()
+            before = alloc.holding(key)
+            if before is None and view.addresses and not alloc.leaving(key):
+                # Addresses we did not know about (a write by the previous leader that landed
+                # after our restore): keep them if nobody holds them; a holder is never
+                # displaced (a stale status must not move a Service that has an address).
+                alloc.restore(req, view.addresses, view.pool_hint)
             result = alloc.allocate(req)
-            # A refused Service keeps its addresses in the allocator until the write that
-            # clears its status has been made: until then they are still on the wire, and
-            # giving them to another Service would put one address on two Services.
-            release_after_write = isinstance(result, Refusal) and alloc.holding(req.key) is not None
-            for pool in {p.pool for p in (before, result) if isinstance(p, Allocation)}:
-                self._pool_changed(pool)
+            if isinstance(result, Refusal):
+                # What it held stays taken until the write below clears its status.
+                alloc.retire(key)
+            pools = {a.pool for a in (before, result) if isinstance(a, Allocation)}
+            self._wake(alloc, pools)
         if isinstance(result, Allocation):
-            desired = ServiceStatus(
+            decision = Decision(
+                Verdict.ASSIGNED,
                 addresses=result.addresses,
                 pool=result.pool,
-                condition=Condition(
-                    True, "Assigned", f"{', '.join(result.addresses)} from pool {result.pool}"
-                ),
+                reason="Assigned",
+                message=f"{', '.join(result.addresses)} from pool {result.pool}",
+            )
+            desired = ServiceStatus(
+                result.addresses, result.pool, Condition(True, "Assigned", decision.message)
             )
         else:
-            desired = ServiceStatus((), None, Condition(False, result.reason.value, result.message))
-        outcome = self._write_service(svc, desired)
-        if release_after_write:
-            with self._lock:
-                if self._allocator is alloc:
-                    self._release(req.key)
-        if not outcome.wrote:
-            return
-        self._announce(outcome.before, req.key, result, desired)
-
-    def _announce(
-        self,
-        before_obj: JsonDict,
-        key: ServiceKey,
-        result: Allocation | Refusal,
-        desired: ServiceStatus,
-    ) -> None:
-        """Events and logs for a write that changed something a user sees."""
-        before = ingress_addresses(before_obj)
-        if isinstance(result, Allocation):
-            if before == result.addresses:
-                return
-            self.metrics.allocations_total.labels(result="assigned").inc()
-            if before:
-                self.events.event(
-                    before_obj,
-                    EventKind.WARNING,
-                    "ClearAssignment",
-                    f"{', '.join(before)} no longer valid for this Service; reassigned",
-                )
-            self.events.event(
-                before_obj,
-                EventKind.NORMAL,
-                "IPAllocated",
-                f"assigned {', '.join(result.addresses)} from pool {result.pool}",
-            )
-            log.info(
-                "assigned",
-                extra={
-                    "service": key,
-                    "pool": result.pool,
-                    "address": ",".join(result.addresses),
-                },
-            )
-            return
-        if not _condition_changed(before_obj, desired.condition) and not before:
-            return
-        self.metrics.allocations_total.labels(result="refused").inc()
-        self.metrics.allocation_failures_total.labels(reason=result.reason.value).inc()
-        if before:
-            self.events.event(
-                before_obj,
-                EventKind.WARNING,
-                "ClearAssignment",
-                f"cleared {', '.join(before)}: {result.message}",
-            )
-        self.events.event(
-            before_obj,
-            EventKind.WARNING,
-            "AllocationFailed",
-            f"{result.reason.value}: {result.message}",
-        )
-        log.warning(
-            "allocation failed: %s",
-            result.message,
-            extra={"service": key, "reason": result.reason.value},
+            decision = Decision(Verdict.REFUSED, reason=result.reason.value, message=result.message)
+            desired = ServiceStatus((), None, Condition(False, decision.reason, result.message))
+        outcome = self._write(alloc, view, desired)
+        self._settle(alloc, key)
+        self._apply(
+            view.ref,
+            service_effects(key, Shown(view.addresses, view.condition), decision, outcome.wrote),
         )
 
     # -- pool status ----------------------------------------------------------------------
     def _reconcile_pool(self, name: str) -> None:
-        pool = self.pools.store.get(name)
-        if pool is None:
+        view = self.pools.get(name)
+        if view is None:
             with self._lock:
                 self._pool_written.pop(name, None)
-            for family in ("ipv4", "ipv6"):  # a deleted pool leaves no stale series behind
-                for gauge in (
-                    self.metrics.pool_addresses_total,
-                    self.metrics.pool_addresses_assigned,
-                ):
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(name, family)
+                self._pool_warned.pop(name, None)
+            gone = ObjectRef(IPADDRESSPOOLS.api_version, IPADDRESSPOOLS.kind, "", name)
+            self._apply(gone, pool_effects(name, None, None, ()))
             return
         now = self.clock.monotonic()
         with self._lock:
-            if self._allocator is None or self._config is None:
+            alloc = self._alloc()
+            if self._config is None:
                 raise NotLeaderError(name)
             last = self._pool_written.get(name)
             if last is not None and now - last < self.settings.pool_status_interval:
-                self.queue.add_after("p:" + name, self.settings.pool_status_interval - (now - last))
+                self.queue.add_after(
+                    PoolWork(name), self.settings.pool_status_interval - (now - last)
+                )
                 return
-            status = self._pool_status(name)
-        written = self.writer.write_pool_status(pool, status)
-        if written is not None:
+            shown = pool_shown(name, self._config, alloc)
+            warned = self._pool_warned.get(name, ())
+            self._pool_warned[name] = shown.warnings
+        with self._session_write(alloc) as still:
+            written = self.pool_writer.write(view, shown, still=still)
+        if written:
             with self._lock:
                 self._pool_written[name] = self.clock.monotonic()
+        self._apply(view.ref, pool_effects(name, view.condition(READY), shown, warned))
 
-    def _pool_status(self, name: str) -> JsonDict:
-        assert self._allocator is not None and self._config is not None
-        config = self._config
-        stamp = now_rfc3339()
-        pool = self.pools.store.get(name) or {}
-        conds: Any = (pool.get("status") or {}).get("conditions") or []
-        invalid = config.invalid.get(name)
-        others = config.conflicting.get(name)
-        counters = None
-        try:
-            counters = self._allocator.counters(name)
-        except KeyError:
-            counters = None
-        status: JsonDict = {}
-        for fam, suffix in ((Family.IPV4, "IPv4"), (Family.IPV6, "IPv6")):
-            fc = counters.of(fam) if counters is not None else None
-            assigned = fc.assigned if fc is not None else 0
-            available = fc.available if fc is not None else 0
-            total = fc.total if fc is not None else 0
-            status[f"assigned{suffix}"] = render_count(assigned)
-            status[f"available{suffix}"] = render_count(available)
-            fam_label = suffix.lower()
-            self.metrics.pool_addresses_total.labels(pool=name, family=fam_label).set(float(total))
-            self.metrics.pool_addresses_assigned.labels(pool=name, family=fam_label).set(
-                float(assigned)
-            )
-        wanted: list[tuple[str, Condition]] = [
-            (
-                "Ready",
-                Condition(True, "Ready", "addresses can be assigned")
-                if not invalid and not others
-                else Condition(
-                    False,
-                    "Invalid" if invalid else "Conflicting",
-                    "see the Invalid condition" if invalid else "see the Conflicting condition",
-                ),
-            ),
-            (
-                "Conflicting",
-                Condition(True, "Overlap", f"overlaps pool(s) {', '.join(sorted(others))}")
-                if others
-                else Condition(False, "NoOverlap", "no overlap with other pools"),
-            ),
-            (
-                "Invalid",
-                Condition(True, "InvalidSpec", "; ".join(str(e) for e in invalid))
-                if invalid
-                else Condition(False, "Valid", "spec is valid"),
-            ),
-        ]
-        for ctype, cond in wanted:
-            merged = merge_conditions(conds, ctype, cond, stamp)
-            if merged is not None:
-                conds = merged
-        status["conditions"] = conds
-        return status
-
-
-def _our_condition(svc: Mapping[str, Any]) -> JsonDict | None:
-    conds = (svc.get("status") or {}).get("conditions") or []
-    for c in conds if isinstance(conds, list) else []:
-        if isinstance(c, dict) and c.get("type") == CONDITION_TYPE:
-            return c
-    return None
-
-
-def _condition_changed(svc: Mapping[str, Any], want: Condition | None) -> bool:
-    return (
-        merge_conditions((svc.get("status") or {}).get("conditions"), CONDITION_TYPE, want, "")
-        is not None
-    )
-
-
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
-
-
-def _key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
-
-
-def _namespace_of(obj: JsonDict) -> list[str]:
-    return [str((obj.get("metadata") or {}).get("namespace") or "")]
+    # -- effects --------------------------------------------------------------------------
+    def _apply(self, subject: ObjectRef, effects: Iterable[Effect]) -> None:
+        """Carry out what :mod:`lbd.controller.effects` decided users see."""
+        m = self.metrics
+        for effect in effects:
+            match effect:
+                case Emit(warning=warning, reason=reason, message=message):
+                    kind = EventKind.WARNING if warning else EventKind.NORMAL
+                    self.events.event(subject, kind, reason, message)
+                case Log(level=level, message=message, fields=fields):
+                    log.log(level, message, extra=dict(fields))
+                case Count(metric=Metric.ALLOCATIONS, label=label):
+                    m.allocations_total.labels(result=label).inc()
+                case Count(metric=Metric.FAILURES, label=label):
+                    m.allocation_failures_total.labels(reason=label).inc()
+                case Gauge(metric=metric, labels=labels, value=value):
+                    gauge = (
+                        m.pool_addresses_total
+                        if metric is Metric.POOL_TOTAL
+                        else m.pool_addresses_assigned
+                    )
+                    if value is None:
+                        with contextlib.suppress(KeyError):  # never set: nothing to remove
+                            gauge.remove(*labels)
+                    else:
+                        gauge.labels(*labels).set(float(value))

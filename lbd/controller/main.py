@@ -7,6 +7,7 @@ is dropped); winning it again starts a fresh session that restores from the Serv
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -71,9 +72,16 @@ def main(opts: ControllerOptions) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    holder: list[Controller] = []
+
+    def dump(_signum: int, _frame: FrameType | None) -> None:
+        # `kill -USR1`: the allocator's state in the log (who waits for what, what is free).
+        if holder:
+            log.warning("state: %s", json.dumps(holder[0].describe(), default=str))
+
+    signal.signal(signal.SIGUSR1, dump)
 
     elector: LeaderElector | None = None
-    holder: list[Controller] = []
     if election is not None:
         elector = LeaderElector(
             kube,

@@ -6,14 +6,23 @@ never raises on bad input. The adapters put the first error into the pool's ``In
 
 Decisions:
 
-* A CIDR with host bits set (``198.18.100.1/24``) is an error that names the network the user
-  probably meant, as MetalLB does: silently widening or narrowing what the user typed is worse.
+* A CIDR with host bits set (``198.18.100.1/24``) is read as its network (``198.18.100.0/24``),
+  as MetalLB reads it (Go's ``net.ParseCIDR``), so a pool moved from MetalLB keeps working; the
+  pool carries a warning naming the network used, which the controller turns into a Warning
+  Event on the pool. Refusing it would hand out nothing from a pool that worked before.
 * A range ``start-end`` must be of one family with ``start <= end``; spaces around ``-`` are
   accepted. A bare address means a /32 or /128.
 * Entries of one pool may not overlap or repeat (``spec.addresses[3]: overlaps spec.addresses[1]``);
-  that is always a typo. Overlaps *between* pools do not make a pool invalid: both pools are
-  *conflicting* (each names the other), keep their existing assignments, and give no new
-  addresses until the overlap is gone (IPAM.md).
+  that is always a typo. Overlaps *between* pools do not make a pool invalid: the pool created
+  first (creationTimestamp, then name) keeps working and every newer pool that overlaps an older
+  one is *conflicting* (naming the older pools), keeps its existing assignments and gives no new
+  addresses until the overlap is gone (docs/IPAM.md). So a mistaken new pool cannot freeze a
+  working one.
+* ``serviceAllocation.priority`` 0 or unset means "no priority" (MetalLB's meaning): such a pool
+  ranks after every pool that has one. A negative priority is an error.
+* Duplicate label selectors in a list, duplicate match expressions in one selector and duplicate
+  values in one expression are errors with the field path, as MetalLB rejects them (values are
+  compared as sets, so ``[a, b]`` and ``[b, a]`` are the same expression).
 * Unknown fields are errors. The API server prunes them for structural CRDs, so they only reach
   this code from hand-written input (the lab, tests) where a typo should not pass silently.
 * :func:`build_config` takes all pools at once because overlap is a property of the whole set.
@@ -56,6 +65,8 @@ class PoolInput:
 
     spec: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    created: str = ""
+    """RFC 3339 creationTimestamp: of two overlapping pools the older keeps working."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,10 @@ class Config:
     """The whole address configuration.
 
     ``pools`` holds every valid pool, including conflicting ones (they keep their assignments);
-    ``conflicting`` maps a pool to the names of the pools it overlaps; ``invalid`` maps an
-    invalid pool to its errors. A pool is in exactly one of ``pools`` and ``invalid``.
+    ``conflicting`` maps each newer pool that overlaps older ones to the names of those older
+    pools; ``invalid`` maps an invalid pool to its errors. A pool is in exactly one of ``pools``
+    and ``invalid``. ``warnings`` maps a valid pool to what was read differently from how it
+    was written (a CIDR with host bits set), for a Warning Event.
     """
 
     pools: Mapping[str, Pool] = field(default_factory=dict, hash=False)
@@ -74,6 +87,7 @@ class Config:
     invalid_advertisements: Mapping[str, tuple[FieldError, ...]] = field(
         default_factory=dict, hash=False
     )
+    warnings: Mapping[str, tuple[FieldError, ...]] = field(default_factory=dict, hash=False)
 
     def usable_pools(self) -> tuple[Pool, ...]:
         """Valid pools that are not conflicting, by name: the ones that give new addresses."""
@@ -84,7 +98,10 @@ class Config:
 
 
 def parse_address_entry(text: str) -> PoolRange | str:
-    """One ``spec.addresses`` entry -> a range, or the reason it is not one."""
+    """One ``spec.addresses`` entry -> a range, or the reason it is not one.
+
+    A CIDR with host bits set gives its network; :func:`host_bits_note` says so.
+    """
     entry = text.strip()
     if not entry:
         return "empty entry"
@@ -93,8 +110,6 @@ def parse_address_entry(text: str) -> PoolRange | str:
             net = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             return f"{entry!r} is not a valid CIDR"
-        if int(net.network_address) != int(ipaddress.ip_interface(entry).ip):
-            return f"{entry!r} has host bits set (did you mean {net}?)"
         fam = Family.IPV4 if net.version == 4 else Family.IPV6
         return PoolRange(fam, int(net.network_address), int(net.broadcast_address), entry)
     if "-" in entry:
@@ -120,7 +135,24 @@ def parse_address_entry(text: str) -> PoolRange | str:
     return PoolRange(fam, int(ip), int(ip), entry)
 
 
-def _parse_addresses(value: object, errors: list[FieldError]) -> tuple[PoolRange, ...]:
+def host_bits_note(entry: str) -> str | None:
+    """``"10.0.0.1/24"`` -> how it is read (``10.0.0.0/24``); None for anything else."""
+    text = entry.strip()
+    if "/" not in text:
+        return None
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+        ip = ipaddress.ip_interface(text).ip
+    except ValueError:
+        return None
+    if int(net.network_address) == int(ip):
+        return None
+    return f"{text} has host bits set; read as {net} (as MetalLB reads it)"
+
+
+def _parse_addresses(
+    value: object, errors: list[FieldError], warnings: list[FieldError] | None = None
+) -> tuple[PoolRange, ...]:
     if value is None:
         errors.append(FieldError("spec.addresses", "required"))
         return ()
@@ -140,6 +172,9 @@ def _parse_addresses(value: object, errors: list[FieldError]) -> tuple[PoolRange
         if isinstance(parsed, str):
             errors.append(FieldError(path, parsed))
             continue
+        note = host_bits_note(item)
+        if note is not None and warnings is not None:
+            warnings.append(FieldError(path, note))
         for j, earlier in ranges:
             if earlier.overlaps(parsed):
                 what = "duplicates" if earlier == parsed else "overlaps"
@@ -251,10 +286,17 @@ def parse_selector(value: object, path: str, errors: list[FieldError]) -> LabelS
     if not isinstance(raw_exprs, list):
         errors.append(FieldError(f"{path}.matchExpressions", "must be a list"))
         raw_exprs = []
+    seen: dict[SelectorRequirement, int] = {}
     for i, raw in enumerate(raw_exprs):
-        req = _parse_requirement(raw, f"{path}.matchExpressions[{i}]", errors)
-        if req is not None:
-            exprs.append(req)
+        p = f"{path}.matchExpressions[{i}]"
+        req = _parse_requirement(raw, p, errors)
+        if req is None:
+            continue
+        if req in seen:  # values compare as sets: [a, b] repeats [b, a] (as in MetalLB)
+            errors.append(FieldError(p, f"duplicates {path}.matchExpressions[{seen[req]}]"))
+            continue
+        seen[req] = i
+        exprs.append(req)
     if len(errors) != before:
         return None
     return LabelSelector(tuple(sorted(labels)), tuple(exprs))
@@ -298,11 +340,16 @@ def _parse_requirement(
     if op in (SelectorOperator.EXISTS, SelectorOperator.DOES_NOT_EXIST) and values:
         errors.append(FieldError(f"{path}.values", f"must be empty for {op}"))
         return None
-    for v in values:
+    first: dict[str, int] = {}
+    for j, v in enumerate(values):
         problem = label_value_problem(v)
         if problem:
             errors.append(FieldError(f"{path}.values", problem))
             return None
+        if v in first:
+            errors.append(FieldError(f"{path}.values[{j}]", f"duplicates values[{first[v]}] ({v})"))
+            return None
+        first[v] = j
     return SelectorRequirement(key, op, frozenset(values))
 
 
@@ -315,10 +362,18 @@ def _parse_selector_list(
         errors.append(FieldError(path, "must be a list of label selectors"))
         return ()
     out: list[LabelSelector] = []
+    seen: dict[LabelSelector, int] = {}
     for i, raw in enumerate(value):
         sel = parse_selector(raw, f"{path}[{i}]", errors)
-        if sel is not None:
-            out.append(sel)
+        if sel is None:
+            continue
+        # Compared as parsed (labels sorted, expressions as sets), as MetalLB compares them.
+        canonical = LabelSelector(sel.match_labels, tuple(sorted(sel.match_expressions, key=repr)))
+        if canonical in seen:
+            errors.append(FieldError(f"{path}[{i}]", f"duplicates {path}[{seen[canonical]}]"))
+            continue
+        seen[canonical] = i
+        out.append(sel)
     return tuple(out)
 
 
@@ -373,6 +428,13 @@ def _parse_allocation(value: object, errors: list[FieldError]) -> ServiceAllocat
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         errors.append(FieldError(f"{path}.priority", "must be an integer"))
         priority = None
+    elif priority is not None and priority < 0:
+        errors.append(
+            FieldError(f"{path}.priority", "must be 0 (no priority) or a positive integer")
+        )
+        priority = None
+    if priority == 0:
+        priority = None  # MetalLB's meaning: 0 is "no priority", ranked after every pool with one
     namespaces = _parse_name_list(
         value.get("namespaces"), f"{path}.namespaces", errors, "namespace"
     )
@@ -389,15 +451,22 @@ def _parse_allocation(value: object, errors: list[FieldError]) -> ServiceAllocat
 
 
 def parse_pool(
-    name: str, spec: object, labels: Mapping[str, str] | None = None
+    name: str,
+    spec: object,
+    labels: Mapping[str, str] | None = None,
+    *,
+    warnings: list[FieldError] | None = None,
 ) -> Pool | tuple[FieldError, ...]:
-    """One IPAddressPool spec -> :class:`Pool`, or every error found in it."""
+    """One IPAddressPool spec -> :class:`Pool`, or every error found in it.
+
+    ``warnings`` (if given) receives what was read differently from how it was written.
+    """
     errors: list[FieldError] = []
     if not isinstance(spec, Mapping):
         return (FieldError("spec", "must be an object"),)
     for unknown in sorted(set(spec) - _POOL_FIELDS):
         errors.append(FieldError(f"spec.{unknown}", "unknown field"))
-    ranges = _parse_addresses(spec.get("addresses"), errors)
+    ranges = _parse_addresses(spec.get("addresses"), errors, warnings)
     auto_assign = _parse_bool(spec, "autoAssign", True, errors)
     avoid_buggy = _parse_bool(spec, "avoidBuggyIPs", False, errors)
     allocation = _parse_allocation(spec.get("serviceAllocation"), errors)
@@ -413,7 +482,29 @@ def parse_pool(
     )
 
 
-def find_conflicts(pools: Iterable[Pool]) -> dict[str, frozenset[str]]:
+def find_conflicts(
+    pools: Iterable[Pool], created: Mapping[str, str] | None = None
+) -> dict[str, frozenset[str]]:
+    """Each pool that overlaps an older pool, mapped to the names of those older pools.
+
+    Older means created earlier (``created``: pool name -> RFC 3339 creationTimestamp, which
+    sorts like the time it names), then the smaller name. The oldest of overlapping pools is not
+    in the result: it keeps working (docs/IPAM.md).
+    """
+    created = created or {}
+
+    def rank(name: str) -> tuple[str, str]:
+        return (created.get(name, ""), name)
+
+    out: dict[str, frozenset[str]] = {}
+    for name, others in find_overlaps(pools).items():
+        older = frozenset(o for o in others if rank(o) < rank(name))
+        if older:
+            out[name] = older
+    return out
+
+
+def find_overlaps(pools: Iterable[Pool]) -> dict[str, frozenset[str]]:
     """Pools whose ranges overlap, each mapped to the names of the others it overlaps.
 
     Sort-and-sweep over all ranges: O(n log n + overlaps), not O(pools^2).
@@ -493,12 +584,19 @@ def build_config(
     """
     valid: dict[str, Pool] = {}
     invalid: dict[str, tuple[FieldError, ...]] = {}
+    warnings: dict[str, tuple[FieldError, ...]] = {}
+    created: dict[str, str] = {}
     for name in sorted(pools):
         item = pools[name]
-        spec, labels = (item.spec, item.labels) if isinstance(item, PoolInput) else (item, {})
-        parsed = parse_pool(name, spec, labels)
+        if not isinstance(item, PoolInput):
+            item = PoolInput(item)
+        created[name] = item.created
+        notes: list[FieldError] = []
+        parsed = parse_pool(name, item.spec, item.labels, warnings=notes)
         if isinstance(parsed, Pool):
             valid[name] = parsed
+            if notes:
+                warnings[name] = tuple(notes)
         else:
             invalid[name] = parsed
     advs: dict[str, Advertisement] = {}
@@ -512,7 +610,8 @@ def build_config(
     return Config(
         pools=valid,
         invalid=invalid,
-        conflicting=find_conflicts(valid.values()),
+        conflicting=find_conflicts(valid.values(), created),
         advertisements=advs,
         invalid_advertisements=bad_advs,
+        warnings=warnings,
     )

@@ -1,27 +1,56 @@
-"""The address allocator: which pool, which address, who may share it (IPAM.md).
+"""The address allocator: which pool, which address, who may share it, who waits (docs/IPAM.md).
 
 One :class:`Allocator` lives in the active controller. It is pure and deterministic (no clock, no
 randomness, no I/O) and single-threaded: the controller serialises calls.
 
 Public surface::
 
-    set_pools(pools, conflicting=frozenset(), invalid=frozenset()) -> tuple[ServiceKey, ...]
+    set_pools(pools, conflicting={}, invalid={}) -> tuple[ServiceKey, ...]  # lost addresses
     allocate(svc) -> Allocation | Refusal          # idempotent; re-evaluates a changed request
     restore(svc, addresses, pool=None) -> Allocation | Refusal
     restore_all(items) -> dict[ServiceKey, Allocation | Refusal]   # oldest first
-    pop_displaced() -> tuple[ServiceKey, ...]      # lost an address to an older Service in restore
-    release(key) -> tuple[str, ...]                # the addresses the Service held
-    holding(key) -> Allocation | None
-    holders(address) -> tuple[ServiceKey, ...]
+    retire(key) -> tuple[str, ...]   # the Service gives its addresses up; they stay taken ...
+    settle(key) -> tuple[str, ...]   # ... until its status no longer shows them
+    release(key) -> tuple[str, ...]  # the Service is gone: its addresses are free now
+    wake() -> tuple[ServiceKey, ...] # waiting Services to decide again, oldest first
+    waits(key) -> tuple[Wait, ...]; waiting_on(pool) -> int; stop_waiting(key)
+    holding(key) -> Allocation | None; holders(address) -> tuple[ServiceKey, ...]
     counters(pool_name) -> PoolCounters            # KeyError for an unknown pool
-    pool_status(pool_name) -> PoolStatus | None    # Ready / Conflicting / Invalid
     pools_for(svc) -> tuple[str, ...]              # pools the Service may get new addresses from
-    snapshot() -> Snapshot                         # everything observable, for tests and `status`
+    snapshot() -> Snapshot                         # every address fact, for tests
 
-Every refusal is a :class:`Refusal` value and a refused call changes nothing: each call first
+Every refusal is a :class:`Refusal` value, and a refused call changes no address: each call first
 *plans* (reads only) and then *commits* the plan in one step that cannot fail. A Service whose
 changed request cannot be met keeps its old addresses and gets the Refusal; the controller decides
-whether to release them (it does, with a ``ClearAssignment`` event).
+whether to give them up (it does, with ``retire`` and a ``ClearAssignment`` event).
+
+**An address on the wire is never handed out twice.** An address a Service loses while it still
+exists (a move to a new address, a refusal, a pool change) is *leaving*: it stays taken, by that
+Service, until the controller has written the status that no longer shows it and calls
+:meth:`settle`. Only :meth:`release` (the Service was deleted) frees addresses at once.
+
+**Liveness: who waits for what** (docs/IPAM.md "Liveness"). A refused Service is remembered as
+waiting, keyed by what would unblock it, and re-decided only when that changes:
+
+* ``PoolExhausted``: a free address of a family in a pool (one :class:`Wait` per pool and
+  family that lacked room). Freeing one address wakes only as many waiters of that pool and
+  family as there are free addresses, oldest first.
+* ``RequestedIPUnavailable`` / ``SharingConflict``: the requested address; any change of its
+  holders (one leaves, one changes its sharing key or ports) wakes its waiters.
+* ``NoMatchingPool``, ``PoolConflicting``, ``RequestedIPNotInPool``: the pool configuration; any
+  change of it wakes every waiter (rare, and bounded by the number of waiters).
+* A PreferDualStack Service holding one family waits for the other in its own pool.
+
+So freeing one address with 10 000 Services of which 1 000 wait costs one re-decision, not
+10 000. Why an index in the allocator and not in the controller: the allocator is the one that
+knows why it refused and when an address frees, so the rule lives next to the decisions it
+depends on, in pure code that table tests can drive.
+
+**Fairness**: the oldest waiting Service (creationTimestamp, then namespace/name) gets a freed
+address. The allocator enforces it rather than hoping the work queue runs in the right order:
+a Service may take a fresh address of a pool and family only while more addresses are free than
+older Services wait for that pool and family (the others are *kept* for them), and a free
+requested address is kept for an older Service waiting for exactly that address.
 
 How the cost stays independent of pool size (an IPv6 /64 is as cheap as a /28):
 
@@ -33,17 +62,19 @@ How the cost stays independent of pool size (an IPv6 /64 is as cheap as a /28):
 * Every address that lost its last holder goes to the end of an ordered queue, per pool and
   family, and globally (so a changed pool rebuilds its queue in release order). Addresses that
   leave every pool are dropped from it, which bounds its memory by the pools' use. "Used" means
-  *held or in the released queue*, which is why the cursor never hands out a released address.
-  The oldest released address is the first of the queue: O(1) with ``OrderedDict``.
+  *held (or leaving) or in the released queue*, which is why the cursor never hands out a
+  released address. The oldest released address is the first of the queue: O(1).
 * Requested addresses are checked by membership (bisect over a pool's sorted ranges).
 * Holders per address are a tuple of keys (most addresses have one holder; a set would cost
-  ~200 bytes per address).
+  ~200 bytes per address). Waiters per pool and family are a sorted list (bisect).
 
 Decisions the spec leaves open:
 
 * Pool order for automatic assignment: pools with ``serviceAllocation`` first, by ``priority``
   ascending (pools without a priority after those with one), then by name; then pools without
-  ``serviceAllocation`` by name.
+  ``serviceAllocation`` by name. A PreferDualStack Service without a pool annotation or request
+  takes the first pool in that order that can give both families, else the first that can give
+  its primary family, else the other one (MetalLB's order).
 * A Service with a sharing key first reuses an address of a compatible sharer in the chosen pool
   (that is what the key is for), then takes a fresh one.
 * A requested address held by Services with the *same* sharing key that still may not share it
@@ -51,13 +82,20 @@ Decisions the spec leaves open:
   another key) it is ``RequestedIPUnavailable``. The message names the holder and the rule.
 * Families: ``spec.ipFamilies`` as filled in by the API server is the preference order
   (default IPv4). SingleStack takes its first family; RequireDualStack needs a pool with both;
-  PreferDualStack takes every family of ``ipFamilies`` the pool has. Requested addresses fix the
-  families: one address for SingleStack, two for RequireDualStack, each of a listed family.
+  PreferDualStack takes every family of ``ipFamilies`` the pool can give now and waits for the
+  others. Requested addresses fix the families and are honoured exactly: one address for
+  SingleStack, two for RequireDualStack, one or two for PreferDualStack.
 * An existing allocation *satisfies* a request when: the pool is the annotated one (if any), the
   Service may use it (serviceAllocation), every address lies in it (avoidBuggyIPs included),
   requested addresses are exactly the held ones, the families fit the policy, and every sharer is
-  still compatible. A partly fitting allocation keeps what fits (e.g. the IPv4 address when a
-  Service becomes dual-stack).
+  still compatible.
+* Pool changes keep what fits: a holder whose addresses all lie in another pool it may use moves
+  to that pool; a PreferDualStack holder keeps the family that still fits; only what fits
+  nowhere is given up (MetalLB drops both addresses of a dual-stack Service when one leaves the
+  pool; keeping the one that still works spares its clients and DNS).
+* Restores never take an address from its holder: at the start of a session
+  :meth:`restore_all` goes oldest first (so the older of two claimants keeps an address), and a
+  later claim on an address somebody holds is refused (the claimant's status is stale).
 * Invalid pools: the allocator keeps the last valid definition it saw (so Services keep their
   addresses while a user fixes a typo); a restore naming (``pool=``) an invalid pool it never saw
   is accepted as is. Neither gives new addresses.
@@ -68,7 +106,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -89,10 +127,6 @@ _V6 = 1 << 128
 """An address key is the address as an int, IPv6 ones offset by 2**128 so families never collide."""
 
 _BOTH = (Family.IPV4, Family.IPV6)
-
-
-def _akey(family: Family, value: int) -> int:
-    return value if family is Family.IPV4 else value | _V6
 
 
 def _split(akey: int) -> tuple[Family, int]:
@@ -144,6 +178,10 @@ def _count_buggy(first: int, last: int) -> int:
     return sum((last - r) // 256 - (first - 1 - r) // 256 for r in (0, 255))
 
 
+SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
+"""Named in refusal messages: the annotation that allows sharing across namespaces."""
+
+
 def sharing_problem(a: ServiceRequest, b: ServiceRequest) -> str | None:
     """Why ``a`` and ``b`` may not hold one address, or None if they may (IPAM.md "Sharing")."""
     if not a.sharing_key or not b.sharing_key:
@@ -152,10 +190,14 @@ def sharing_problem(a: ServiceRequest, b: ServiceRequest) -> str | None:
     if a.sharing_key != b.sharing_key:
         return f"sharing keys differ ({a.sharing_key!r} vs {b.key}'s {b.sharing_key!r})"
     if a.namespace != b.namespace:
-        if not ({"*", b.namespace} & a.sharing_namespaces):
-            return f"{a.key} does not allow sharing with namespace {b.namespace!r}"
-        if not ({"*", a.namespace} & b.sharing_namespaces):
-            return f"{b.key} does not allow sharing with namespace {a.namespace!r}"
+        for x, y in ((a, b), (b, a)):
+            if not ({"*", y.namespace} & x.sharing_namespaces):
+                return (
+                    f"{x.key} does not allow sharing with namespace {y.namespace!r} (add the "
+                    f"annotation {SHARING_CROSS_NAMESPACE}: {y.namespace} to it, and "
+                    f"{SHARING_CROSS_NAMESPACE}: {x.namespace} to its partners in "
+                    f"{y.namespace})"
+                )
     common = a.ports & b.ports
     if common:
         p = min(common)
@@ -180,6 +222,50 @@ class PoolStatus(StrEnum):
     INVALID = "Invalid"
 
 
+class WaitKind(StrEnum):
+    """What a waiting Service waits for (see :class:`Wait`)."""
+
+    POOL_ADDRESS = "PoolAddress"
+    """A free address of ``family`` in ``pool``."""
+    ADDRESS = "Address"
+    """A change of the holders of one address (the requested one)."""
+    CONFIG = "Config"
+    """A change of the pool configuration (``pool``: the pool it asked for, if any)."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One thing a refused (or partly served) Service waits for."""
+
+    kind: WaitKind
+    pool: str = ""
+    family: Family | None = None
+    akey: int = -1
+
+    @property
+    def address(self) -> str:
+        """The awaited address (``ADDRESS`` waits), canonical text."""
+        return _text(self.akey) if self.akey >= 0 else ""
+
+    def __str__(self) -> str:
+        if self.kind is WaitKind.POOL_ADDRESS:
+            return f"a free {self.family} address in pool {self.pool!r}"
+        if self.kind is WaitKind.ADDRESS:
+            return f"{self.address} to be released"
+        return f"pool {self.pool!r} to become usable" if self.pool else "a pool change"
+
+
+_CONFIG = Wait(WaitKind.CONFIG)
+_Rank = tuple[str, str]  # ServiceRequest.age_rank: (creationTimestamp, namespace/name)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    svc: ServiceRequest
+    waits: frozenset[Wait]
+    generation: int  # of the pool configuration it was refused under
+
+
 class _RangeState:
     __slots__ = ("base", "buggy", "cursor", "family", "first", "last")
 
@@ -198,7 +284,7 @@ class _PoolState:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.status = PoolStatus.READY
-        self.others: frozenset[str] = frozenset()  # pools it conflicts with, for messages
+        self.why = ""  # why it gives nothing (Conflicting / Invalid), for messages
         buggy = pool.avoid_buggy_ips
         self.ranges: dict[Family, list[_RangeState]] = {f: [] for f in _BOTH}
         for r in sorted(pool.ranges):
@@ -219,6 +305,9 @@ class _PoolState:
     @property
     def name(self) -> str:
         return self.pool.name
+
+    def free(self, family: Family) -> int:
+        return self.total[family] - self.assigned[family]
 
     def contains(self, akey: int) -> bool:
         family, value = _split(akey)
@@ -271,15 +360,25 @@ class _Wanted:
         got = tuple(f for f in self.families if f in families)
         return got or None
 
+    @property
+    def prefers_both(self) -> bool:
+        """PreferDualStack asking for two families and no particular address."""
+        return (
+            self.policy is FamilyPolicy.PREFER_DUAL_STACK
+            and len(self.families) == 2
+            and not self.requested
+        )
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything observable about an allocator (tests compare these before/after a call)."""
+    """Every address fact of an allocator (tests compare these before/after a call)."""
 
     holdings: tuple[Allocation, ...]
     released: tuple[str, ...]
     counters: tuple[PoolCounters, ...]
     statuses: tuple[tuple[str, str], ...]
+    leaving: tuple[tuple[ServiceKey, tuple[str, ...]], ...] = ()
 
 
 class Allocator:
@@ -290,6 +389,8 @@ class Allocator:
         self._invalid: frozenset[str] = frozenset()
         self._auto_order: list[_PoolState] = []
         self._holdings: dict[ServiceKey, _Holding] = {}
+        # Addresses a Service lost but may still show in its status: taken until settle().
+        self._leaving: dict[ServiceKey, dict[int, ServiceRequest]] = {}
         self._holders: dict[int, tuple[ServiceKey, ...]] = {}
         # Every address whose last holder left, oldest release first. Together with _holders
         # this is the set of addresses ever handed out (and still in a pool): the cursors skip
@@ -301,24 +402,32 @@ class Allocator:
         self._disjoint = True  # no two ranges overlap: the common case, one bisect suffices
         self._index_firsts: list[int] = []
         self._index_maxlast: list[int] = []
-        self._displaced: list[ServiceKey] = []
+        # Liveness: who waits for what, oldest first per Wait; which Waits changed since wake().
+        self._waiters: dict[ServiceKey, _Waiter] = {}
+        self._queues: dict[Wait, list[_Rank]] = {}
+        self._woken: set[ServiceKey] = set()
+        self._dirty: set[Wait] = set()
+        self._generation = 0  # of the pool configuration: bumped by every change
+        self._woken_generation = 0
 
     # ------------------------------------------------------------------ pools
 
     def set_pools(
         self,
         pools: Iterable[Pool],
-        conflicting: Iterable[str] = frozenset(),
-        invalid: Iterable[str] = frozenset(),
+        conflicting: Mapping[str, Iterable[str]] | Iterable[str] = (),
+        invalid: Mapping[str, str] | Iterable[str] = (),
     ) -> tuple[ServiceKey, ...]:
-        """Install a new configuration; return (sorted) the keys released because their
-        addresses now lie outside every pool they may use. Everyone else keeps addresses.
+        """Install a new configuration; return (sorted) the keys that lost addresses because
+        those lie outside every pool they may use. Everyone else keeps addresses.
 
-        ``conflicting`` and ``invalid`` pools give no new addresses. An invalid pool missing from
-        ``pools`` keeps the last valid definition this allocator saw, if any.
+        ``conflicting`` (pool -> the older pools it overlaps, or just names) and ``invalid``
+        (pool -> the reason, or just names) pools give no new addresses. An invalid pool missing
+        from ``pools`` keeps the last valid definition this allocator saw, if any.
         """
-        conflicting = frozenset(conflicting)
-        self._invalid = frozenset(invalid)
+        overlaps = {n: sorted(map(str, _names(v))) for n, v in _as_map(conflicting).items()}
+        reasons = {n: str(r) for n, r in _as_map(invalid).items()}
+        self._invalid = frozenset(reasons)
         new: dict[str, _PoolState] = {}
         rebuilt = False
         for pool in pools:
@@ -333,40 +442,56 @@ class Allocator:
                 new[name] = self._pools[name]
         if set(new) != set(self._pools):
             rebuilt = True
+        changed = rebuilt
         for name, ps in new.items():
-            if name in self._invalid:
-                ps.status = PoolStatus.INVALID
-            elif name in conflicting:
-                ps.status = PoolStatus.CONFLICTING
+            before = (ps.status, ps.why)
+            if name in reasons:
+                ps.status, ps.why = PoolStatus.INVALID, f"Invalid ({reasons[name]})"
+            elif name in overlaps:
+                others = overlaps[name] or sorted(
+                    o.name for o in new.values() if o is not ps and _overlap(o, ps)
+                )
+                older = ", ".join(repr(o) for o in others) or "another pool"
+                ps.status, ps.why = PoolStatus.CONFLICTING, f"Conflicting (overlaps {older})"
             else:
-                ps.status = PoolStatus.READY
+                ps.status, ps.why = PoolStatus.READY, ""
+            changed = changed or (ps.status, ps.why) != before
         self._pools = new
         self._auto_order = sorted(
             (ps for ps in new.values() if ps.pool.auto_assign), key=_auto_rank
         )
         if rebuilt:
             self._rebuild_index()
-        for ps in new.values():
-            # Only for messages, and only conflicting pools need it (pairwise, but rare).
-            ps.others = frozenset(
-                o.name
-                for o in new.values()
-                if ps.status is PoolStatus.CONFLICTING and o is not ps and _overlap(o, ps)
-            )
+        if changed:
+            self._generation += 1  # anything may fit now: every waiter decides again
 
-        released: list[ServiceKey] = []
+        lost: list[ServiceKey] = []
         for key, h in list(self._holdings.items()):
-            if h.pool in self._invalid:
-                continue
-            if self._fits(h.svc, h.pool, h.akeys):
+            if h.pool in self._invalid or self._fits(h.svc, h.pool, h.akeys):
                 continue
             other = self._pool_for_held(h.svc, h.akeys)
-            if other is None:
-                self.release(key)
-                released.append(key)
-            else:
+            if other is not None:
                 h.pool, h.cached = other.name, None
-        return tuple(sorted(released))
+                continue
+            lost.append(key)
+            kept = self._what_fits(h)
+            if kept is None:
+                self.retire(key)
+            else:
+                self._commit(h.svc, kept[0], kept[1])
+        return tuple(sorted(lost))
+
+    def _what_fits(self, h: _Holding) -> tuple[str, tuple[int, ...]] | None:
+        """The addresses of a PreferDualStack holder that still lie in one pool it may use."""
+        svc = h.svc
+        if svc.family_policy is not FamilyPolicy.PREFER_DUAL_STACK or svc.requested:
+            return None
+        for akey in h.akeys:
+            pools = [ps for ps in self._containing(akey) if self._fits(svc, ps.name, (akey,))]
+            if pools:
+                pools.sort(key=lambda ps: (ps.name != h.pool, ps.name))
+                return pools[0].name, (akey,)
+        return None
 
     def _rebuild_index(self) -> None:
         """Recompute the address -> pools index, assigned counts and released queues."""
@@ -443,48 +568,91 @@ class Allocator:
         c = {f: FamilyCounters(ps.total[f], ps.assigned[f]) for f in _BOTH}
         return PoolCounters(pool_name, c[Family.IPV4], c[Family.IPV6])
 
-    def pool_status(self, pool_name: str) -> PoolStatus | None:
-        """Ready / Conflicting / Invalid, or None for a pool the allocator does not know."""
-        ps = self._pools.get(pool_name)
-        return None if ps is None else ps.status
-
     # ------------------------------------------------------------------ queries
 
     def holding(self, key: ServiceKey) -> Allocation | None:
-        """What ``key`` holds, or None."""
+        """What ``key`` holds (not counting addresses it is leaving), or None."""
         h = self._holdings.get(key)
         return None if h is None else h.allocation()
 
+    def leaving(self, key: ServiceKey) -> tuple[str, ...]:
+        """Addresses ``key`` lost but may still show: taken until :meth:`settle`."""
+        return tuple(_text(a) for a in self._leaving.get(key, ()))
+
     def holders(self, address: str) -> tuple[ServiceKey, ...]:
-        """Services holding ``address`` (empty if none or not an address)."""
+        """Services holding (or leaving) ``address`` (empty if none or not an address)."""
         akey = _parse(address)
         return () if akey is None else self._holders.get(akey, ())
 
     def snapshot(self) -> Snapshot:
-        """Everything observable. O(state): for tests and diagnostics, not the hot path."""
+        """Every address fact. O(state): for tests and diagnostics, not the hot path."""
         return Snapshot(
             holdings=tuple(self._holdings[k].allocation() for k in sorted(self._holdings)),
             released=tuple(_text(a) for a in self._released),
             counters=tuple(self.counters(n) for n in sorted(self._pools)),
             statuses=tuple((n, self._pools[n].status.value) for n in sorted(self._pools)),
+            leaving=tuple(
+                (k, tuple(sorted(map(_text, v)))) for k, v in sorted(self._leaving.items())
+            ),
         )
 
     # ------------------------------------------------------------------ allocate
 
     def allocate(self, svc: ServiceRequest) -> Allocation | Refusal:
-        """Give ``svc`` addresses, or keep the ones it holds if they still satisfy its request."""
+        """Give ``svc`` addresses, or keep the ones it holds if they still satisfy its request.
+
+        A refusal changes no address; it records what the Service waits for (see
+        :meth:`wake`). So does an allocation that could not give every family a
+        PreferDualStack Service prefers.
+        """
         wanted = _parse_request(svc)
         if isinstance(wanted, Refusal):
+            self.stop_waiting(svc.key)
             return wanted
         current = self._holdings.get(svc.key)
         if current is not None and self._satisfies(svc, current, wanted):
-            self._commit(svc, current.pool, current.akeys)
+            akeys, waits = current.akeys, frozenset[Wait]()
+            if wanted.prefers_both and len(akeys) < 2:
+                akeys, waits = self._gain(svc, current, wanted)
+            self._commit(svc, current.pool, akeys)
+            self._set_waiting(svc, waits)
             return self._holdings[svc.key].allocation()
         plan = self._plan(svc, wanted)
         if isinstance(plan, Refusal):
+            self._set_waiting(svc, self._waits_for(svc, wanted, plan))
             return plan
-        self._commit(svc, plan[0], plan[1])
+        pool, akeys = plan
+        self._commit(svc, pool, akeys)
+        waits = frozenset[Wait]()
+        if wanted.prefers_both and len(akeys) < 2:
+            waits = self._gain(svc, self._holdings[svc.key], wanted)[1]
+        self._set_waiting(svc, waits)
         return self._holdings[svc.key].allocation()
+
+    def _gain(
+        self, svc: ServiceRequest, h: _Holding, wanted: _Wanted
+    ) -> tuple[tuple[int, ...], frozenset[Wait]]:
+        """A PreferDualStack holder of one family: the other one from its pool, if it can
+        give it now (keeping what it holds); else what to wait for."""
+        have = {_split(a)[0] for a in h.akeys}
+        ps = self._pools.get(h.pool)
+        got = list(h.akeys)
+        waits: set[Wait] = set()
+        for fam in wanted.families:
+            if fam in have:
+                continue
+            if ps is None or ps.status is not PoolStatus.READY or not ps.ranges[fam]:
+                waits.add(Wait(WaitKind.CONFIG, pool=h.pool))
+                continue
+            akey = self._shareable(svc, ps, fam)
+            if akey is None:
+                akey = self._fresh_for(svc, ps, fam)
+            if akey is None:
+                waits.add(Wait(WaitKind.POOL_ADDRESS, ps.name, fam))
+            else:
+                got.append(akey)
+        got.sort(key=lambda a: wanted.families.index(_split(a)[0]))
+        return tuple(got), frozenset(waits)
 
     def _satisfies(self, svc: ServiceRequest, h: _Holding, wanted: _Wanted) -> bool:
         if svc.pool is not None and svc.pool != h.pool:
@@ -531,7 +699,7 @@ class Allocator:
             if not _may_use(ps.pool, svc):
                 return Refusal(
                     Reason.NO_MATCHING_POOL,
-                    f"pool {ps.name!r} does not serve {svc.key} (serviceAllocation)",
+                    f"pool {ps.name!r} does not serve {svc.key} (its serviceAllocation)",
                 )
             for akey in wanted.requested:
                 if not ps.contains(akey):
@@ -544,31 +712,62 @@ class Allocator:
                 return unusable
             if wanted.requested:
                 return self._take_requested(svc, ps, wanted)
-            got = self._take_from_pool(svc, ps, wanted)
-            if got is None:
-                return _no_room(svc, wanted, [ps])
-            return got
+            got = self._take_from_pool(svc, ps, wanted, partial=wanted.prefers_both)
+            return got if got is not None else self._no_room(svc, wanted, [ps], [])
         if wanted.requested:
             return self._plan_requested(svc, wanted)
         need_of = wanted.need
-        for ps in self._auto_order:  # fast path: the first pool that can serve wins
-            if (
-                ps.status is PoolStatus.READY
-                and need_of(ps.families) is not None
-                and _may_use(ps.pool, svc)
-            ):
-                got = self._take_from_pool(svc, ps, wanted)
-                if got is not None:
-                    return got
+        if wanted.prefers_both:
+            got = self._plan_prefer_dual_stack(svc, wanted)
+            if got is not None:
+                return got
+        else:
+            for ps in self._auto_order:  # fast path: the first pool that can serve wins
+                if (
+                    ps.status is PoolStatus.READY
+                    and need_of(ps.families) is not None
+                    and _may_use(ps.pool, svc)
+                ):
+                    got = self._take_from_pool(svc, ps, wanted)
+                    if got is not None:
+                        return got
         # Refused: find out why (only now, so the common path stays short).
         matching = [ps for ps in self._auto_order if _may_use(ps.pool, svc)]
         ready = [ps for ps in matching if ps.status is PoolStatus.READY]
+        skipped = [ps for ps in matching if ps.status is not PoolStatus.READY]
         if not ready:
             refusal = _unusable(matching[0]) if matching else None
             if refusal is not None:  # every matching pool is conflicting or invalid
-                return refusal
-            return Refusal(Reason.NO_MATCHING_POOL, f"no pool with autoAssign serves {svc.key}")
-        return _no_room(svc, wanted, ready)
+                return _with_skipped(refusal, skipped[1:])
+            return Refusal(
+                Reason.NO_MATCHING_POOL,
+                f"no pool with autoAssign serves {svc.key} (namespace {svc.namespace!r})",
+            )
+        return self._no_room(svc, wanted, ready, skipped)
+
+    def _plan_prefer_dual_stack(
+        self, svc: ServiceRequest, wanted: _Wanted
+    ) -> tuple[str, tuple[int, ...]] | None:
+        """The first pool that gives both families; else the first that gives the primary one,
+        else the first that gives the other (MetalLB's order); None if none gives any."""
+        usable = [
+            ps
+            for ps in self._auto_order
+            if ps.status is PoolStatus.READY and ps.families and _may_use(ps.pool, svc)
+        ]
+        for ps in usable:
+            if len(ps.families) == 2:
+                got = self._take_from_pool(svc, ps, wanted)
+                if got is not None:
+                    return got
+        for fam in wanted.families:
+            for ps in usable:
+                if fam in ps.families and (
+                    self._keepable(svc, ps, fam) is not None
+                    or self._fresh_for(svc, ps, fam) is not None
+                ):
+                    return self._take_from_pool(svc, ps, wanted, partial=True)
+        return None
 
     def _plan_requested(
         self, svc: ServiceRequest, wanted: _Wanted
@@ -600,43 +799,69 @@ class Allocator:
             if problem is not None:
                 others = [k for k in self._holders[akey] if k != svc.key]
                 same_key = bool(svc.sharing_key) and all(
-                    self._holdings[k].svc.sharing_key == svc.sharing_key for k in others
+                    self._svc_holding(k, akey).sharing_key == svc.sharing_key for k in others
                 )
                 reason = Reason.SHARING_CONFLICT if same_key else Reason.REQUESTED_IP_UNAVAILABLE
                 return Refusal(reason, f"{_text(akey)} is in use by {', '.join(others)}: {problem}")
+            if akey not in self._holders:
+                first = self._older_waiter_for(svc, akey)
+                if first is not None:
+                    return Refusal(
+                        Reason.REQUESTED_IP_UNAVAILABLE,
+                        f"{_text(akey)} is free but kept for {first}, an older Service that "
+                        "waits for it",
+                    )
         return ps.name, wanted.requested
 
+    def _older_waiter_for(self, svc: ServiceRequest, akey: int) -> ServiceKey | None:
+        """The oldest Service older than ``svc`` waiting for ``akey`` that ``svc`` cannot
+        share it with (fairness for requested addresses)."""
+        queue = self._queues.get(Wait(WaitKind.ADDRESS, akey=akey)) if self._queues else None
+        if not queue:
+            return None
+        for _, key in queue[: bisect.bisect_left(queue, svc.age_rank)]:
+            if key != svc.key and sharing_problem(svc, self._waiters[ServiceKey(key)].svc):
+                return ServiceKey(key)
+        return None
+
     def _take_from_pool(
-        self, svc: ServiceRequest, ps: _PoolState, wanted: _Wanted
+        self, svc: ServiceRequest, ps: _PoolState, wanted: _Wanted, *, partial: bool = False
     ) -> tuple[str, tuple[int, ...]] | None:
+        """What ``svc`` would get from ``ps``; with ``partial`` (PreferDualStack) the families
+        it can give now, at least one. None if it cannot serve."""
         need = wanted.need(ps.families)
         if need is None:
             return None
-        current = self._holdings.get(svc.key)
-        if current is None and not svc.sharing_key and len(need) == 1:
-            fresh = self._fresh(ps, need[0])  # the common case: one fresh address
+        key = svc.key
+        if (
+            not partial
+            and not svc.sharing_key
+            and len(need) == 1
+            and key not in self._holdings
+            and key not in self._leaving
+        ):
+            fresh = self._fresh_for(svc, ps, need[0])  # the common case: one fresh address
             return None if fresh is None else (ps.name, (fresh,))
         got: list[int] = []
         for fam in need:
-            akey = None
-            if current is not None:
-                akey = self._keepable(svc, ps, fam, current)
+            akey = self._keepable(svc, ps, fam)
             if akey is None and svc.sharing_key:
                 akey = self._shareable(svc, ps, fam)
             if akey is None:
-                akey = self._fresh(ps, fam)
+                akey = self._fresh_for(svc, ps, fam)
             if akey is None:
+                if partial:
+                    continue
                 return None
             got.append(akey)
-        return ps.name, tuple(got)
+        return (ps.name, tuple(got)) if got else None
 
-    def _keepable(
-        self, svc: ServiceRequest, ps: _PoolState, fam: Family, current: _Holding | None
-    ) -> int | None:
-        """An address of ``fam`` the Service already holds and may keep in ``ps``."""
-        if current is None:
-            return None
-        for akey in current.akeys:
+    def _keepable(self, svc: ServiceRequest, ps: _PoolState, fam: Family) -> int | None:
+        """An address of ``fam`` the Service holds (or is leaving) and may keep in ``ps``."""
+        current = self._holdings.get(svc.key)
+        own: list[int] = list(current.akeys) if current is not None else []
+        own.extend(self._leaving.get(svc.key, {}))
+        for akey in own:
             if (
                 _split(akey)[0] is fam
                 and ps.contains(akey)
@@ -657,6 +882,14 @@ class Allocator:
             ):
                 return akey
         return None
+
+    def _fresh_for(self, svc: ServiceRequest, ps: _PoolState, fam: Family) -> int | None:
+        """A fresh address for ``svc``, unless the free ones are kept for older waiters."""
+        if self._queues:
+            queue = self._queues.get(Wait(WaitKind.POOL_ADDRESS, ps.name, fam))
+            if queue and ps.free(fam) <= bisect.bisect_left(queue, svc.age_rank):
+                return None
+        return self._fresh(ps, fam)
 
     def _fresh(self, ps: _PoolState, fam: Family) -> int | None:
         """Lowest never-used address, else the one released longest ago; None if full."""
@@ -682,21 +915,213 @@ class Allocator:
             return next(iter(queue)) | (0 if fam is Family.IPV4 else _V6)
         return None
 
+    def _svc_holding(self, key: ServiceKey, akey: int) -> ServiceRequest:
+        """The request under which ``key`` holds (or leaves) ``akey``."""
+        h = self._holdings.get(key)
+        if h is not None and akey in h.akeys:
+            return h.svc
+        return self._leaving[key][akey]
+
     def _share_problem(self, svc: ServiceRequest, akey: int) -> str | None:
         for other in self._holders.get(akey, ()):
             if other != svc.key:
-                problem = sharing_problem(svc, self._holdings[other].svc)
+                problem = sharing_problem(svc, self._svc_holding(other, akey))
                 if problem is not None:
                     return problem
         return None
 
+    def _no_room(
+        self,
+        svc: ServiceRequest,
+        wanted: _Wanted,
+        pools: list[_PoolState],
+        skipped: list[_PoolState],
+    ) -> Refusal:
+        names = ", ".join(repr(ps.name) for ps in pools)
+        if all(wanted.need(ps.families) is None for ps in pools):
+            fams = (
+                "+".join(wanted.families)
+                if wanted.policy is not FamilyPolicy.SINGLE_STACK
+                else (wanted.families[0])
+            )
+            return _with_skipped(
+                Refusal(
+                    Reason.NO_MATCHING_POOL,
+                    f"no pool {svc.key} may use has {fams} addresses ({wanted.policy}); "
+                    f"tried {names}",
+                ),
+                skipped,
+            )
+        parts: list[str] = []
+        for ps in pools:
+            for fam in wanted.families if wanted.prefers_both else wanted.need(ps.families) or ():
+                if not ps.ranges[fam] or self._fresh_for(svc, ps, fam) is not None:
+                    continue
+                kept = ps.free(fam)
+                parts.append(
+                    f"pool {ps.name!r}: {ps.total[fam]} {fam} addresses, {ps.assigned[fam]} held"
+                    + (f", {kept} kept for older waiting Services" if kept else "")
+                )
+        detail = "; ".join(parts) or names
+        return _with_skipped(
+            Refusal(
+                Reason.POOL_EXHAUSTED,
+                f"waiting for a free address ({detail}); the oldest waiting Service gets the "
+                "next one released",
+            ),
+            skipped,
+        )
+
+    def _waits_for(self, svc: ServiceRequest, wanted: _Wanted, refusal: Refusal) -> frozenset[Wait]:
+        """What would unblock a refused Service."""
+        reason = refusal.reason
+        if reason is Reason.POOL_EXHAUSTED:
+            pools = (
+                [self._pools[svc.pool]]
+                if svc.pool is not None
+                else [
+                    ps
+                    for ps in self._auto_order
+                    if ps.status is PoolStatus.READY and _may_use(ps.pool, svc)
+                ]
+            )
+            waits: set[Wait] = set()
+            for ps in pools:
+                fams = wanted.families if wanted.prefers_both else wanted.need(ps.families) or ()
+                for fam in fams:
+                    if ps.ranges[fam] and self._fresh_for(svc, ps, fam) is None:
+                        waits.add(Wait(WaitKind.POOL_ADDRESS, ps.name, fam))
+            return frozenset(waits) or frozenset({_CONFIG})
+        if reason in (Reason.REQUESTED_IP_UNAVAILABLE, Reason.SHARING_CONFLICT):
+            return frozenset(Wait(WaitKind.ADDRESS, akey=a) for a in wanted.requested)
+        if reason is Reason.INVALID_REQUEST:
+            return frozenset()
+        return frozenset({Wait(WaitKind.CONFIG, pool=svc.pool or "")})
+
+    # ------------------------------------------------------------------ liveness
+
+    def _set_waiting(self, svc: ServiceRequest, waits: frozenset[Wait]) -> None:
+        """Record what ``svc`` waits for now (nothing: it is served)."""
+        key = svc.key
+        self._woken.discard(key)
+        old = self._waiters.get(key)
+        if old is None and not waits:
+            return
+        before = old.waits if old is not None else frozenset()
+        rank = old.svc.age_rank if old is not None else svc.age_rank
+        for w in before - waits:
+            self._dequeue(w, rank)
+            self._dirty.add(w)  # what was kept for it may go to the next in line
+        for w in waits - before:
+            bisect.insort(self._queues.setdefault(w, []), svc.age_rank)
+        if waits:
+            self._waiters[key] = _Waiter(svc, waits, self._generation)
+        else:
+            del self._waiters[key]
+
+    def _dequeue(self, w: Wait, rank: _Rank) -> None:
+        queue = self._queues[w]
+        i = bisect.bisect_left(queue, rank)
+        if i < len(queue) and queue[i] == rank:
+            del queue[i]
+        if not queue:
+            del self._queues[w]
+
+    def stop_waiting(self, key: ServiceKey) -> None:
+        """``key`` waits for nothing any more (deleted, not ours, or an invalid request)."""
+        w = self._waiters.get(key)
+        if w is not None:
+            self._set_waiting(w.svc, frozenset())
+
+    def describe(self, most: int = 10) -> dict[str, object]:
+        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller)."""
+        return {
+            "pools": {
+                ps.name: {
+                    "status": ps.status.value,
+                    "free": {f.value: ps.free(f) for f in ps.families},
+                    "released": {f.value: len(ps.released[f]) for f in ps.families},
+                }
+                for ps in self._pools.values()
+            },
+            "holdings": len(self._holdings),
+            "leaving": {k: self.leaving(k) for k in sorted(self._leaving)[:most]},
+            "leaving_total": len(self._leaving),
+            "waiters": len(self._waiters),
+            "woken": sorted(self._woken)[:most],
+            "queues": {
+                str(w): [k for _, k in q[:most]]
+                for w, q in sorted(self._queues.items(), key=lambda item: str(item[0]))[:most]
+            },
+            "generation": (self._generation, self._woken_generation),
+        }
+
+    def waits(self, key: ServiceKey) -> tuple[Wait, ...]:
+        """What ``key`` waits for (empty: nothing)."""
+        w = self._waiters.get(key)
+        return () if w is None else tuple(sorted(w.waits, key=str))
+
+    def waiting_on(self, pool: str) -> int:
+        """How many Services wait for an address of ``pool`` or for it to become usable."""
+        keys: set[str] = set()
+        for w, queue in self._queues.items():
+            if w.pool == pool:
+                keys.update(k for _, k in queue)
+        return len(keys)
+
+    def wake(self) -> tuple[ServiceKey, ...]:
+        """Waiting Services to decide again now, oldest first; each is returned once until it
+        is decided again (allocate, release, stop_waiting).
+
+        After a pool change: every waiter. Otherwise, per thing that changed since the last
+        call: for a free address of a pool and family, as many of its waiters (oldest first)
+        as there are free addresses; for a requested address whose holders changed, all of its
+        waiters.
+        """
+        picked: list[_Rank] = []
+        if self._woken_generation < self._generation:
+            # Refused under an older configuration: decide again under this one.
+            picked = [
+                w.svc.age_rank
+                for k, w in self._waiters.items()
+                if w.generation < self._generation and k not in self._woken
+            ]
+            self._woken_generation = self._generation
+        for w in self._dirty:
+            queue = self._queues.get(w)
+            if not queue:
+                continue
+            if w.kind is WaitKind.POOL_ADDRESS:
+                ps = self._pools.get(w.pool)
+                if ps is None or ps.status is not PoolStatus.READY or w.family is None:
+                    continue
+                queue = queue[: max(0, min(len(queue), ps.free(w.family)))]
+            elif w.kind is not WaitKind.ADDRESS:
+                continue  # configuration waits: only a pool change wakes them
+            picked.extend(r for r in queue if r[1] not in self._woken)
+        self._dirty.clear()
+        out = tuple(ServiceKey(k) for _, k in sorted(set(picked)))
+        self._woken.update(out)
+        return out
+
+    def _note_holders_changed(self, akey: int, freed: bool, pools: list[_PoolState]) -> None:
+        if not self._queues:
+            return
+        self._dirty.add(Wait(WaitKind.ADDRESS, akey=akey))
+        if freed:
+            fam = _split(akey)[0]
+            for ps in pools:
+                self._dirty.add(Wait(WaitKind.POOL_ADDRESS, ps.name, fam))
+
     # ------------------------------------------------------------------ commit / release
 
     def _commit(self, svc: ServiceRequest, pool: str, akeys: tuple[int, ...]) -> None:
-        """Make ``svc`` hold exactly ``akeys`` from ``pool``. Cannot fail."""
+        """Make ``svc`` hold exactly ``akeys`` from ``pool``; addresses it drops are leaving.
+        Cannot fail."""
         key = svc.key
         old = self._holdings.get(key)
-        if old is None:  # the common case, kept short
+        leaving = self._leaving.get(key)
+        if old is None and leaving is None:  # the common case, kept short
             for akey in akeys:
                 self._hold(key, akey)
             h = _Holding(svc, pool, akeys, tuple(map(_text, akeys)))
@@ -704,22 +1129,35 @@ class Allocator:
             if svc.sharing_key:
                 self._index_sharing(h)
             return
-        self._unindex_sharing(old)
-        for akey in old.akeys:
-            if akey not in akeys:
-                self._unhold(key, akey)
+        had = set(old.akeys) if old is not None else set()
+        if old is not None:
+            self._unindex_sharing(old)
+            for akey in old.akeys:
+                if akey not in akeys:
+                    self._leave(key, akey, old.svc)
+                elif self._queues and old.svc != svc:
+                    self._note_holders_changed(akey, False, [])  # its sharing terms changed
         for akey in akeys:
-            if akey not in old.akeys:
+            if leaving is not None and akey in leaving:
+                del leaving[akey]  # taken back before the status stopped showing it
+            elif akey not in had:
                 self._hold(key, akey)
-        addresses = old.addresses if old.akeys == akeys else tuple(map(_text, akeys))
-        h = _Holding(svc, pool, akeys, addresses)
+        if leaving is not None and not leaving:
+            del self._leaving[key]
+        addresses = old.addresses if old is not None and old.akeys == akeys else None
+        h = _Holding(svc, pool, akeys, addresses or tuple(map(_text, akeys)))
         self._holdings[key] = h
         self._index_sharing(h)
+
+    def _leave(self, key: ServiceKey, akey: int, svc: ServiceRequest) -> None:
+        self._leaving.setdefault(key, {})[akey] = svc
 
     def _hold(self, key: ServiceKey, akey: int) -> None:
         holders = self._holders.get(akey)
         if holders is not None:
             self._holders[akey] = (*holders, key)
+            if self._queues:
+                self._note_holders_changed(akey, False, [])
             return
         self._holders[akey] = (key,)
         was_released = self._released.pop(akey, 0) is None
@@ -733,6 +1171,7 @@ class Allocator:
         holders = tuple(k for k in self._holders[akey] if k != key)
         if holders:
             self._holders[akey] = holders
+            self._note_holders_changed(akey, False, [])
             return
         del self._holders[akey]
         fam, value = _split(akey)
@@ -742,6 +1181,7 @@ class Allocator:
         for ps in pools:
             ps.released[fam][value] = None
             ps.assigned[fam] -= 1
+        self._note_holders_changed(akey, True, pools)
 
     def _index_sharing(self, h: _Holding) -> None:
         sk = h.svc.sharing_key
@@ -764,9 +1204,33 @@ class Allocator:
         if not index:
             del self._sharing[sk]
 
+    def retire(self, key: ServiceKey) -> tuple[str, ...]:
+        """``key`` gives up what it holds (refused, or no longer a LoadBalancer). The addresses
+        stay taken until :meth:`settle`: its status still shows them. Returns them."""
+        h = self._holdings.pop(key, None)
+        if h is None:
+            return ()
+        self._unindex_sharing(h)
+        for akey in h.akeys:
+            self._leave(key, akey, h.svc)
+        return h.addresses
+
+    def settle(self, key: ServiceKey) -> tuple[str, ...]:
+        """``key``'s status no longer shows the addresses it lost: free them. Returns the
+        addresses that became free (an address shared with another Service stays held)."""
+        leaving = self._leaving.pop(key, None)
+        if not leaving:
+            return ()
+        for akey in leaving:
+            self._unhold(key, akey)
+        return tuple(_text(a) for a in leaving if a not in self._holders)
+
     def release(self, key: ServiceKey) -> tuple[str, ...]:
-        """Forget what ``key`` holds; return those addresses (an address shared with another
-        Service stays held by it). Releasing a key that holds nothing returns ``()``."""
+        """The Service is gone: forget everything it holds or is leaving, and what it waits
+        for. Returns the addresses it held (an address shared with another Service stays
+        held by it). Releasing a key that holds nothing returns ``()``."""
+        self.stop_waiting(key)
+        self.settle(key)
         h = self._holdings.pop(key, None)
         if h is None:
             return ()
@@ -780,12 +1244,17 @@ class Allocator:
     def restore(
         self, svc: ServiceRequest, addresses: Iterable[str], pool: str | None = None
     ) -> Allocation | Refusal:
-        """Re-register addresses ``svc`` already holds (from its status). Idempotent.
+        """Re-register addresses ``svc`` already shows (in its status). Idempotent.
 
-        ``pool`` is the ``ip-allocated-from-pool`` annotation, a hint. If an address is held by
-        a Service that may not share it, the older by ``(created, key)`` keeps it: a younger
-        incumbent is released and reported by :meth:`pop_displaced`; an older incumbent makes
-        this call a Refusal (``RequestedIPUnavailable``) and the caller reallocates ``svc``.
+        ``pool`` is the ``ip-allocated-from-pool`` annotation, a hint. An address held by a
+        Service that may not share it stays with its holder, and this call is a Refusal
+        (``RequestedIPUnavailable``) that changes nothing: :meth:`restore_all` restores oldest
+        first, so at the start of a session the older of two claimants keeps an address.
+
+        Addresses that do not lie in one pool the Service may use (a pool changed while no
+        leader was looking) are not lost from sight: what fits one pool is held (keep what
+        fits), and the rest is *leaving* (taken until :meth:`settle`), because the Service
+        still shows it. Only if nothing fits is the result a Refusal (``RequestedIPNotInPool``).
         """
         addresses = tuple(addresses)
         akeys_list: list[int] = []
@@ -806,34 +1275,39 @@ class Allocator:
             current is not None
             and set(current.akeys) == set(akeys)
             and self._fits(svc, current.pool, current.akeys)
+            and all(self._share_problem(svc, a) is None for a in akeys)
         ):
             self._commit(svc, current.pool, current.akeys)
             return self._holdings[svc.key].allocation()
+        for akey in akeys:
+            for other in self._holders.get(akey, ()):
+                if other == svc.key:
+                    continue
+                problem = sharing_problem(svc, self._svc_holding(other, akey))
+                if problem is not None:
+                    return Refusal(
+                        Reason.REQUESTED_IP_UNAVAILABLE,
+                        f"{_text(akey)} is held by {other}: {problem}",
+                    )
         pool_name = self._restore_pool(svc, akeys, pool)
+        held: tuple[int, ...] = akeys if pool_name is not None else ()
+        if pool_name is None:  # keep what fits
+            for akey in akeys:
+                pool_name = self._restore_pool(svc, (akey,), pool)
+                if pool_name is not None:
+                    held = (akey,)
+                    break
+        if current is None:
+            for akey in akeys:
+                if akey not in held and svc.key not in self._holders.get(akey, ()):
+                    self._hold(svc.key, akey)  # shown, so taken: leaving until settled
+                    self._leave(svc.key, akey, svc)
         if pool_name is None:
             return Refusal(
                 Reason.REQUESTED_IP_NOT_IN_POOL,
                 f"{', '.join(_text(a) for a in akeys)} not in one pool {svc.key} may use",
             )
-        younger: list[ServiceKey] = []
-        for akey in akeys:
-            for other in self._holders.get(akey, ()):
-                if other == svc.key or other in younger:
-                    continue
-                theirs = self._holdings[other].svc
-                problem = sharing_problem(svc, theirs)
-                if problem is None:
-                    continue
-                if theirs.age_rank < svc.age_rank:
-                    return Refusal(
-                        Reason.REQUESTED_IP_UNAVAILABLE,
-                        f"{_text(akey)} is held by older {other}: {problem}",
-                    )
-                younger.append(other)
-        for other in younger:
-            self.release(other)
-            self._displaced.append(other)
-        self._commit(svc, pool_name, akeys)
+        self._commit(svc, pool_name, held)
         return self._holdings[svc.key].allocation()
 
     def _restore_pool(
@@ -857,14 +1331,18 @@ class Allocator:
         ordered = sorted(items, key=lambda item: item[0].age_rank)
         return {svc.key: self.restore(svc, addrs, hint) for svc, addrs, hint in ordered}
 
-    def pop_displaced(self) -> tuple[ServiceKey, ...]:
-        """Services that lost their addresses to an older claimant in :meth:`restore` since
-        the last call; the controller reallocates them."""
-        out, self._displaced = tuple(self._displaced), []
-        return out
-
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _as_map(value: Mapping[str, object] | Iterable[str]) -> dict[str, object]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return dict.fromkeys(value, "")
+
+
+def _names(value: object) -> Iterable[object]:
+    return value if isinstance(value, Iterable) and not isinstance(value, str) else ()
 
 
 def _auto_rank(ps: _PoolState) -> tuple[int, int, int, str]:
@@ -887,29 +1365,21 @@ def _overlap(a: _PoolState, b: _PoolState) -> bool:
 
 def _unusable(ps: _PoolState) -> Refusal | None:
     if ps.status is PoolStatus.CONFLICTING:
-        others = ", ".join(sorted(ps.others)) or "another pool"
         return Refusal(
             Reason.POOL_CONFLICTING,
-            f"pool {ps.name!r} overlaps {others}; it gives no new addresses until fixed",
+            f"pool {ps.name!r} is {ps.why}: it gives no new addresses until the overlap is gone",
         )
     if ps.status is PoolStatus.INVALID:
-        return Refusal(Reason.NO_MATCHING_POOL, f"pool {ps.name!r} is invalid")
+        return Refusal(Reason.NO_MATCHING_POOL, f"pool {ps.name!r} is {ps.why}")
     return None
 
 
-def _no_room(svc: ServiceRequest, wanted: _Wanted, pools: list[_PoolState]) -> Refusal:
-    names = ", ".join(repr(ps.name) for ps in pools)
-    if all(wanted.need(ps.families) is None for ps in pools):
-        fams = (
-            "+".join(wanted.families)
-            if wanted.policy is not FamilyPolicy.SINGLE_STACK
-            else (wanted.families[0])
-        )
-        return Refusal(
-            Reason.NO_MATCHING_POOL,
-            f"no pool {svc.key} may use has {fams} addresses ({wanted.policy}); tried {names}",
-        )
-    return Refusal(Reason.POOL_EXHAUSTED, f"no free address for {svc.key} in pool {names}")
+def _with_skipped(refusal: Refusal, skipped: list[_PoolState]) -> Refusal:
+    """Name the pools that were skipped as unusable, and why: that is what would fix it."""
+    if not skipped:
+        return refusal
+    why = "; ".join(f"pool {ps.name!r} is {ps.why}" for ps in skipped)
+    return Refusal(refusal.reason, f"{refusal.message}; skipped: {why}")
 
 
 _WANTED_CACHE: dict[tuple[tuple[Family, ...], FamilyPolicy], _Wanted | Refusal] = {}

@@ -41,6 +41,9 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+# The one "ns/name" builder lives in meta (no client needed to read an object); re-exported.
+from lbd.k8s.meta import object_key as object_key  # noqa: PLC0414 (explicit re-export)
+
 JsonDict = dict[str, Any]
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
@@ -138,13 +141,6 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
 IPADDRESSPOOLS = Resource("lbd.io", "v1beta1", "ipaddresspools", "IPAddressPool", False)
 L2ADVERTISEMENTS = Resource("lbd.io", "v1beta1", "l2advertisements", "L2Advertisement", False)
 SERVICEL2STATUSES = Resource("lbd.io", "v1beta1", "servicel2statuses", "ServiceL2Status", True)
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
 class Kube:

@@ -24,6 +24,12 @@ timestamps written by another machine and sleeps blocking. Like client-go's
   needs ``lease_duration`` of silence): two replicas never write at once.
 - Updates carry the ``resourceVersion`` we read (optimistic concurrency): of two candidates
   racing for an expired lease exactly one update succeeds.
+- A renewal counts from the moment its *write* was sent (the conservative end: others see the
+  record change no earlier). It used to count from before the read, so after an API stall
+  longer than ``renew_deadline`` a renewal that then succeeded still left :meth:`is_leader`
+  False until the next one, a retry period during which the controller's writes were refused
+  (issue 10, point 2). And a renewal that succeeds too late to count (its write itself stalled)
+  is followed at once by another instead of a retry period of silence.
 """
 
 from __future__ import annotations
@@ -31,12 +37,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lbd.k8s.client import LEASES, ApiError, JsonDict, Kube
+from lbd.k8s.meta import micro_time
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -62,12 +68,6 @@ class ElectionConfig:
             raise ValueError("renew_deadline: must be greater than retry_period")
         if not self.retry_period > 0:
             raise ValueError("retry_period: must be positive")
-
-
-def _micro_time() -> str:
-    # MicroTime as the API spells it. Informational only: nobody's decisions read it.
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 class LeaderElector:
@@ -130,7 +130,7 @@ class LeaderElector:
                 return False
             lease = None
         if lease is None:
-            return self._create(now)
+            return self._create(self.clock.monotonic())
 
         spec = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
@@ -157,23 +157,24 @@ class LeaderElector:
         new_spec = dict(spec)
         new_spec["holderIdentity"] = cfg.identity
         new_spec["leaseDurationSeconds"] = max(1, math.ceil(cfg.lease_duration))
-        new_spec["renewTime"] = _micro_time()
+        new_spec["renewTime"] = micro_time()  # informational: nobody's decisions read it
         if holder != cfg.identity:
             new_spec["acquireTime"] = new_spec["renewTime"]
             new_spec["leaseTransitions"] = transitions + 1
         body = dict(lease)
         body["spec"] = new_spec
+        sent = self.clock.monotonic()
         try:
             written = self.kube.replace(self.path, body)
         except ApiError as exc:
             log.info("lease: update failed: %s", exc, extra={"error": str(exc)})
             return False
-        self._succeeded(written, now)
+        self._succeeded(written, sent)
         return True
 
     def _create(self, now: float) -> bool:
         cfg = self.config
-        stamp = _micro_time()
+        stamp = micro_time()
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -229,7 +230,8 @@ class LeaderElector:
             self._set_leading(True)
             # Leader: renew every retry_period; give up once renew_deadline passes without one.
             while not stop.is_set():
-                self._wait(stop, cfg.retry_period)
+                if self.is_leader():  # a renewal that came too late to count: renew at once
+                    self._wait(stop, cfg.retry_period)
                 if stop.is_set():
                     break
                 if self.try_acquire_or_renew():

@@ -7,9 +7,9 @@ API::
     rec.flush(timeout=5)   # tests: wait until everything recorded so far is written
     rec.stop()
 
-``involved`` is the object the Event is about (a Service or an IPAddressPool dict; only kind,
-apiVersion, name, namespace, uid and resourceVersion are read). Cluster-scoped objects get their
-Events in namespace ``default``, as kubectl expects.
+``involved`` is the object the Event is about: an :class:`~lbd.k8s.meta.ObjectRef`, or an object
+dict (only kind, apiVersion, name, namespace, uid and resourceVersion are read). Cluster-scoped
+objects get their Events in namespace ``default``, as kubectl expects.
 
 Design:
 
@@ -45,6 +45,8 @@ from tenacity import (
 )
 
 from lbd.k8s.client import EVENTS, ApiError, JsonDict, Kube
+from lbd.k8s.meta import ObjectRef, rfc3339
+from lbd.k8s.patch import transient
 from lbd.runtime.workqueue import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -59,52 +61,12 @@ class EventKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class _Ref:
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
-    uid: str
-    resource_version: str
-
-    @classmethod
-    def of(cls, obj: JsonDict) -> _Ref:
-        meta = obj.get("metadata") or {}
-        return cls(
-            api_version=str(obj.get("apiVersion") or "v1"),
-            kind=str(obj.get("kind") or ""),
-            namespace=str(meta.get("namespace") or ""),
-            name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
-            resource_version=str(meta.get("resourceVersion") or ""),
-        )
-
-    def as_dict(self) -> JsonDict:
-        d: JsonDict = {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
-        if self.namespace:
-            d["namespace"] = self.namespace
-        if self.uid:
-            d["uid"] = self.uid
-        if self.resource_version:
-            d["resourceVersion"] = self.resource_version
-        return d
-
-
-@dataclass(frozen=True)
 class _Pending:
-    ref: _Ref
+    ref: ObjectRef
     kind: EventKind
     reason: str
     message: str
     stamp: str
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ApiError) and (exc.status in (0, 429) or exc.status >= 500)
 
 
 class EventRecorder:
@@ -132,10 +94,13 @@ class EventRecorder:
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self._thread.start()
 
-    def event(self, involved: JsonDict, kind: EventKind, reason: str, message: str) -> None:
+    def event(
+        self, involved: JsonDict | ObjectRef, kind: EventKind, reason: str, message: str
+    ) -> None:
         """Record an Event about ``involved`` (returns at once)."""
+        ref = involved if isinstance(involved, ObjectRef) else ObjectRef.of(involved)
         try:
-            self._queue.put_nowait(_Pending(_Ref.of(involved), kind, reason, message, _now()))
+            self._queue.put_nowait(_Pending(ref, kind, reason, message, rfc3339()))
         except queue.Full:
             self.dropped += 1
             log.warning("events: queue full, dropped %s", reason, extra={"reason": reason})
@@ -185,7 +150,7 @@ class EventRecorder:
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=2.0),
             stop=stop_after_attempt(self._attempts),
             reraise=True,

@@ -7,11 +7,10 @@ lacks that kind) are skipped and named, so the caller can say so; any other API 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from lbd.k8s.client import NAMESPACES, SERVICES, ApiError, JsonDict, Kube, Resource
+from lbd.k8s.listing import list_pages
 
 LIST_PAGE = 500
 
@@ -28,8 +27,6 @@ METALLB_KINDS: tuple[tuple[Resource, ...], ...] = tuple(
     )
 )
 
-ALLOCATED_FROM = "metallb.io/ip-allocated-from-pool"
-
 
 @dataclass
 class ClusterObjects:
@@ -44,20 +41,7 @@ class ClusterObjects:
 def list_all(kube: Kube, resource: Resource, namespace: str | None = None) -> list[JsonDict]:
     """Every object of ``resource`` (paged), each with its ``apiVersion`` and ``kind`` set
     (list items of built-in kinds come without them)."""
-    items: list[JsonDict] = []
-    cont: str | None = None
-    while True:
-        query: dict[str, Any] = {"limit": LIST_PAGE}
-        if cont:
-            query["continue"] = cont
-        page = kube.get(resource.path(namespace=namespace), query=query)
-        for item in page.get("items") or []:
-            item.setdefault("apiVersion", resource.api_version)
-            item.setdefault("kind", resource.kind)
-            items.append(item)
-        cont = (page.get("metadata") or {}).get("continue") or None
-        if not cont:
-            return items
+    return list_pages(kube, resource, namespace)[0]
 
 
 def read_cluster(
@@ -80,10 +64,3 @@ def read_cluster(
         out.services = list_all(kube, SERVICES)
         out.namespaces = list_all(kube, NAMESPACES)
     return out
-
-
-def allocated_from(svc: Mapping[str, Any]) -> str | None:
-    """MetalLB's record of the pool a Service's addresses came from, if any."""
-    annotations = (svc.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(ALLOCATED_FROM) if isinstance(annotations, Mapping) else None
-    return str(value) if value else None

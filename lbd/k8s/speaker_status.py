@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, PatchType
 from lbd.k8s.events import EventKind
+from lbd.k8s.meta import rfc3339
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.runtime.workqueue import ExponentialBackoff, WorkQueue
 
@@ -93,7 +94,7 @@ def node_assigned_message(own: Ownership, node: str) -> str:
 
 
 def _rfc3339(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(now.timestamp())
 
 
 def desired_object(own: Ownership, node: str) -> JsonDict:

@@ -23,7 +23,7 @@ The mapping (MetalLB's ``metallb.io/v1beta1`` API, ``api/v1beta1/*_types.go`` up
   announced is reported as not announced.
 * Services need no change: lbd reads ``loadBalancerIPs``, ``address-pool`` and
   ``allow-shared-ip`` under ``metallb.io/`` and ``metallb.universe.tf/`` too
-  (:mod:`lbd.k8s.convert`); any other MetalLB annotation on a Service is reported.
+  (:mod:`lbd.k8s.service`); any other MetalLB annotation on a Service is reported.
 * MetalLB's status objects (``ServiceL2Status``, ``ServiceBGPStatus``, ``ConfigurationState``)
   and objects of other APIs are ignored, and say so.
 
@@ -43,7 +43,7 @@ from typing import Any
 
 from lbd.core.config import Config, PoolInput, build_config, parse_advertisement
 from lbd.core.model import Advertisement
-from lbd.k8s.convert import PREFIXES
+from lbd.k8s.service import PREFIXES
 
 METALLB_GROUP = "metallb.io"
 METALLB_API = "metallb.io/v1beta1"
@@ -427,7 +427,15 @@ def _validated(
 ) -> Migration:
     """Validate as the controller would; keep what passes; report the rest and the gaps."""
     config = build_config(
-        {n: PoolInput(o["spec"], o["metadata"].get("labels") or {}) for n, (_, o) in pools.items()},
+        {
+            n: PoolInput(
+                o["spec"],
+                o["metadata"].get("labels") or {},
+                # of overlapping pools the older keeps working (docs/IPAM.md): MetalLB's age
+                created=str(source.get("metadata", {}).get("creationTimestamp") or ""),
+            )
+            for n, (source, o) in pools.items()
+        },
         {n: o["spec"] for n, (_, o) in advs.items()},
     )
     for errors, source in (
@@ -442,8 +450,8 @@ def _validated(
             FindingKind.CONFLICTING,
             pools[name][0],
             "spec.addresses",
-            f"overlaps pool {', '.join(sorted(others))}: lbd gives neither new addresses "
-            "until the overlap is removed",
+            f"overlaps older pool {', '.join(sorted(others))}: lbd gives this pool no new "
+            "addresses until the overlap is removed (the older pool keeps working)",
         )
     valid_advs = list(config.advertisements.values())
     for name, pool in sorted(config.pools.items()):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lbd.core.model import service_key
-from lbd.k8s.convert import class_matches, ingress_addresses, is_load_balancer, service_request
+from lbd.k8s.service import observe_service
 from lbd.tools.migrate import FindingKind, Migration, from_metallb
 from lbd.tools.migrate_check import ObservedService, ServiceVerdict, check
 
@@ -231,8 +231,6 @@ def observed_services(
     objects: Iterable[Mapping[str, Any]], lb_class: str | None
 ) -> list[ObservedService]:
     """The LoadBalancer Services lbd would handle, as ``--check`` needs them."""
-    from lbd.k8s.metallb import allocated_from  # imports the kubernetes client: only when needed
-
     objs = list(objects)
     ns_labels = {
         str(o["metadata"].get("name")): dict(o["metadata"].get("labels") or {})
@@ -241,17 +239,16 @@ def observed_services(
     }
     out = []
     for svc in objs:
-        if svc.get("kind") != "Service" or not is_load_balancer(svc):
-            continue
-        if not class_matches(svc, lb_class):
+        if svc.get("kind") != "Service" or not observe_service(svc).ours(lb_class):
             continue
         meta = svc.get("metadata") or {}
         ns = str(meta.get("namespace") or "default")
         # a hand-written manifest may leave the namespace out; kubectl then applies it to "default"
-        placed = {**svc, "metadata": {**meta, "namespace": ns}}
-        request = service_request(placed, ns_labels.get(ns, {}))
+        placed = observe_service({**svc, "metadata": {**meta, "namespace": ns}})
+        request = placed.request_in(ns_labels.get(ns, {}))
         key = service_key(ns, str(meta.get("name")))
-        out.append(ObservedService(key, request, ingress_addresses(placed), allocated_from(placed)))
+        # the pool it came from, under every prefix: the same reader as the controller's restore
+        out.append(ObservedService(key, request, placed.addresses, placed.pool_hint))
     return out
 
 

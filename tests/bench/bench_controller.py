@@ -14,6 +14,11 @@
 4. The controller is stopped and started again: time until ``/readyz`` answers 200, and the
    number of Services whose address changed (must be 0) once its queue has drained.
 5. Peak RSS of each controller process (``VmHWM`` from ``/proc/PID/status``).
+6. Liveness (issue 10): a fresh lab with ``--services`` Services and a pool that holds all but
+   ``--waiting`` of them; once those wait (PoolExhausted), ``--free`` holders are deleted: the
+   time until as many waiting Services hold addresses, and the reconciles the controller spent
+   meanwhile (``lbd_reconcile_seconds_count`` from its ``/metrics``). Without a waiting index
+   that would be of the order of every Service per freed address.
 
 Prints figures; the last line is one JSON object. Never asserts on time.
 """
@@ -39,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lbd.k8s.client import SERVICES, JsonDict, PatchType, load_kube  # noqa: E402
-from lbd.k8s.convert import ingress_addresses  # noqa: E402
 from lbd.k8s.informer import EventType, Informer  # noqa: E402
+from lbd.k8s.service import observe_service  # noqa: E402
 from tests.k8s.controller_support import (  # noqa: E402
     CONTROLLER_TOKEN,
     controller_argv,
@@ -82,7 +87,8 @@ def free_port() -> int:
 class Tracker:
     """Counts Services with an address, and remembers each one's addresses."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = "bench") -> None:
+        self.namespace = namespace
         self.addresses: dict[str, tuple[str, ...]] = {}
         self.annotated: set[str] = set()
         self.changes = 0
@@ -91,10 +97,10 @@ class Tracker:
 
     def __call__(self, t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
         obj = new or old
-        if obj is None or obj["metadata"]["namespace"] != "bench":
+        if obj is None or obj["metadata"]["namespace"] != self.namespace:
             return
         key = obj["metadata"]["name"]
-        addrs = ingress_addresses(new) if new is not None else ()
+        addrs = observe_service(new).addresses if new is not None else ()
         with self.cond:
             if t is EventType.MODIFIED and old is not new:
                 self.modified += 1
@@ -165,6 +171,115 @@ def open_server(control_plane: str) -> tuple[Any, Callable[[], None]]:
     return real, close
 
 
+def reconciles(port: int) -> float:
+    """``lbd_reconcile_seconds_count`` from the controller's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("lbd_reconcile_seconds_count"):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def quiet_reconciles(port: int, quiet: float = 1.5) -> float:
+    """The reconcile count once it has not moved for ``quiet`` seconds (the queue is idle)."""
+    last, since = reconciles(port), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.1)
+        now = reconciles(port)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def create_services(admin: Any, ns: str, n: int, workers: int) -> None:
+    with ThreadPoolExecutor(workers) as ex:
+        list(
+            ex.map(
+                lambda i: admin.create(
+                    SERVICES.path(namespace=ns),
+                    service_body(f"s{i}", ns, allocateLoadBalancerNodePorts=False),
+                ),
+                range(n),
+            )
+        )
+
+
+def liveness_case(
+    n: int, waiting: int, free: int, workers: int, control_plane: str
+) -> dict[str, Any]:
+    """Phase 6: freed addresses go to waiting Services without re-deciding everything."""
+    server, close_server = open_server(control_plane)
+    admin = kube_for(server)
+    tmp = Path(tempfile.mkdtemp(prefix="lbd-bench-live-"))
+    kubeconfig = server.write_kubeconfig(tmp / "kubeconfig", CONTROLLER_TOKEN)
+    holders = n - waiting
+    last = 0xC6120000 + holders - 1  # 198.18.0.0 + holders - 1
+    end = f"198.18.{(last >> 8) & 255}.{last & 255}"
+    pool(admin, "full", [f"198.18.0.0-{end}"])
+    admin.create("/api/v1/namespaces", {"metadata": {"name": "live"}})
+    tracker = Tracker(namespace="live")
+    inf = Informer(admin, SERVICES)
+    inf.add_handler(tracker)
+    inf.start()
+    inf.wait_for_sync(60)
+    create_services(admin, "live", n, workers)
+    port = free_port()
+    proc = subprocess.Popen(
+        controller_argv(
+            kubeconfig,
+            "--health-addr",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "controller.log", "wb"),  # noqa: SIM115
+    )
+    try:
+        ok = tracker.wait_count(holders, 900)
+
+        def pool_waiting() -> int:
+            st = admin.get("/apis/lbd.io/v1beta1/ipaddresspools/full").get("status") or {}
+            return int(st.get("waitingServices") or 0)
+
+        deadline = time.monotonic() + 300
+        while pool_waiting() < waiting and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before_rec = quiet_reconciles(port)  # the annotation pass and pool status are done
+        holding = sorted(k for k, v in tracker.addresses.items() if v)
+        victims = holding[:free]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(lambda k: admin.delete(SERVICES.path(namespace="live", name=k)), victims))
+        served = tracker.wait_count(holders + free, 120)  # counts every Service ever served
+        took = time.perf_counter() - t0
+        spent = quiet_reconciles(port) - before_rec  # incl. the annotation pass of the served
+        waiting_after = pool_waiting()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        inf.stop()
+        close_server()
+    print(
+        f"liveness: {n} Services, {waiting} waiting on a full pool, {free} holders deleted: "
+        f"{free} waiting Services served in {took:.2f}s (complete={served and ok}); "
+        f"{spent:.0f} reconciles spent ({spent / free:.1f} per freed address); "
+        f"{waiting_after} still waiting"
+    )
+    return {
+        "liveness_services": n,
+        "liveness_waiting": waiting,
+        "liveness_freed": free,
+        "liveness_served_seconds": round(took, 3),
+        "liveness_reconciles": int(spent),
+        "liveness_reconciles_per_freed_address": round(spent / free, 2),
+        "liveness_complete": bool(served and ok),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -175,6 +290,9 @@ def main() -> int:
     )
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--waiting", type=int, default=1000, help="phase 6: Services left waiting")
+    ap.add_argument("--free", type=int, default=100, help="phase 6: holders deleted")
+    ap.add_argument("--only-liveness", action="store_true", help="run phase 6 only")
     ap.add_argument("--raw", type=int, default=2000, help="status patches for the raw rate")
     ap.add_argument("--raw-client", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -182,6 +300,10 @@ def main() -> int:
         print(raw_client(args.raw_client, args.raw, args.workers))
         return 0
     n = args.services
+    if args.only_liveness:
+        live = liveness_case(n, args.waiting, args.free, args.workers, args.control_plane)
+        print(json.dumps(live))
+        return 0
 
     server, close_server = open_server(args.control_plane)
     admin = kube_for(server)
@@ -321,6 +443,7 @@ def main() -> int:
     print(f"peak RSS: {rss1 / 1024:.0f} MB first run, {rss2 / 1024:.0f} MB after restart")
     print(f"assignment rate / raw status-patch rate: {ratio:.2f}")
     close_server()
+    live = liveness_case(n, args.waiting, args.free, args.workers, args.control_plane)
     result: dict[str, Any] = {
         "control_plane": args.control_plane,
         "services": n,
@@ -334,6 +457,7 @@ def main() -> int:
         "services_written_on_restart": rewritten,
         "peak_rss_mb": round(max(rss1, rss2) / 1024, 1),
         "complete": done,
+        **live,
     }
     print(json.dumps(result))
     return 0

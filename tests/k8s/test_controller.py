@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from lbd.controller.controller import ServiceWork
+from lbd.core.model import ServiceKey
 from lbd.k8s.client import IPADDRESSPOOLS, SERVICES, PatchType
 from tests.k8s.controller_support import (
     ApiServer,
@@ -54,8 +56,7 @@ def seen_pool(env: Env, name: str, addresses: list[str], **spec: Any) -> None:
 
     def taken_in() -> bool:
         return all(
-            ctl.pools.store.get(name) is not None and ctl.queue.pending() == 0
-            for ctl in env.controllers
+            ctl.pools.get(name) is not None and ctl.queue.pending() == 0 for ctl in env.controllers
         )
 
     wait_for(taken_in, 10, f"pool {name} taken in by the controllers")
@@ -155,7 +156,7 @@ def test_lb_class_flag_selects_only_that_class(lab: ApiServer):
         service(env.admin, "classless")
         service(env.admin, "mine", loadBalancerClass="lbd.io/lb")
         wait_addresses(env.admin, "mine")
-        env.ctl.queue.add("s:default/classless")
+        env.ctl.queue.add(ServiceWork(ServiceKey("default/classless")))
         wait_for(lambda: env.ctl.queue.pending() == 0, 5, "an idle queue")
         assert addresses(get_service(env.admin, "classless")) == []
     finally:
@@ -224,25 +225,34 @@ def test_pool_status_counts_and_conflicts(env: Env):
 
     wait_for(lambda: status("one").get("assignedIPv4") == 1, 10, "pool counters")
     assert status("one")["availableIPv4"] == 3
+    assert status("one")["waitingServices"] == 0
     seen_pool(env, "two", ["198.18.100.2/31"])
 
+    def conds(name: str) -> dict[str, dict[str, Any]]:
+        return {c["type"]: c for c in status(name).get("conditions") or []}
+
     def conflicting(name: str) -> dict[str, Any] | None:
-        conds = {c["type"]: c for c in status(name).get("conditions") or []}
-        c = conds.get("Conflicting")
+        c = conds(name).get("Conflicting")
         return c if c and c["status"] == "True" else None
 
+    # Only the newer pool is Conflicting, naming the older one; the older keeps working.
     c = wait_for(lambda: conflicting("two"), 10, "two marked Conflicting")
-    assert "one" in c["message"]
-    assert "two" in wait_for(lambda: conflicting("one"), 10, "one marked Conflicting")["message"]
-    # A conflicting pool keeps what it gave but gives nothing new.
+    assert "'one'" in c["message"]
+    assert wait_for(lambda: status("two").get("availableIPv4") == 0, 10, "two shows 0 available")
+    assert conds("one")["Conflicting"]["status"] == "False"
+    assert conds("one")["Ready"]["status"] == "True"
     assert wait_addresses(env.admin, "a") == ["198.18.100.0"]
     service(env.admin, "b")
-    cond = wait_condition(env.admin, "b", "PoolConflicting")
+    assert wait_addresses(env.admin, "b") == ["198.18.100.1"]
+    # A Service that asks for the conflicting pool is told why and what to fix.
+    service(env.admin, "c", annotations={"lbd.io/address-pool": "two"})
+    cond = wait_condition(env.admin, "c", "PoolConflicting")
     assert cond["status"] == "False"
+    assert "overlaps 'one'" in cond["message"]
 
 
 def test_invalid_pool_is_reported_with_field_path(env: Env):
-    seen_pool(env, "typo", ["198.18.100.1/24"])
+    seen_pool(env, "typo", ["198.18.100.0/33"])
 
     def invalid():
         st = env.admin.get(IPADDRESSPOOLS.path(name="typo")).get("status") or {}
@@ -252,7 +262,7 @@ def test_invalid_pool_is_reported_with_field_path(env: Env):
 
     c = wait_for(invalid, 10, "Invalid condition")
     assert "spec.addresses[0]" in c["message"]
-    assert "host bits" in c["message"]
+    assert "not a valid CIDR" in c["message"]
 
 
 def test_bad_input_is_reported_on_its_service_only(env: Env):

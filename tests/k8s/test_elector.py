@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,22 @@ def test_racing_candidates_cannot_both_win(lab):
 def test_timing_is_validated(durations, field):
     with pytest.raises(ValueError, match=field):
         ElectionConfig("ns", "name", "me", *durations)
+
+
+def test_a_renewal_after_a_stall_counts_from_its_write(lab):
+    """Issue 10 point 2: the read stalled longer than renew_deadline, then the renewal went
+    through. It counts from when it was sent, so the replica is leader again at once (it used to
+    count from before the stalled read, leaving is_leader() False until the next renewal while
+    the controller stayed active and dropped the keys it could not write)."""
+    clock = FakeClock()
+    a = elector(lab, "a", clock)
+    assert a.try_acquire_or_renew() and a.is_leader()
+    real_get = a.kube.get
+
+    def stalled_get(path: str, *, query: Any = None) -> Any:
+        clock.advance(12.0)  # the API server did not answer for longer than renew_deadline
+        return real_get(path, query=query)
+
+    a.kube.get = stalled_get  # type: ignore[method-assign]
+    assert a.try_acquire_or_renew()
+    assert a.is_leader(), "a renewal that went through must count from when it was sent"

@@ -1,4 +1,5 @@
-"""Service dicts -> ServiceRequest: annotations (lbd.io and MetalLB's), families, bad input."""
+"""Service dicts -> ObservedService: annotations (lbd.io and MetalLB's), families, bad input,
+and the controller and the speaker reading every annotation prefix the same way."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import pytest
 
 from lbd.core.config import FieldError
 from lbd.core.model import Family, FamilyPolicy, Port, ServiceRequest
-from lbd.k8s.convert import (
-    allocated_pool,
-    class_matches,
-    ingress_addresses,
-    service_request,
-)
+from lbd.k8s import speaker_convert
+from lbd.k8s.endpointslice import NO_ENDPOINTS
+from lbd.k8s.service import ObservedService, observe_service
+
+
+def service_request(obj: dict[str, Any], ns_labels: dict[str, str] | None = None):
+    return observe_service(obj).request_in(ns_labels or {})
+
+
+def class_matches(obj: dict[str, Any], lb_class: str | None) -> bool:
+    return observe_service(obj).class_matches(lb_class)
 
 
 def svc(annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -125,6 +131,72 @@ def test_ingress_and_allocated_pool():
     obj["status"] = {
         "loadBalancer": {"ingress": [{"ip": "2001:DB8::1"}, {"hostname": "x"}, {"ip": "bad"}]}
     }
-    assert ingress_addresses(obj) == ("2001:db8::1",)
-    assert allocated_pool(obj) == "p"
-    assert ingress_addresses(svc()) == ()
+    view = observe_service(obj)
+    assert view.addresses == ("2001:db8::1",)
+    assert [str(e) for e in view.address_errors] == [
+        "status.loadBalancer.ingress[2].ip: not an IP address: 'bad'"
+    ]
+    assert not view.ingress_exact  # the writer rewrites it
+    assert view.pool_hint == view.recorded_pool == "p"
+    assert observe_service(svc()).addresses == ()
+
+
+def test_a_service_is_read_once_into_a_frozen_view():
+    view = observe_service(svc())
+    assert isinstance(view, ObservedService)
+    assert view.key == "ns/web" and view.created == "2026-01-01T00:00:00Z"
+    assert view.ours(None) and not view.ours("other") and not view.marked
+    with pytest.raises(AttributeError):
+        view.addresses = ()  # type: ignore[misc]
+
+
+# -- the controller and the speaker read a Service the same way (issue 13) ---------------
+
+PREFIX_CASES = [
+    pytest.param({f"{p}ip-allocated-from-pool": "x"}, id=f"{p} only")
+    for p in ("lbd.io/", "metallb.io/", "metallb.universe.tf/")
+] + [
+    pytest.param(
+        {
+            "metallb.universe.tf/ip-allocated-from-pool": "old",
+            "metallb.io/ip-allocated-from-pool": "new",
+        },
+        id="metallb.io beats metallb.universe.tf",
+    ),
+    pytest.param(
+        {"metallb.io/ip-allocated-from-pool": "m", "lbd.io/ip-allocated-from-pool": "l"},
+        id="lbd.io beats metallb.io",
+    ),
+    pytest.param({"lbd.io/ip-allocated-from-pool": ""}, id="empty means not recorded"),
+    pytest.param({}, id="none"),
+]
+
+
+@pytest.mark.parametrize("annotations", PREFIX_CASES)
+def test_controller_and_speaker_agree_on_the_pool_under_every_prefix(annotations):
+    obj = svc(annotations)
+    obj["metadata"]["resourceVersion"] = "7"
+    obj["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.100.7"}, {"ip": "junk"}]}}
+    controller_view = observe_service(obj)  # what the controller restores from
+    speaker_pool = speaker_convert.service_pool(obj)
+    speaker_vips = speaker_convert.service_vips(obj)
+    assert controller_view.pool_hint == speaker_pool
+    assert controller_view.addresses == speaker_vips == ("198.18.100.7",)
+    election = speaker_convert.service_view(obj, endpoints=NO_ENDPOINTS)
+    assert election.pool == controller_view.pool_hint
+    assert election.vips == controller_view.addresses
+
+
+@pytest.mark.parametrize("prefix", ["lbd.io/", "metallb.io/", "metallb.universe.tf/"])
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("address-pool", "gold", "pool"),
+        ("allow-shared-ip", "k", "sharing_key"),
+        ("loadBalancerIPs", "198.18.100.9", "requested"),
+    ],
+)
+def test_every_request_annotation_is_read_under_every_prefix(prefix, name, value, field):
+    req = request(svc({prefix + name: value}))
+    got = getattr(req, field)
+    assert got == ((value,) if field == "requested" else value)

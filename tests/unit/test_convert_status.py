@@ -1,16 +1,19 @@
-"""service_diff / merge_conditions: only the difference is written; times move only on flips."""
+"""service_patches / merge_conditions: only the difference is written; times move only on flips.
+
+The writer diffs against the Service's view (read once), never the raw object."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lbd.k8s.status import (
-    CONDITION_TYPE,
-    Condition,
-    ServiceStatus,
-    merge_conditions,
-    service_diff,
-)
+from lbd.k8s.conditions import Condition, merge_conditions
+from lbd.k8s.service import CONDITION_TYPE, observe_service
+from lbd.k8s.service_writer import ServiceStatus, service_patches
+
+
+def service_diff(obj: dict[str, Any], desired: ServiceStatus, *, stamp: str | None = None):
+    return service_patches(observe_service(obj), desired, stamp=stamp)
+
 
 ASSIGNED = ServiceStatus(("198.18.100.7",), "lab", Condition(True, "Assigned", "198.18.100.7"))
 
@@ -82,18 +85,21 @@ def test_missing_ip_mode_is_fixed():
 
 def test_other_conditions_are_kept_and_transition_time_moves_only_on_a_flip():
     others = {"type": "example.com/Other", "status": "True", "reason": "X", "message": "m"}
-    start: list[dict[str, Any]] = [others]
+    start = (others,)
     conds = merge_conditions(start, CONDITION_TYPE, Condition(False, "PoolExhausted", "a"), "T1")
     assert conds is not None and conds[0] == others
     # Same status, new message: time kept.
-    again = merge_conditions(conds, CONDITION_TYPE, Condition(False, "PoolExhausted", "b"), "T2")
+    again = merge_conditions(
+        tuple(conds), CONDITION_TYPE, Condition(False, "PoolExhausted", "b"), "T2"
+    )
     assert again is not None and again[1]["lastTransitionTime"] == "T1"
     # Flip to True: time moves.
-    flipped = merge_conditions(again, CONDITION_TYPE, Condition(True, "Assigned", "c"), "T3")
+    flipped = merge_conditions(tuple(again), CONDITION_TYPE, Condition(True, "Assigned", "c"), "T3")
     assert flipped is not None and flipped[1]["lastTransitionTime"] == "T3"
     # Identical: nothing to write. Removal keeps the others.
-    assert merge_conditions(flipped, CONDITION_TYPE, Condition(True, "Assigned", "c"), "T4") is None
-    assert merge_conditions(flipped, CONDITION_TYPE, None, "T5") == [others]
+    final = tuple(flipped)
+    assert merge_conditions(final, CONDITION_TYPE, Condition(True, "Assigned", "c"), "T4") is None
+    assert merge_conditions(final, CONDITION_TYPE, None, "T5") == [others]
 
 
 def test_release_clears_ingress_condition_and_annotation():

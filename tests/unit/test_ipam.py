@@ -230,7 +230,7 @@ POOL_CHOICE = [
         [A, pool("a2", "198.18.100.2")],
         [],
         svc("s"),
-        Refused(CONFL, "overlaps a2"),
+        Refused(CONFL, "overlaps 'a2'"),
         ("a", "a2"),
         id="only conflicting pools",
     ),
@@ -656,24 +656,33 @@ def test_restore_all_older_keeps_a_disputed_address(reverse: bool) -> None:
     items = [(older, ["198.18.100.1"], "a"), (younger, ["198.18.100.1"], "a")]
     result = a.restore_all(reversed(items) if reverse else items)
     assert isinstance(result[older.key], Allocation)
-    check(a, result[younger.key], Refused(UNAV, "older default/zz-old"))
-    assert a.pop_displaced() == ()
+    check(a, result[younger.key], Refused(UNAV, "held by default/zz-old"))
 
 
-def test_restore_same_timestamp_breaks_tie_by_key() -> None:
+def test_restore_all_same_timestamp_breaks_tie_by_key() -> None:
     a = allocator(A)
-    assert isinstance(a.restore(svc("b"), ["198.18.100.1"]), Allocation)
-    assert isinstance(a.restore(svc("a"), ["198.18.100.1"]), Allocation)  # "default/a" is older
-    assert a.pop_displaced() == (service_key("default", "b"),)
-    assert a.holding(service_key("default", "b")) is None
+    result = a.restore_all([(svc("b"), ["198.18.100.1"], None), (svc("a"), ["198.18.100.1"], None)])
+    assert isinstance(result[service_key("default", "a")], Allocation)  # "default/a" is older
+    check(a, result[service_key("default", "b")], Refused(UNAV, "held by default/a"))
     assert a.holders("198.18.100.1") == (service_key("default", "a"),)
+
+
+def test_a_later_restore_never_takes_an_address_from_its_holder() -> None:
+    """Issue 10 point 3: a claim that arrives after the session started (a stale status) is
+    refused, even from an older Service; the holder keeps its address."""
+    a = allocator(A)
+    younger = svc("young", created=NEW)
+    must(a.allocate(younger))
+    snap = a.snapshot()
+    check(a, a.restore(svc("old", created=OLD), ["198.18.100.0"]), Refused(UNAV, "young"))
+    assert a.snapshot() == snap
 
 
 def test_restore_compatible_sharers_both_keep() -> None:
     a = allocator(A)
     must(a.restore(svc("x", key="k", tcp=[80], created=NEW), ["198.18.100.1"]))
     must(a.restore(svc("y", key="k", tcp=[81], created=OLD), ["198.18.100.1"]))
-    assert a.pop_displaced() == ()
+    assert len(a.holders("198.18.100.1")) == 2
 
 
 @pytest.mark.parametrize(
@@ -685,17 +694,30 @@ def test_restore_compatible_sharers_both_keep() -> None:
         pytest.param(
             ["198.18.100.1", "198.18.101.1"], Refused(INVALID, "different families"), id="two v4"
         ),
-        pytest.param(
-            ["198.18.100.1", "2001:db8::1"], Refused(NIP, "not in one pool"), id="across pools"
-        ),
     ],
 )
-def test_restore_refusals_change_nothing(addresses: list[str], expected: Refused) -> None:
+def test_restore_refusals_change_no_holding(addresses: list[str], expected: Refused) -> None:
     a = allocator(A, B, pool("v6", "2001:db8::/120"))
     must(a.allocate(svc("other")))
     snap = a.snapshot()
     check(a, a.restore(svc("s"), addresses), expected)
-    assert a.snapshot() == snap
+    assert a.snapshot().holdings == snap.holdings
+    if expected.reason is INVALID:
+        assert a.snapshot() == snap
+
+
+def test_restore_outside_every_pool_keeps_the_shown_address_taken_until_settled() -> None:
+    """A Service still shows an address no pool has any more: nobody else may get it before
+    the Service's status stops showing it (issue 10: no address on two Services)."""
+    a = allocator(A)
+    s = svc("s", ips=["198.18.100.1"])
+    check(a, a.restore(s, ["198.18.100.1", "2001:db8::9"]), Got("a", "198.18.100.1"))
+    assert a.leaving(s.key) == ("2001:db8::9",)  # across pools: what fits is kept
+    late = svc("late", ips=["198.18.250.1"])
+    check(a, a.restore(late, ["198.18.250.1"]), Refused(NIP, "198.18.250.1"))
+    assert a.holders("198.18.250.1") == (late.key,)
+    assert a.settle(late.key) == ("198.18.250.1",)
+    assert a.holders("198.18.250.1") == ()
 
 
 def test_restore_into_conflicting_and_unknown_invalid_pool_keeps_addresses() -> None:
@@ -752,16 +774,16 @@ def test_conflicting_and_invalid_pools_keep_assignments_but_give_nothing_new() -
     p = pool("p", "198.18.100.0/30")
     a = allocator(p)
     must(a.allocate(svc("s0")))
-    assert a.set_pools([p, pool("q", "198.18.100.3")], conflicting={"p", "q"}) == ()
-    assert a.pool_status("p") is PoolStatus.CONFLICTING
-    check(a, a.allocate(svc("s1", pool="p")), Refused(CONFL, "overlaps q"))
+    assert a.set_pools([p, pool("q", "198.18.100.3")], conflicting={"p": ["q"], "q": []}) == ()
+    assert dict(a.snapshot().statuses)["p"] == PoolStatus.CONFLICTING
+    check(a, a.allocate(svc("s1", pool="p")), Refused(CONFL, "overlaps 'q'"))
     assert must(a.allocate(svc("s0"))).addresses == ("198.18.100.0",)  # still satisfied
     # p becomes invalid (a typo): the last valid definition is kept, nothing new is handed out
-    assert a.set_pools([], invalid={"p"}) == ()
-    assert a.pool_status("p") is PoolStatus.INVALID
+    assert a.set_pools([], invalid={"p": "spec.addresses[0]: junk"}) == ()
+    assert dict(a.snapshot().statuses)["p"] == PoolStatus.INVALID
     assert a.counters("p").ipv4 == FamilyCounters(4, 1)
-    check(a, a.allocate(svc("s1")), Refused(NMP, "pool 'p' is invalid"))
-    check(a, a.allocate(svc("s1", pool="p")), Refused(NMP, "invalid"))
+    check(a, a.allocate(svc("s1")), Refused(NMP, "pool 'p' is Invalid (spec.addresses[0]: junk)"))
+    check(a, a.allocate(svc("s1", pool="p")), Refused(NMP, "is Invalid"))
     # fixed: usable again
     assert a.set_pools([p]) == ()
     assert must(a.allocate(svc("s1"))).addresses == ("198.18.100.1",)
@@ -780,8 +802,11 @@ def test_changed_request_is_reevaluated() -> None:
     assert a.snapshot() == snap
     # requested IP dropped: the current address still satisfies
     assert must(a.allocate(svc("s"))).addresses == ("198.18.100.5",)
-    # new requested IP: moves, the old one is released
+    # new requested IP: moves; the old one stays taken until the status stops showing it
     assert must(a.allocate(svc("s", ips=["198.18.100.6"]))).addresses == ("198.18.100.6",)
+    assert a.leaving(s.key) == ("198.18.100.5",)
+    assert a.holders("198.18.100.5") == (s.key,)
+    assert a.settle(s.key) == ("198.18.100.5",)
     assert a.holders("198.18.100.5") == ()
     # unavailable new request: refused, keeps what it had
     must(a.allocate(svc("blocker", ips=["198.18.100.7"])))
@@ -801,6 +826,7 @@ def test_sharer_that_drops_its_key_moves_to_its_own_address() -> None:
     must(a.allocate(svc("x", key="k", tcp=[80])))
     must(a.allocate(svc("y", key="k", tcp=[81])))
     assert must(a.allocate(svc("y", tcp=[81]))).addresses == ("198.18.100.1",)
+    a.settle(service_key("default", "y"))
     assert a.holders("198.18.100.0") == (service_key("default", "x"),)
 
 
@@ -916,4 +942,8 @@ def test_queries_on_unknown_things_are_empty() -> None:
     assert a.release(service_key("default", "nobody")) == ()
     assert a.holding(service_key("default", "nobody")) is None
     assert a.holders("not-an-ip") == ()
-    assert a.pool_status("nope") is None
+    assert a.settle(service_key("default", "nobody")) == ()
+    assert a.retire(service_key("default", "nobody")) == ()
+    assert a.waits(service_key("default", "nobody")) == ()
+    assert a.waiting_on("nope") == 0
+    assert a.wake() == ()

@@ -7,7 +7,9 @@ checks after every step:
 * every held address lies in a pool its Service may use (annotation, serviceAllocation, ranges,
   avoidBuggyIPs);
 * counters equal a recount;
-* a refused call changes nothing (snapshot before == after);
+* a refused call changes no address (snapshot before == after);
+* an address a Service lost stays taken (leaving) until ``settle``, and is never handed out
+  before that;
 * an address handed out fresh is the lowest never-used one of its pool and family, or, when none
   is left, the one released longest ago;
 * the released queue holds exactly the addresses ever held, not held now, and still in a pool.
@@ -16,6 +18,7 @@ checks after every step:
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +33,7 @@ from lbd.core.model import (
     Allocation,
     Family,
     Pool,
+    Reason,
     Refusal,
     ServiceKey,
     ServiceRequest,
@@ -148,6 +152,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.blind: set[str] = set()  # invalid pools restored into without a known definition
         self.requests: dict[ServiceKey, ServiceRequest] = {}  # request each holder was kept for
         self.ever_held: set[str] = set()
+        # (key, address) -> the request under which the key last held (and so shows) it
+        self.shown_as: dict[tuple[ServiceKey, str], ServiceRequest] = {}
         start = [VARIANTS["a"][1], VARIANTS["b"][1]]
         assert self.alloc.set_pools(start) == ()
         self.defs = {p.name: p for p in start}
@@ -163,6 +169,15 @@ class AllocatorMachine(RuleBasedStateMachine):
                 out.setdefault(addr, set()).add(k)
         return out
 
+    def leaving(self) -> dict[str, set[ServiceKey]]:
+        out: dict[str, set[ServiceKey]] = {}
+        for ns in NAMESPACES:
+            for n in NAMES:
+                k = ServiceKey(f"{ns}/{n}")
+                for addr in self.alloc.leaving(k):
+                    out.setdefault(addr, set()).add(k)
+        return out
+
     def in_some_pool(self, address: str) -> bool:
         return any(numeric(address) in addresses_of(p) for p in self.defs.values())
 
@@ -173,19 +188,22 @@ class AllocatorMachine(RuleBasedStateMachine):
         self,
         result: Allocation,
         held_before: Mapping[str, set[ServiceKey]],
+        leaving_before: Mapping[str, set[ServiceKey]],
         released: tuple[str, ...],
     ) -> None:
         p = self.defs.get(result.pool)
         if p is None:
             return
         for addr in result.addresses:
-            if addr in held_before:
-                continue  # shared, kept, or requested: not a fresh pick
+            if addr in held_before or addr in leaving_before:
+                continue  # shared, kept, taken back, or requested: not a fresh pick
             fam, _ = numeric(addr)
             free = [
                 (f, v)
                 for f, v in addresses_of(p)
-                if f is fam and str(ipaddress.ip_address(v)) not in held_before
+                if f is fam
+                and str(ipaddress.ip_address(v)) not in held_before
+                and str(ipaddress.ip_address(v)) not in leaving_before
             ]
             free_text = [str(ipaddress.ip_address(v)) for _, v in free]
             never = [t for t in free_text if t not in self.ever_held]
@@ -201,6 +219,14 @@ class AllocatorMachine(RuleBasedStateMachine):
     def record(self, svc_: ServiceRequest, result: Allocation) -> None:
         self.requests[svc_.key] = svc_
         self.ever_held.update(result.addresses)
+        for addr in result.addresses:
+            self.shown_as[(svc_.key, addr)] = svc_
+
+    def forget_poolless(self, addresses: tuple[str, ...]) -> None:
+        """A freed address of no pool has no reuse history (the allocator drops it)."""
+        for a in addresses:
+            if not self.alloc.holders(a) and not self.in_some_pool(a):
+                self.ever_held.discard(a)
 
     def forget_released(self) -> None:
         for k in list(self.requests):
@@ -221,22 +247,27 @@ class AllocatorMachine(RuleBasedStateMachine):
         pools = [VARIANTS[n][c] for n, c in choice.items() if isinstance(c, int)]
         invalid = {n for n, c in choice.items() if c == "invalid"}
         conflicting = find_conflicts(pools)
-        released = self.alloc.set_pools(pools, conflicting=set(conflicting), invalid=invalid)
+        before = {k: self.alloc.holding(k) for k in self.requests}
+        released = self.alloc.set_pools(pools, conflicting=conflicting, invalid=invalid)
         self.defs = {n: d for n, d in self.defs.items() if n in invalid} | {
             p.name: p for p in pools
         }
         self.blind = {n for n in self.blind if n in invalid and n not in self.defs}
         for k in released:
-            assert self.alloc.holding(k) is None
+            now, had = self.alloc.holding(k), before[k]
+            assert had is not None
+            # keep what fits: nothing, or a part of what it had (a PreferDualStack Service)
+            assert now is None or set(now.addresses) < set(had.addresses), (had, now)
         self.forget_released()
         # The allocator forgets the reuse history of addresses that left every pool.
-        held = self.held()
-        self.ever_held = {a for a in self.ever_held if a in held or self.in_some_pool(a)}
+        taken = set(self.held()) | set(self.leaving())
+        self.ever_held = {a for a in self.ever_held if a in taken or self.in_some_pool(a)}
 
     @rule(s=requests())
     def allocate(self, s: ServiceRequest) -> None:
         before = self.alloc.snapshot()
         held_before = self.held()
+        leaving_before = self.leaving()
         result = self.alloc.allocate(s)
         event(f"allocate: {type(result).__name__} {getattr(result, 'reason', '')}")
         if isinstance(result, Refusal):
@@ -248,8 +279,15 @@ class AllocatorMachine(RuleBasedStateMachine):
             if others:
                 cross = any(k.split("/")[0] != s.namespace for k in others)
                 event(f"joined a sharer{' across namespaces' if cross else ''}")
+        for addr in result.addresses:
+            for other in leaving_before.get(addr, set()) - {s.key}:
+                # Still shown by ``other``: only a Service that may share it with ``other`` may
+                # have it (what ``other`` shows, it shows under its last request).
+                assert may_share(s, self.shown_as[(other, addr)]), (
+                    f"{addr} handed to {s.key} while {other} still shows it"
+                )
         if not s.requested:
-            self.check_fresh_pick(result, held_before, before.released)
+            self.check_fresh_pick(result, held_before, leaving_before, before.released)
         self.record(s, result)
         # idempotent: asking again changes nothing
         again = self.alloc.snapshot()
@@ -290,10 +328,13 @@ class AllocatorMachine(RuleBasedStateMachine):
     def release(self, name: str, ns: str) -> None:
         key = ServiceKey(f"{ns}/{name}")
         had = self.alloc.holding(key)
+        lost = self.alloc.leaving(key)
         before = self.alloc.snapshot().released
         out = self.alloc.release(key)
         assert out == (had.addresses if had else ())
-        freed = [a for a in out if not self.alloc.holders(a) and self.in_some_pool(a)]
+        assert self.alloc.leaving(key) == () and self.alloc.waits(key) == ()
+        self.forget_poolless((*lost, *out))
+        freed = [a for a in (*lost, *out) if not self.alloc.holders(a) and self.in_some_pool(a)]
         after = self.alloc.snapshot().released
         assert list(after[len(after) - len(freed) :]) == freed, "freed addresses go to the back"
         assert len(after) == len(before) + len(freed)
@@ -306,17 +347,30 @@ class AllocatorMachine(RuleBasedStateMachine):
     )
     def restore(self, s: ServiceRequest, addrs: list[str], hint: str | None) -> None:
         before = self.alloc.snapshot()
+        holders_before = {a: set(self.alloc.holders(a)) for a in addrs}
         result = self.alloc.restore(s, addrs, hint)
-        displaced = self.alloc.pop_displaced()
         if isinstance(result, Refusal):
-            self.expect_unchanged(before)
-            assert displaced == ()
+            if result.reason is not Reason.REQUESTED_IP_NOT_IN_POOL:
+                self.expect_unchanged(before)
+                return
+            # Nothing fits a pool: no holding changes, but what it shows stays taken.
+            assert self.alloc.snapshot().holdings == before.holdings
+            for a in addrs:
+                assert set(self.alloc.holders(a)) <= holders_before[a] | {s.key}
+            self.ever_held.update(self.alloc.leaving(s.key))
+            for addr in self.alloc.leaving(s.key):
+                self.shown_as.setdefault((s.key, addr), s)
+            self.forget_released()
             return
-        assert set(result.addresses) == set(addrs)
+        # What fits one pool is held (keep what fits); the rest stays taken as leaving.
+        assert result.addresses and set(result.addresses) <= set(addrs)
+        self.ever_held.update(self.alloc.leaving(s.key))
+        for addr in self.alloc.leaving(s.key):
+            self.shown_as.setdefault((s.key, addr), s)
+        for a in addrs:  # a restore never takes an address from anybody
+            assert holders_before[a] <= set(self.alloc.holders(a))
         if result.pool not in self.defs:
             self.blind.add(result.pool)
-        for k in displaced:
-            assert self.requests[k].age_rank > s.age_rank
         self.record(s, result)
         self.forget_released()
         # idempotent
@@ -324,13 +378,42 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert self.alloc.restore(s, addrs, hint) == result
         assert self.alloc.snapshot() == again
 
+    @rule(name=st.sampled_from(NAMES), ns=st.sampled_from(NAMESPACES))
+    def settle(self, name: str, ns: str) -> None:
+        """The status write that stops showing lost addresses was made."""
+        key = ServiceKey(f"{ns}/{name}")
+        lost = self.alloc.leaving(key)
+        freed = self.alloc.settle(key)
+        assert set(freed) <= set(lost)
+        self.forget_poolless(lost)
+        assert self.alloc.leaving(key) == ()
+
+    @rule(name=st.sampled_from(NAMES), ns=st.sampled_from(NAMESPACES))
+    def retire(self, name: str, ns: str) -> None:
+        """A refused Service gives up what it holds (until settled)."""
+        key = ServiceKey(f"{ns}/{name}")
+        had = self.alloc.holding(key)
+        out = self.alloc.retire(key)
+        assert out == (had.addresses if had else ())
+        assert self.alloc.holding(key) is None
+        for addr in out:
+            assert key in self.alloc.holders(addr)
+        self.requests.pop(key, None)
+
+    @rule()
+    def wake(self) -> None:
+        woken = self.alloc.wake()
+        assert len(set(woken)) == len(woken)
+        assert self.alloc.wake() == ()  # each once until decided again
+
     # ------------------------------------------------------------------ invariants
 
     @invariant()
     def nobody_shares_unless_allowed(self) -> None:
+        leaving = self.leaving()
         for addr, keys in self.held().items():
             ks = sorted(keys)
-            assert set(self.alloc.holders(addr)) == keys
+            assert set(self.alloc.holders(addr)) == keys | leaving.get(addr, set())
             for i, k1 in enumerate(ks):
                 for k2 in ks[i + 1 :]:
                     r1, r2 = self.requests[k1], self.requests[k2]
@@ -364,18 +447,20 @@ class AllocatorMachine(RuleBasedStateMachine):
                 texts = {str(ipaddress.ip_address(v)) for _, v in members}
                 got = c.of(fam)
                 assert got.total == len(members)
-                assert got.assigned == len(texts & set(held)), (name, fam)
+                taken = set(held) | set(self.leaving())  # leaving addresses stay taken
+                assert got.assigned == len(texts & taken), (name, fam)
 
     @invariant()
     def released_queue_is_exactly_the_used_free_addresses(self) -> None:
         released = self.alloc.snapshot().released
         assert len(set(released)) == len(released)
-        expected = {a for a in self.ever_held - set(self.held()) if self.in_some_pool(a)}
+        taken = set(self.held()) | set(self.leaving())
+        expected = {a for a in self.ever_held - taken if self.in_some_pool(a)}
         assert set(released) == expected
 
 
 AllocatorMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("LBD_HYPOTHESIS_EXAMPLES", "60")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

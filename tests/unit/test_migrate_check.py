@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lbd.core.model import Reason
-from lbd.k8s.convert import service_request
+from lbd.k8s.service import observe_service
 from lbd.tools.migrate import from_metallb
 from lbd.tools.migrate_check import ObservedService, Verdict, check
 from lbd.tools.migrate_cli import observed_services
@@ -109,7 +109,7 @@ def test_of_two_claimants_the_older_keeps_the_address():
     assert got["default/a"].verdict is Verdict.SAME_ADDRESS
     assert got["default/b"].verdict is Verdict.WOULD_CHANGE
     assert got["default/b"].reason is Reason.REQUESTED_IP_UNAVAILABLE
-    assert "older default/a" in got["default/b"].why
+    assert "held by default/a" in got["default/b"].why
 
 
 def test_pending_services_stay_pending_with_the_reason():
@@ -157,5 +157,5 @@ def test_observed_service_reads_what_the_controller_reads():
     )
     (observed,) = observed_services([svc], None)
     assert observed == ObservedService(
-        observed.key, service_request(svc), ("198.18.20.9",), "cheap"
+        observed.key, observe_service(svc).request, ("198.18.20.9",), "cheap"
     )

@@ -141,7 +141,7 @@ def test_findings_never_change_the_exit_code(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n"
-        "metadata: {name: p, namespace: metallb-system}\nspec: {addresses: [198.18.0.1/24]}\n"
+        "metadata: {name: p, namespace: metallb-system}\nspec: {addresses: [198.18.0.0/33]}\n"
     )
     code, out, err = run(capsys, "-f", str(path))
     assert code == 0 and out == ""

@@ -1,0 +1,40 @@
+"""Listing every object of a kind, page by page (``limit``/``continue``, as client-go pages).
+
+API::
+
+    items, resource_version = list_pages(kube, SERVICES)   # kind/apiVersion set on each item
+
+The list's ``resourceVersion`` is the point in the server's history the whole list shows (a
+consistent read): the controller's views need it to tell a late watch event from a newer one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lbd.k8s.client import JsonDict, Kube, Resource
+
+LIST_PAGE = 500
+"""Objects per page: bounds the size of one response (client-go uses 500 too)."""
+
+
+def list_pages(
+    kube: Kube, resource: Resource, namespace: str | None = None
+) -> tuple[list[JsonDict], str]:
+    """Every object of ``resource`` (each with its ``apiVersion`` and ``kind``: list items of
+    built-in kinds come without them) and the list's resourceVersion."""
+    items: list[JsonDict] = []
+    cont: str | None = None
+    while True:
+        query: dict[str, Any] = {"limit": LIST_PAGE}
+        if cont:
+            query["continue"] = cont
+        page = kube.get(resource.path(namespace=namespace), query=query)
+        for item in page.get("items") or []:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+            items.append(item)
+        meta = page.get("metadata") or {}
+        cont = meta.get("continue") or None
+        if not cont:
+            return items, str(meta.get("resourceVersion") or "")

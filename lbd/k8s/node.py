@@ -1,0 +1,90 @@
+"""Nodes: the speaker's election inputs (labels, taints, conditions, drain, InternalIP).
+
+Facts about a Node that come from Kubernetes (labels, taints, conditions, the drain annotation)
+are read here; facts that come from heartbeats (``alive``, ``interfaces_up``) are passed in by the
+caller, because the two sources change independently and the speaker must keep deciding from its
+last Kubernetes view while the API server is away. ``Ready=Unknown`` is ``None``, not ``False``:
+the kubelet may be cut off from the API server while the node forwards traffic fine; heartbeats
+decide liveness (docs/SPEAKER.md). A malformed field raises :class:`ConversionError` naming the
+field path; the caller logs and skips that one object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lbd.core.election import DRAIN_ANNOTATION, Labels, NodeView
+from lbd.k8s.meta import ConversionError, meta_field, strict_annotations, strict_labels
+
+Obj = Mapping[str, Any]
+
+
+def _condition(node: Obj, type_: str) -> str | None:
+    """The ``status`` string ("True"/"False"/"Unknown") of a Node condition, None if absent."""
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == type_:
+            return str(cond.get("status"))
+    return None
+
+
+def node_view(node: Obj, *, alive: bool, interfaces_up: frozenset[str]) -> NodeView:
+    """The election's view of one Node; ``alive``/``interfaces_up`` come from membership."""
+    name = meta_field(node, "name")
+    if not name:
+        raise ConversionError("<node>", "metadata.name", "missing")
+    taints = (node.get("spec") or {}).get("taints") or []
+    if not isinstance(taints, list):
+        raise ConversionError(name, "spec.taints", "must be a list")
+    ready = _condition(node, "Ready")
+    drain = strict_annotations(node).get(DRAIN_ANNOTATION, "").strip().lower() == "true"
+    return NodeView(
+        name=name,
+        labels=freeze_labels(strict_labels(node)),
+        taint_keys=frozenset(str(t.get("key")) for t in taints if isinstance(t, Mapping)),
+        ready=None if ready in (None, "Unknown") else ready == "True",
+        network_unavailable=_condition(node, "NetworkUnavailable") == "True",
+        drain=drain,
+        alive=alive,
+        interfaces_up=interfaces_up,
+    )
+
+
+def freeze_labels(labels: Mapping[str, str]) -> Labels:
+    """Labels in the hashable form :class:`NodeView`/:class:`ServiceView` hold."""
+    return Labels(labels)
+
+
+def node_internal_ip(node: Obj, *, family: int | None = None) -> str | None:
+    """The Node's first ``InternalIP`` (of ``family`` 4 or 6 when given): its heartbeat address."""
+    for addr in (node.get("status") or {}).get("addresses") or []:
+        if not isinstance(addr, Mapping) or addr.get("type") != "InternalIP":
+            continue
+        try:
+            ip = ipaddress.ip_address(str(addr.get("address", "")))
+        except ValueError:
+            continue
+        if family is None or ip.version == family:
+            return str(ip)
+    return None
+
+
+def peers_from_nodes(
+    nodes: Iterable[Obj], *, self_name: str, family: int | None = 4
+) -> dict[str, str]:
+    """``{node name: InternalIP}`` of every other Node: the speakers to send heartbeats to.
+
+    An InternalIP of ``family`` is preferred (heartbeats go over IPv4 by default, so an
+    IPv6-first dual-stack Node still gets its IPv4 address), else the first one. A Node without
+    a speaker never answers and so is simply never alive; one without an address is left out.
+    """
+    peers: dict[str, str] = {}
+    for node in nodes:
+        name = meta_field(node, "name")
+        if not name or name == self_name:
+            continue
+        ip = node_internal_ip(node, family=family) or node_internal_ip(node)
+        if ip is not None:
+            peers[name] = ip
+    return peers

@@ -1,0 +1,128 @@
+"""IPAddressPools: read into an :class:`ObservedPool`; their status written by the controller.
+
+API::
+
+    view = observe_pool(obj)               # name, created, spec (for lbd.core.config), labels,
+    view.config_input()                    # status as shown
+    writer = PoolStatusWriter(patcher, kube)
+    writer.write(view, shown) -> bool      # a PoolShown (lbd.core.poolstatus) -> status fields
+
+The spec goes to :func:`lbd.core.config.build_config` as the plain map it is: validating it,
+with field paths in the errors, is the core's job. The status fields written here are rendered
+from :class:`lbd.core.poolstatus.PoolShown`, the one pure function of configuration and allocator
+that decides them. Pool status does not depend on what changed, so a 409 re-reads the pool and
+writes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbd.core.config import PoolInput
+from lbd.core.model import Family, render_count
+from lbd.core.poolstatus import PoolCondition, PoolShown
+from lbd.k8s.client import IPADDRESSPOOLS, ApiError, JsonDict, Kube
+from lbd.k8s.conditions import (
+    Condition,
+    Conditions,
+    ObservedCondition,
+    conditions_of,
+    merge_conditions,
+)
+from lbd.k8s.meta import ObjectRef, labels_of, meta_field, rfc3339
+from lbd.k8s.patch import Patcher
+
+Obj = Mapping[str, Any]
+
+WAITING_FIELD = "waitingServices"
+_SUFFIX = {Family.IPV4: "IPv4", Family.IPV6: "IPv6"}
+
+
+@dataclass(frozen=True)
+class ObservedPool:
+    """One IPAddressPool as read."""
+
+    ref: ObjectRef
+    name: str
+    created: str
+    spec: Mapping[str, Any] = field(hash=False)
+    labels: Mapping[str, str] = field(hash=False)
+    status: Mapping[str, Any] = field(hash=False, repr=False)
+    """The status fields as shown (for the writer's diff)."""
+    conditions: Conditions = field(repr=False)
+
+    def config_input(self) -> PoolInput:
+        return PoolInput(spec=self.spec, labels=self.labels, created=self.created)
+
+    def condition(self, ctype: str) -> ObservedCondition | None:
+        return ObservedCondition.find(self.conditions, ctype)
+
+
+def observe_pool(obj: Obj) -> ObservedPool:
+    spec = obj.get("spec")
+    status = obj.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    return ObservedPool(
+        ref=ObjectRef.of(obj),
+        name=meta_field(obj, "name"),
+        created=meta_field(obj, "creationTimestamp"),
+        spec=spec if isinstance(spec, Mapping) else {},
+        labels=labels_of(obj),
+        status=status,
+        conditions=conditions_of(status.get("conditions")),
+    )
+
+
+def status_fields(view: ObservedPool, shown: PoolShown, stamp: str) -> JsonDict:
+    """The status map that shows ``shown`` (conditions merged with what the pool has)."""
+    out: JsonDict = {}
+    for fam, suffix in _SUFFIX.items():
+        counts = shown.counts[fam]
+        out[f"assigned{suffix}"] = render_count(counts.assigned)
+        out[f"available{suffix}"] = render_count(counts.available)
+    out[WAITING_FIELD] = shown.waiting
+    conds = view.conditions
+    for cond in shown.conditions:
+        merged = merge_conditions(conds, cond.type, _as_condition(cond), stamp)
+        if merged is not None:
+            conds = tuple(merged)
+    out["conditions"] = [dict(c) for c in conds]
+    return out
+
+
+def _as_condition(cond: PoolCondition) -> Condition:
+    return Condition(cond.status, cond.reason, cond.message)
+
+
+class PoolStatusWriter:
+    """Writes a pool's status when it differs from what the pool shows."""
+
+    def __init__(self, patcher: Patcher, kube: Kube) -> None:
+        self.patcher = patcher
+        self.kube = kube
+
+    def write(
+        self, view: ObservedPool, shown: PoolShown, *, still: Callable[[], bool] | None = None
+    ) -> bool:
+        """Make the pool show ``shown``; whether it wrote (the written object goes to the
+        patcher's ``on_written``)."""
+        current = view
+        for attempt in range(1, self.patcher.attempts + 1):
+            status = status_fields(current, shown, rfc3339())
+            if all(current.status.get(k) == v for k, v in status.items()):
+                return False
+            body = {"metadata": {"resourceVersion": current.ref.resource_version}, "status": status}
+            path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
+            try:
+                self.patcher.send(path, body, still=still)
+                return True
+            except ApiError as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409 or attempt == self.patcher.attempts:
+                    raise
+                # Counters and conditions do not depend on what changed: re-read, re-apply.
+                current = observe_pool(self.kube.get(IPADDRESSPOOLS.path(name=view.name)))
+        return False
