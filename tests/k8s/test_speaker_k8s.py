@@ -65,13 +65,18 @@ class Speaker:
     """The speaker's Kubernetes side for one node: cache, status writer, event recorder."""
 
     def __init__(self, server: ApiServer, node_name: str) -> None:
-        self.kube = kube_for(server, SPEAKER_TOKEN)
+        # the token a speaker Pod on that node holds (bound to the Pod, naming the node): the
+        # admission policy of deploy/ lets it write only its own node's ServiceL2Status
+        token = f"{SPEAKER_TOKEN}-{node_name}"
+        server.add_node_token(token, SPEAKER_SA, node_name)
+        self.kube = kube_for(server, token)
         self.changes = 0
         self.cache = SpeakerCache(self.kube, on_change=self._changed)
         self.events = EventRecorder(self.kube, component="lbd-speaker", host=node_name)
         self.writer = StatusWriter(
             self.kube, node_name=node_name, events=self.events, backoff_max=0.5
         )
+        self.cache.on_rewind(self.writer.resync)  # as lbd.speaker.daemon wires them
 
     def _changed(self) -> None:
         self.changes += 1
@@ -90,7 +95,6 @@ class Speaker:
 
 @pytest.fixture
 def speakers(lab: ApiServer) -> Iterator[dict[str, Speaker]]:
-    lab.add_token(SPEAKER_TOKEN, SPEAKER_SA)
     made: dict[str, Speaker] = {}
     try:
         for name in ("n1", "n2"):
