@@ -159,7 +159,7 @@ def real_plane() -> Iterator[ControlPlane]:
         plane.start()
         _startup.append(
             f"real control plane: Kubernetes {plane.version.get('gitVersion')}, "
-            f"etcd {plane.etcd_version}, ready with crds/ and deploy/ RBAC in "
+            f"etcd {plane.etcd_version}, ready with crds/, deploy/ RBAC and admission in "
             f"{plane.startup_seconds:.1f} s at {plane.url} (binaries: {binaries.folder})"
         )
         yield plane
