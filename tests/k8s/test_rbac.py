@@ -31,12 +31,12 @@ tests/k8s/test_rbac.py``): (b) names each grant to remove, (a) each call to gran
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
