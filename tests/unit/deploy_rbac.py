@@ -100,9 +100,7 @@ def grants(objects: list[dict[str, Any]], service_account: str) -> list[Grant]:
             for verb in rule.get("verbs") or []:
                 for group in rule.get("apiGroups") or []:
                     for resource in rule.get("resources") or []:
-                        out.append(
-                            Grant(label, index, verb, group, resource, names, binding_ns)
-                        )
+                        out.append(Grant(label, index, verb, group, resource, names, binding_ns))
     return out
 
 
