@@ -327,7 +327,6 @@ class Informer:
             self._note_rewind(f"a list at {rv}, we had seen {self._resource_version}")
         why, self._rewound = self._rewound, None
         if why is not None:
-            self.rewinds += 1
             log.warning(
                 "informer %s: the API server's history went backwards (%s): relisted %d objects",
                 self.name,
@@ -343,6 +342,7 @@ class Informer:
             self._lists += 1
             self._listed.notify_all()
         if why is not None:
+            self.rewinds += 1  # counted once the store holds the fresh list
             for fn in self._rewind_handlers:
                 try:
                     fn()
