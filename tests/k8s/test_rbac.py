@@ -44,7 +44,6 @@ import pytest
 import yaml
 
 from lbd.k8s.client import (
-    ENDPOINTSLICES,
     IPADDRESSPOOLS,
     L2ADVERTISEMENTS,
     NAMESPACES,
@@ -67,7 +66,14 @@ from tests.k8s.controller_support import (
     wait_addresses,
     wait_for,
 )
-from tests.k8s.test_speaker_k8s import SPEAKER_SA, Speaker, announced_service, l2status, node
+from tests.k8s.test_speaker_k8s import (
+    SPEAKER_SA,
+    Speaker,
+    announced_service,
+    hand_written_slice,
+    l2status,
+    node,
+)
 from tests.unit.deploy_rbac import Call, Grant, granting, grants
 from tests.unit.test_deploy import CONTROLLER, CONTROLLER_CALLS, SPEAKER, SPEAKER_CALLS
 
@@ -293,21 +299,7 @@ def speaker_scenario(real: RealApiServer) -> None:
         },
     )
     svc = announced_service(admin)
-    admin.create(
-        ENDPOINTSLICES.path(namespace="default"),
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-rbac",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["198.18.1.5"], "nodeName": "n1"}],
-            "ports": [{"name": "p0", "port": 80, "protocol": "TCP"}],
-        },
-    )
+    hand_written_slice(admin)
     own = Ownership("default", "web", svc["metadata"]["uid"], (VIP,), ("eth0",))
     speakers = {name: Speaker(real, name).start() for name in ("n1", "n2")}
     try:

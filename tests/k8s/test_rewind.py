@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from lbd.k8s.client import SERVICES, ApiError, Kube, Resource
+from lbd.k8s.client import SERVICES, ApiError, Kube
 from lbd.k8s.informer import EventType, Informer
 from lbd.k8s.speaker_status import Ownership
 from tests.k8s.controller_support import (
@@ -39,25 +39,15 @@ from tests.k8s.controller_support import (
     wait_addresses,
     wait_for,
 )
+from tests.k8s.test_informer import CONFIGMAPS, LABEL, cm
 from tests.k8s.test_speaker_k8s import Speaker, announced_service, l2status, node
 
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap", True)
-LABEL = "lbd-test=rewind"
 GAP = 60
 """Writes between snapshot and restore, to an object the clients under test watch: the restored
 server's version then stays behind what they have seen for longer than a test runs
 (kube-apiserver and kube-controller-manager add writes of their own after a restart). A real
 restore has a far larger gap: a snapshot is minutes or hours old, and every client sees some of
 the writes made since (Nodes, Services, Leases)."""
-
-
-def cm(name: str, value: str = "1") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default", "labels": {"lbd-test": "rewind"}},
-        "data": {"v": value},
-    }
 
 
 def widen_gap(kube: Kube, path: str) -> None:
