@@ -10,7 +10,7 @@ API::
     inf.wait_for_sync(timeout=30)    # True once the first list is in the store
     inf.has_synced(); inf.store.get("ns/name"); inf.store.list()
     inf.relist(timeout=30)           # list afresh now; True once the store holds that list
-    inf.on_rewind(fn())              # after the relist that followed a rewound API
+    inf.on_rewind(fn)                # fn() after the relist that followed a rewound API
     inf.stop()
 
 How it follows the API (client-go's reflector): list (paged with ``limit``/``continue`` when the
