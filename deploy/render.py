@@ -62,10 +62,18 @@ OPTIONAL_TEMPLATES = {
     "servicemonitor.yaml": "serviceMonitor.enabled",
     "prometheusrule.yaml": "prometheusRule.enabled",
 }
+# Canonical manifests the chart installs unless a value turns them off: file -> that value.
+# The admission policies need Kubernetes >= 1.30 (ValidatingAdmissionPolicy v1): on an older
+# cluster the install fails naming the missing kind, and admissionPolicy.enabled=false installs
+# without them (docs/SECURITY.md).
+DEFAULT_ON_TEMPLATES = {"admission.yaml": "admissionPolicy.enabled"}
+
 # Chart files written by hand, kept as they are.
 HAND_WRITTEN = ("templates/memberlist-secret.yaml", "templates/NOTES.txt", ".helmignore")
 
 CANONICAL_NAMESPACE = "lbd-system"
+# The service-account user names inside CEL expressions (admission.yaml) name the namespace too.
+_SA_USER_PREFIX = f"system:serviceaccount:{CANONICAL_NAMESPACE}:"
 IMAGE_REPOSITORY = "lbd"
 MEMBERSHIP_SECRET = "lbd-memberlist"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -295,6 +303,7 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
         "controller": values["controller"],
         "speaker": values["speaker"],
         "membership": {"createSecret": True, "existingSecret": ""},
+        "admissionPolicy": {"enabled": True},
         "serviceMonitor": {"enabled": False},
         "prometheusRule": {"enabled": False},
     }
@@ -321,6 +330,9 @@ VALUE_COMMENTS = {
     "a NEW key every time: use existingSecret there.",
     "membership.existingSecret": "Name of a Secret you manage (sealed-secrets, "
     "external-secrets, kubectl): the chart then creates none.",
+    "admissionPolicy": "The ValidatingAdmissionPolicies that keep each speaker to its own "
+    "node's ServiceL2Status and the controller to lbd.io/ annotations of Services. Needs "
+    "Kubernetes >= 1.30; false on older clusters (the rest works without them).",
     "serviceMonitor": "A Prometheus Operator ServiceMonitor for both metrics endpoints.",
     "prometheusRule": "lbd's alerts as a Prometheus Operator PrometheusRule.",
 }
@@ -403,6 +415,17 @@ def generated_files() -> dict[Path, str]:
         docs = [_templated(doc, values) for doc in _load_all(source)]
         body = _expand_sentinels(_escape_go_template(_dump(docs)))
         files[CHART / "templates" / name] = _header(source, "") + body
+    for name, flag in DEFAULT_ON_TEMPLATES.items():
+        source = BASE / name
+        docs = [_templated(doc, values) for doc in _load_all(source)]
+        body = _expand_sentinels(_escape_go_template(_dump(docs)))
+        body = body.replace(_SA_USER_PREFIX, "system:serviceaccount:{{ .Release.Namespace }}:")
+        files[CHART / "templates" / name] = (
+            _header(source, f" (if {flag})")
+            + f"{{{{- if .Values.{flag} }}}}\n"
+            + body
+            + "{{- end }}\n"
+        )
     for name, flag in OPTIONAL_TEMPLATES.items():
         source = MONITORING / name
         docs = [_templated(doc, values) for doc in _load_all(source)]

@@ -10,6 +10,7 @@ API::
     inf.wait_for_sync(timeout=30)    # True once the first list is in the store
     inf.has_synced(); inf.store.get("ns/name"); inf.store.list()
     inf.relist(timeout=30)           # list afresh now; True once the store holds that list
+    inf.on_rewind(fn)                # fn() after the relist that followed a rewound API
     inf.stop()
 
 How it follows the API (client-go's reflector): list (paged with ``limit``/``continue`` when the
@@ -19,6 +20,31 @@ server supports it), replace the store and emit the differences, then watch from
 with a new watch from there, after a backoff computed by tenacity (exponential with jitter,
 capped) so that an API outage does not turn into a reconnect storm. ``410 Gone`` (as an HTTP
 answer or as an ``ERROR`` event) means our version fell out of the server's history: relist.
+
+A rewound API (etcd restored from a snapshot, a stand-in restarted empty) is the opposite case:
+our version lies in the server's *future*, and a real kube-apiserver does not say so. Measured on
+v1.36.3 (``tests/k8s/test_rewind.py``): a watch from a resourceVersion the server has not reached
+yet opens normally and stays silent (no error, no bookmark) until the server's history passes
+that version, then delivers only the events after it; everything in between, and every change
+the restore itself made, is never seen. (A *list* from such a version waits 3 s and answers
+``504 Timeout`` "Too large resource version", cause ``ResourceVersionTooLarge``.) So the informer
+looks for the signs itself, and any of them makes it relist:
+
+- before it resumes a watch from a remembered version (not right after a list) it asks for the
+  server's current version with a consistent list of one object, and finds it *lower* than its
+  own: the server's history went backwards (one small request per rewatch, minutes apart);
+- a list, or a watch event or bookmark, carries a resourceVersion lower than one it already had;
+- the server answers "resourceVersion too large" (504 with cause ``ResourceVersionTooLarge``, as
+  an HTTP answer or an ``ERROR`` event).
+
+The relist after a rewind emits every difference (objects that vanished as DELETED, so a
+controller never acts for a Service that no longer exists) and MODIFIED for every object still
+there, whatever its resourceVersion says (after a restore a version may name another state), and
+then calls the :meth:`Informer.on_rewind` handlers, so that a component can redo what it derived
+from the lost history. A restore that has already been overtaken by newer writes (the server's
+version has passed ours again) cannot be told from history by versions alone: restore etcd with
+``etcdutl snapshot restore --bump-revision N --mark-compacted`` (docs/SECURITY.md), and every
+watch gets ``410 Gone``.
 
 While the API is unreachable the store keeps its last view: nothing is deleted because a list
 failed. After an outage that view may be stale for a while (the watch resumes from where it
@@ -102,6 +128,11 @@ class Informer:
         self._resp_lock = threading.Lock()
         self.relists = 0
         """Number of lists after the first (after 410 Gone or a failed list); for tests."""
+        self.rewinds = 0
+        """Times the server's history was found to have gone backwards (each led to a relist)."""
+        self._rewind_handlers: list[Callable[[], None]] = []
+        self._rewound: str | None = None  # why the next list is a relist after a rewind
+        self._fresh = False  # the remembered version comes straight from a list
 
     # -- handlers -------------------------------------------------------------------------
     def add_handler(self, handler: Handler) -> None:
@@ -115,6 +146,10 @@ class Informer:
 
     def on_delete(self, fn: Callable[[JsonDict], None]) -> None:
         self.add_handler(lambda t, o, _n: fn(o) if t is EventType.DELETED and o else None)
+
+    def on_rewind(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (on the informer's thread) after each relist that followed a rewind."""
+        self._rewind_handlers.append(fn)
 
     def _emit(self, type_: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
         for handler in self._handlers:
@@ -199,8 +234,13 @@ class Informer:
                 if need_list or self._relist_wanted > self._lists:
                     self._list()
                     need_list = False
+                elif not self._fresh and self._history_went_back():
+                    need_list = True
+                    continue
                 self._watch()
                 attempt = 0  # the stream ended normally (timeout): rewatch at once
+            except _RewoundError:
+                need_list = True
             except ApiError as exc:
                 if self._stop.is_set():
                     break  # stop() cut the stream: not an error
@@ -208,6 +248,10 @@ class Informer:
                     continue  # relist() cut the stream: list now
                 if exc.status == 410:
                     log.info("informer %s: watch expired (410), relisting", self.name)
+                    need_list = True
+                    continue
+                if _too_large(exc):
+                    self._note_rewind(f"the server answered: {exc.message}")
                     need_list = True
                     continue
                 attempt += 1
@@ -244,6 +288,22 @@ class Informer:
             q["fieldSelector"] = self.field_selector
         return q
 
+    def _history_went_back(self) -> bool:
+        """Ask for the server's current resourceVersion (a consistent list of one object); True
+        when it is lower than ours, i.e. the history we resume from is no longer the server's."""
+        page = self.kube.get(self.resource.path(namespace=self.namespace), query={"limit": 1})
+        current = str((page.get("metadata") or {}).get("resourceVersion") or "")
+        if _older(current, self._resource_version):
+            self._note_rewind(
+                f"the server is at resourceVersion {current}, we had seen {self._resource_version}"
+            )
+            return True
+        return False
+
+    def _note_rewind(self, why: str) -> None:
+        if self._rewound is None:
+            self._rewound = why
+
     def _list(self) -> None:
         path = self.resource.path(namespace=self.namespace)
         items: list[JsonDict] = []
@@ -263,15 +323,35 @@ class Informer:
                 break
         if self._synced.is_set():
             self.relists += 1
-        self._replace(items)
+        if _older(rv, self._resource_version):
+            self._note_rewind(f"a list at {rv}, we had seen {self._resource_version}")
+        why, self._rewound = self._rewound, None
+        if why is not None:
+            log.warning(
+                "informer %s: the API server's history went backwards (%s): relisted %d objects",
+                self.name,
+                why,
+                len(items),
+                extra={"reason": why, "count": len(items)},
+            )
+        self._replace(items, everything=why is not None)
         self._resource_version = rv
+        self._fresh = True
         self._synced.set()
         with self._listed:
             self._lists += 1
             self._listed.notify_all()
+        if why is not None:
+            self.rewinds += 1  # counted once the store holds the fresh list
+            for fn in self._rewind_handlers:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("informer %s: rewind handler failed", self.name)
 
-    def _replace(self, items: list[JsonDict]) -> None:
-        """Make the store equal to ``items`` and emit what changed (DELETED for the missing)."""
+    def _replace(self, items: list[JsonDict], *, everything: bool = False) -> None:
+        """Make the store equal to ``items`` and emit what changed (DELETED for the missing);
+        ``everything``: MODIFIED for every object kept, even with an unchanged resourceVersion."""
         kind = self.resource.kind
         api_version = self.resource.api_version
         seen: set[str] = set()
@@ -283,7 +363,7 @@ class Informer:
             seen.add(key)
             if old is None:
                 self._emit(EventType.ADDED, None, obj)
-            elif _rv(old) != _rv(obj):
+            elif everything or _rv(old) != _rv(obj):
                 self._emit(EventType.MODIFIED, old, obj)
         for key in list(self.store.list_keys()):  # a snapshot: we remove while iterating
             if key not in seen:
@@ -292,9 +372,10 @@ class Informer:
                     self._emit(EventType.DELETED, gone, None)
 
     def _watch(self) -> None:
+        self._fresh = False
         q = self._query()
         q["allowWatchBookmarks"] = "true"
-        q["resourceVersion"] = self._resource_version or ""
+        q["resourceVersion"] = start = self._resource_version or ""
         # Spread reconnects of many clients, as client-go does (timeout in [T, 2T)).
         timeout = int(self.watch_timeout * (1 + random.random()))
         q["timeoutSeconds"] = timeout
@@ -307,9 +388,9 @@ class Informer:
         for event in stream:
             if self._stop.is_set() or self._relist_wanted > self._lists:
                 return
-            self._handle(event)
+            self._handle(event, start)
 
-    def _handle(self, event: JsonDict) -> None:
+    def _handle(self, event: JsonDict, start: str = "") -> None:
         type_ = event.get("type")
         obj = event.get("object")
         if not isinstance(obj, dict):
@@ -318,6 +399,11 @@ class Informer:
             code = int(obj.get("code") or 500)
             raise ApiError(code, str(obj.get("reason") or ""), str(obj.get("message") or ""), obj)
         rv = _rv(obj)
+        if _older(rv, start):
+            # Each event of a watch is newer than the version it started from; an older one
+            # comes from another history.
+            self._note_rewind(f"a {type_} event at resourceVersion {rv} in a watch from {start}")
+            raise _RewoundError
         if type_ == "BOOKMARK":
             if rv:
                 self._resource_version = rv
@@ -344,5 +430,33 @@ class Informer:
             self._emit(EventType.MODIFIED, obj, obj)
 
 
+class _RewoundError(Exception):
+    """A watch event from another history: end the stream and relist."""
+
+
 def _rv(obj: JsonDict) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _older(rv: str, than: str | None) -> bool:
+    """True when both are numbers and ``rv`` is the lower one.
+
+    resourceVersions are opaque by contract, but both servers lbd runs against (etcd's revision
+    behind kube-apiserver, the stand-in's counter) issue one increasing integer for all writes;
+    anything that does not parse compares as "not older", so an exotic server never triggers
+    a relist loop.
+    """
+    if not rv or not than or not rv.isdigit() or not than.isdigit():
+        return False
+    return int(rv) < int(than)
+
+
+def _too_large(exc: ApiError) -> bool:
+    """kube-apiserver's "Too large resource version" (504 Timeout, cause ResourceVersionTooLarge,
+    from ``storage.NewTooLargeResourceVersionError``): the server has not reached our version."""
+    details = exc.body.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    reasons = [c.get("reason") for c in causes or [] if isinstance(c, dict)]
+    if "ResourceVersionTooLarge" in reasons:
+        return True
+    return exc.status == 504 and "too large resource version" in exc.message.lower()

@@ -93,6 +93,13 @@ class SpeakerCache:
             return
         self.on_change()
 
+    def on_rewind(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when any informer found the API rewound and relisted (see
+        :class:`~lbd.k8s.informer.Informer`): what was written from the lost history may be
+        gone or older than it was."""
+        for inf in self.informers:
+            inf.on_rewind(fn)
+
     def start(self) -> None:
         for inf in self.informers:
             inf.start()

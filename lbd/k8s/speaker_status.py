@@ -207,6 +207,17 @@ class StatusWriter:
                     self._desired.setdefault(key, None)
                 self.queue.add(key)
 
+    def resync(self) -> None:
+        """Converge every Service again, and remove this node's leftovers: after the API was
+        rewound (an etcd restore, ``Informer.on_rewind``) the objects may hold an older state
+        than the one this writer last wrote, and nothing else would make it look again."""
+        with self._lock:
+            wanted = {k: own for k, own in self._desired.items() if own is not None}
+            keys = list(self._desired)
+        for key in keys:
+            self.queue.add(key)
+        self.cleanup_stale(wanted)
+
     # -- writer thread -------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)

@@ -131,6 +131,7 @@ class Speaker:
         self.status = StatusWriter(
             self.kube, node_name=settings.node_name, events=self.events, clock=clock
         )
+        self.cache.on_rewind(self.status.resync)  # an etcd restore: rewrite the statuses
         self.reconciler = Reconciler(
             node_name=settings.node_name,
             lb_class=settings.lb_class,

@@ -7,7 +7,8 @@ Two kinds of server:
   itself;
 - the **real** control plane (etcd, kube-apiserver, kube-controller-manager built by
   ``make k8s``; :mod:`lbd.lab.control_plane`), one per test session, with ``crds/`` and the
-  ``deploy/`` ServiceAccounts and RBAC applied. Each test gets a fresh fault proxy in front of it
+  ``deploy/`` ServiceAccounts, RBAC and admission policies applied, and an audit log of what
+  lbd's ServiceAccounts do. Each test gets a fresh fault proxy in front of it
   (:class:`~lbd.lab.control_plane.RealApiServer`, the stand-in's calls) and a clean cluster
   afterwards (:class:`~lbd.lab.control_plane.Sweeper`).
 
@@ -120,9 +121,25 @@ def binaries_or_skip() -> Any:
         pytest.skip(str(exc))
 
 
+LBD_AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    # one event when a request is answered (and one when a watch starts streaming)
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        # lbd's own ServiceAccounts only: what tests/k8s/test_rbac.py checks against deploy/
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts:lbd-system"]},
+        {"level": "None"},
+    ],
+}
+"""The session control plane's audit policy: which calls lbd's accounts made, and the real
+authorizer's decision on each (``ControlPlane.audit_events``)."""
+
+
 @pytest.fixture(scope="session")
 def real_plane() -> Iterator[ControlPlane]:
-    """One real control plane for the session, with crds/ and the deploy/ RBAC applied."""
+    """One real control plane for the session, with crds/ and the deploy/ RBAC and admission
+    policies applied, auditing what lbd's ServiceAccounts do."""
     binaries = binaries_or_skip()
     deploy = ROOT / "deploy/base"
     plane = ControlPlane(
@@ -132,7 +149,9 @@ def real_plane() -> Iterator[ControlPlane]:
             deploy / "namespace.yaml",
             deploy / "serviceaccounts.yaml",
             deploy / "rbac.yaml",
+            deploy / "admission.yaml",
         ],
+        audit_policy=LBD_AUDIT_POLICY,
     )
     # SIGTERM (a CI runner cancelling the job) must still run the finalizers below.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -140,7 +159,7 @@ def real_plane() -> Iterator[ControlPlane]:
         plane.start()
         _startup.append(
             f"real control plane: Kubernetes {plane.version.get('gitVersion')}, "
-            f"etcd {plane.etcd_version}, ready with crds/ and deploy/ RBAC in "
+            f"etcd {plane.etcd_version}, ready with crds/, deploy/ RBAC and admission in "
             f"{plane.startup_seconds:.1f} s at {plane.url} (binaries: {binaries.folder})"
         )
         yield plane

@@ -65,13 +65,18 @@ class Speaker:
     """The speaker's Kubernetes side for one node: cache, status writer, event recorder."""
 
     def __init__(self, server: ApiServer, node_name: str) -> None:
-        self.kube = kube_for(server, SPEAKER_TOKEN)
+        # the token a speaker Pod on that node holds (bound to the Pod, naming the node): the
+        # admission policy of deploy/ lets it write only its own node's ServiceL2Status
+        token = f"{SPEAKER_TOKEN}-{node_name}"
+        server.add_node_token(token, SPEAKER_SA, node_name)
+        self.kube = kube_for(server, token)
         self.changes = 0
         self.cache = SpeakerCache(self.kube, on_change=self._changed)
         self.events = EventRecorder(self.kube, component="lbd-speaker", host=node_name)
         self.writer = StatusWriter(
             self.kube, node_name=node_name, events=self.events, backoff_max=0.5
         )
+        self.cache.on_rewind(self.writer.resync)  # as lbd.speaker.daemon wires them
 
     def _changed(self) -> None:
         self.changes += 1
@@ -90,7 +95,6 @@ class Speaker:
 
 @pytest.fixture
 def speakers(lab: ApiServer) -> Iterator[dict[str, Speaker]]:
-    lab.add_token(SPEAKER_TOKEN, SPEAKER_SA)
     made: dict[str, Speaker] = {}
     try:
         for name in ("n1", "n2"):
@@ -106,6 +110,31 @@ def ready_nodes(speaker: Speaker, key: str = "default/web") -> frozenset[str] | 
     return summary.ready_nodes if summary is not None else None
 
 
+def hand_written_slice(kube: Kube, service_name: str = "web", node_name: str = "n1") -> None:
+    """An EndpointSlice of ``service_name`` with one ready endpoint on ``node_name`` (the
+    stand-in has no endpointslice controller)."""
+    kube.create(
+        ENDPOINTSLICES.path(namespace="default"),
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{service_name}-hand",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": service_name,
+                    "endpointslice.kubernetes.io/managed-by": "lbd-test",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["198.18.0.50"], "conditions": {"ready": True}, "nodeName": node_name}
+            ],
+            "ports": [{"name": "p0", "port": 80, "protocol": "TCP"}],
+        },
+    )
+
+
 def l2status(kube: Kube, name: str = "web") -> dict[str, Any] | None:
     items = kube.get(SERVICEL2STATUSES.path(namespace="default"))["items"]
     return next((i for i in items if i["metadata"]["name"] == name), None)
@@ -116,26 +145,7 @@ def test_view_status_handover_and_garbage_collection(lab: ApiServer, speakers):
     node(admin, "n1", "198.18.0.11")
     node(admin, "n2", "198.18.0.12")
     svc = announced_service(admin)
-    admin.create(
-        ENDPOINTSLICES.path(namespace="default"),
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-hand",
-                "namespace": "default",
-                "labels": {
-                    "kubernetes.io/service-name": "web",
-                    "endpointslice.kubernetes.io/managed-by": "lbd-test",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [
-                {"addresses": ["198.18.0.50"], "conditions": {"ready": True}, "nodeName": "n1"}
-            ],
-            "ports": [{"name": "p0", "port": 80, "protocol": "TCP"}],
-        },
-    )
+    hand_written_slice(admin)
     n1, n2 = speakers["n1"], speakers["n2"]
     assert wait_for(lambda: ready_nodes(n1) == frozenset({"n1"}), 10, "n1's endpoint in the view")
 

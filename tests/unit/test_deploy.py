@@ -46,6 +46,7 @@ DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "lbd"
 K8S_VERSION = "1.30"
 NS = "lbd-system"
+LEASE = "lbd-controller"  # the controller's --lease-name default, named in its Role
 CONTROLLER = f"{NS}/lbd-controller"
 SPEAKER = f"{NS}/lbd-speaker"
 HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
@@ -285,6 +286,8 @@ def test_kustomize_installs_everything_in_lbd_system():
             "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         )
         assert (ns == "") == cluster_scoped, (kind, ns, name)
         assert ns in ("", NS)
@@ -373,6 +376,7 @@ HELM_VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "logLevel": {"controller": {"logLevel": "debug"}, "speaker": {"logLevel": "warning"}},
     "existingSecret": {"membership": {"existingSecret": "lbd-key-sealed"}},
+    "no admission policy": {"admissionPolicy": {"enabled": False}},
 }
 
 
@@ -644,17 +648,14 @@ def test_metrics_services_select_the_pods_and_their_ports():
 
 CONTROLLER_CALLS = [
     *(Call(v, "", "services") for v in ("list", "watch")),
-    *(Call(v, "", "services", "default") for v in ("get", "patch", "update")),
-    *(Call(v, "", "services/status", "default") for v in ("get", "patch", "update")),
-    *(Call(v, "", "namespaces") for v in ("get", "list", "watch")),
-    *(
-        Call(v, "lbd.io", r)
-        for v in ("get", "list", "watch")
-        for r in ("ipaddresspools", "l2advertisements")
-    ),
-    *(Call(v, "lbd.io", "ipaddresspools/status") for v in ("get", "patch", "update")),
-    *(Call(v, g, "events", "default") for v in ("create", "patch") for g in ("", "events.k8s.io")),
-    *(Call(v, "coordination.k8s.io", "leases", NS) for v in ("get", "create", "update", "patch")),
+    Call("patch", "", "services", "default"),
+    Call("patch", "", "services/status", "default"),
+    *(Call(v, "", "namespaces") for v in ("list", "watch")),
+    *(Call(v, "lbd.io", "ipaddresspools") for v in ("list", "watch")),
+    Call("patch", "lbd.io", "ipaddresspools/status"),
+    *(Call(v, "", "events", "default") for v in ("create", "patch")),
+    Call("create", "coordination.k8s.io", "leases", NS),
+    *(Call(v, "coordination.k8s.io", "leases", NS, LEASE) for v in ("get", "update")),
 ]
 CONTROLLER_FORBIDDEN = [
     *(
@@ -664,29 +665,41 @@ CONTROLLER_FORBIDDEN = [
     ),
     Call("delete", "", "services", "default"),
     Call("create", "", "services", "default"),
-    Call("update", "coordination.k8s.io", "leases", "default"),
+    # every write is a merge patch: no update, and no read of one object by name
+    *(
+        Call(v, "", r, "default")
+        for v in ("get", "update")
+        for r in ("services", "services/status")
+    ),
+    *(Call(v, "lbd.io", "ipaddresspools/status") for v in ("get", "update")),
+    Call("list", "lbd.io", "l2advertisements"),
+    Call("create", "events.k8s.io", "events", "default"),
+    Call("update", "coordination.k8s.io", "leases", "default", LEASE),
+    # only its own Lease, and never by a patch
+    *(Call(v, "coordination.k8s.io", "leases", NS, "other") for v in ("get", "update")),
+    Call("patch", "coordination.k8s.io", "leases", NS, LEASE),
     Call("get", "", "secrets", NS),
     Call("list", "", "nodes"),
     Call("create", "lbd.io", "servicel2statuses", "default"),
     Call("update", "lbd.io", "ipaddresspools"),
 ]
 SPEAKER_CALLS = [
-    *(Call(v, "", r) for v in ("get", "list", "watch") for r in ("nodes", "services")),
-    *(Call(v, "discovery.k8s.io", "endpointslices") for v in ("get", "list", "watch")),
+    *(Call(v, "", r) for v in ("list", "watch") for r in ("nodes", "services")),
+    *(Call(v, "discovery.k8s.io", "endpointslices") for v in ("list", "watch")),
     *(
         Call(v, "lbd.io", r)
-        for v in ("get", "list", "watch")
+        for v in ("list", "watch")
         for r in ("ipaddresspools", "l2advertisements")
     ),
     *(
-        Call(v, "lbd.io", r, "default")
-        for v in ("get", "list", "watch", "create", "update", "patch", "delete")
-        for r in ("servicel2statuses", "servicel2statuses/status")
+        Call(v, "lbd.io", "servicel2statuses", "default")
+        for v in ("get", "create", "update", "delete")
     ),
+    Call("update", "lbd.io", "servicel2statuses/status", "default"),
     # cleanup_stale (lbd/k8s/speaker_status.py) lists its node's leftovers in all namespaces;
     # found by tests/e2e/test_e2e_rbac.py, which checks these tables against the calls made
     Call("list", "lbd.io", "servicel2statuses"),
-    *(Call(v, g, "events", "default") for v in ("create", "patch") for g in ("", "events.k8s.io")),
+    *(Call(v, "", "events", "default") for v in ("create", "patch")),
 ]
 SPEAKER_FORBIDDEN = [
     *(
@@ -697,9 +710,16 @@ SPEAKER_FORBIDDEN = [
     Call("get", "", "secrets", NS),
     Call("list", "", "pods"),
     Call("update", "", "nodes"),
+    Call("get", "", "nodes"),  # the informers list and watch; nothing reads one Node
     Call("update", "lbd.io", "ipaddresspools/status"),
     Call("create", "lbd.io", "ipaddresspools"),
     Call("update", "coordination.k8s.io", "leases", NS),
+    # the speaker replaces a ServiceL2Status whole; it never patches or watches one
+    Call("patch", "lbd.io", "servicel2statuses", "default"),
+    Call("watch", "lbd.io", "servicel2statuses"),
+    Call("patch", "lbd.io", "servicel2statuses/status", "default"),
+    Call("deletecollection", "lbd.io", "servicel2statuses", "default"),
+    Call("create", "events.k8s.io", "events", "default"),
 ]
 
 
@@ -750,11 +770,64 @@ def test_rbac_has_no_wildcards_and_binds_only_lbd_accounts():
 def test_rbac_evaluator_respects_role_binding_namespace():
     """The lease Role is bound in lbd-system only; the evaluator must not leak it elsewhere."""
     objs = _docs((DEPLOY / "base" / "rbac.yaml").read_text())
-    assert allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", NS))
-    assert not allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases"))
+    assert allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", NS, LEASE))
+    assert not allowed(objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", None, LEASE))
     assert not allowed(
-        objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", "kube-system")
+        objs, CONTROLLER, Call("get", "coordination.k8s.io", "leases", "kube-system", LEASE)
     )
+
+
+# --- admission policies (tests/k8s/test_rbac.py shows them at work on a real API server) --------
+
+ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _expressions(obj: Any) -> list[str]:
+    """Every CEL expression of an object (any key named expression / messageExpression)."""
+    if isinstance(obj, dict):
+        out = [v for k, v in obj.items() if k in ("expression", "messageExpression")]
+        return out + [e for v in obj.values() for e in _expressions(v)]
+    if isinstance(obj, list):
+        return [e for v in obj for e in _expressions(v)]
+    return []
+
+
+def test_each_admission_policy_is_bound_and_matches_one_lbd_account():
+    objs = [o for o in kustomize(".") if o["kind"] in ADMISSION_KINDS]
+    policies = {o["metadata"]["name"]: o for o in objs if o["kind"] == ADMISSION_KINDS[0]}
+    bindings = [o for o in objs if o["kind"] == ADMISSION_KINDS[1]]
+    assert sorted(policies) == ["lbd-controller-service-annotations", "lbd-speaker-own-node"]
+    assert sorted(b["spec"]["policyName"] for b in bindings) == sorted(policies)
+    for binding in bindings:
+        assert binding["spec"]["validationActions"] == ["Deny"]
+    for name, account in (
+        ("lbd-speaker-own-node", SPEAKER),
+        ("lbd-controller-service-annotations", CONTROLLER),
+    ):
+        spec = policies[name]["spec"]
+        assert spec["failurePolicy"] == "Fail"
+        ns, sa = account.split("/")
+        (match,) = spec["matchConditions"]
+        assert match["expression"] == (
+            f"request.userInfo.username == 'system:serviceaccount:{ns}:{sa}'"
+        )
+
+
+def test_helm_puts_the_release_namespace_into_the_policies(tmp_path):
+    out = run_helm("template", "lbd", str(CHART), "-n", "edge-lb", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    objs = [o for o in _docs(out.stdout) if o["kind"] in ADMISSION_KINDS]
+    assert len(objs) == 4
+    text = "\n".join(e for o in objs for e in _expressions(o))
+    assert "system:serviceaccount:edge-lb:lbd-speaker" in text
+    assert "system:serviceaccount:edge-lb:lbd-controller" in text
+    assert NS not in text
+
+
+def test_helm_leaves_the_policies_out_when_told(tmp_path):
+    objs = helm_template({"admissionPolicy": {"enabled": False}}, tmp_path)
+    assert not [o for o in objs if o["kind"] in ADMISSION_KINDS]
+    assert {"Deployment", "DaemonSet", "ClusterRole"} <= {o["kind"] for o in objs}
 
 
 # --- monitoring ----------------------------------------------------------------------------------

@@ -131,6 +131,8 @@ def _truthy(value: str | None) -> bool:
 _MAX_LINE = 65536
 #: watch events written with one send at most (a burst of writes becomes a few large chunks)
 _BATCH = 256
+TOO_LARGE_WAIT = 3.0
+"""Seconds a read from a future resourceVersion waits (kube-apiserver's ``blockTimeout``)."""
 _BODY_TYPES = ("application/json", "application/yaml", "application/x-yaml", "*/*")
 _MAX_HEADERS = 100
 
@@ -529,6 +531,7 @@ class Handler(BaseHTTPRequestHandler):
             limit = int(_first(query, "limit") or 0)
         except ValueError as exc:
             raise errors.bad_request(f"limit: {exc}") from exc
+        self._wait_for_version(_first(query, "resourceVersion") or "")
         items, rv, token, remaining = self.lab.api.list_objects(
             rt, ns or None, selector, limit=limit, continue_token=_first(query, "continue")
         )
@@ -537,6 +540,22 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, tables.table(rt, [s.obj for s in items], str(rv)))
             return
         self._send(200, self._list_bytes(rt, items, rv, token, remaining))
+
+    def _wait_for_version(self, rv_param: str) -> None:
+        """A read "not older than" a version the store has not reached waits for it up to
+        :data:`TOO_LARGE_WAIT` seconds, then fails as kube-apiserver's watch cache does."""
+        if rv_param in ("", "0"):
+            return
+        try:
+            wanted = int(rv_param)
+        except ValueError as exc:
+            raise errors.bad_request(f'resourceVersion: invalid value "{rv_param}"') from exc
+        store = self.lab.store
+        deadline = time.monotonic() + TOO_LARGE_WAIT
+        while store.resource_version < wanted:
+            if time.monotonic() >= deadline:
+                raise errors.too_large_resource_version(wanted, store.resource_version)
+            time.sleep(0.05)
 
     # -- watch ----------------------------------------------------------------------------------
 
@@ -636,7 +655,11 @@ class Handler(BaseHTTPRequestHandler):
                     with lab.store.lock:
                         if watcher.queue.empty():
                             sent_rv = max(sent_rv, lab.store.resource_version)
-                    self._bookmark(rt, sent_rv)
+                        # nor one the store has not reached (a watch from the future, after a
+                        # rewind): kube-apiserver stays silent then
+                        reached = lab.store.resource_version >= sent_rv
+                    if reached:
+                        self._bookmark(rt, sent_rv)
                     next_bookmark = time.monotonic() + lab.bookmark_interval
                 elif self._peer_gone():
                     self.close_connection = True

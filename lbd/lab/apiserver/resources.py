@@ -165,6 +165,23 @@ BUILTINS: tuple[ResourceType, ...] = (
     _b("apps", "v1", "daemonsets", "DaemonSet", True, "ds", status=True),
     # stored, never acted on: there is no scheduler, no kubelet, no eviction in the lab
     _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "pdb", status=True),
+    # stored, never enforced: the stand-in runs no admission (so that `kubectl apply -k deploy/`
+    # works on it); lbd's policies are tested on the real kube-apiserver, tests/k8s/test_rbac.py
+    _b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        False,
+        status=True,
+    ),
+    _b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+    ),
     _b(
         CRD_GROUP,
         "v1",

@@ -57,7 +57,7 @@ from lbd.lab.apiserver.rbac import (
     user_for,
 )
 from lbd.lab.apiserver.resources import Registry
-from lbd.lab.apiserver.store import Store
+from lbd.lab.apiserver.store import SavedState, Store
 from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.runtime.clock import Clock, MonotonicClock
 
@@ -238,6 +238,12 @@ class LabApiServer(FaultCalls):
         """Map a bearer token to a user (``system:serviceaccount:NS:NAME`` for an SA)."""
         return self.tokens.add(token, user, groups)
 
+    def add_node_token(self, token: str, user: str, node: str) -> User:
+        """``token`` for ``user`` (the real server binds it to a Pod on ``node``; the stand-in
+        has no admission policies, so the node changes nothing here)."""
+        del node
+        return self.add_token(token, user)
+
     def client_configuration(self, token: str | None = None) -> k8s_client.Configuration:
         """An official-client ``Configuration`` for ``token`` (default: the admin), trusting
         this server's certificate when it serves TLS (the real control plane's
@@ -335,6 +341,19 @@ class LabApiServer(FaultCalls):
         return len(docs)
 
     # -- faults ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> SavedState:
+        """Every object and the resourceVersion now, for :meth:`restore` (an etcd snapshot)."""
+        return self.store.save()
+
+    def restore(self, saved: object) -> None:
+        """Rewind to ``saved`` (a :meth:`snapshot`) as restoring etcd and restarting
+        kube-apiserver do: objects and resourceVersion go back with no watch event, every
+        connection is cut, and a watch from a version after ``saved`` waits silently."""
+        assert isinstance(saved, SavedState), "restore: a snapshot() of this server"
+        self.store.restore(saved)
+        if self._httpd is not None:
+            self._cut_connections(self._httpd)
 
     def close_watches(self) -> int:
         """End every open watch stream cleanly (clients see the stream end and re-watch)."""

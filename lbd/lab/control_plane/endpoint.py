@@ -117,13 +117,17 @@ class RealApiServer(FaultCalls):
     def add_token(self, token: str, user: str, groups: Iterable[str] = ()) -> str:
         """Let ``token`` stand for a real token of ServiceAccount ``user``
         (``system:serviceaccount:NS:NAME``); returns the real token."""
-        if not user.startswith(SA_PREFIX) or user.count(":") != 3 or tuple(groups):
-            raise ValueError(
-                f"user: a real API server issues tokens only to ServiceAccounts "
-                f"(system:serviceaccount:NS:NAME, no extra groups), got {user!r}"
-            )
-        namespace, name = user[len(SA_PREFIX) :].split(":")
-        real = self.plane.service_account_token(namespace, name)
+        if tuple(groups):
+            raise ValueError(f"groups: a ServiceAccount's groups are the server's, got {groups}")
+        real = self.plane.service_account_token(*self._service_account(user))
+        self._tokens[token] = real
+        return real
+
+    def add_node_token(self, token: str, user: str, node: str) -> str:
+        """Let ``token`` stand for a token of ServiceAccount ``user`` bound to a Pod on
+        ``node`` (what a speaker Pod holds); returns the real token."""
+        namespace, name = self._service_account(user)
+        real = self.plane.node_bound_token(namespace, name, node)
         self._tokens[token] = real
         return real
 
@@ -132,6 +136,16 @@ class RealApiServer(FaultCalls):
         if token is None:
             return self.admin_token
         return self._tokens.get(token, token)
+
+    @staticmethod
+    def _service_account(user: str) -> tuple[str, str]:
+        if not user.startswith(SA_PREFIX) or user.count(":") != 3:
+            raise ValueError(
+                f"user: a real API server issues tokens only to ServiceAccounts "
+                f"(system:serviceaccount:NS:NAME), got {user!r}"
+            )
+        namespace, name = user[len(SA_PREFIX) :].split(":")
+        return namespace, name
 
     def client_configuration(self, token: str | None = None) -> k8s_client.Configuration:
         """An official-client ``Configuration`` for ``token`` (default: the admin), through the
@@ -158,6 +172,18 @@ class RealApiServer(FaultCalls):
     def load_rbac(self, path: str | os.PathLike[str]) -> int:
         """Apply the RBAC objects of a manifest file (ServiceAccounts and Namespaces too)."""
         return self.plane.apply_file(path)
+
+    # -- a rewound API --------------------------------------------------------------------------
+
+    def snapshot(self) -> Path:
+        """etcd's data now (:meth:`ControlPlane.etcd_snapshot`), for :meth:`restore`."""
+        return self.plane.etcd_snapshot()
+
+    def restore(self, snapshot: object) -> None:
+        """Restore etcd from ``snapshot`` and restart kube-apiserver and
+        kube-controller-manager (:meth:`ControlPlane.etcd_restore`)."""
+        assert isinstance(snapshot, Path), "restore: a snapshot() of this server"
+        self.plane.etcd_restore(snapshot)
 
     # -- faults (the proxy's) -------------------------------------------------------------------
 

@@ -33,6 +33,15 @@ bootstrapping), then for namespace ``default``, then (when the serviceaccount co
 for the ``default`` ServiceAccount, which shows kube-controller-manager is at work.
 ``startup_seconds`` says how long that took.
 
+Audit (``audit_policy``): kube-apiserver writes its audit log (JSON lines) under the run's
+folder; :meth:`ControlPlane.audit_events` reads it, which is how the RBAC tests learn which calls
+lbd's ServiceAccounts made and what the real authorizer decided (``tests/k8s/test_rbac.py``).
+
+etcd snapshots: :meth:`ControlPlane.etcd_snapshot` copies etcd's data aside and
+:meth:`ControlPlane.etcd_restore` puts it back the way the Kubernetes documentation restores a
+cluster (stop kube-apiserver and kube-controller-manager, restore etcd, start them again): the
+API then serves a history older than what its clients have seen (``tests/k8s/test_rewind.py``).
+
 Clean-up: :meth:`stop` ends every process (SIGTERM, then SIGKILL) and removes the run's folder.
 Children also get ``PR_SET_PDEATHSIG`` (``die_with_parent``, the default), so a test runner
 killed with SIGKILL leaves no etcd or kube-apiserver behind; the lab, whose control plane must
@@ -184,6 +193,7 @@ class ControlPlane:
         manifests: Sequence[str | os.PathLike[str]] = (),
         start_timeout: float = 60.0,
         die_with_parent: bool = True,
+        audit_policy: Mapping[str, Any] | None = None,
     ) -> None:
         if netns is not None and enter_netns is None:
             raise ValueError(
@@ -206,6 +216,7 @@ class ControlPlane:
         self.manifests = tuple(Path(m) for m in manifests)
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
+        self.audit_policy = dict(audit_policy) if audit_policy is not None else None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path()
         self.admin_token = secrets.token_hex(24)
@@ -290,6 +301,18 @@ class ControlPlane:
         self._wait("etcd", lambda: self._http_ok(f"{etcd_url}/health", tls=False))
         self.etcd_version = self.call(lambda: self._etcd_version(etcd_url))
         pki = self.pki
+        audit_args: list[str] = []
+        if self.audit_policy is not None:
+            policy = work / "audit-policy.yaml"
+            policy.write_text(yaml.safe_dump(self.audit_policy, sort_keys=False))
+            # blocking mode (the default, said here for the reader): an event is in the file
+            # before the response is sent, so a test reads every call it has seen answered
+            audit_args = [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+            ]
         self._spawn(
             "kube-apiserver",
             [
@@ -310,6 +333,7 @@ class ControlPlane:
                 f"--service-cluster-ip-range={','.join(self.service_cidrs)}",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *audit_args,
                 *self.apiserver_args,
             ],
         )
@@ -375,19 +399,92 @@ class ControlPlane:
         open, kube-apiserver takes more than 10 s to finish a graceful stop (measured).
         """
         started = time.monotonic()
+        argv = self._stop_component(name, grace)
+        self._start_component(name, argv)
+        return time.monotonic() - started
+
+    def etcd_snapshot(self, name: str = "snapshot") -> Path:
+        """Copy etcd's data as it is now aside (``etcd-snapshots/NAME`` in the run's folder) for
+        :meth:`etcd_restore`; returns the copy.
+
+        etcd is stopped for the copy and started again (about a second, which kube-apiserver
+        rides through as any brief etcd outage): a consistent copy of a live etcd needs its
+        snapshot API, i.e. etcdctl, which ``make k8s`` does not build. A copy of a stopped
+        member's data directory restores to the same revisions as ``etcdutl snapshot restore``
+        without ``--bump-revision`` does, the case where a rewind goes unannounced.
+        """
+        target = self.workdir / "etcd-snapshots" / name
+        if target.exists():
+            shutil.rmtree(target)
+        argv = self._stop_component("etcd", 10.0)
+        try:
+            shutil.copytree(self.workdir / "etcd", target)
+        finally:
+            self._start_component("etcd", argv)
+        return target
+
+    def etcd_restore(self, snapshot: str | os.PathLike[str]) -> float:
+        """Put etcd back to ``snapshot`` (from :meth:`etcd_snapshot`) as the Kubernetes
+        documentation restores a cluster: stop kube-controller-manager and kube-apiserver, stop
+        etcd, replace its data, start etcd, then kube-apiserver (ready), then
+        kube-controller-manager. Clients are not told: their next requests meet an API whose
+        history is older than what they have seen. Returns the seconds it took."""
+        started = time.monotonic()
+        order = [n for n in ("kube-controller-manager", "kube-apiserver", "etcd") if self._has(n)]
+        argvs = {name: self._stop_component(name, 2.0) for name in order}
+        data = self.workdir / "etcd"
+        shutil.rmtree(data)
+        shutil.copytree(Path(snapshot), data)
+        for name in reversed(order):
+            self._start_component(name, argvs[name])
+        return time.monotonic() - started
+
+    @property
+    def audit_log(self) -> Path:
+        """kube-apiserver's audit log (JSON lines; written only with ``audit_policy``)."""
+        return self.workdir / "logs" / "audit.log"
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now: :meth:`audit_events` from here reads what comes next."""
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_events(self, offset: int = 0) -> list[JsonDict]:
+        """The audit events (``audit.k8s.io/v1`` ``Event``) logged after byte ``offset``."""
+        if self.audit_policy is None:
+            raise ControlPlaneError("audit_events: the control plane runs without audit_policy")
+        try:
+            with self.audit_log.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        # a line still being written has no newline yet: leave it for the next read
+        lines = data[: data.rfind(b"\n") + 1].splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _has(self, name: str) -> bool:
         with self._lock:
-            old = next(p for p in self._procs if p.name == name)
-        old.stop(grace)
+            return any(p.name == name for p in self._procs)
+
+    def _stop_component(self, name: str, grace: float) -> list[str]:
         with self._lock:
-            self._procs.remove(old)
-        self._spawn(name, old.argv, wrapped=True)
+            proc = next(p for p in self._procs if p.name == name)
+        proc.stop(grace)
+        with self._lock:
+            self._procs.remove(proc)
+        return proc.argv
+
+    def _start_component(self, name: str, argv: list[str]) -> None:
+        self._spawn(name, argv, wrapped=True)
         if name == "kube-apiserver":
             self._wait(name, lambda: self._http_ok(f"{self.url}/readyz"))
         elif name == "etcd":
             self._wait(
                 name, lambda: self._http_ok(f"http://127.0.0.1:{self.etcd_port}/health", tls=False)
             )
-        return time.monotonic() - started
 
     def _spawn(self, name: str, argv: list[str], *, wrapped: bool = False) -> None:
         if self.netns is not None and not wrapped:
@@ -542,9 +639,12 @@ class ControlPlane:
         expiration_seconds: int = 86400,
         audiences: Sequence[str] = (),
         create: bool = True,
+        bound_pod: Mapping[str, Any] | None = None,
     ) -> str:
         """A token for ServiceAccount ``namespace/name`` from the TokenRequest API (the
-        ServiceAccount, and its namespace, are created first when missing and ``create``)."""
+        ServiceAccount, and its namespace, are created first when missing and ``create``);
+        ``bound_pod``: bound to that Pod, as a kubelet's projected token is (valid while the
+        Pod exists; the server puts the Pod's node into the token's user extra)."""
         if create:
             self.apply_object(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -559,10 +659,38 @@ class ControlPlane:
         spec: JsonDict = {"expirationSeconds": expiration_seconds}
         if audiences:
             spec["audiences"] = list(audiences)
+        if bound_pod is not None:
+            spec["boundObjectRef"] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": bound_pod["metadata"]["name"],
+                "uid": bound_pod["metadata"]["uid"],
+            }
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         answer = self.call(lambda: self.admin.create(path, body))
         return str(answer["status"]["token"])
+
+    def node_bound_token(self, namespace: str, name: str, node: str) -> str:
+        """A token of ServiceAccount ``namespace/name`` as its Pod on ``node`` holds it: a Pod
+        ``NAME-NODE`` (``spec.nodeName: NODE``, never run: there are no kubelets) is created,
+        and the token is bound to it. kube-apiserver (v1.30 and later) then authenticates it
+        with ``authentication.kubernetes.io/node-name: NODE`` in the user's extra, which is
+        what lbd's admission policy reads (docs/SECURITY.md)."""
+        self.service_account_token(namespace, name, expiration_seconds=600)  # SA and namespace
+        pod = self.apply_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{name}-{node}", "namespace": namespace},
+                "spec": {
+                    "nodeName": node,
+                    "serviceAccountName": name,
+                    "containers": [{"name": "main", "image": "lbd:never-run"}],
+                },
+            }
+        )
+        return self.service_account_token(namespace, name, create=False, bound_pod=pod)
 
     # -- applying manifests ---------------------------------------------------------------------
 
