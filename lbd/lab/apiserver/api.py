@@ -240,11 +240,17 @@ class Api:
         elif rt.kind == "Secret" and not rt.group:
             builtin.prepare_secret(obj)
         elif rt.kind == "Namespace" and not rt.group and old is None:
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            # as kube-apiserver: a new namespace always carries the "kubernetes" finalizer
+            spec = obj["spec"] = obj.get("spec") or {}
+            finalizers = spec["finalizers"] = list(spec.get("finalizers") or [])
+            if "kubernetes" not in finalizers:
+                finalizers.append("kubernetes")
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
                 "metadata"
             ]["name"]
+        elif rt.kind == "Pod" and not rt.group and old is None:
+            builtin.prepare_pod_create(obj)
         elif rt.key == CRD_GR:
             self._prepare_crd(obj)
 

@@ -358,6 +358,33 @@ def prepare_secret(obj: dict[str, Any]) -> None:
             data[k] = base64.b64encode(str(v).encode()).decode()
 
 
+def prepare_pod_create(obj: dict[str, Any]) -> None:
+    """A new Pod's status, as kube-apiserver sets it: Pending, with its QoS class."""
+    obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    """``BestEffort`` without any CPU or memory request or limit, ``Guaranteed`` when every
+    container limits both and requests what it limits, ``Burstable`` otherwise."""
+    containers = [
+        c
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+        if isinstance(c, dict)
+    ]
+    guaranteed, any_set = bool(containers), False
+    for c in containers:
+        res = c.get("resources") or {}
+        requests, limits = res.get("requests") or {}, res.get("limits") or {}
+        for name in ("cpu", "memory"):
+            if name in requests or name in limits:
+                any_set = True
+            if name not in limits or requests.get(name, limits[name]) != limits[name]:
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
 _STR_MAP = {str: str}
 _RULE = {
     "verbs": [str],

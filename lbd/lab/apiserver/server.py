@@ -46,6 +46,7 @@ from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
+from lbd.lab.apiserver.openapi import Documents
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
     ANONYMOUS,
@@ -114,7 +115,7 @@ class LabApiServer(FaultCalls):
         max_watch_seconds: float = 1800.0,
         advertise_host: str | None = None,
         anonymous_admin: bool = False,
-        tls: bool = False,
+        tls: bool | TlsFiles = False,
         clock: Clock | None = None,
         node_port_range: tuple[int, int] = NODE_PORTS,
     ) -> None:
@@ -122,6 +123,7 @@ class LabApiServer(FaultCalls):
         self.port = port
         self.clock: Clock = clock or MonotonicClock()
         self.registry = Registry()
+        self.openapi = Documents(self.registry)
         self.store = Store(history_size=history_size)
         self.api = Api(self.registry, self.store)
         self.api.alloc = IpAllocator(node_port_range)  # kube-apiserver's --service-node-port-range
@@ -137,8 +139,13 @@ class LabApiServer(FaultCalls):
         # kubectl never sends a bearer token over plain HTTP (kubernetes/kubectl#744); a lab
         # that wants kubectl without TLS can treat unauthenticated requests as the admin
         self.anonymous = ADMIN if anonymous_admin else ANONYMOUS
+        # ``tls=True``: a self-signed certificate made now (and removed at stop); a TlsFiles:
+        # the caller's certificate (the lab's, which its kubeconfigs trust), left in place
         self.tls: TlsFiles | None = None
-        if tls:
+        self._own_tls = tls is True
+        if isinstance(tls, TlsFiles):
+            self.tls = tls
+        elif tls:
             self.tls = make_self_signed(advertise_host or host)
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -181,7 +188,7 @@ class LabApiServer(FaultCalls):
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.tls is not None:
+        if self.tls is not None and self._own_tls:
             shutil.rmtree(self.tls.directory, ignore_errors=True)
 
     def __enter__(self) -> LabApiServer:
