@@ -174,6 +174,10 @@ def _process_plan(
                 f"{API_IPV4}:{API_PORT}",
                 "--crds",
                 str(lab_dir / "manifests"),
+                "--tls-cert",
+                str(lab_dir / "tls" / "tls.crt"),
+                "--tls-key",
+                str(lab_dir / "tls" / "tls.key"),
                 *rbac_args,
                 *token_args,
             ),
@@ -185,12 +189,9 @@ def _process_plan(
             _lbd(
                 "lab",
                 "forward",
+                # the API server speaks TLS itself: the forwarder passes bytes through
                 "--to",
                 f"{API_IPV4}:{API_PORT}",
-                "--tls-cert",
-                str(lab_dir / "tls" / "tls.crt"),
-                "--tls-key",
-                str(lab_dir / "tls" / "tls.key"),
             ),
             netns=cp,
             pass_listener=True,
@@ -282,9 +283,10 @@ def _write_manifests(out: Path, crds: Path) -> None:
         (out / f"{i:02d}-{path.name}").write_text(path.read_text())
 
 
-def _host_tls(out: Path) -> TlsFiles:
-    """A self-signed certificate for the host side of the API forwarder (127.0.0.1)."""
-    made = make_self_signed("127.0.0.1")
+def _api_tls(out: Path) -> TlsFiles:
+    """The API server's self-signed certificate: valid for its lab address and for 127.0.0.1
+    (the host forwarder), so one CA serves the kubeconfigs inside the lab and on the host."""
+    made = make_self_signed(API_IPV4)
     out.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(out, out / "tls.crt", out / "tls.key")
     files.cert.write_bytes(made.cert.read_bytes())
@@ -351,13 +353,17 @@ def up(opts: LabOptions, progress: Progress | None = None) -> Lab:
 
 def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, started: float) -> Lab:
     tokens = {name: secrets.token_hex(16) for name in ("admin", "controller", "speaker")}
-    _write_private(lab_dir / "kubeconfig", _kubeconfig(layout.api_url, tokens["admin"], "admin"))
+    tls = _api_tls(lab_dir / "tls")
+    ca = tls.cert_pem()
+    _write_private(
+        lab_dir / "kubeconfig", _kubeconfig(layout.api_url, tokens["admin"], "admin", ca_pem=ca)
+    )
     for who in ("controller", "speaker"):
         _write_private(
-            lab_dir / f"{who}.kubeconfig", _kubeconfig(layout.api_url, tokens[who], f"lbd-{who}")
+            lab_dir / f"{who}.kubeconfig",
+            _kubeconfig(layout.api_url, tokens[who], f"lbd-{who}", ca_pem=ca),
         )
     _write_manifests(lab_dir / "manifests", opts.crds)
-    tls = _host_tls(lab_dir / "tls")
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     _write_private(lab_dir / "membership.key", key + "\n")
     procs = _process_plan(layout, lab_dir, opts, tokens)
@@ -376,7 +382,7 @@ def _start(layout: Layout, lab_dir: Path, opts: LabOptions, say: Progress, start
     host_url = f"https://127.0.0.1:{status['forward_port']}"
     _write_private(
         lab_dir / "kubeconfig-host",
-        _kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
+        _kubeconfig(host_url, tokens["admin"], "admin", ca_pem=ca),
     )
 
     from lbd.lab.cluster import bootstrap
