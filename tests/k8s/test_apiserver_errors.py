@@ -289,7 +289,7 @@ def test_watch_as_table_for_kubectl_get_w(lab_api: LabApiServer) -> None:
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
     conn.request(
         "GET",
-        f"{SVC}?watch=true&timeoutSeconds=1",
+        f"{SVC}?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Dweb",
         headers={
             "Authorization": f"Bearer {lab_api.admin_token}",
             "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",

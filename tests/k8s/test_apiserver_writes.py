@@ -132,7 +132,8 @@ def test_json_patch_with_test_op(v1: Any) -> None:
 def test_dict_patch_without_content_type_is_strategic(v1: Any) -> None:
     """The client sends a dict patch as a strategic merge patch: ports merge by port."""
     _svc(v1)
-    svc = v1.patch_namespaced_service("web", "default", {"spec": {"ports": [{"port": 443}]}})
+    patch = {"spec": {"ports": [{"port": 443, "name": "https"}]}}
+    svc = v1.patch_namespaced_service("web", "default", patch)
     assert sorted(p.port for p in svc.spec.ports) == [80, 443]
 
 

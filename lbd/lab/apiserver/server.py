@@ -25,6 +25,8 @@ and watch streams stall. Afterwards everything works again.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -42,7 +44,7 @@ import yaml
 
 from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.audit import AuditLog, AuditRecord
-from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
+from lbd.lab.apiserver.builtin import KUBERNETES_SERVICE_IP, NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
@@ -169,6 +171,7 @@ class LabApiServer(FaultCalls):
             self._httpd.socket = ctx.wrap_socket(
                 self._httpd.socket, server_side=True, do_handshake_on_connect=False
             )
+        self._publish_kubernetes_service()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -177,6 +180,47 @@ class LabApiServer(FaultCalls):
         )
         self._thread.start()
         return self
+
+    def _publish_kubernetes_service(self) -> None:
+        """``default/kubernetes``, the Service (and EndpointSlice) every cluster has for its
+        API server: ``kubectl get svc`` shows it first on any cluster."""
+        svc_rt = self.registry.lookup("", "v1", "services")
+        slice_rt = self.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
+        assert svc_rt is not None and slice_rt is not None
+        if self.store.get(svc_rt.key, ("default", "kubernetes")) is not None:
+            return
+        labels = {"component": "apiserver", "provider": "kubernetes"}
+        port = {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}
+        self.api.create(
+            svc_rt,
+            "default",
+            {
+                "metadata": {"name": "kubernetes", "labels": labels},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": KUBERNETES_SERVICE_IP,
+                    "ipFamilyPolicy": "SingleStack",
+                    "ports": [port],
+                    "sessionAffinity": "None",
+                },
+            },
+        )
+        host = self._advertise_host or self.host
+        with contextlib.suppress(ValueError):  # a host name: no address to publish
+            family = "IPv6" if ipaddress.ip_address(host).version == 6 else "IPv4"
+            self.api.create(
+                slice_rt,
+                "default",
+                {
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"},
+                    },
+                    "addressType": family,
+                    "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                    "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
+                },
+            )
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
