@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from lbd.lab.apiserver import errors, negotiate, protobuf, resources, tables
+from lbd.lab.apiserver import errors, negotiate, openapi, protobuf, resources, tables
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.negotiate import Representation
 from lbd.lab.apiserver.rbac import Attributes, User
@@ -534,10 +534,14 @@ class Handler(BaseHTTPRequestHandler):
             self._object(200, self._list_bytes(rt, deleted_items, lab.store.resource_version))
 
     def _openapi(self, path: str, query: dict[str, list[str]]) -> None:
-        """``/openapi/v3`` and its documents (``/openapi/v2`` is not served: kubectl 1.36 uses
-        v3). A document asked for by its current hash may be cached forever, as on
-        kube-apiserver."""
+        """``/openapi/v3`` and its documents, and an empty ``/openapi/v2``. A document asked for
+        by its current hash may be cached forever, as on kube-apiserver."""
         docs = self.lab.openapi
+        if path.rstrip("/") == "/openapi/v2":
+            proto = openapi.V2_PROTOBUF in (self.headers.get("Accept") or "")
+            ctype = openapi.V2_PROTOBUF_ANSWER if proto else "application/json"
+            self._send(200, openapi.v2_document(proto), ctype)
+            return
         if path.rstrip("/") == "/openapi/v3":
             self._json(200, docs.index())
             return

@@ -1,7 +1,7 @@
 """OpenAPI v3 documents: enough for ``kubectl explain`` and for ``kubectl apply``'s checks.
 
-kubectl 1.36 reads OpenAPI v3 only (``/openapi/v2`` is not served here, as on a server that has
-turned it off): ``/openapi/v3`` lists one document per group version, and each document has
+kubectl 1.36 reads OpenAPI v3 (``/openapi/v2`` is served empty, see :func:`v2_document`):
+``/openapi/v3`` lists one document per group version, and each document has
 
 - ``paths``: per resource, the collection path (``get`` = list, ``post``, ``delete`` =
   deletecollection), the object path (``get``, ``put``, ``patch``, ``delete``) and the status
@@ -276,6 +276,35 @@ def group_version(registry: Registry, group: str, version: str) -> JsonDict:
         "paths": paths,
         "components": {"schemas": dict(sorted(schemas.items()))},
     }
+
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+"""What kubectl asks for; the answer is labelled ``...spec.v2.v1.0+protobuf`` (an ``@`` is not
+allowed in a media type, and client-go's content-type check fails on one)."""
+V2_PROTOBUF_ANSWER = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_V2_INFO = {"title": "Kubernetes (lbd lab API server)", "version": "unversioned"}
+
+
+def _proto_string(number: int, text: str) -> bytes:
+    data = text.encode()
+    return bytes([number << 3 | 2, len(data)]) + data
+
+
+def v2_document(protobuf: bool) -> bytes:
+    """``/openapi/v2``: a valid document without any schema.
+
+    kubectl 1.36 reads v3, but falls back to v2 for a kind v3 does not know (``kubectl apply``
+    of a kind whose CRD is missing checks field validation there, then reports the missing
+    CRD): a 404 would turn that into "error validating data". An empty document lets kubectl
+    reach the real error, and makes it build strategic merge patches from its compiled-in types
+    as it does anyway. kubectl asks for gnostic's protobuf encoding (``swagger`` = field 1,
+    ``info`` = field 2 with ``title`` = 1, ``version`` = 2).
+    """
+    if not protobuf:
+        doc = {"swagger": "2.0", "info": _V2_INFO, "paths": {}, "definitions": {}}
+        return json.dumps(doc).encode()
+    info = _proto_string(1, _V2_INFO["title"]) + _proto_string(2, _V2_INFO["version"])
+    return _proto_string(1, "2.0") + bytes([2 << 3 | 2, len(info)]) + info
 
 
 class Documents:

@@ -207,7 +207,12 @@ class LabApiServer(FaultCalls):
         )
         host = self._advertise_host or self.host
         with contextlib.suppress(ValueError):  # a host name: no address to publish
-            family = "IPv6" if ipaddress.ip_address(host).version == 6 else "IPv4"
+            address = ipaddress.ip_address(host)
+            if address.is_loopback or address.is_unspecified:
+                # kube-apiserver cannot publish those either: endpoint addresses may not be
+                # loopback, so a control plane on 127.0.0.1 has no kubernetes endpoints
+                return
+            family = "IPv6" if address.version == 6 else "IPv4"
             self.api.create(
                 slice_rt,
                 "default",
