@@ -192,6 +192,8 @@ def _special(kind: str, data: bytes) -> Any:
 
 
 _TIMES = {"time", "microtime"}
+#: the wire type of each scalar (everything else is length-delimited: 2)
+_WIRE = {"bool": 0, "int32": 0, "int64": 0, "uint32": 0, "uint64": 0, "double": 1, "float": 5}
 _SCALARS = {"string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "double", "float"}
 
 
@@ -251,6 +253,11 @@ def decode_message(data: bytes, name: str) -> JsonDict:
         if spec is None:
             continue  # an unknown field (a newer client): ignored, as protobuf readers do
         _, json_name, kind, repeated, keep = spec
+        expected = _WIRE.get(kind, 2)
+        if wire != expected and not (repeated and wire == 2):  # packed repeated numbers: 2
+            raise ProtobufError(
+                f"{name}.{json_name}: wire type {wire}, expected {expected} (field {number})"
+            )
         if kind.startswith("inline:"):
             out.update(decode_message(bytes(raw), kind[7:]))
         elif kind.startswith("map:"):
