@@ -325,3 +325,22 @@ def test_cli_arguments() -> None:
             _token(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         _listen("6443")
+
+
+def test_human_durations_are_kubectls() -> None:
+    from lbd.lab.apiserver.tables import human_duration
+
+    cases = {
+        0: "0s",
+        119: "119s",
+        125: "2m5s",
+        600: "10m",
+        3 * 3600 + 5 * 60: "3h5m",
+        9 * 3600: "9h",
+        50 * 3600: "2d2h",
+        9 * 86400: "9d",
+        800 * 86400: "2y70d",
+        -1.5: "0s",
+        -5: "<invalid>",
+    }
+    assert {s: human_duration(s) for s in cases} == cases

@@ -101,6 +101,7 @@ class Compare(enum.Enum):
     TABLE = "the header lines and the NAME of every row"
     HEADERS = "the header lines"
     SAME_ROWS = "the header lines and the rows (no ages or addresses in them)"
+    EXPLAIN = "the GROUP, KIND, VERSION, FIELD lines and each field's name and type"
     PREPARE = "nothing: prepares what a later documented command assumes"
 
 
@@ -323,6 +324,13 @@ STEPS: tuple[Step, ...] = (
     Step(k("explain", "ipaddresspools.spec.serviceAllocation"), Compare.OUTPUT),
     Step(k("explain", "l2advertisements", "--recursive"), Compare.OUTPUT),
     Step(k("explain", "servicel2statuses.status"), Compare.OUTPUT),
+    # built-in kinds: the descriptions come from the official client (they are kube-apiserver's
+    # of a neighbouring release), the fields and types must be the same
+    Step(k("explain", "svc.spec"), Compare.EXPLAIN),
+    Step(k("explain", "svc.spec.ports"), Compare.EXPLAIN),
+    Step(k("explain", "pods.spec.containers"), Compare.EXPLAIN),
+    Step(k("explain", "deployments.spec"), Compare.EXPLAIN),
+    Step(k("explain", "namespaces"), Compare.EXPLAIN),
     # README.md: uninstall
     Step(k("delete", "-k", "deploy/"), Compare.OUTPUT, ("kubectl delete -k deploy/",)),
     Step(k("delete", "-f", "crds/"), Compare.OUTPUT, ("kubectl delete -f crds/",)),
@@ -416,6 +424,11 @@ def _view(res: Result, compare: Compare) -> object:
         return (res.code, _headers(res.stdout))
     if compare is Compare.SAME_ROWS:
         return (res.code, _rows(res.stdout), res.stderr)
+    if compare is Compare.EXPLAIN:
+        lines = res.stdout.splitlines()
+        heads = [ln for ln in lines if re.match(r"(GROUP|KIND|VERSION|FIELD):", ln)]
+        fields = [ln.split()[:2] for ln in lines if re.match(r"  [a-zA-Z]\S*\t<", ln)]
+        return (res.code, heads, fields)
     return res.code
 
 

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from lbd.lab.apiserver import LabApiServer
-from lbd.lab.apiserver.tables import human_duration
 from lbd.lab.control_plane import ControlPlane, RealApiServer, Sweeper
 from tests.k8s.controller_support import start_lab
 
@@ -435,20 +434,3 @@ def test_openapi_v3_describes_lbd_crds_as_kube_apiserver(both: tuple[Raw, Raw]) 
     assert set(patch_stand_in["requestBody"]["content"]) == set(
         patch_real["requestBody"]["content"]
     )
-
-
-def test_human_durations_are_kubectls() -> None:
-    cases = {
-        0: "0s",
-        119: "119s",
-        125: "2m5s",
-        600: "10m",
-        3 * 3600 + 5 * 60: "3h5m",
-        9 * 3600: "9h",
-        50 * 3600: "2d2h",
-        9 * 86400: "9d",
-        800 * 86400: "2y70d",
-        -1.5: "0s",
-        -5: "<invalid>",
-    }
-    assert {s: human_duration(s) for s in cases} == cases

@@ -573,34 +573,36 @@ class Printer:
     cells: Callable[[JsonDict], list[Any]]
 
 
-def _cols(*spec: str | tuple[str, str] | tuple[str, str, int]) -> tuple[Column, ...]:
-    """Columns from ``"Name"``, ``("Name", type)`` or ``("Name", type, priority)``; the first
-    column named ``Name`` is the object's name (``format: name``)."""
-    out: list[Column] = []
-    for item in spec:
-        name, kind, priority = (item, "string", 0) if isinstance(item, str) else (*item, 0)[:3]
-        fmt = "name" if name == "Name" else ""
-        out.append(Column(str(name), str(kind), int(priority), fmt))
+def _cols(*names: str, integer: tuple[str, ...] = ()) -> tuple[Column, ...]:
+    """Columns by name: a name ending in ``*`` is a ``-o wide`` column (priority 1), the ones
+    in ``integer`` have that type, ``Name`` is the object's name (``format: name``)."""
+    out = []
+    for spec in names:
+        name = spec.removesuffix("*")
+        kind = "integer" if name in integer else "string"
+        out.append(
+            Column(name, kind, 1 if spec.endswith("*") else 0, "name" if name == "Name" else "")
+        )
     return tuple(out)
 
 
-_WIDE = 1
-_WORKLOAD_WIDE = (("Containers", "string", _WIDE), ("Images", "string", _WIDE))
+_WORKLOAD_WIDE = ("Containers*", "Images*", "Selector*")
 _EVENT = Printer(
     _cols(
         "Last Seen",
         "Type",
         "Reason",
         "Object",
-        ("Subobject", "string", _WIDE),
-        ("Source", "string", _WIDE),
+        "Subobject*",
+        "Source*",
         "Message",
-        ("First Seen", "string", _WIDE),
-        ("Count", "string", _WIDE),
-        ("Name", "string", _WIDE),
+        "First Seen*",
+        "Count*",
+        "Name*",
     ),
     _event,
 )
+_BINDING = Printer(_cols("Name", "Role", "Age", "Users*", "Groups*", "ServiceAccounts*"), _binding)
 
 PRINTERS: dict[tuple[str, str], Printer] = {
     ("", "Namespace"): Printer(
@@ -614,18 +616,16 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             "Roles",
             "Age",
             "Version",
-            ("Internal-IP", "string", _WIDE),
-            ("External-IP", "string", _WIDE),
-            ("OS-Image", "string", _WIDE),
-            ("Kernel-Version", "string", _WIDE),
-            ("Container-Runtime", "string", _WIDE),
+            "Internal-IP*",
+            "External-IP*",
+            "OS-Image*",
+            "Kernel-Version*",
+            "Container-Runtime*",
         ),
         _node,
     ),
     ("", "Service"): Printer(
-        _cols(
-            "Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", ("Selector", "string", 1)
-        ),
+        _cols("Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", "Selector*"),
         _service,
     ),
     ("", "Endpoints"): Printer(_cols("Name", "Endpoints", "Age"), _endpoints),
@@ -637,11 +637,7 @@ PRINTERS: dict[tuple[str, str], Printer] = {
     ),
     ("", "ConfigMap"): Printer(
         _cols("Name", "Data", "Age"),
-        lambda o: [
-            _name(o),
-            len(o.get("data") or {}) + len(o.get("binaryData") or {}),
-            _age(o),
-        ],
+        lambda o: [_name(o), len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o)],
     ),
     ("", "ServiceAccount"): Printer(_cols("Name", "Age"), lambda o: [_name(o), _age(o)]),
     ("", "Pod"): Printer(
@@ -651,10 +647,10 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             "Status",
             "Restarts",
             "Age",
-            ("IP", "string", _WIDE),
-            ("Node", "string", _WIDE),
-            ("Nominated Node", "string", _WIDE),
-            ("Readiness Gates", "string", _WIDE),
+            "IP*",
+            "Node*",
+            "Nominated Node*",
+            "Readiness Gates*",
         ),
         _pod,
     ),
@@ -665,54 +661,38 @@ PRINTERS: dict[tuple[str, str], Printer] = {
         _cols("Name", "Holder", "Age"),
         lambda o: [_name(o), _spec(o).get("holderIdentity") or "", _age(o)],
     ),
-    ("rbac.authorization.k8s.io", "RoleBinding"): Printer(
-        _cols(
-            "Name",
-            "Role",
-            "Age",
-            ("Users", "string", _WIDE),
-            ("Groups", "string", _WIDE),
-            ("ServiceAccounts", "string", _WIDE),
-        ),
-        _binding,
-    ),
+    ("rbac.authorization.k8s.io", "RoleBinding"): _BINDING,
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _BINDING,
     ("apps", "Deployment"): Printer(
-        _cols(
-            "Name",
-            "Ready",
-            "Up-to-date",
-            "Available",
-            "Age",
-            *_WORKLOAD_WIDE,
-            ("Selector", "string", _WIDE),
-        ),
-        _deployment,
+        _cols("Name", "Ready", "Up-to-date", "Available", "Age", *_WORKLOAD_WIDE), _deployment
     ),
     ("apps", "DaemonSet"): Printer(
         _cols(
             "Name",
-            ("Desired", "integer"),
-            ("Current", "integer"),
-            ("Ready", "integer"),
-            ("Up-to-date", "integer"),
-            ("Available", "integer"),
+            "Desired",
+            "Current",
+            "Ready",
+            "Up-to-date",
+            "Available",
             "Node Selector",
             "Age",
             *_WORKLOAD_WIDE,
-            ("Selector", "string", _WIDE),
+            integer=("Desired", "Current", "Ready", "Up-to-date", "Available"),
         ),
         _daemon_set,
     ),
     ("policy", "PodDisruptionBudget"): Printer(
         _cols(
-            "Name", "Min Available", "Max Unavailable", ("Allowed Disruptions", "integer"), "Age"
+            "Name",
+            "Min Available",
+            "Max Unavailable",
+            "Allowed Disruptions",
+            "Age",
+            integer=("Allowed Disruptions",),
         ),
         _pdb,
     ),
 }
-PRINTERS[("rbac.authorization.k8s.io", "ClusterRoleBinding")] = PRINTERS[
-    ("rbac.authorization.k8s.io", "RoleBinding")
-]
 
 _GENERIC = Printer(
     (Column("Name", format="name"), Column("Created At", "date")),
