@@ -343,6 +343,7 @@ STEPS: tuple[Step, ...] = (
 NOT_COMMANDS = {
     "kubectl": "the word, in prose",
     "kubectl apply": "the word, in prose (kubectl apply -f it: first-pool.yaml, run above)",
+    "kubectl explain": "the command, in prose: the explain steps above run it",
 }
 ELSEWHERE = {
     "kubectl get --raw /_lab/audit": "the stand-in's own endpoint: tests/e2e/test_e2e_rbac.py",
