@@ -31,7 +31,7 @@ def test_layout_follows_lab_md_addressing():
     assert [n.ipv4 for n in layout.nodes] == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
     assert [n.name for n in layout.nodes] == ["n1", "n2", "n3"]
     assert layout.client.ipv4 == "198.18.0.100"
-    assert layout.api_url == "http://198.18.0.1:6443"
+    assert layout.api_url == "https://198.18.0.1:6443"
     assert layout.namespaces == ("lt1-sw", "lt1-cp", "lt1-n1", "lt1-n2", "lt1-n3", "lt1-c1")
 
 

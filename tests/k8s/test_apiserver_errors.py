@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,9 +211,12 @@ def test_bad_content_length_is_400(lab_api: LabApiServer) -> None:
     assert lab_api.internal_errors == []
 
 
-def test_protobuf_body_is_415(lab_api: LabApiServer) -> None:
-    """Imperative kubectl commands (``kubectl create configmap``) send protobuf, which this
-    server does not speak: it says so the way a real server does for an unknown media type."""
+def test_malformed_protobuf_is_400_and_protobuf_custom_resources_415(
+    lab_api: LabApiServer,
+) -> None:
+    """kubectl's typed clients send built-in kinds as protobuf (tests/k8s/test_kubectl_*.py):
+    a body that is not a protobuf object gets kube-apiserver's 400; custom resources are JSON
+    or YAML only, as on kube-apiserver."""
     status, out = _request(
         lab_api,
         "POST",
@@ -220,7 +224,18 @@ def test_protobuf_body_is_415(lab_api: LabApiServer) -> None:
         b"k8s\x00\x0a\x0f",
         "application/vnd.kubernetes.protobuf",
     )
+    assert (status, out["reason"]) == (400, "BadRequest")
+    assert "the object provided is unrecognized (must be of type ConfigMap)" in out["message"]
+    lab_api.apply_dir(Path(__file__).resolve().parents[2] / "crds")
+    status, out = _request(
+        lab_api,
+        "POST",
+        "/apis/lbd.io/v1beta1/ipaddresspools",
+        b"k8s\x00",
+        "application/vnd.kubernetes.protobuf",
+    )
     assert (status, out["reason"]) == (415, "UnsupportedMediaType")
+    assert lab_api.internal_errors == []
 
 
 @pytest.mark.parametrize(
@@ -274,7 +289,7 @@ def test_watch_as_table_for_kubectl_get_w(lab_api: LabApiServer) -> None:
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
     conn.request(
         "GET",
-        f"{SVC}?watch=true&timeoutSeconds=1",
+        f"{SVC}?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Dweb",
         headers={
             "Authorization": f"Bearer {lab_api.admin_token}",
             "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",

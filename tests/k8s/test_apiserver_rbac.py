@@ -91,7 +91,8 @@ def _status(exc: pytest.ExceptionInfo[ApiException]) -> dict[str, Any]:
 
 def test_service_account_can_do_what_its_role_grants(rbac_server: LabApiServer) -> None:
     v1: Any = client.CoreV1Api(api_client(rbac_server, "ctl-token"))
-    assert [s.metadata.name for s in v1.list_service_for_all_namespaces().items] == ["web"]
+    services = v1.list_service_for_all_namespaces().items
+    assert [s.metadata.name for s in services] == ["kubernetes", "web"]
     v1.patch_namespaced_service_status(
         "web",
         "default",

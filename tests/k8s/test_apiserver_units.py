@@ -247,7 +247,8 @@ def test_printer_column_json_paths() -> None:
         "status": {"conditions": [{"type": "A", "status": "F"}, {"type": "Ready", "status": "T"}]}
     }
     assert _path(obj, '.status.conditions[?(@.type=="Ready")].status') == "T"
-    assert _path(obj, ".status.conditions[*].type") == "A,Ready"
+    # kube-apiserver's printer columns show the first match of a path
+    assert _path(obj, ".status.conditions[*].type") == "A"
     assert _path(obj, ".status.conditions[0].status") == "F"
     assert _path(obj, ".spec.missing") is None
 
@@ -265,8 +266,16 @@ def test_tables_for_kubectl_get() -> None:
         "status": {"loadBalancer": {"ingress": [{"ip": "198.18.100.1"}]}},
     }
     out = table(svc_rt, [svc], "5")
-    names = [c["name"] for c in out["columnDefinitions"]]
-    assert names == ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]
+    names = [(c["name"], c["priority"]) for c in out["columnDefinitions"]]
+    assert names == [
+        ("Name", 0),
+        ("Type", 0),
+        ("Cluster-IP", 0),
+        ("External-IP", 0),
+        ("Port(s)", 0),
+        ("Age", 0),
+        ("Selector", 1),
+    ]
     assert out["rows"][0]["cells"][:5] == [
         "web",
         "LoadBalancer",
@@ -283,12 +292,19 @@ def test_tables_for_kubectl_get() -> None:
         "reason": "AllocationFailed",
         "message": "no pool",
     }
-    assert table(ev_rt, [ev], "5")["rows"][0]["cells"][:5] == [
-        "e",
+    cells = table(ev_rt, [ev], "5")["rows"][0]["cells"]
+    # LAST SEEN, TYPE, REASON, OBJECT, SUBOBJECT, SOURCE, MESSAGE, FIRST SEEN, COUNT, NAME
+    assert cells == [
+        "<unknown>",
         "Warning",
         "AllocationFailed",
         "service/web",
+        "",
+        "",
         "no pool",
+        "<unknown>",
+        1,
+        "e",
     ]
 
 
@@ -309,3 +325,22 @@ def test_cli_arguments() -> None:
             _token(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         _listen("6443")
+
+
+def test_human_durations_are_kubectls() -> None:
+    from lbd.lab.apiserver.tables import human_duration
+
+    cases = {
+        0: "0s",
+        119: "119s",
+        125: "2m5s",
+        600: "10m",
+        3 * 3600 + 5 * 60: "3h5m",
+        9 * 3600: "9h",
+        50 * 3600: "2d2h",
+        9 * 86400: "9d",
+        800 * 86400: "2y70d",
+        -1.5: "0s",
+        -5: "<invalid>",
+    }
+    assert {s: human_duration(s) for s in cases} == cases

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -132,7 +133,8 @@ def test_json_patch_with_test_op(v1: Any) -> None:
 def test_dict_patch_without_content_type_is_strategic(v1: Any) -> None:
     """The client sends a dict patch as a strategic merge patch: ports merge by port."""
     _svc(v1)
-    svc = v1.patch_namespaced_service("web", "default", {"spec": {"ports": [{"port": 443}]}})
+    patch = {"spec": {"ports": [{"port": 443, "name": "https"}]}}
+    svc = v1.patch_namespaced_service("web", "default", patch)
     assert sorted(p.port for p in svc.spec.ports) == [80, 443]
 
 
@@ -235,6 +237,20 @@ def test_delete_precondition_on_uid(v1: Any) -> None:
     assert exc.value.status == 409
 
 
+def _gone(v1: Any, namespace: str, timeout: float = 10.0) -> int:
+    """Wait until ``namespace`` is gone (as the namespace controller removes it, a moment after
+    the delete); the status of the last read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            v1.read_namespace(namespace)
+        except ApiException as exc:
+            return int(exc.status)
+        if time.monotonic() > deadline:
+            return 200
+        time.sleep(0.05)
+
+
 def test_deleting_a_namespace_deletes_its_objects(v1: Any) -> None:
     v1.create_namespace({"metadata": {"name": "gone"}})
     v1.create_namespaced_config_map("gone", {"metadata": {"name": "c"}})
@@ -242,9 +258,11 @@ def test_deleting_a_namespace_deletes_its_objects(v1: Any) -> None:
     v1.create_namespaced_service("gone", _svc_in)
     v1.create_namespaced_config_map("default", {"metadata": {"name": "kept"}})
     v1.delete_namespace("gone")
-    with pytest.raises(ApiException) as exc:
-        v1.read_namespace("gone")
-    assert exc.value.status == 404
+    # Terminating first, its objects still there (kubectl delete -k deletes them itself), as on
+    # kube-apiserver; then the content and the namespace go
+    assert v1.read_namespace("gone").status.phase == "Terminating"
+    assert [c.metadata.name for c in v1.list_namespaced_config_map("gone").items] == ["c"]
+    assert _gone(v1, "gone") == 404
     assert v1.list_namespaced_config_map("gone").items == []
     assert v1.list_namespaced_service("gone").items == []
     assert v1.read_namespaced_config_map("kept", "default").metadata.name == "kept"
@@ -258,11 +276,16 @@ def test_namespace_with_finalized_object_stays_terminating(v1: Any) -> None:
     with pytest.raises(ApiException) as exc:
         v1.create_namespaced_config_map("slow", {"metadata": {"name": "new"}})
     assert exc.value.status == 403
+    # the namespace controller's turn: c is deleted, and waits for its finalizer "x"
+    deadline = time.monotonic() + 10
+    while not v1.read_namespaced_config_map("c", "slow").metadata.deletion_timestamp:
+        assert time.monotonic() < deadline, "c was never deleted"
+        time.sleep(0.05)
+    assert v1.read_namespace("slow").status.phase == "Terminating"
     v1.patch_namespaced_config_map(
         "c", "slow", {"metadata": {"finalizers": None}}, _content_type=MERGE
     )
-    with pytest.raises(ApiException):
-        v1.read_namespace("slow")
+    assert _gone(v1, "slow") == 404
 
 
 def test_secret_string_data_and_dry_run(v1: Any) -> None:

@@ -10,7 +10,8 @@ when its last finalizer is removed; a write that changes nothing is a no-op that
 resourceVersion and emits no watch event. Deleting an owner deletes the objects whose
 ``ownerReferences`` name it once none of their owners is left (the garbage collector's
 background propagation, done synchronously); a dependent created with an owner that is
-already gone is not collected.
+already gone is not collected. A deleted namespace turns Terminating at once and loses its
+content a moment later, as the namespace controller removes it on a cluster.
 
 Every read-modify-write happens under the store lock, so concurrent writers are serialised the
 way etcd's compare-and-swap serialises them, and a stale writer gets 409 instead of winning.
@@ -18,9 +19,11 @@ way etcd's compare-and-swap serialises them, and a stale writer gets 409 instead
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +92,11 @@ class Api:
         self.registry = registry
         self.store = store
         self.now = now
+        #: How long a deleted namespace stays Terminating with its content before that is
+        #: deleted. kube-apiserver only marks the namespace; the namespace controller removes
+        #: the content seconds later, so ``kubectl delete -k`` (namespace first) still deletes
+        #: each object of the namespace itself; 0 deletes at once.
+        self.namespace_cleanup_seconds = 2.0
         self.alloc = builtin.IpAllocator()
         for ns in DEFAULT_NAMESPACES:
             rt = registry.lookup("", "v1", "namespaces")
@@ -240,11 +248,17 @@ class Api:
         elif rt.kind == "Secret" and not rt.group:
             builtin.prepare_secret(obj)
         elif rt.kind == "Namespace" and not rt.group and old is None:
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            # as kube-apiserver: a new namespace always carries the "kubernetes" finalizer
+            spec = obj["spec"] = obj.get("spec") or {}
+            finalizers = spec["finalizers"] = list(spec.get("finalizers") or [])
+            if "kubernetes" not in finalizers:
+                finalizers.append("kubernetes")
             obj["status"] = {"phase": "Active"}
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
                 "metadata"
             ]["name"]
+        elif rt.kind == "Pod" and not rt.group and old is None:
+            builtin.prepare_pod_create(obj)
         elif rt.key == CRD_GR:
             self._prepare_crd(obj)
 
@@ -308,6 +322,14 @@ class Api:
                 v["name"] for v in spec.get("versions", []) if v.get("storage", False)
             ],
         }
+
+    def _default_service_account(self, namespace: str) -> None:
+        """The ``default`` ServiceAccount every namespace has (the serviceaccount controller
+        makes it on a cluster)."""
+        sa_rt = self.registry.lookup("", "v1", "serviceaccounts")
+        assert sa_rt is not None
+        with contextlib.suppress(ApiError):  # made already (a namespace created again)
+            self.create(sa_rt, namespace, {"metadata": {"name": "default"}})
 
     def _after_write(self, rt: ResourceType, stored: Stored, deleted: bool) -> None:
         if rt.kind == "Service" and not rt.group:
@@ -406,6 +428,8 @@ class Api:
             meta["resourceVersion"] = str(self.store.next_rv())
             stored = self.store.put(rt.key, key, obj, "ADDED")
             self._after_write(rt, stored, deleted=False)
+            if rt.key == NS_GR:
+                self._default_service_account(meta["name"])
             return stored
 
     def update(
@@ -631,26 +655,40 @@ class Api:
                 continue
 
     def _delete_namespace(self, rt: ResourceType, old: Stored) -> tuple[bool, Stored]:
-        """Mark the namespace Terminating, delete its content; it goes when it is empty."""
+        """Mark the namespace Terminating; its content goes after ``namespace_cleanup_seconds``
+        (see :attr:`namespace_cleanup_seconds`), then the namespace when it is empty."""
         name = old.obj["metadata"]["name"]
+        current = old
         if not old.obj["metadata"].get("deletionTimestamp"):
             obj = old.copy()
             obj["metadata"]["deletionTimestamp"] = self.now()
             obj["metadata"]["deletionGracePeriodSeconds"] = 0
             obj.setdefault("status", {})["phase"] = "Terminating"
             obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
-            self.store.put(NS_GR, ("", name), obj, "MODIFIED")
-        for gr, key in self.store.namespaces_in_use(name):
-            rtype = self.registry.storage_version(*gr)
-            if rtype is None:
-                continue
-            try:
-                self.delete(rtype, key[0], key[1])
-            except ApiError:
-                continue
-        gone = self.store.get(NS_GR, ("", name)) is None
-        current = self.store.get(NS_GR, ("", name))
-        return gone, current if current is not None else old
+            current = self.store.put(NS_GR, ("", name), obj, "MODIFIED")
+        if self.namespace_cleanup_seconds <= 0:
+            self._empty_namespace(name)
+        else:
+            timer = threading.Timer(self.namespace_cleanup_seconds, self._empty_namespace, (name,))
+            timer.daemon = True
+            timer.start()
+        after = self.store.get(NS_GR, ("", name))
+        return after is None, after if after is not None else current
+
+    def _empty_namespace(self, name: str) -> None:
+        """What the namespace controller does: delete what a Terminating namespace holds."""
+        with self.store.lock:
+            for gr, key in self.store.namespaces_in_use(name):
+                rtype = self.registry.storage_version(*gr)
+                if rtype is None:
+                    continue
+                try:
+                    self.delete(rtype, key[0], key[1])
+                except ApiError:
+                    continue
+            ns = self.store.get(NS_GR, ("", name))
+            if ns is not None and ns.obj["metadata"].get("deletionTimestamp"):
+                self._namespace_emptied(name)
 
     def _namespace_emptied(self, namespace: str) -> None:
         if not namespace:

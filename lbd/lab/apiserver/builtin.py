@@ -70,6 +70,10 @@ NODE_PORTS = (30000, 32767)
 """kube-apiserver's default ``--service-node-port-range``."""
 
 
+KUBERNETES_SERVICE_IP = "198.19.0.1"
+"""The ``default/kubernetes`` Service's address: the first of the Service range."""
+
+
 class IpAllocator:
     """Hands out cluster IPs (never reused within a server's life) and node ports.
 
@@ -83,7 +87,7 @@ class IpAllocator:
     def __init__(self, node_ports: tuple[int, int] = NODE_PORTS) -> None:
         self._v4 = ipaddress.ip_network("198.19.0.0/16").hosts()
         self._v6 = ipaddress.ip_network("2001:db8:ffff::/112").hosts()
-        next(self._v4)  # .1 is the "kubernetes" service in a real cluster
+        next(self._v4)  # .1: KUBERNETES_SERVICE_IP
         self._first, self._last = node_ports
         self._cursor = self._first
         self._held: dict[tuple[str, str], frozenset[int]] = {}
@@ -165,15 +169,22 @@ def prepare_service_create(obj: dict[str, Any], alloc: IpAllocator) -> None:
             ips.append(alloc.ip(fam))
         spec["clusterIPs"] = ips
         spec["clusterIP"] = ips[0]
-    for port in spec.get("ports") or []:
-        if isinstance(port, dict):
-            port.setdefault("protocol", "TCP")
-            if "port" in port:
-                port.setdefault("targetPort", port["port"])
-            if stype in ("NodePort", "LoadBalancer") and (
-                stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts", True)
-            ):
-                port.setdefault("nodePort", alloc.node_port())
+    ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
+    # kube-apiserver gives ports of the same number one node port (TCP and UDP 53 share it),
+    # a requested one if any of them asks for one
+    by_number = {p.get("port"): p["nodePort"] for p in reversed(ports) if p.get("nodePort")}
+    for port in ports:
+        port.setdefault("protocol", "TCP")
+        if "port" in port:
+            port.setdefault("targetPort", port["port"])
+        if (
+            stype in ("NodePort", "LoadBalancer")
+            and (stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts", True))
+            and "nodePort" not in port
+        ):
+            if port.get("port") not in by_number:
+                by_number[port.get("port")] = alloc.node_port()
+            port["nodePort"] = by_number[port.get("port")]
     if stype == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local":
         spec.setdefault("healthCheckNodePort", alloc.node_port())
     obj["status"] = {"loadBalancer": {}}
@@ -253,10 +264,20 @@ def validate_service(obj: dict[str, Any]) -> list[Cause]:
     ports = spec.get("ports") or []
     if not ports and stype != "ExternalName" and spec.get("clusterIP") != "None":
         causes.append(Cause("FieldValueRequired", "Required value", "spec.ports"))
+    names: set[str] = set()
     for i, port in enumerate(ports):
         if not isinstance(port, dict):
             causes.append(Cause("FieldValueInvalid", "must be an object", f"spec.ports[{i}]"))
             continue
+        # kube-apiserver: with more than one port, each needs a name, and names are unique
+        name = port.get("name") or ""
+        if len(ports) > 1 and not name:
+            causes.append(Cause("FieldValueRequired", "Required value", f"spec.ports[{i}].name"))
+        elif name and name in names:
+            causes.append(
+                Cause("FieldValueDuplicate", f'Duplicate value: "{name}"', f"spec.ports[{i}].name")
+            )
+        names.add(name)
         p = port.get("port")
         if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535:
             causes.append(
@@ -356,6 +377,33 @@ def prepare_secret(obj: dict[str, Any]) -> None:
         data = obj.setdefault("data", {})
         for k, v in string_data.items():
             data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+def prepare_pod_create(obj: dict[str, Any]) -> None:
+    """A new Pod's status, as kube-apiserver sets it: Pending, with its QoS class."""
+    obj["status"] = {"phase": "Pending", "qosClass": _qos_class(obj.get("spec") or {})}
+
+
+def _qos_class(spec: dict[str, Any]) -> str:
+    """``BestEffort`` without any CPU or memory request or limit, ``Guaranteed`` when every
+    container limits both and requests what it limits, ``Burstable`` otherwise."""
+    containers = [
+        c
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+        if isinstance(c, dict)
+    ]
+    guaranteed, any_set = bool(containers), False
+    for c in containers:
+        res = c.get("resources") or {}
+        requests, limits = res.get("requests") or {}, res.get("limits") or {}
+        for name in ("cpu", "memory"):
+            if name in requests or name in limits:
+                any_set = True
+            if name not in limits or requests.get(name, limits[name]) != limits[name]:
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
 
 
 _STR_MAP = {str: str}

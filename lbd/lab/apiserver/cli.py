@@ -2,7 +2,10 @@
 
 Prints one line ``ready`` on stdout (flushed) once it serves, so a parent process can wait for
 it; writes an admin kubeconfig with ``--kubeconfig-out``; ``--token TOKEN=USER[,GROUP...]``
-adds identities (repeatable). Runs until SIGTERM / SIGINT.
+adds identities (repeatable). ``--tls`` serves HTTPS with a certificate made at start;
+``--tls-cert``/``--tls-key`` with a given one (the network-namespace lab's, which every
+kubeconfig of the lab trusts, so kubectl inside the lab sends its token). Runs until SIGTERM /
+SIGINT.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--tls", action="store_true", help="serve HTTPS with a self-signed certificate")
     p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with this certificate (PEM; with --tls-key), e.g. one a lab's "
+        "kubeconfigs trust",
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument(
         "--anonymous-admin",
         action="store_true",
         help="treat requests without credentials as the admin (kubectl over plain HTTP)",
@@ -65,10 +75,23 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import sys
     import threading
+    from pathlib import Path
 
     from lbd.lab.apiserver.server import LabApiServer
+    from lbd.lab.apiserver.tls import TlsFiles
 
     host, port = args.listen
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("lbd lab apiserver: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    tls: bool | TlsFiles = args.tls
+    if args.tls_cert:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+        for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+            if not path.is_file():
+                print(f"lbd lab apiserver: {flag}: {path} is not a file", file=sys.stderr)
+                return 2
+        tls = TlsFiles(cert.parent, cert, key)
     advertise = args.advertise_host
     if advertise is None and host in ("0.0.0.0", "::"):
         advertise = "127.0.0.1" if host == "0.0.0.0" else "::1"
@@ -81,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             history_size=args.history,
             admin_token=args.admin_token,
             advertise_host=advertise,
-            tls=args.tls,
+            tls=tls,
             anonymous_admin=args.anonymous_admin,
         )
     except (OSError, ValueError, RuntimeError) as exc:

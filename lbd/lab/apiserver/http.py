@@ -26,8 +26,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from lbd.lab.apiserver import errors, openapi, resources, tables
+from lbd.lab.apiserver import errors, negotiate, openapi, protobuf, resources, tables
 from lbd.lab.apiserver.errors import ApiError
+from lbd.lab.apiserver.negotiate import Representation
 from lbd.lab.apiserver.rbac import Attributes, User
 from lbd.lab.apiserver.resources import ResourceType
 from lbd.lab.apiserver.selectors import build_selector
@@ -134,6 +135,8 @@ _BATCH = 256
 TOO_LARGE_WAIT = 3.0
 """Seconds a read from a future resourceVersion waits (kube-apiserver's ``blockTimeout``)."""
 _BODY_TYPES = ("application/json", "application/yaml", "application/x-yaml", "*/*")
+#: what kube-apiserver names in a 415 for a built-in resource
+_INPUT_TYPES = negotiate.BUILTIN_TYPES
 _MAX_HEADERS = 100
 
 
@@ -154,6 +157,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "lbd-lab-apiserver"
     lab: LabApiServer  # set on the subclass the server builds
     _table_watch = False
+    _rep = Representation()  # what the request's Accept selected (negotiate.py)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -246,11 +250,20 @@ class Handler(BaseHTTPRequestHandler):
         length = int(text)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _decode(self, raw: bytes) -> Any:
+    def _decode(
+        self, raw: bytes, rt: ResourceType | None = None, *, delete_options: bool = False
+    ) -> Any:
+        """The request body as JSON values. The protobuf encoding, which kubectl's typed clients
+        use for every built-in kind, is read for objects of a built-in ``rt`` and for
+        ``delete_options`` (DeleteOptions)."""
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        builtin = rt is not None and not rt.custom
+        if ctype == protobuf.CONTENT_TYPE and (builtin or delete_options):
+            return self._decode_protobuf(raw, rt)
         if ctype not in _BODY_TYPES:
-            # protobuf and CBOR are not spoken here; clients that offer them fall back to JSON
-            raise errors.unsupported_media_type(ctype, _BODY_TYPES)
+            raise errors.unsupported_media_type(
+                ctype, negotiate.CUSTOM_TYPES if rt is not None and rt.custom else _INPUT_TYPES
+            )
         try:
             if ctype in ("application/yaml", "application/x-yaml"):
                 import yaml
@@ -261,6 +274,18 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.bad_request(f"error decoding request body: {exc}") from exc
         except Exception as exc:  # yaml.YAMLError
             raise errors.bad_request(f"error decoding request body: {exc}") from exc
+
+    @staticmethod
+    def _decode_protobuf(raw: bytes, rt: ResourceType | None) -> Any:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.UnknownKindError as exc:
+            raise ApiError(415, "UnsupportedMediaType", str(exc)) from exc
+        except (protobuf.ProtobufError, UnicodeDecodeError, ValueError) as exc:
+            kind = f" (must be of type {rt.kind})" if rt is not None else ""
+            raise errors.bad_request(
+                f"the object provided is unrecognized{kind}: {exc} ({raw[:8].hex()})"
+            ) from exc
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -293,6 +318,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         lab.faults.wait_while_hanging()
         lab.count_request()
+        self._rep = Representation()  # the connection's handler serves request after request
         raw = b""
         try:
             raw = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
@@ -376,6 +402,8 @@ class Handler(BaseHTTPRequestHandler):
         lab = self.lab
         if path in ("/version", "/version/"):
             self._nonresource(user, "get", path)
+            if not negotiate.accepts_json(self.headers.get("Accept")):
+                raise negotiate.not_acceptable_route((negotiate.JSON,))
             self._json(200, VERSION_INFO)
             return
         if path in ("/healthz", "/readyz", "/livez"):
@@ -383,10 +411,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path.startswith("/openapi/"):
             self._nonresource(user, "get", path)
-            doc = openapi.document(lab.registry, path) if path.startswith("/openapi/v3") else None
-            if doc is None:
-                raise errors.path_not_found()
-            self._json(200, doc)
+            self._openapi(path, query)
             return
         route = parse_route(lab, path)
         if route is None:
@@ -437,25 +462,36 @@ class Handler(BaseHTTPRequestHandler):
                 name=route.name,
             )
         self._faults(verb, path)
+        if verb != "watch":  # a watch negotiates its own stream (see _watch)
+            self._rep = negotiate.negotiate(
+                self.headers.get("Accept"),
+                custom=rt.custom,
+                listing=verb in ("list", "deletecollection"),
+            )
         api = lab.api
         dry_run = bool(query.get("dryRun"))
         strict = (_first(query, "fieldValidation") or "").lower() == "strict"
         ns = route.namespace
         if verb == "get":
-            self._send(200, api.view(rt, api.get(rt, ns, route.name)))
+            stored = api.get(rt, ns, route.name)
+            if self._rep.convert:
+                rv = str(stored.obj["metadata"].get("resourceVersion", ""))
+                self._converted(rt, [stored], rv, query)
+            else:
+                self._object(200, api.view(rt, stored))
         elif verb == "list":
             self._list(rt, ns, query)
         elif verb == "watch":
             self._watch(rt, ns, route.name, query)
         elif verb == "create":
-            stored = api.create(rt, ns, self._decode(raw), dry_run=dry_run, strict=strict)
-            self._send(201, api.view(rt, stored))
+            stored = api.create(rt, ns, self._decode(raw, rt), dry_run=dry_run, strict=strict)
+            self._object(201, api.view(rt, stored))
         elif verb == "update":
-            body = self._decode(raw)
+            body = self._decode(raw, rt)
             stored = api.update(
                 rt, ns, route.name, route.subresource, body, dry_run=dry_run, strict=strict
             )
-            self._send(200, api.view(rt, stored))
+            self._object(200, api.view(rt, stored))
         elif verb == "patch":
             ctype = self.headers.get("Content-Type") or ""
             stored = api.patch(
@@ -468,14 +504,14 @@ class Handler(BaseHTTPRequestHandler):
                 dry_run=dry_run,
                 strict=strict,
             )
-            self._send(200, api.view(rt, stored))
+            self._object(200, api.view(rt, stored))
         elif verb == "delete":
-            options = self._decode(raw) if raw.strip() else {}
+            options = self._decode(raw, delete_options=True) if raw.strip() else {}
             deleted, stored = api.delete(
                 rt, ns, route.name, options if isinstance(options, dict) else {}, dry_run=dry_run
             )
             if not deleted or rt.custom or rt.plural in ("services", "namespaces"):
-                self._send(200 if deleted else 202, api.view(rt, stored))
+                self._object(200 if deleted else 202, api.view(rt, stored))
             else:
                 self._json(
                     200,
@@ -497,7 +533,34 @@ class Handler(BaseHTTPRequestHandler):
                 _first(query, "labelSelector"), _first(query, "fieldSelector"), rt.field_labels
             )
             deleted_items = api.delete_collection(rt, ns or None, selector)
-            self._send(200, self._list_bytes(rt, deleted_items, lab.store.resource_version))
+            self._object(200, self._list_bytes(rt, deleted_items, lab.store.resource_version))
+
+    def _openapi(self, path: str, query: dict[str, list[str]]) -> None:
+        """``/openapi/v3`` and its documents, and an empty ``/openapi/v2``. A document asked for
+        by its current hash may be cached forever, as on kube-apiserver."""
+        docs = self.lab.openapi
+        if path.rstrip("/") == "/openapi/v2":
+            proto = openapi.V2_PROTOBUF in (self.headers.get("Accept") or "")
+            ctype = openapi.V2_PROTOBUF_ANSWER if proto else "application/json"
+            self._send(200, openapi.v2_document(proto), ctype)
+            return
+        if path.rstrip("/") == "/openapi/v3":
+            self._json(200, docs.index())
+            return
+        found = docs.lookup(path) if path.startswith("/openapi/v3/") else None
+        if found is None:
+            raise errors.path_not_found()
+        body, digest = found
+        immutable = _first(query, "hash") == digest
+        reason = self.responses.get(200, ("",))[0]
+        cache = "public, immutable" if immutable else "no-cache, private"
+        head = (
+            f"HTTP/1.1 200 {reason}\r\nContent-Type: application/json\r\n"
+            f'Content-Length: {len(body)}\r\nCache-Control: {cache}\r\nEtag: "{digest}"\r\n'
+        )
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        self.wfile.write(head.encode() + b"\r\n" + body)
 
     def _nonresource(self, user: User, verb: str, path: str) -> None:
         if not self.lab.authorize(user, Attributes(verb=verb, path=path)):
@@ -535,11 +598,53 @@ class Handler(BaseHTTPRequestHandler):
         items, rv, token, remaining = self.lab.api.list_objects(
             rt, ns or None, selector, limit=limit, continue_token=_first(query, "continue")
         )
-        accept = self.headers.get("Accept") or ""
-        if "as=Table" in accept:
-            self._json(200, tables.table(rt, [s.obj for s in items], str(rv)))
+        if self._rep.convert:
+            list_meta: dict[str, Any] = {}
+            if token:
+                list_meta["continue"] = token
+            if remaining is not None:
+                list_meta["remainingItemCount"] = remaining
+            self._converted(rt, items, str(rv), query, list_meta)
             return
-        self._send(200, self._list_bytes(rt, items, rv, token, remaining))
+        self._object(200, self._list_bytes(rt, items, rv, token, remaining))
+
+    def _object(self, code: int, body: bytes) -> None:
+        """An object (or list) in JSON, or in YAML when the request asked for it."""
+        if self._rep.yaml:
+            import yaml
+
+            text = yaml.safe_dump(json.loads(body), sort_keys=False, allow_unicode=True)
+            self._send(code, text.encode(), negotiate.YAML)
+            return
+        self._send(code, body)
+
+    def _converted(
+        self,
+        rt: ResourceType,
+        items: list[Stored],
+        rv: str,
+        query: dict[str, list[str]],
+        list_meta: dict[str, Any] | None = None,
+    ) -> None:
+        """``items`` as the Table or PartialObjectMetadata(List) the request asked for."""
+        rep = self._rep
+        objs = [json.loads(self.lab.api.view(rt, s)) for s in items]
+        doc: dict[str, Any]
+        if rep.convert == "Table":
+            include = tables.include_object(_first(query, "includeObject"))
+            doc = tables.table(
+                rt, objs, rv, include=include, api_version=rep.api_version, list_meta=list_meta
+            )
+        elif rep.convert == "PartialObjectMetadata":
+            doc = tables.partial_metadata(objs[0], rep.api_version)
+        else:
+            doc = {
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": rep.api_version,
+                "metadata": {**(list_meta or {}), "resourceVersion": rv},
+                "items": [tables.partial_metadata(o, rep.api_version) for o in objs],
+            }
+        self._object(200, json.dumps(doc, separators=(",", ":")).encode())
 
     def _wait_for_version(self, rv_param: str) -> None:
         """A read "not older than" a version the store has not reached waits for it up to

@@ -25,6 +25,8 @@ and watch streams stall. Afterwards everything works again.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -42,10 +44,11 @@ import yaml
 
 from lbd.lab.apiserver.api import Api
 from lbd.lab.apiserver.audit import AuditLog, AuditRecord
-from lbd.lab.apiserver.builtin import NODE_PORTS, IpAllocator
+from lbd.lab.apiserver.builtin import KUBERNETES_SERVICE_IP, NODE_PORTS, IpAllocator
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import Handler
+from lbd.lab.apiserver.openapi import Documents
 from lbd.lab.apiserver.rbac import (
     ADMIN_GROUP,
     ANONYMOUS,
@@ -114,7 +117,7 @@ class LabApiServer(FaultCalls):
         max_watch_seconds: float = 1800.0,
         advertise_host: str | None = None,
         anonymous_admin: bool = False,
-        tls: bool = False,
+        tls: bool | TlsFiles = False,
         clock: Clock | None = None,
         node_port_range: tuple[int, int] = NODE_PORTS,
     ) -> None:
@@ -122,6 +125,7 @@ class LabApiServer(FaultCalls):
         self.port = port
         self.clock: Clock = clock or MonotonicClock()
         self.registry = Registry()
+        self.openapi = Documents(self.registry)
         self.store = Store(history_size=history_size)
         self.api = Api(self.registry, self.store)
         self.api.alloc = IpAllocator(node_port_range)  # kube-apiserver's --service-node-port-range
@@ -137,8 +141,13 @@ class LabApiServer(FaultCalls):
         # kubectl never sends a bearer token over plain HTTP (kubernetes/kubectl#744); a lab
         # that wants kubectl without TLS can treat unauthenticated requests as the admin
         self.anonymous = ADMIN if anonymous_admin else ANONYMOUS
+        # ``tls=True``: a self-signed certificate made now (and removed at stop); a TlsFiles:
+        # the caller's certificate (the lab's, which its kubeconfigs trust), left in place
         self.tls: TlsFiles | None = None
-        if tls:
+        self._own_tls = tls is True
+        if isinstance(tls, TlsFiles):
+            self.tls = tls
+        elif tls:
             self.tls = make_self_signed(advertise_host or host)
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -162,6 +171,7 @@ class LabApiServer(FaultCalls):
             self._httpd.socket = ctx.wrap_socket(
                 self._httpd.socket, server_side=True, do_handshake_on_connect=False
             )
+        self._publish_kubernetes_service()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -170,6 +180,52 @@ class LabApiServer(FaultCalls):
         )
         self._thread.start()
         return self
+
+    def _publish_kubernetes_service(self) -> None:
+        """``default/kubernetes``, the Service (and EndpointSlice) every cluster has for its
+        API server: ``kubectl get svc`` shows it first on any cluster."""
+        svc_rt = self.registry.lookup("", "v1", "services")
+        slice_rt = self.registry.lookup("discovery.k8s.io", "v1", "endpointslices")
+        assert svc_rt is not None and slice_rt is not None
+        if self.store.get(svc_rt.key, ("default", "kubernetes")) is not None:
+            return
+        labels = {"component": "apiserver", "provider": "kubernetes"}
+        port = {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}
+        self.api.create(
+            svc_rt,
+            "default",
+            {
+                "metadata": {"name": "kubernetes", "labels": labels},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": KUBERNETES_SERVICE_IP,
+                    "ipFamilyPolicy": "SingleStack",
+                    "ports": [port],
+                    "sessionAffinity": "None",
+                },
+            },
+        )
+        host = self._advertise_host or self.host
+        with contextlib.suppress(ValueError):  # a host name: no address to publish
+            address = ipaddress.ip_address(host)
+            if address.is_loopback or address.is_unspecified:
+                # kube-apiserver cannot publish those either: endpoint addresses may not be
+                # loopback, so a control plane on 127.0.0.1 has no kubernetes endpoints
+                return
+            family = "IPv6" if address.version == 6 else "IPv4"
+            self.api.create(
+                slice_rt,
+                "default",
+                {
+                    "metadata": {
+                        "name": "kubernetes",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"},
+                    },
+                    "addressType": family,
+                    "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                    "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}],
+                },
+            )
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
@@ -181,7 +237,7 @@ class LabApiServer(FaultCalls):
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.tls is not None:
+        if self.tls is not None and self._own_tls:
             shutil.rmtree(self.tls.directory, ignore_errors=True)
 
     def __enter__(self) -> LabApiServer:

@@ -219,13 +219,12 @@ def _member_json(m: Member) -> dict[str, Any]:
 def _lab_json(
     layout: Layout, files: LabFiles, procs: list[ProcSpec], opts: LabOptions, kind: str
 ) -> dict[str, Any]:
-    scheme = "https" if kind == REAL else "http"
     data: dict[str, Any] = {
         "prefix": layout.prefix,
         "dir": str(files.dir),
         "kubeconfig": str(files.kubeconfig),
         "kubeconfig_host": str(files.dir / "kubeconfig-host"),
-        "api": {"url": f"{scheme}://{API_IPV4}:{API_PORT}", "host_url": None},
+        "api": {"url": layout.api_url, "host_url": None},
         "switch": {"netns": layout.switch_netns, "bridge": "br0"},
         "control_plane": {**_member_json(layout.control_plane), "kind": kind},
         "client": _member_json(layout.client),
@@ -318,14 +317,18 @@ def _start_stand_in(
     layout: Layout, files: LabFiles, opts: LabOptions, say: Progress, started: float
 ) -> Lab:
     tokens = {name: secrets.token_hex(16) for name in ("admin", "controller", "speaker")}
-    api_url = f"http://{API_IPV4}:{API_PORT}"
-    labdir.write_private(files.kubeconfig, labdir.kubeconfig(api_url, tokens["admin"], "admin"))
+    # HTTPS inside the lab too: kubectl sends a bearer token only over TLS (kubernetes/kubectl#744)
+    tls = labdir.api_tls(files.tls)
+    ca = tls.cert_pem()
+    labdir.write_private(
+        files.kubeconfig, labdir.kubeconfig(layout.api_url, tokens["admin"], "admin", ca_pem=ca)
+    )
     for who in ("controller", "speaker"):
         labdir.write_private(
-            files.component_kubeconfig(who), labdir.kubeconfig(api_url, tokens[who], f"lbd-{who}")
+            files.component_kubeconfig(who),
+            labdir.kubeconfig(layout.api_url, tokens[who], f"lbd-{who}", ca_pem=ca),
         )
     labdir.stand_in_manifests(files.manifests, opts.crds)
-    tls = labdir.host_tls(files.tls)
     key = labdir.membership_key(files)
     procs = processes.stand_in(
         layout,
@@ -339,7 +342,7 @@ def _start_stand_in(
     host_url = _launch(layout, files, procs, opts, STAND_IN)
     labdir.write_private(
         files.dir / "kubeconfig-host",
-        labdir.kubeconfig(host_url, tokens["admin"], "admin", ca_pem=tls.cert_pem()),
+        labdir.kubeconfig(host_url, tokens["admin"], "admin", ca_pem=ca),
     )
 
     from lbd.lab.cluster import bootstrap

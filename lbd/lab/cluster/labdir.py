@@ -23,6 +23,7 @@ import yaml
 
 from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
 from lbd.lab.cluster import realplane, supervisor
+from lbd.lab.cluster.layout import API_IPV4
 
 SYSTEM_NAMESPACE = "lbd-system"
 DEFAULT_PARENT = ".lab"  # the default lab directory is ./.lab/<prefix>
@@ -120,9 +121,11 @@ def kube_proxy_rbac(out: Path) -> Path:
     return path
 
 
-def host_tls(out: Path) -> TlsFiles:
-    """A self-signed certificate for the host side of the API forwarder (127.0.0.1)."""
-    made = make_self_signed("127.0.0.1")
+def api_tls(out: Path) -> TlsFiles:
+    """The stand-in API server's self-signed certificate: valid for its lab address and for
+    127.0.0.1 (the host forwarder passes bytes through), so one CA serves the kubeconfigs inside
+    the lab and on the host."""
+    made = make_self_signed(API_IPV4)
     out.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(out, out / "tls.crt", out / "tls.key")
     files.cert.write_bytes(made.cert.read_bytes())

@@ -135,7 +135,8 @@ class Layout:
 
     @property
     def api_url(self) -> str:
-        return f"http://{API_IPV4}:{API_PORT}"
+        # HTTPS: kubectl sends a bearer token only over TLS (kubernetes/kubectl#744)
+        return f"https://{API_IPV4}:{API_PORT}"
 
     def node(self, name: str) -> Member:
         for member in self.nodes:

@@ -5,7 +5,7 @@ a short lease) and a speaker per node, each under its own ServiceAccount's crede
 them:
 
 - **stand-in** (docs/LAB.md, the network-namespace cluster): the API stand-in and the host
-  forwarder (TLS on the host side), the endpoints stand-in, and per node the kube-proxy stand-in
+  forwarder (a byte pipe: the stand-in speaks TLS itself), the endpoints stand-in, and per node the kube-proxy stand-in
   and the echo service;
 - **real** (docs/LAB.md, the lab on real components): ``lbd lab control-plane`` (etcd,
   kube-apiserver, kube-controller-manager), the host forwarder (a plain byte pipe: kube-apiserver
@@ -102,6 +102,10 @@ def stand_in(
                 f"{API_IPV4}:{API_PORT}",
                 "--crds",
                 str(files.manifests),
+                "--tls-cert",
+                str(files.tls / "tls.crt"),
+                "--tls-key",
+                str(files.tls / "tls.key"),
                 *rbac_args,
                 *token_args,
             ),
@@ -113,12 +117,9 @@ def stand_in(
             lbd_argv(
                 "lab",
                 "forward",
+                # the API server speaks TLS itself: the forwarder passes bytes through
                 "--to",
                 f"{API_IPV4}:{API_PORT}",
-                "--tls-cert",
-                str(files.tls / "tls.crt"),
-                "--tls-key",
-                str(files.tls / "tls.key"),
             ),
             netns=cp,
             pass_listener=True,
