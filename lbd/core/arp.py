@@ -45,7 +45,7 @@ class DropReason(StrEnum):
     NOT_ARP = "NotArp"
     UNSUPPORTED = "Unsupported"  # not Ethernet/IPv4 ARP
     NOT_REQUEST = "NotRequest"
-    NOT_FOR_US = "NotForUs"  # unicast to another MAC (SPEAKER.md: broadcast or our MAC only)
+    NOT_FOR_US = "NotForUs"  # unicast to another MAC (docs/SPEAKER.md: broadcast or our MAC only)
     NOT_OWNED = "NotOwned"
     GRATUITOUS = "Gratuitous"  # someone announcing the target address itself
     FROM_SELF = "FromSelf"
