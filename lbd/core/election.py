@@ -165,7 +165,8 @@ def announce_interfaces(ads: Iterable[Advertisement]) -> tuple[str, ...]:
 def eligibility(
     node: NodeView, svc: ServiceView, ads: Sequence[Advertisement]
 ) -> Ineligible | None:
-    """None if ``node`` may own ``svc``'s VIPs, else the first rule (docs/SPEAKER.md) that says no."""
+    """None if ``node`` may own ``svc``'s VIPs, else the first rule that says no
+    (docs/SPEAKER.md)."""
     if not node.alive:
         return Ineligible.DEAD
     if EXCLUDE_LABEL in node.labels:

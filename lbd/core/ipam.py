@@ -183,7 +183,8 @@ SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
 
 
 def sharing_problem(a: ServiceRequest, b: ServiceRequest) -> str | None:
-    """Why ``a`` and ``b`` may not hold one address, or None if they may (docs/IPAM.md "Sharing")."""
+    """Why ``a`` and ``b`` may not hold one address, or None if they may
+    (docs/IPAM.md "Sharing")."""
     if not a.sharing_key or not b.sharing_key:
         who = a.key if not a.sharing_key else b.key
         return f"{who} has no allow-shared-ip key"
