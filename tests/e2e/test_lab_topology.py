@@ -120,8 +120,7 @@ def real(lab: Lab) -> Lab:
 
 def test_up_writes_the_lab_json_contract(lab):
     data = json.loads((lab.dir / "lab.json").read_text())
-    scheme = "https" if lab.real else "http"
-    assert data["api"]["url"] == f"{scheme}://198.18.0.1:6443"
+    assert data["api"]["url"] == "https://198.18.0.1:6443"  # both control planes speak TLS
     assert data["control_plane"]["netns"] == f"{lab.prefix}-cp"
     assert data["control_plane"]["kind"] == ("real" if lab.real else "stand-in")
     assert data["client"]["ipv4"] == "198.18.0.100"
