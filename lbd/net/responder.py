@@ -370,14 +370,9 @@ class Responder:
             self._judge.set_owned(self._owned, now)
             for vip in old.keys() - self._owned.keys():
                 self._garp.discard(vip)
-                if self.metrics is not None:
-                    with contextlib.suppress(KeyError):
-                        self.metrics.speaker_announced.remove(vip, self.node_name)
             for vip, ifs in self._owned.items():
                 if old.get(vip) != ifs:
                     self._garp.add(vip, now)
-                    if self.metrics is not None:
-                        self.metrics.speaker_announced.labels(vip, self.node_name).set(1)
         self.start()
         self._wake.set()
 
@@ -550,6 +545,9 @@ class Responder:
             ("ndp_replies", m.ndp_replies_total),
             ("garp_sent", m.garp_sent_total),
             ("buffer_drops", m.receive_buffer_drops_total),
+            ("send_errors", m.send_errors_total),
+            ("reopens", m.socket_reopens_total),
+            ("handovers_seen", m.handovers_seen_total),
         ):
             delta = totals.get(name, 0) - self._flushed[name]
             if delta > 0:

@@ -98,6 +98,8 @@ class Speaker:
         self.settings = settings
         self.metrics = SpeakerMetrics()
         self.kube = kube or load_kube(settings.kubeconfig)
+        if self.kube.observer is None:  # a Kube shared by several speakers (tests): the first
+            self.kube.observer = self.metrics.api.observe
         self._stop = threading.Event()
         self._reconciler: Reconciler | None = None
         trigger = self._trigger

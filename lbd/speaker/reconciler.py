@@ -12,8 +12,12 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
   announce interfaces;
 - the status writer learns which Services this node now owns or stopped owning (it writes only
   those changes, on its own thread; nothing here waits on the API server);
-- metrics ``lbd_peers_alive`` and ``lbd_failover_seconds`` (the responder keeps
-  ``lbd_speaker_announced`` and the ARP/NDP counters).
+- metrics ``lbd_peers_alive``, ``lbd_speaker_announced{service,vip,node}`` (from the plan,
+  which knows the Service of each VIP), ``lbd_failover_seconds`` (from the old owner's last
+  heartbeat received: what a client sees) and ``lbd_takeover_seconds`` (from noticing the
+  change); the responder keeps the ARP/NDP counters. Both durations end when the new table is
+  handed to the responder, which sends the first gratuitous announcement from its own thread
+  right after (``set_owned`` wakes it).
 
 Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
 not a thousand. A periodic pass (``resync``, 30 s) guards against a missed wake-up; it costs
@@ -33,6 +37,7 @@ then reports its interfaces, so the VIP changes hands with no gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -60,6 +65,10 @@ class Heartbeats(Protocol):
     def set_interfaces_up(self, interfaces: frozenset[str]) -> None: ...
     def alive_peers(self) -> Mapping[str, frozenset[str]]:
         """Live peers (this node excluded) -> the announce interfaces each reported up."""
+        ...
+
+    def last_seen(self, node: str) -> float | None:
+        """When the last heartbeat of ``node`` was accepted (on the reconciler's clock)."""
         ...
 
 
@@ -207,6 +216,7 @@ class Reconciler:
         if peers != self._peers:
             self.heartbeats.set_peers(peers)
             self._peers = peers
+            self.metrics.peers_known.set(len(peers))
         local_up = self.links.interfaces_up()
         if local_up != self._listening:
             # sockets open before any VIP arrives: the first answer after a takeover does not
@@ -266,6 +276,7 @@ class Reconciler:
             self.announcer.set_owned(plan.owned)
             done = self.clock.monotonic()
             self._observe_failover(previous, plan, alive, noticed, done)
+        self._set_announced(previous, plan)
         with self._lock:
             self.plan = plan
             self._owned = plan.owned
@@ -285,15 +296,36 @@ class Reconciler:
         noticed: float | None,
         done: float,
     ) -> None:
-        """Takeovers from a node that is gone: time from noticing it to announcing."""
-        if noticed is None:
-            return
+        """Takeovers from a node that is gone: time from its last heartbeat (failover, what a
+        client sees) and from noticing it (takeover) to announcing."""
         for key in plan.ownerships.keys() - previous.ownerships.keys():
             before = previous.decisions.get(key)
             if before is None or before.owner in (None, self.node) or before.owner in alive:
                 continue
-            self.metrics.failover_seconds.observe(max(0.0, done - noticed))
+            last = self.heartbeats.last_seen(before.owner)
+            if last is not None:
+                self.metrics.failover_seconds.observe(max(0.0, done - last))
+            if noticed is not None:
+                self.metrics.takeover_seconds.observe(max(0.0, done - noticed))
             log.info(
                 "took over",
-                extra={"service": key, "node": before.owner, "duration": done - noticed},
+                extra={
+                    "service": key,
+                    "node": before.owner,
+                    "duration": None if last is None else done - last,
+                },
             )
+
+    def _set_announced(self, previous: Plan, plan: Plan) -> None:
+        """``lbd_speaker_announced{service, vip, node}``: a pure function of the two plans."""
+        gauge = self.metrics.speaker_announced
+        was, now = _announced(previous), _announced(plan)
+        for key, vip in was - now:
+            with contextlib.suppress(KeyError):
+                gauge.remove(key, vip, self.node)
+        for key, vip in now - was:
+            gauge.labels(key, vip, self.node).set(1)
+
+
+def _announced(plan: Plan) -> set[tuple[str, str]]:
+    return {(key, vip) for key, own in plan.ownerships.items() for vip in own.vips}
