@@ -112,24 +112,19 @@ def test_controller_metrics_follow_allocations_refusals_and_releases(lab, tmp_pa
             ("met", "Conflicting"): 0.0,
             ("met", "Invalid"): 0.0,
         }
-        samples = settle(
-            port,
-            {
-                "lbd_allocations_total": {
-                    ("assigned", "Assigned"): 4.0,
-                    ("refused", "PoolExhausted"): 1.0,
-                    ("refused", "NoMatchingPool"): 1.0,
-                    ("invalid", "InvalidRequest"): 1.0,
-                },
-                "lbd_services_waiting": {
-                    ("PoolExhausted", ""): 1.0,
-                    ("NoMatchingPool", "absent"): 1.0,
-                    ("InvalidRequest", ""): 1.0,
-                },
-                "lbd_pool_addresses_assigned": {("met", "ipv4"): 4.0, ("met", "ipv6"): 0.0},
-                "lbd_pool_state": full,
-            },
-        )
+        refused = {
+            ("refused", "PoolExhausted"): 1.0,
+            ("refused", "NoMatchingPool"): 1.0,
+            ("invalid", "InvalidRequest"): 1.0,
+        }
+        waiting = {("NoMatchingPool", "absent"): 1.0, ("InvalidRequest", ""): 1.0}
+        expected: dict[str, object] = {
+            "lbd_allocations_total": {("assigned", "Assigned"): 4.0, **refused},
+            "lbd_services_waiting": {("PoolExhausted", ""): 1.0, **waiting},
+            "lbd_pool_addresses_assigned": {("met", "ipv4"): 4.0, ("met", "ipv6"): 0.0},
+            "lbd_pool_state": full,
+        }
+        samples = settle(port, expected)
         text, _ = scrape(port)
         assert "_created" not in text
         total = by(samples, "lbd_pool_addresses_total", "pool", "family")
@@ -158,23 +153,9 @@ def test_controller_metrics_follow_allocations_refusals_and_releases(lab, tmp_pa
         # a release: the refused Service gets the freed address; nothing waits on the pool
         admin.delete(SERVICES.path(namespace="default", name="s1"))
         wait_addresses(admin, "s5", timeout=20)
-        settle(
-            port,
-            {
-                "lbd_allocations_total": {
-                    ("assigned", "Assigned"): 5.0,
-                    ("refused", "PoolExhausted"): 1.0,
-                    ("refused", "NoMatchingPool"): 1.0,
-                    ("invalid", "InvalidRequest"): 1.0,
-                },
-                "lbd_services_waiting": {
-                    ("NoMatchingPool", "absent"): 1.0,
-                    ("InvalidRequest", ""): 1.0,
-                },
-                "lbd_pool_addresses_assigned": {("met", "ipv4"): 4.0, ("met", "ipv6"): 0.0},
-                "lbd_pool_state": full,
-            },
-        )
+        expected["lbd_allocations_total"] = {("assigned", "Assigned"): 5.0, **refused}
+        expected["lbd_services_waiting"] = waiting  # the pool stays full: 4 of 4
+        settle(port, expected)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
