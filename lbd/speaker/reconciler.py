@@ -15,9 +15,9 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
 - metrics ``lbd_peers_alive``, ``lbd_speaker_announced{service,vip,node}`` (from the plan,
   which knows the Service of each VIP), ``lbd_failover_seconds`` (from the old owner's last
   heartbeat received: what a client sees) and ``lbd_takeover_seconds`` (from noticing the
-  change); the responder keeps the ARP/NDP counters. Both durations end when the new table is
-  handed to the responder, which sends the first gratuitous announcement from its own thread
-  right after (``set_owned`` wakes it).
+  change); the responder keeps the ARP/NDP counters. Both durations end when the responder
+  has sent the first gratuitous ARP / unsolicited NA for a VIP of the Service taken over (it
+  reports that with :meth:`Reconciler.on_announced`), so a slow announcing thread shows too.
 
 Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
 not a thousand. A periodic pass (``resync``, 30 s) guards against a missed wake-up; it costs
@@ -143,6 +143,9 @@ class Reconciler:
         self._listening: frozenset[str] | None = None
         self._owned: Mapping[str, tuple[str, ...]] | None = None
         self._conflicts: set[str] = set()  # VIPs warned about while owned
+        # takeovers waiting for their first announcement: VIP -> (Service, old owner, old
+        # owner's last heartbeat, when the change was noticed)
+        self._taking: dict[str, tuple[str, str, float | None, float | None]] = {}
         self.plan: Plan = EMPTY_PLAN
         self._cache = PlanCache()
         self.passes = 0
@@ -273,9 +276,9 @@ class Reconciler:
     ) -> None:
         previous, previous_owned = self.plan, self._owned
         if plan.owned != previous_owned:
+            # before set_owned: the responder may announce (and report it) at once
+            self._observe_failover(previous, plan, alive, noticed)
             self.announcer.set_owned(plan.owned)
-            done = self.clock.monotonic()
-            self._observe_failover(previous, plan, alive, noticed, done)
         self._set_announced(previous, plan)
         with self._lock:
             self.plan = plan
@@ -294,27 +297,45 @@ class Reconciler:
         plan: Plan,
         alive: Mapping[str, frozenset[str]],
         noticed: float | None,
-        done: float,
     ) -> None:
-        """Takeovers from a node that is gone: time from its last heartbeat (failover, what a
-        client sees) and from noticing it (takeover) to announcing."""
+        """Takeovers from a node that is gone: remember when its last heartbeat came and when
+        we noticed, until the responder reports the first announcement (:meth:`on_announced`).
+        """
+        taking: dict[str, tuple[str, str, float | None, float | None]] = {}
         for key in plan.ownerships.keys() - previous.ownerships.keys():
             before = previous.decisions.get(key)
             if before is None or before.owner in (None, self.node) or before.owner in alive:
                 continue
             last = self.heartbeats.last_seen(before.owner)
-            if last is not None:
-                self.metrics.failover_seconds.observe(max(0.0, done - last))
-            if noticed is not None:
-                self.metrics.takeover_seconds.observe(max(0.0, done - noticed))
-            log.info(
-                "took over",
-                extra={
-                    "service": key,
-                    "node": before.owner,
-                    "duration": None if last is None else done - last,
-                },
-            )
+            for vip in plan.ownerships[key].vips:
+                taking[vip] = (key, before.owner, last, noticed)
+        with self._lock:
+            self._taking = {v: t for v, t in self._taking.items() if v in plan.owned}
+            self._taking.update(taking)
+
+    def on_announced(self, vip: str, at: float) -> None:
+        """The responder sent the first gratuitous frame for ``vip`` (any thread): a takeover
+        of its Service is over for clients. Observed once per Service (dual-stack: the first
+        of its VIPs)."""
+        with self._lock:
+            taking = self._taking.pop(vip, None)
+            if taking is None:
+                return
+            key = taking[0]
+            self._taking = {v: t for v, t in self._taking.items() if t[0] != key}
+        _, owner, last, noticed = taking
+        if last is not None:
+            self.metrics.failover_seconds.observe(max(0.0, at - last))
+        if noticed is not None:
+            self.metrics.takeover_seconds.observe(max(0.0, at - noticed))
+        log.info(
+            "took over",
+            extra={
+                "service": key,
+                "node": owner,
+                "duration": None if last is None else round(at - last, 4),
+            },
+        )
 
     def _set_announced(self, previous: Plan, plan: Plan) -> None:
         """``lbd_speaker_announced{service, vip, node}``: a pure function of the two plans."""
