@@ -329,11 +329,3 @@ class SpeakerMetrics:
             ["capability"],
             registry=r,
         )
-
-
-def metric_names(registry: CollectorRegistry) -> frozenset[str]:
-    """The metric family names a registry exports (``_total`` included for counters, as
-    scraped), for the tests that check docs, alerts and dashboards against the code."""
-    return frozenset(
-        fam.name + "_total" if fam.type == "counter" else fam.name for fam in registry.collect()
-    )

@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from lbd.k8s.client import verb_and_resource
-from lbd.metrics import ControllerMetrics, SpeakerMetrics, metric_names
+from lbd.metrics import ControllerMetrics, SpeakerMetrics
+from tests.unit.test_monitoring import exported
 
 
 def test_no_created_series_and_build_info_names_version_and_python() -> None:
@@ -37,7 +38,7 @@ def test_speaker_instances_are_independent_and_announced_names_the_service() -> 
 
 def test_computed_gauge_is_listed_before_its_source_is_set_and_reads_it_when_scraped() -> None:
     m = ControllerMetrics()
-    assert "lbd_services_waiting" in metric_names(m.registry)
+    assert "lbd_services_waiting" in {fam.name for fam in m.registry.collect()}
     assert "lbd_services_waiting{" not in generate_latest(m.registry).decode()
     counts = {("PoolExhausted", "blue"): 2.0}
     m.services_waiting.source = lambda: counts
@@ -56,9 +57,10 @@ def test_computed_gauge_is_listed_before_its_source_is_set_and_reads_it_when_scr
     )
 
 
-def test_metric_names_are_the_scraped_family_names() -> None:
-    names = metric_names(SpeakerMetrics().registry)
-    assert {"lbd_arp_replies_total", "lbd_failover_seconds", "lbd_peers_alive"} <= names
+def test_exported_names_are_the_scraped_family_names() -> None:
+    names = exported()
+    assert names["lbd_arp_replies_total"] == "counter"
+    assert names["lbd_failover_seconds"] == "histogram"
     assert "lbd_arp_replies" not in names
 
 
