@@ -70,6 +70,7 @@ from lbd.controller.effects import (
     Verdict,
     pool_effects,
     service_effects,
+    services_waiting,
 )
 from lbd.core.config import Config, FieldError, build_config
 from lbd.core.ipam import Allocator
@@ -194,6 +195,9 @@ class Controller:
         self.informers[2].add_handler(self.services.on_event)
         for informer in self.informers:
             informer.on_rewind(self._on_rewind)
+        self.metrics.services_waiting.source = lambda: services_waiting(
+            self.services.values(), settings.lb_class
+        )
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
@@ -723,16 +727,14 @@ class Controller:
                     self.events.event(subject, kind, reason, message)
                 case Log(level=level, message=message, fields=fields):
                     log.log(level, message, extra=dict(fields))
-                case Count(metric=Metric.ALLOCATIONS, label=label):
-                    m.allocations_total.labels(result=label).inc()
-                case Count(metric=Metric.FAILURES, label=label):
-                    m.allocation_failures_total.labels(reason=label).inc()
+                case Count(labels=(result, reason)):
+                    m.allocations_total.labels(result, reason).inc()
                 case Gauge(metric=metric, labels=labels, value=value):
-                    gauge = (
-                        m.pool_addresses_total
-                        if metric is Metric.POOL_TOTAL
-                        else m.pool_addresses_assigned
-                    )
+                    gauge = {
+                        Metric.POOL_TOTAL: m.pool_addresses_total,
+                        Metric.POOL_ASSIGNED: m.pool_addresses_assigned,
+                        Metric.POOL_STATE: m.pool_state,
+                    }[metric]
                     if value is None:
                         with contextlib.suppress(KeyError):  # never set: nothing to remove
                             gauge.remove(*labels)

@@ -23,28 +23,31 @@ The rules:
   shows is silent.
 - Invalid request: ``InvalidRequest`` (Warning) when the condition changed.
 - No longer a LoadBalancer: ``IPReleased`` (Normal). Deleted: a log line (the object is gone).
-- Pools: gauges always; a Warning when the pool becomes Exhausted, Conflicting or Invalid (its
-  Ready reason changes to one of these), and when the way its addresses are read changes (a
-  CIDR with host bits set).
+- Pools: gauges always (usage by family, and ``lbd_pool_state``: one series per state, 1 for
+  the one the pool is in, as kube-state-metrics shows a phase); a Warning when the pool
+  becomes Exhausted, Conflicting or Invalid (its Ready reason changes to one of these), and
+  when the way its addresses are read changes (a CIDR with host bits set).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lbd.core.model import Family
-from lbd.core.poolstatus import READY, PoolShown
+from lbd.core.model import Family, ServiceRequest
+from lbd.core.poolstatus import READY, PoolShown, PoolState
 from lbd.k8s.conditions import ObservedCondition
+from lbd.k8s.service import ObservedService
 
 
 class Metric(StrEnum):
     ALLOCATIONS = "lbd_allocations_total"
-    FAILURES = "lbd_allocation_failures_total"
     POOL_TOTAL = "lbd_pool_addresses_total"
     POOL_ASSIGNED = "lbd_pool_addresses_assigned"
+    POOL_STATE = "lbd_pool_state"
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,12 @@ class Log:
 
 @dataclass(frozen=True)
 class Count:
+    """One more of ``lbd_allocations_total{result, reason}``: the single counter of outcomes
+    (a refusal is ``result="refused"`` with its reason, never a second counter that could
+    disagree)."""
+
     metric: Metric
-    label: str
+    labels: tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def service_effects(key: str, before: Shown, decision: Decision, wrote: bool) ->
         lost = tuple(a for a in before.addresses if a not in decision.addresses)
         kept = tuple(a for a in decision.addresses if a in before.addresses)
         got = tuple(a for a in decision.addresses if a not in before.addresses)
-        out: list[Effect] = [Count(Metric.ALLOCATIONS, "assigned")]
+        out: list[Effect] = [Count(Metric.ALLOCATIONS, ("assigned", "Assigned"))]
         if lost:
             out.append(
                 Emit(True, "ClearAssignment", f"{_join(lost)} no longer valid for this Service")
@@ -148,7 +155,7 @@ def service_effects(key: str, before: Shown, decision: Decision, wrote: bool) ->
     if v is Verdict.REFUSED:
         if not _condition_changed(before, decision, False) and not before.addresses:
             return ()
-        out = [Count(Metric.ALLOCATIONS, "refused"), Count(Metric.FAILURES, decision.reason)]
+        out = [Count(Metric.ALLOCATIONS, ("refused", decision.reason))]
         if before.addresses:
             cleared = f"cleared {_join(before.addresses)}: {decision.message}"
             out.append(Emit(True, "ClearAssignment", cleared))
@@ -165,7 +172,7 @@ def service_effects(key: str, before: Shown, decision: Decision, wrote: bool) ->
         if not _condition_changed(before, decision, False):
             return ()
         return (
-            Count(Metric.FAILURES, decision.reason),
+            Count(Metric.ALLOCATIONS, ("invalid", decision.reason)),
             Emit(True, "InvalidRequest", decision.message),
             Log(
                 logging.WARNING,
@@ -204,6 +211,9 @@ def pool_effects(
         counts = shown.counts[fam] if shown is not None else None
         out.append(Gauge(Metric.POOL_TOTAL, labels, None if counts is None else counts.total))
         out.append(Gauge(Metric.POOL_ASSIGNED, labels, None if counts is None else counts.assigned))
+    for state in PoolState:
+        value = None if shown is None else float(shown.state is state)
+        out.append(Gauge(Metric.POOL_STATE, (name, state.value), value))
     if shown is None:
         return tuple(out)
     ready = shown.condition(READY)
@@ -217,6 +227,27 @@ def pool_effects(
         for text in shown.warnings:
             out.append(Emit(True, "AddressesNormalized", text))
     return tuple(out)
+
+
+PENDING = "Pending"
+"""``lbd_services_waiting`` reason of a Service the controller has not decided about yet."""
+
+
+def services_waiting(
+    views: Iterable[ObservedService], lb_class: str | None
+) -> dict[tuple[str, str], float]:
+    """``lbd_services_waiting{reason, pool}``: LoadBalancer Services of our class without an
+    address, by the reason their AddressAssigned condition gives (``Pending`` while none is
+    written yet) and the pool they ask for (``""``: any pool)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for view in views:
+        if view.addresses or not view.ours(lb_class):
+            continue
+        c = view.condition
+        reason = c.reason if c is not None and c.status == "False" and c.reason else PENDING
+        pool = view.request.pool if isinstance(view.request, ServiceRequest) else None
+        out[(reason, pool or "")] += 1
+    return {labels: float(n) for labels, n in out.items()}
 
 
 def _join(addresses: tuple[str, ...]) -> str:

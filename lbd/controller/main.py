@@ -64,6 +64,7 @@ def main(opts: ControllerOptions) -> int:
         return 2
     kube = load_kube(opts.kubeconfig)
     metrics = ControllerMetrics()
+    kube.observer = metrics.api.observe
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

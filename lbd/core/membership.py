@@ -423,6 +423,11 @@ class MembershipTable:
             )
         return out
 
+    def last_seen(self, name: str) -> float | None:
+        """When the last valid heartbeat of ``name`` arrived (receiver's monotonic time)."""
+        peer = self._peers.get(name)
+        return None if peer is None else peer.last_seen
+
     def expire(self, now: float) -> None:
         """Note the peers that died by ``now`` (bumps ``version`` if any did)."""
         live = self._live

@@ -32,7 +32,8 @@ from __future__ import annotations
 import enum
 import json
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -51,6 +52,36 @@ DEFAULT_TIMEOUT = (5.0, 30.0)
 
 DEFAULT_POOL_SIZE = 32
 """Connections kept per host: one per watch (about ten across both programs) plus writers."""
+
+RequestObserver = Callable[[str, str, str, float], None]
+"""``observer(verb, resource, code, seconds)`` after each request: how lbd's metrics see the API
+(:class:`lbd.metrics.ApiMetrics`); ``code`` is the HTTP status, or ``"error"`` when no answer
+came (connection refused, reset, timeout)."""
+
+
+def verb_and_resource(method: str, path: str, query: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The Kubernetes verb and resource of a request, as the API server's audit log names
+    them: ``("list", "services")``, ``("patch", "services/status")``, ``("watch", "leases")``.
+    A path outside ``/api`` and ``/apis`` (``/readyz``, ``/metrics``) is resource ``"-"``."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return method.lower(), "-"
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # a namespaced resource (a bare /namespaces/NAME is the Namespace)
+    resource = rest[0] if rest else "-"
+    named = len(rest) >= 2
+    if len(rest) >= 3:
+        resource += "/" + rest[2]
+    if method == "GET":
+        verb = "get" if named else "watch" if (query or {}).get("watch") else "list"
+    else:
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+        verb = verbs.get(method, "delete" if named else "deletecollection")
+    return verb, resource
 
 
 class PatchType(enum.Enum):
@@ -157,6 +188,8 @@ class Kube:
         self._pool: urllib3.PoolManager = api_client.rest_client.pool_manager
         self._host = str(self.configuration.host).rstrip("/")
         self._timeout = timeout
+        self.observer: RequestObserver | None = None
+        """Set by the program that exports metrics (``ApiMetrics.observe``)."""
 
     # -- plumbing -------------------------------------------------------------------------
     def _headers(self, content_type: str | None) -> dict[str, str]:
@@ -191,6 +224,8 @@ class Kube:
         if data is not None and content_type is None:
             content_type = "application/json"
         connect, read = timeout or self._timeout
+        started = time.monotonic()
+        observer = self.observer
         try:
             resp = self._pool.request(
                 method,
@@ -202,7 +237,12 @@ class Kube:
                 preload_content=not stream,
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if observer is not None:
+                observer(*verb_and_resource(method, path, query), "error", _since(started))
             raise ApiUnavailableError(f"{method} {path}: {exc}") from exc
+        if observer is not None:
+            verb, resource = verb_and_resource(method, path, query)
+            observer(verb, resource, str(resp.status), _since(started))
         if resp.status >= 400:
             raw = resp.data if not stream else resp.read()
             if stream:
@@ -286,6 +326,10 @@ class Kube:
             raise ApiUnavailableError(f"watch {path}: {exc}") from exc
         finally:
             resp.release_conn()
+
+
+def _since(started: float) -> float:
+    return max(0.0, time.monotonic() - started)
 
 
 def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

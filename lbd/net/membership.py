@@ -237,6 +237,11 @@ class Membership:
         with self._lock:
             return self._table.view(self.clock.monotonic())
 
+    def last_seen(self, node: str) -> float | None:
+        """When this node last accepted a heartbeat from ``node`` (on :attr:`clock`)."""
+        with self._lock:
+            return self._table.last_seen(node)
+
     def alive_peers(self) -> Mapping[str, frozenset[str]]:
         """Live peers (this node excluded) -> the announce interfaces each reported up."""
         return {
@@ -300,19 +305,25 @@ class Membership:
         sock = self._sock
         assert sock is not None
         ancillary = _pktinfo(source) if source and source != self._source_refused else None
+        sent = errors = 0
         for addr in peers:
             try:
                 if ancillary is not None:
                     sock.sendmsg([data], ancillary, 0, addr)
                 else:
                     sock.sendto(data, addr)
-                self.sent += 1
+                sent += 1
             except OSError as exc:
                 if ancillary is not None and exc.errno in (errno.EINVAL, errno.EADDRNOTAVAIL):
                     self._refuse_source(source)
                     ancillary = None
                 # unreachable peer, ENETDOWN, full buffer: try again next interval
-                self.send_errors += 1
+                errors += 1
+        self.sent += sent
+        self.send_errors += errors
+        if self.metrics is not None:
+            self.metrics.heartbeats_sent_total.inc(sent)
+            self.metrics.heartbeat_send_errors_total.inc(errors)
 
     def _refuse_source(self, source: str | None) -> None:
         self._source_refused = source
@@ -366,6 +377,8 @@ class Membership:
                 log.warning("heartbeat receive failed: %s", exc)
                 return
             self.received += 1
+            if self.metrics is not None:
+                self.metrics.heartbeats_received_total.inc()
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
                     self._kernel_drops(int.from_bytes(value[:4], "little"))

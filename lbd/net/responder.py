@@ -299,6 +299,7 @@ class Responder:
         clock: Clock = SYSTEM_CLOCK,
         garp_plan: GarpPlan | None = None,
         on_conflict: Callable[[str, str], None] | None = None,
+        on_announced: Callable[[str, float], None] | None = None,
         reopen_delay: float = 1.0,
         rt_priority: int | None = 1,
         conflict_rule: ConflictRule | None = None,
@@ -308,6 +309,9 @@ class Responder:
         self.metrics = metrics
         self.clock = clock
         self.on_conflict = on_conflict
+        self.on_announced = on_announced
+        """``on_announced(vip, at)``: the first gratuitous frame for a VIP gained was sent at
+        ``at`` (the end of a failover as clients see it: ``lbd_failover_seconds``)."""
         self.reopen_delay = reopen_delay
         self._judge = ConflictJudge(conflict_rule or ConflictRule())
         self._garp = GarpScheduler(garp_plan)
@@ -315,6 +319,7 @@ class Responder:
         self._ports: dict[str, _Port] = {}
         self._listen: frozenset[str] = frozenset()
         self._owned: dict[str, tuple[str, ...]] = {}
+        self._unannounced: set[str] = set()  # gained, first gratuitous frame not sent yet
         self._claims: queue.SimpleQueue[tuple[_Port, bytes, Claim]] = queue.SimpleQueue()
         self._logged_conflict: dict[str, float] = {}  # VIP -> when its conflict was last logged
         self._wake = threading.Event()
@@ -370,14 +375,11 @@ class Responder:
             self._judge.set_owned(self._owned, now)
             for vip in old.keys() - self._owned.keys():
                 self._garp.discard(vip)
-                if self.metrics is not None:
-                    with contextlib.suppress(KeyError):
-                        self.metrics.speaker_announced.remove(vip, self.node_name)
+                self._unannounced.discard(vip)
+            self._unannounced |= self._owned.keys() - old.keys()
             for vip, ifs in self._owned.items():
                 if old.get(vip) != ifs:
                     self._garp.add(vip, now)
-                    if self.metrics is not None:
-                        self.metrics.speaker_announced.labels(vip, self.node_name).set(1)
         self.start()
         self._wake.set()
 
@@ -449,8 +451,10 @@ class Responder:
                     self._garp.add(vip, now)
         self._wake.set()
 
-    def _announce(self, vip: str, ifnames: Iterable[str]) -> None:
+    def _announce(self, vip: str, ifnames: Iterable[str]) -> bool:
+        """Send ``vip``'s gratuitous frames on ``ifnames``; True if one left."""
         v6, key = _key(vip)
+        sent = False
         for ifname in ifnames:
             port = self._ports.get(ifname)
             if port is None or not port.mac:
@@ -459,15 +463,22 @@ class Responder:
             for frame in frames:
                 if port.send(frame):
                     self.garp_sent += 1
+                    sent = True
+        return sent
 
     def _announce_loop(self) -> None:
         next_flush = self.clock.monotonic()
         while not self._stopped.is_set():
             now = self.clock.monotonic()
+            first: list[tuple[str, float]] = []
             with self._lock:
                 for vip in self._garp.due(now):
-                    self._announce(vip, self._owned.get(vip, ()))
+                    if self._announce(vip, self._owned.get(vip, ())) and vip in self._unannounced:
+                        self._unannounced.discard(vip)
+                        first.append((vip, self.clock.monotonic()))
                 wake_at = self._garp.next_wakeup(now)
+            for vip, sent_at in first:
+                self._report_announced(vip, sent_at)
             judge_at = self._handle_conflicts()
             if now >= next_flush:
                 self._flush_metrics()
@@ -538,6 +549,13 @@ class Responder:
             except Exception:
                 log.exception("on_conflict callback failed")
 
+    def _report_announced(self, vip: str, at: float) -> None:
+        if self.on_announced is not None:
+            try:
+                self.on_announced(vip, at)
+            except Exception:
+                log.exception("on_announced callback failed")
+
     def _flush_metrics(self) -> None:
         if self.metrics is None:
             return
@@ -550,6 +568,9 @@ class Responder:
             ("ndp_replies", m.ndp_replies_total),
             ("garp_sent", m.garp_sent_total),
             ("buffer_drops", m.receive_buffer_drops_total),
+            ("send_errors", m.send_errors_total),
+            ("reopens", m.socket_reopens_total),
+            ("handovers_seen", m.handovers_seen_total),
         ):
             delta = totals.get(name, 0) - self._flushed[name]
             if delta > 0:

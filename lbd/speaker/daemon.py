@@ -98,6 +98,8 @@ class Speaker:
         self.settings = settings
         self.metrics = SpeakerMetrics()
         self.kube = kube or load_kube(settings.kubeconfig)
+        if self.kube.observer is None:  # a Kube shared by several speakers (tests): the first
+            self.kube.observer = self.metrics.api.observe
         self._stop = threading.Event()
         self._reconciler: Reconciler | None = None
         trigger = self._trigger
@@ -125,6 +127,7 @@ class Speaker:
             metrics=self.metrics,
             clock=clock,
             on_conflict=self._on_conflict,
+            on_announced=self._on_announced,
         )
         self.cache = SpeakerCache(self.kube, on_change=trigger)
         self.events = EventRecorder(self.kube, component="lbd-speaker", host=settings.node_name)
@@ -161,6 +164,10 @@ class Speaker:
     def _on_conflict(self, vip: str, mac: str) -> None:
         if self._reconciler is not None:
             self._reconciler.on_conflict(vip, mac)
+
+    def _on_announced(self, vip: str, at: float) -> None:
+        if self._reconciler is not None:
+            self._reconciler.on_announced(vip, at)
 
     def _healthy(self) -> bool | str:
         if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():

@@ -12,8 +12,12 @@ informers' stores, runs :func:`~lbd.speaker.plan.make_plan` and applies the diff
   announce interfaces;
 - the status writer learns which Services this node now owns or stopped owning (it writes only
   those changes, on its own thread; nothing here waits on the API server);
-- metrics ``lbd_peers_alive`` and ``lbd_failover_seconds`` (the responder keeps
-  ``lbd_speaker_announced`` and the ARP/NDP counters).
+- metrics ``lbd_peers_alive``, ``lbd_speaker_announced{service,vip,node}`` (from the plan,
+  which knows the Service of each VIP), ``lbd_failover_seconds`` (from the old owner's last
+  heartbeat received: what a client sees) and ``lbd_takeover_seconds`` (from noticing the
+  change); the responder keeps the ARP/NDP counters. Both durations end when the responder
+  has sent the first gratuitous ARP / unsolicited NA for a VIP of the Service taken over (it
+  reports that with :meth:`Reconciler.on_announced`), so a slow announcing thread shows too.
 
 Bursts coalesce: a thousand informer events during the initial list cause a handful of passes,
 not a thousand. A periodic pass (``resync``, 30 s) guards against a missed wake-up; it costs
@@ -33,6 +37,7 @@ then reports its interfaces, so the VIP changes hands with no gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -60,6 +65,10 @@ class Heartbeats(Protocol):
     def set_interfaces_up(self, interfaces: frozenset[str]) -> None: ...
     def alive_peers(self) -> Mapping[str, frozenset[str]]:
         """Live peers (this node excluded) -> the announce interfaces each reported up."""
+        ...
+
+    def last_seen(self, node: str) -> float | None:
+        """When the last heartbeat of ``node`` was accepted (on the reconciler's clock)."""
         ...
 
 
@@ -134,6 +143,9 @@ class Reconciler:
         self._listening: frozenset[str] | None = None
         self._owned: Mapping[str, tuple[str, ...]] | None = None
         self._conflicts: set[str] = set()  # VIPs warned about while owned
+        # takeovers waiting for their first announcement: VIP -> (Service, old owner, old
+        # owner's last heartbeat, when the change was noticed)
+        self._taking: dict[str, tuple[str, str, float | None, float | None]] = {}
         self.plan: Plan = EMPTY_PLAN
         self._cache = PlanCache()
         self.passes = 0
@@ -207,6 +219,7 @@ class Reconciler:
         if peers != self._peers:
             self.heartbeats.set_peers(peers)
             self._peers = peers
+            self.metrics.peers_known.set(len(peers))
         local_up = self.links.interfaces_up()
         if local_up != self._listening:
             # sockets open before any VIP arrives: the first answer after a takeover does not
@@ -263,9 +276,10 @@ class Reconciler:
     ) -> None:
         previous, previous_owned = self.plan, self._owned
         if plan.owned != previous_owned:
+            # before set_owned: the responder may announce (and report it) at once
+            self._observe_failover(previous, plan, alive, noticed)
             self.announcer.set_owned(plan.owned)
-            done = self.clock.monotonic()
-            self._observe_failover(previous, plan, alive, noticed, done)
+        self._set_announced(previous, plan)
         with self._lock:
             self.plan = plan
             self._owned = plan.owned
@@ -283,17 +297,56 @@ class Reconciler:
         plan: Plan,
         alive: Mapping[str, frozenset[str]],
         noticed: float | None,
-        done: float,
     ) -> None:
-        """Takeovers from a node that is gone: time from noticing it to announcing."""
-        if noticed is None:
-            return
+        """Takeovers from a node that is gone: remember when its last heartbeat came and when
+        we noticed, until the responder reports the first announcement (:meth:`on_announced`).
+        """
+        taking: dict[str, tuple[str, str, float | None, float | None]] = {}
         for key in plan.ownerships.keys() - previous.ownerships.keys():
             before = previous.decisions.get(key)
             if before is None or before.owner in (None, self.node) or before.owner in alive:
                 continue
-            self.metrics.failover_seconds.observe(max(0.0, done - noticed))
-            log.info(
-                "took over",
-                extra={"service": key, "node": before.owner, "duration": done - noticed},
-            )
+            last = self.heartbeats.last_seen(before.owner)
+            for vip in plan.ownerships[key].vips:
+                taking[vip] = (key, before.owner, last, noticed)
+        with self._lock:
+            self._taking = {v: t for v, t in self._taking.items() if v in plan.owned}
+            self._taking.update(taking)
+
+    def on_announced(self, vip: str, at: float) -> None:
+        """The responder sent the first gratuitous frame for ``vip`` (any thread): a takeover
+        of its Service is over for clients. Observed once per Service (dual-stack: the first
+        of its VIPs)."""
+        with self._lock:
+            taking = self._taking.pop(vip, None)
+            if taking is None:
+                return
+            key = taking[0]
+            self._taking = {v: t for v, t in self._taking.items() if t[0] != key}
+        _, owner, last, noticed = taking
+        if last is not None:
+            self.metrics.failover_seconds.observe(max(0.0, at - last))
+        if noticed is not None:
+            self.metrics.takeover_seconds.observe(max(0.0, at - noticed))
+        log.info(
+            "took over",
+            extra={
+                "service": key,
+                "node": owner,
+                "duration": None if last is None else round(at - last, 4),
+            },
+        )
+
+    def _set_announced(self, previous: Plan, plan: Plan) -> None:
+        """``lbd_speaker_announced{service, vip, node}``: a pure function of the two plans."""
+        gauge = self.metrics.speaker_announced
+        was, now = _announced(previous), _announced(plan)
+        for key, vip in was - now:
+            with contextlib.suppress(KeyError):
+                gauge.remove(key, vip, self.node)
+        for key, vip in now - was:
+            gauge.labels(key, vip, self.node).set(1)
+
+
+def _announced(plan: Plan) -> set[tuple[str, str]]:
+    return {(key, vip) for key, own in plan.ownerships.items() for vip in own.vips}

@@ -74,7 +74,7 @@ def test_controller_process_serves_health_metrics_and_json_logs(lab, tmp_path: P
         text = wait_for(metrics, 10, "pool metrics")
         assert 'lbd_pool_addresses_total{family="ipv4",pool="lab"} 16.0' in text
         assert "lbd_controller_leader 1.0" in text
-        assert 'lbd_allocations_total{result="assigned"} 1.0' in text
+        assert 'lbd_allocations_total{reason="Assigned",result="assigned"} 1.0' in text
         assert "lbd_reconcile_seconds_count" in text
         assert "lbd_workqueue_depth" in text
     finally:

@@ -123,6 +123,9 @@ def test_takeover_sends_gratuitous_arp_seen_by_the_client(
             and p.sender_mac == node2
         )
 
+    reported: list[tuple[str, float]] = []
+    responders["node2"].on_announced = lambda vip, at: reported.append((vip, at))
+
     def sniff_during_takeover() -> list[bytes]:
         with open_raw("eth0") as sock:
             t0 = time.monotonic()
@@ -131,9 +134,14 @@ def test_takeover_sends_gratuitous_arp_seen_by_the_client(
             assert time.monotonic() - t0 < 0.5  # the first pair goes out immediately
             return frames
 
+    t0 = time.monotonic()
     frames = segment.call("client", sniff_during_takeover)
     ops = sorted(arp.parse(f).op for f in frames)  # type: ignore[union-attr]
     assert ops == [arp.OP_REQUEST, arp.OP_REPLY]
+    # the first frame is reported once (the end of a failover), not the rest of the burst
+    time.sleep(0.6)  # the burst's second send is due at 0.5 s
+    assert [vip for vip, _ in reported] == [VIP]
+    assert t0 <= reported[0][1] < t0 + 0.5
 
 
 def test_unsolicited_na_on_ipv6_takeover(

@@ -524,7 +524,10 @@ def test_exactly_the_elected_owner_answers_arp(lab: SpeakerLab) -> None:
     assert status["metadata"]["ownerReferences"][0]["name"] == "web"
     [event] = wait_for(lambda: lab.events("NodeAssigned", "web"), 10, "NodeAssigned")
     assert event.message == f"announcing {vip} from {owner} on eth0"
-    assert f'lbd_speaker_announced{{node="{owner}",vip="{vip}"}} 1.0' in lab.metrics(owner)
+    assert (
+        f'lbd_speaker_announced{{node="{owner}",service="{NS}/web",vip="{vip}"}} 1.0'
+        in lab.metrics(owner)
+    )
     for other in set(lab.nodes) - {owner}:
         assert f'vip="{vip}"' not in lab.metrics(other)
 

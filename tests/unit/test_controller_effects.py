@@ -19,10 +19,12 @@ from lbd.controller.effects import (
     Verdict,
     pool_effects,
     service_effects,
+    services_waiting,
 )
 from lbd.core.model import Family
 from lbd.core.poolstatus import PoolCondition, PoolShown, PoolState, ShownCount
 from lbd.k8s.conditions import ObservedCondition
+from lbd.k8s.service import observe_service
 
 KEY = "ns/web"
 ASSIGNED = Decision(
@@ -107,12 +109,15 @@ def test_gaining_a_family_says_what_was_kept() -> None:
     effects = service_effects(KEY, Shown(("198.18.100.7",)), decision, True)
     (event,) = [e for e in effects if isinstance(e, Emit)]
     assert event.message == "assigned 2001:db8::7 from pool ds (kept 198.18.100.7)"
-    assert Count(Metric.ALLOCATIONS, "assigned") in effects
+    assert Count(Metric.ALLOCATIONS, ("assigned", "Assigned")) in effects
 
 
 def test_refusal_counts_and_logs() -> None:
     effects = service_effects(KEY, Shown(), EXHAUSTED, True)
-    assert Count(Metric.FAILURES, "PoolExhausted") in effects
+    # one counter, one model: a refusal is result="refused" with its reason, counted once
+    assert [e for e in effects if isinstance(e, Count)] == [
+        Count(Metric.ALLOCATIONS, ("refused", "PoolExhausted"))
+    ]
     (log,) = [e for e in effects if isinstance(e, Log)]
     assert log.level == logging.WARNING and ("service", KEY) in log.fields
 
@@ -155,6 +160,7 @@ def test_pool_gauges_and_host_bit_warnings_once() -> None:
     effects = pool_effects("p", ready("Ready"), shown("Ready", (note,)), ())
     assert Gauge(Metric.POOL_TOTAL, ("p", "ipv4"), 4) in effects
     assert Gauge(Metric.POOL_ASSIGNED, ("p", "ipv4"), 4) in effects
+    assert Gauge(Metric.POOL_TOTAL, ("p", "ipv6"), 0) in effects  # no range: 0, not absent
     assert emits(effects) == [(True, "AddressesNormalized")]
     assert emits(pool_effects("p", ready("Ready"), shown("Ready", (note,)), (note,))) == []
 
@@ -162,3 +168,64 @@ def test_pool_gauges_and_host_bit_warnings_once() -> None:
 def test_a_deleted_pool_removes_its_series() -> None:
     effects = pool_effects("p", None, None, ())
     assert effects and all(isinstance(e, Gauge) and e.value is None for e in effects)
+
+
+@pytest.mark.parametrize("state", list(PoolState))
+def test_pool_state_gauge_is_one_for_its_state_and_zero_for_the_others(state: PoolState) -> None:
+    effects = pool_effects("p", None, shown(state.value), ())
+    states = {
+        e.labels[1]: e.value
+        for e in effects
+        if isinstance(e, Gauge) and e.metric is Metric.POOL_STATE
+    }
+    assert states == {s.value: float(s is state) for s in PoolState}
+
+
+def test_a_deleted_pool_removes_every_series() -> None:
+    effects = pool_effects("p", ready("Ready"), None, ())
+    gauges = [e for e in effects if isinstance(e, Gauge)]
+    assert len(gauges) == 4 + len(PoolState) and all(g.value is None for g in gauges)
+
+
+def _svc(name: str, **extra: object) -> dict[str, object]:
+    obj: dict[str, object] = {
+        "metadata": {"namespace": "ns", "name": name, "uid": name, "annotations": {}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+        "status": {},
+    }
+    for key, value in extra.items():
+        section, _, field = key.partition("__")
+        obj[section][field] = value  # type: ignore[index]
+    return obj
+
+
+def _refused(reason: str) -> dict[str, object]:
+    cond = {"type": "lbd.io/AddressAssigned", "status": "False", "reason": reason, "message": ""}
+    return {"conditions": [cond]}
+
+
+def test_services_waiting_counts_services_without_an_address_by_reason_and_pool() -> None:
+    views = [
+        observe_service(_svc("new")),  # not decided yet
+        observe_service(_svc("full", status__conditions=_refused("PoolExhausted")["conditions"])),
+        observe_service(
+            _svc(
+                "blue",
+                metadata__annotations={"lbd.io/address-pool": "blue"},
+                status__conditions=_refused("PoolExhausted")["conditions"],
+            )
+        ),
+        observe_service(
+            _svc(
+                "has",
+                status__loadBalancer={"ingress": [{"ip": "198.18.100.1", "ipMode": "VIP"}]},
+            )
+        ),
+        observe_service(_svc("other", spec__loadBalancerClass="example.com/other")),
+        observe_service(_svc("clusterip", spec__type="ClusterIP")),
+    ]
+    assert services_waiting(views, None) == {
+        ("Pending", ""): 1.0,
+        ("PoolExhausted", ""): 1.0,
+        ("PoolExhausted", "blue"): 1.0,
+    }

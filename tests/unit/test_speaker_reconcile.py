@@ -7,6 +7,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from lbd.core.election import EXCLUDE_LABEL, NodeView, ServiceView, decide, rank
@@ -214,6 +215,7 @@ class FakeHeartbeats:
         self.alive = {n: frozenset({"eth0"}) for n in alive}
         self.peers: Mapping[str, str] = {}
         self.reported: frozenset[str] | None = None
+        self.seen: dict[str, float] = {}
 
     def set_peers(self, peers: Mapping[str, str]) -> None:
         self.peers = dict(peers)
@@ -223,6 +225,9 @@ class FakeHeartbeats:
 
     def alive_peers(self) -> Mapping[str, frozenset[str]]:
         return dict(self.alive)
+
+    def last_seen(self, node: str) -> float | None:
+        return self.seen.get(node)
 
 
 class FakeResponder:
@@ -317,20 +322,32 @@ def test_takeover_when_owner_dies_and_give_back_when_it_returns() -> None:
     rec, hb, resp, status, metrics = make_reconciler(second, snapshot(service("web")), clock=clock)
     rec.reconcile()
     assert resp.tables == [{}]
-    del hb.alive[first]  # membership: first stopped heartbeating
+    hb.seen[first] = clock.monotonic()  # its last heartbeat
+    clock.advance(0.4)
+    del hb.alive[first]  # membership: first stopped heartbeating (dead after 0.4 s)
     rec.trigger()
     clock.advance(0.003)
     rec.reconcile()
     assert resp.tables[-1] == {VIP: ("eth0",)}
     assert status.desired["ns/web"] is not None
+    sample = metrics.registry.get_sample_value
+    assert sample("lbd_failover_seconds_count") == 0  # not announced yet
+    clock.advance(0.002)
+    rec.on_announced(VIP, clock.monotonic())  # the responder's first gratuitous ARP
+    rec.on_announced(VIP, clock.monotonic() + 0.5)  # the rest of the burst: not a takeover
     text = generate_latest(metrics.registry).decode()
-    assert "lbd_failover_seconds_count 1.0" in text
-    assert "lbd_failover_seconds_sum 0.003" in text
+    # what a client sees: its last heartbeat to our announcement; the takeover step alone
+    assert sample("lbd_failover_seconds_count") == 1
+    assert sample("lbd_failover_seconds_sum") == pytest.approx(0.405)
+    assert sample("lbd_takeover_seconds_count") == 1
+    assert sample("lbd_takeover_seconds_sum") == pytest.approx(0.005)
+    assert f'lbd_speaker_announced{{node="{second}",service="ns/web",vip="{VIP}"}} 1.0' in text
     hb.alive[first] = frozenset({"eth0"})  # it is back: ownership follows the ranking again
     rec.trigger()
     rec.reconcile()
     assert resp.tables[-1] == {}
     assert status.desired["ns/web"] is None
+    assert "lbd_speaker_announced{" not in generate_latest(metrics.registry).decode()
 
 
 def test_nothing_announced_and_no_interface_reported_during_startup_grace() -> None:
