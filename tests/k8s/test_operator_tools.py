@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +44,7 @@ from tests.k8s.controller_support import (
     wait_addresses,
     wait_for,
 )
+from tests.k8s.kubectl_support import Kubectl, kubectl_or_skip
 
 SPEAKER_LABELS = {
     "app.kubernetes.io/name": "lbd",
@@ -549,3 +552,30 @@ def test_doctor_passes_a_healthy_cluster(lab, tmp_path, capsys, metrics_servers)
     finally:
         for ctl in list(env.controllers):
             env.stop_controller(ctl)
+
+
+# --------------------------------------------------------------------------- kubectl lbd
+
+
+def test_kubectl_lbd_is_a_kubectl_plugin(lab, tmp_path, capsys):
+    """``kubectl lbd status`` with the real kubectl: kubectl finds ``kubectl-lbd`` on the PATH
+    (its plugin convention), the plugin reads the same KUBECONFIG, the output is ``lbd``'s."""
+    binary = kubectl_or_skip()
+    scripts = Path(sys.executable).parent
+    assert (scripts / "kubectl-lbd").is_file(), "kubectl-lbd is not installed: run make install"
+    kubeconfig = lab.write_kubeconfig(tmp_path / "kubeconfig")
+    kube = kube_for(lab)
+    pool(kube, "plugin", ["198.18.201.0/30"])
+    kubectl = Kubectl(binary, kubeconfig, tmp_path / "home")
+    kubectl.env["PATH"] = f"{scripts}:{kubectl.env['PATH']}"
+    listed = kubectl.run("plugin", "list")
+    assert f"{scripts}/kubectl-lbd" in listed.stdout, listed.stdout + listed.stderr
+    res = kubectl.run("lbd", "status", "-o", "json")
+    assert res.code == 0, res.stderr
+    _, direct, _ = run_cli(capsys, ["status", "--kubeconfig", str(kubeconfig), "-o", "json"])
+    assert json.loads(res.stdout) == json.loads(direct)
+    assert [p["name"] for p in json.loads(res.stdout)["pools"]] == ["plugin"]
+    usage = kubectl.run("lbd", "--help")
+    assert usage.code == 0 and usage.stdout.startswith("usage: kubectl lbd")
+    bad = kubectl.run("lbd", "status", "-o", "wide")
+    assert bad.code == 2 and "invalid choice: 'wide'" in bad.stderr
