@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -42,7 +43,7 @@ from lbd.tools.status import (
 )
 
 
-def pool_obj(name: str, assigned: int | str, available: int | str, **status) -> dict:
+def pool_obj(name: str, assigned: int | str, available: int | str, **status) -> dict[str, Any]:
     return {
         "apiVersion": "lbd.io/v1beta1",
         "kind": "IPAddressPool",
@@ -98,7 +99,7 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
 
 
 def test_report_from_views():
-    svc = {
+    svc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "web", "namespace": "ns", "annotations": {}},
