@@ -256,7 +256,7 @@ def check_node_subnets(
     given = [n for s in node_subnets if (n := _network(s))]
     if given:
         subnets = given
-        how = "the subnets given with --node-subnet"
+        how = "--node-subnet"
     else:
         subnets = []
         for node in snap.nodes:
@@ -268,11 +268,8 @@ def check_node_subnets(
                             f"{addr}/{INFERRED_PREFIX[addr.version]}", strict=False
                         )
                     )
-        how = (
-            "node subnets inferred as the /24 (IPv4) or /64 (IPv6) around each node's "
-            "InternalIP (Kubernetes does not publish prefix lengths; give them with "
-            "--node-subnet)"
-        )
+        # Kubernetes publishes no prefix lengths: say it is inferred, and how to do better
+        how = "inferred: the /24 or /64 around each node's InternalIP; --node-subnet sets them"
     out: list[Finding] = []
     if not subnets:
         return [
@@ -296,8 +293,8 @@ def check_node_subnets(
                     Check.NODE_SUBNET,
                     Verdict.PROBLEM if given else Verdict.WARNING,
                     f"pool {name}",
-                    f"{', '.join(off)} on no node's subnet ({how}): layer 2 announcements "
-                    "reach only hosts on the node's own link",
+                    f"{', '.join(off)} on no node's subnet ({how}): ARP and NDP reach only "
+                    "the nodes' own link",
                     "use addresses of a subnet the nodes are on, or route these to the nodes",
                 )
             )

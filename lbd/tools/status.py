@@ -342,6 +342,17 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _speakers_summary(speakers: Sequence[SpeakerRow]) -> str:
+    """``2 of 3 speaker pods alive``, and the nodes that announce with no speaker pod listed."""
+    pods = [s for s in speakers if s.alive is not None]
+    alive = sum(1 for s in pods if s.alive)
+    text = f"{alive} of {len(pods)} speaker pods alive"
+    unlisted = len(speakers) - len(pods)
+    if unlisted:
+        text += f"; {_plural(unlisted, 'node')} announcing without a speaker pod listed"
+    return text
+
+
 def render_table(report: StatusReport, *, color: bool = False) -> str:
     """The human form: four sections (pools, Services, speakers, conflicts). A condition that is
     not True ends in ``!`` and its message is in the WHY column."""
@@ -385,8 +396,7 @@ def render_table(report: StatusReport, *, color: bool = False) -> str:
         out.append(table(rows))
     else:
         out.append("no LoadBalancer Service\n")
-    alive = sum(1 for s in report.speakers if s.alive)
-    out.append(f"\nSPEAKERS ({alive} of {len(report.speakers)} alive)\n")
+    out.append(f"\nSPEAKERS ({_speakers_summary(report.speakers)})\n")
     if report.speakers:
         rows = [["NODE", "POD", "ALIVE", "ANNOUNCES"]]
         for sp in report.speakers:

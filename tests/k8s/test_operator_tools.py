@@ -284,7 +284,7 @@ def test_status_shows_pools_services_speakers_and_conflicts(lab, tmp_path, capsy
         late_line = next(line for line in out.splitlines() if line.startswith("default/late"))
         assert "<pending>" in late_line
         assert "PoolExhausted!" in late_line
-        assert "SPEAKERS (1 of 1 alive)" in out
+        assert "SPEAKERS (1 of 1 speaker pods alive)" in out
         assert "VIPConflict" in out
         # kubectl-lbd is the same command
         code, plugin_out, _ = run_cli(capsys, ["status", "--kubeconfig", kubeconfig], kubectl_main)
@@ -485,6 +485,10 @@ def test_doctor_finds_each_problem_provoked(lab, tmp_path, capsys, metrics_serve
     subnet = findings(data, "PoolOnNodeSubnet")
     assert subnet["pool faraway"][0] == "warning" and "inferred" in subnet["pool faraway"][1]
     assert subnet["pool orphan"][0] == "ok"
+    # given subnets are known, not inferred: a pool off them is a problem
+    _, given, _ = doctor(capsys, kubeconfig, "--node-subnet", "127.0.0.0/8")
+    assert findings(given, "PoolOnNodeSubnet")["pool faraway"][0] == "problem"
+    assert findings(given, "PoolOnNodeSubnet")["pool orphan"][0] == "ok"
     ads = findings(data, "PoolAdvertised")
     assert ads["pool orphan"][0] == "problem"
     assert ads["pool podnet"] == ("ok", "selected by some")
