@@ -344,9 +344,19 @@ NOT_COMMANDS = {
     "kubectl": "the word, in prose",
     "kubectl apply": "the word, in prose (kubectl apply -f it: first-pool.yaml, run above)",
     "kubectl explain": "the command, in prose: the explain steps above run it",
+    "kubectl lbd": "the plugin's name, in prose",
+    "kubectl-lbd": "the plugin's file name, in prose",
+    "kubectl-NAME": "kubectl's plugin convention, in prose",
+    "kubectl NAME": "kubectl's plugin convention, in prose",
 }
 ELSEWHERE = {
     "kubectl get --raw /_lab/audit": "the stand-in's own endpoint: tests/e2e/test_e2e_rbac.py",
+    # the kubectl-lbd plugin, run through the real kubectl on both servers
+    "kubectl plugin list": "tests/k8s/test_operator_tools.py (finds kubectl-lbd)",
+    "kubectl lbd status": "tests/k8s/test_operator_tools.py",
+    "kubectl lbd doctor -o json": "tests/k8s/test_operator_tools.py",
+    "kubectl lbd migrate from-metallb --from-cluster --check": "tests/k8s/test_operator_tools.py",
+    "kubectl describe service -n default shop": "lbd doctor's advice, in its output sample",
 }
 
 

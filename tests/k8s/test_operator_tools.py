@@ -579,6 +579,15 @@ def test_kubectl_lbd_is_a_kubectl_plugin(lab, tmp_path, capsys):
     _, direct, _ = run_cli(capsys, ["status", "--kubeconfig", str(kubeconfig), "-o", "json"])
     assert json.loads(res.stdout) == json.loads(direct)
     assert [p["name"] for p in json.loads(res.stdout)["pools"]] == ["plugin"]
+    res = kubectl.run("lbd", "status")
+    assert res.code == 0 and res.stdout.startswith("POOLS (0 Services waiting"), res.stderr
+    # the README's other plugin commands, as written there
+    res = kubectl.run("lbd", "doctor", "-o", "json")
+    assert res.code == 1, res.stderr  # no L2Advertisement selects the pool
+    assert findings(json.loads(res.stdout), "PoolAdvertised")["pool plugin"][0] == "problem"
+    res = kubectl.run("lbd", "migrate", "from-metallb", "--from-cluster", "--check")
+    assert res.code == 0, res.stderr
+    assert "the cluster serves no metallb.io IPAddressPool" in res.stderr
     usage = kubectl.run("lbd", "--help")
     assert usage.code == 0 and usage.stdout.startswith("usage: kubectl lbd")
     bad = kubectl.run("lbd", "status", "-o", "wide")

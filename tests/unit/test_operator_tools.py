@@ -257,3 +257,80 @@ def test_membership_check_unreachable_speaker_is_a_warning_not_a_pass():
     assert finding.verdict is Verdict.OK
     assert finding.check is Check.MEMBERSHIP_KEY
     assert render([finding]).endswith("lbd doctor: 0 problems, 0 warnings, 1 ok, 0 skipped\n")
+
+
+# --------------------------------------------------------------------------- README samples
+
+
+def _console_block(command: str) -> list[str]:
+    """The output lines of the README's console block that runs ``command``."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    start = lines.index(f"$ {command}") + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+    return lines[start:end]
+
+
+def test_readme_status_sample_has_the_renderers_shape():
+    """The sample was captured from a run; when the table changes, so must the sample."""
+    sample = _console_block("lbd status")
+    from lbd.k8s.service import observe_service
+
+    # a report with a row in each section, rendered now
+    snap = Snapshot(
+        pools=(observe_pool(pool_obj("p", 1, 1)),),
+        services=(
+            observe_service(
+                {
+                    "metadata": {"name": "a", "namespace": "d"},
+                    "spec": {"type": "LoadBalancer"},
+                }
+            ),
+        ),
+        l2statuses=(
+            observe_l2status(
+                {"metadata": {"name": "a", "namespace": "d"}, "status": {"node": "n"}}
+            ),
+        ),
+        events=(
+            observe_event(
+                {"involvedObject": {"kind": "Service", "name": "a"}, "reason": "VIPConflict"}
+            ),
+        ),
+    )
+    rendered = render_table(build_status(snap)).splitlines()
+
+    def shape(lines: list[str]) -> list[str]:
+        """Section titles (without counts) and table headers."""
+        out = []
+        for i, line in enumerate(lines):
+            if line and line.split(" (")[0].isupper() and (i == 0 or not lines[i - 1]):
+                out.append(line.split(" (")[0])
+                if i + 1 < len(lines) and lines[i + 1].split()[0].isupper():
+                    out.append(" ".join(lines[i + 1].split()))
+        return out
+
+    assert shape(sample) == shape(rendered)
+    usage = [ln for ln in sample if "[" in ln and "%" in ln]
+    assert len(usage) == 3
+    for line in usage:
+        bar = line[line.index("[") : line.index("]") + 1]
+        assert len(bar) == BAR_WIDTH + 2, line
+
+
+def test_readme_doctor_sample_has_the_renderers_shape():
+    sample = _console_block("lbd doctor --node-subnet 198.18.0.0/16")
+    labels = {"ok", "WARNING", "PROBLEM", "skipped"}
+    checks = {str(c) for c in Check}
+    counts: dict[str, int] = dict.fromkeys(labels, 0)
+    for line in sample[:-1]:
+        words = line.split()
+        if words[0] == "fix:":
+            continue
+        assert words[0] in labels and words[1] in checks, line
+        counts[words[0]] += 1
+    assert sample[-1] == (
+        f"lbd doctor: {counts['PROBLEM']} problems, {counts['WARNING']} warnings, "
+        f"{counts['ok']} ok, {counts['skipped']} skipped"
+    )
