@@ -81,21 +81,14 @@ class PoolRow:
 
 
 @dataclass(frozen=True)
-class ConditionShown:
-    status: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class ServiceRow:
     key: str
     addresses: tuple[str, ...]
     pool: str | None
     node: str | None
     interfaces: tuple[str, ...]
-    assigned: ConditionShown | None
-    announced: ConditionShown | None
+    assigned: ObservedCondition | None
+    announced: ObservedCondition | None
 
     @property
     def waiting(self) -> bool:
@@ -147,10 +140,6 @@ class StatusReport:
 # --------------------------------------------------------------------------- deciding
 
 
-def _shown(cond: ObservedCondition | None) -> ConditionShown | None:
-    return None if cond is None else ConditionShown(cond.status, cond.reason, cond.message)
-
-
 def _pool_row(pool: ObservedPool) -> PoolRow:
     ready = pool.condition("Ready")
     state = "Unknown" if ready is None else "Ready" if ready.status == "True" else ready.reason
@@ -169,8 +158,8 @@ def _service_row(
         pool=svc.recorded_pool or svc.pool_hint,
         node=node or None,
         interfaces=ifaces,
-        assigned=_shown(svc.condition),
-        announced=_shown(ObservedCondition.find(svc.conditions, ANNOUNCED_TYPE)),
+        assigned=svc.condition,
+        announced=ObservedCondition.find(svc.conditions, ANNOUNCED_TYPE),
     )
 
 
@@ -232,7 +221,7 @@ def build_status(snap: Snapshot, lb_class: str | None = None) -> StatusReport:
 # --------------------------------------------------------------------------- data form
 
 
-def _cond_data(cond: ConditionShown | None) -> dict[str, str] | None:
+def _cond_data(cond: ObservedCondition | None) -> dict[str, str] | None:
     if cond is None:
         return None
     return {"status": cond.status, "reason": cond.reason, "message": cond.message}
@@ -332,7 +321,7 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cond_cell(cond: ConditionShown | None) -> str:
+def _cond_cell(cond: ObservedCondition | None) -> str:
     if cond is None:
         return "-"
     return cond.reason if cond.status == "True" else f"{cond.reason or 'False'}!"

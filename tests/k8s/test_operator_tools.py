@@ -150,6 +150,19 @@ def l2status(kube: Kube, svc: str, node_name: str, vips: list[str], ns: str = "d
     )
 
 
+def configmap(kube: Kube, name: str, data: dict[str, str]) -> None:
+    """A ConfigMap in kube-system (kube-proxy's, Cilium's)."""
+    kube.create(
+        CONFIGMAPS.path(namespace="kube-system"),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "kube-system"},
+            "data": data,
+        },
+    )
+
+
 def advertisement(kube: Kube, name: str, pools: list[str] | None = None) -> None:
     kube.create(
         L2ADVERTISEMENTS.path(),
@@ -370,28 +383,16 @@ def test_doctor_finds_each_problem_provoked(lab, tmp_path, capsys, metrics_serve
     ns = "ops2-doctor"
     namespace(kube, ns)
     # kube-proxy in IPVS mode without strictARP (kubeadm's ConfigMap)
-    kube.create(
-        CONFIGMAPS.path(namespace="kube-system"),
+    configmap(
+        kube,
+        "kube-proxy",
         {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
-            "data": {
-                "config.conf": "apiVersion: kubeproxy.config.k8s.io/v1alpha1\n"
-                "kind: KubeProxyConfiguration\nmode: ipvs\nipvs:\n  strictARP: false\n"
-            },
+            "config.conf": "apiVersion: kubeproxy.config.k8s.io/v1alpha1\n"
+            "kind: KubeProxyConfiguration\nmode: ipvs\nipvs:\n  strictARP: false\n"
         },
     )
     # Cilium with L2 announcements, kube-vip serving Services, MetalLB and k3s's servicelb
-    kube.create(
-        CONFIGMAPS.path(namespace="kube-system"),
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "cilium-config", "namespace": "kube-system"},
-            "data": {"enable-l2-announcements": "true"},
-        },
-    )
+    configmap(kube, "cilium-config", {"enable-l2-announcements": "true"})
     kube.create(
         LEASES.path(namespace="kube-system"),
         {
@@ -518,15 +519,7 @@ def test_doctor_passes_a_healthy_cluster(lab, tmp_path, capsys, metrics_servers)
     try:
         kube = env.admin
         kubeconfig = str(lab.write_kubeconfig(tmp_path / "kubeconfig"))
-        kube.create(
-            CONFIGMAPS.path(namespace="kube-system"),
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
-                "data": {"config.conf": "mode: ipvs\nipvs:\n  strictARP: true\n"},
-            },
-        )
+        configmap(kube, "kube-proxy", {"config.conf": "mode: ipvs\nipvs:\n  strictARP: true\n"})
         node(kube, "n1", "127.0.0.1", pod_cidr="10.244.1.0/24")
         metrics_servers.append(MetricsServer(speaker_metrics("cccc3333")))
         speaker_pod(kube, "n1", "127.0.0.1", metrics_servers[0].port)
