@@ -334,3 +334,41 @@ def test_readme_doctor_sample_has_the_renderers_shape():
         f"lbd doctor: {counts['PROBLEM']} problems, {counts['WARNING']} warnings, "
         f"{counts['ok']} ok, {counts['skipped']} skipped"
     )
+
+
+def test_doctor_asks_each_running_speaker_through_the_pod_proxy():
+    from lbd.tools.doctor_cli import speaker_metrics
+
+    def pod(name: str, node: str, phase: str = "Running") -> Any:
+        return observe_pod(
+            {
+                "metadata": {"name": name, "namespace": "lbd-system"},
+                "spec": {
+                    "nodeName": node,
+                    "containers": [{"ports": [{"name": "metrics", "containerPort": 7999}]}],
+                },
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        )
+
+    m = SpeakerMetrics()
+    m.key_info.labels(key_id="k1", state="Current").set(1)
+    text = generate_latest(m.registry).decode()
+    asked: list[str] = []
+
+    def kube_text(path: str) -> str:
+        asked.append(path)
+        if "s2" in path:
+            raise OSError("503 Service Unavailable: no endpoints")
+        return text
+
+    snap = Snapshot(speakers=(pod("s1", "n1"), pod("s2", "n2"), pod("s3", "n3", "Pending")))
+    got = speaker_metrics(snap, "proxy", kube_text)
+    assert sorted(asked) == [
+        "/api/v1/namespaces/lbd-system/pods/s1:7999/proxy/metrics",
+        "/api/v1/namespaces/lbd-system/pods/s2:7999/proxy/metrics",
+    ]
+    assert got["n1"] == SpeakerKeys(0.0, frozenset({"k1"}))
+    assert got["n2"] == "OSError: 503 Service Unavailable: no endpoints"
+    assert "n3" not in got  # not running: not asked
+    assert speaker_metrics(snap, "none") == {}
