@@ -28,14 +28,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, Kube, load_kube  # noqa: E402
+from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, load_kube  # noqa: E402
 from lbd.k8s.meta import rfc3339  # noqa: E402
 from lbd.k8s.snapshot_read import read_snapshot  # noqa: E402
 from lbd.tools.status import build_status, render_table  # noqa: E402
@@ -90,22 +90,10 @@ def real(workdir: Path) -> tuple[Path, Callable[[], None]]:
     return kubeconfig, stop
 
 
-def populate(kube: Kube, n: int, workers: int) -> None:
-    """A full pool's worth of Services, each with its address, condition and owner node."""
-    kube.create(
-        "/apis/lbd.io/v1beta1/ipaddresspools",
-        {
-            "apiVersion": "lbd.io/v1beta1",
-            "kind": "IPAddressPool",
-            "metadata": {"name": "bench"},
-            "spec": {"addresses": ["198.18.0.0/17"]},
-        },
-    )
-    kube.patch(
-        "/apis/lbd.io/v1beta1/ipaddresspools/bench/status",
-        {"status": {"assignedIPv4": n, "availableIPv4": 32768 - n, "waitingServices": 0}},
-    )
-    kube.create("/api/v1/namespaces", {"metadata": {"name": "bench"}})
+def populate_slice(kubeconfig: str, first: int, last: int, workers: int) -> None:
+    """Services ``first..last-1``, each with its address, condition and owner node (one
+    process: the client's JSON work would otherwise be the bottleneck under one GIL)."""
+    kube = load_kube(kubeconfig)
     stamp = rfc3339()
 
     def one(i: int) -> None:
@@ -156,7 +144,35 @@ def populate(kube: Kube, n: int, workers: int) -> None:
         )
 
     with ThreadPoolExecutor(workers) as ex:
-        list(ex.map(one, range(n)))
+        list(ex.map(one, range(first, last)))
+
+
+def populate(kubeconfig: str, n: int, workers: int, processes: int) -> None:
+    """A full pool's worth of Services, each with its address, condition and owner node."""
+    kube = load_kube(kubeconfig)
+    kube.create(
+        "/apis/lbd.io/v1beta1/ipaddresspools",
+        {
+            "apiVersion": "lbd.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": "bench"},
+            "spec": {"addresses": ["198.18.0.0/17"]},
+        },
+    )
+    kube.patch(
+        "/apis/lbd.io/v1beta1/ipaddresspools/bench/status",
+        {"status": {"assignedIPv4": n, "availableIPv4": 32768 - n, "waitingServices": 0}},
+    )
+    kube.create("/api/v1/namespaces", {"metadata": {"name": "bench"}})
+    kube.api_client.close()  # type: ignore[no-untyped-call]
+    step = -(-n // processes)
+    with ProcessPoolExecutor(processes) as ex:
+        futures = [
+            ex.submit(populate_slice, kubeconfig, lo, min(n, lo + step), workers)
+            for lo in range(0, n, step)
+        ]
+        for f in futures:
+            f.result()
 
 
 def median_of(runs: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -172,15 +188,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--control-plane", choices=("stand-in", "real"), default="real")
-    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=8, help="threads per populating process")
+    ap.add_argument("--processes", type=int, default=4, help="populating processes")
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lbd-bench-status-"))
     kubeconfig, stop = (real if args.control_plane == "real" else stand_in)(work)
     try:
-        kube = load_kube(str(kubeconfig))
         t0 = time.perf_counter()
-        populate(kube, args.services, args.workers)
+        populate(str(kubeconfig), args.services, args.workers, args.processes)
+        kube = load_kube(str(kubeconfig))
         print(
             f"populated {args.services} Services + ServiceL2Statuses in "
             f"{time.perf_counter() - t0:.1f}s ({args.control_plane})"
