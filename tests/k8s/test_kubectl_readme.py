@@ -321,6 +321,12 @@ STEPS: tuple[Step, ...] = (
     Step(k("create", "namespace", "team-a"), Compare.OUTPUT),
     Step(k("get", "namespace", "team-a"), Compare.TABLE),
     Step(k("-n", "default", "get", "leases"), Compare.HEADERS),
+    Step(
+        k("get", "nodes,pods,endpointslices", "-o", "wide"),
+        Compare.HEADERS,
+        ("kubectl get nodes,pods,endpointslices -o wide",),
+    ),
+    Step(k("get", "pods", "-o", "wide"), Compare.HEADERS, ("kubectl get pods -o wide",)),
     Step(k("explain", "ipaddresspools.spec.serviceAllocation"), Compare.OUTPUT),
     Step(k("explain", "l2advertisements", "--recursive"), Compare.OUTPUT),
     Step(k("explain", "servicel2statuses.status"), Compare.OUTPUT),
@@ -349,6 +355,7 @@ NOT_COMMANDS = {
     "kubectl-NAME": "kubectl's plugin convention, in prose",
     "kubectl NAME": "kubectl's plugin convention, in prose",
 }
+KEY_COMMANDS = "the key rotation commands: tests/k8s/test_membership_key_commands.py runs them"
 ELSEWHERE = {
     "kubectl get --raw /_lab/audit": "the stand-in's own endpoint: tests/e2e/test_e2e_rbac.py",
     # the kubectl-lbd plugin, run through the real kubectl on both servers
@@ -357,6 +364,13 @@ ELSEWHERE = {
     "kubectl lbd doctor -o json": "tests/k8s/test_operator_tools.py",
     "kubectl lbd migrate from-metallb --from-cluster --check": "tests/k8s/test_operator_tools.py",
     "kubectl describe service -n default shop": "lbd doctor's advice, in its output sample",
+    "kubectl -n lbd-system get secret lbd-memberlist -o jsonpath='{.data.key}'": KEY_COMMANDS,
+    'kubectl -n lbd-system patch secret lbd-memberlist --type merge -p "{\\"data\\":'
+    '{\\"key\\":\\"$(openssl rand -base64 32': KEY_COMMANDS,
+    'kubectl -n lbd-system patch secret lbd-memberlist --type merge -p "{\\"data\\":'
+    '{\\"key\\":\\"$(printf \'%s\\n%s\\n\' "$NEW" "$OLD"': KEY_COMMANDS,
+    'kubectl -n lbd-system patch secret lbd-memberlist --type merge -p "{\\"data\\":'
+    '{\\"key\\":\\"$(printf \'%s\' "$NEW"': KEY_COMMANDS,
 }
 
 
