@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, load_kube  # noqa: E402
+from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, load_kube  # noqa: E402
 from lbd.k8s.meta import rfc3339  # noqa: E402
 from lbd.k8s.snapshot_read import read_snapshot  # noqa: E402
 from lbd.tools.status import build_status, render_table  # noqa: E402
@@ -96,51 +96,73 @@ def populate_slice(kubeconfig: str, first: int, last: int, workers: int) -> None
     kube = load_kube(kubeconfig)
     stamp = rfc3339()
 
+    def retried(call: Callable[[], Any]) -> None:
+        # a loaded machine: kube-apiserver may not answer within the read timeout; a retried
+        # create that finds its object is done
+        for attempt in range(6):
+            try:
+                call()
+                return
+            except ApiError as exc:
+                if exc.status == 409:
+                    return
+                if not exc.retryable or attempt == 5:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+
     def one(i: int) -> None:
         name = f"s{i}"
         ip = f"198.18.{i // 256}.{i % 256}"
-        kube.create(
-            SERVICES.path(namespace="bench"),
-            service_body(name, "bench", allocateLoadBalancerNodePorts=False),
+        retried(
+            lambda: kube.create(
+                SERVICES.path(namespace="bench"),
+                service_body(name, "bench", allocateLoadBalancerNodePorts=False),
+            )
         )
-        kube.patch(
-            SERVICES.path(namespace="bench", name=name, subresource="status"),
-            {
-                "status": {
-                    "loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]},
-                    "conditions": [
-                        {
-                            "type": "lbd.io/AddressAssigned",
-                            "status": "True",
-                            "reason": "Assigned",
-                            "message": f"{ip} from pool bench",
-                            "lastTransitionTime": stamp,
-                        }
-                    ],
-                }
-            },
+        retried(
+            lambda: kube.patch(
+                SERVICES.path(namespace="bench", name=name, subresource="status"),
+                {
+                    "status": {
+                        "loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]},
+                        "conditions": [
+                            {
+                                "type": "lbd.io/AddressAssigned",
+                                "status": "True",
+                                "reason": "Assigned",
+                                "message": f"{ip} from pool bench",
+                                "lastTransitionTime": stamp,
+                            }
+                        ],
+                    }
+                },
+            )
         )
-        kube.create(
-            SERVICEL2STATUSES.path(namespace="bench"),
-            {
-                "apiVersion": "lbd.io/v1beta1",
-                "kind": "ServiceL2Status",
-                "metadata": {"name": name, "namespace": "bench"},
-                "spec": {},
-            },
+        retried(
+            lambda: kube.create(
+                SERVICEL2STATUSES.path(namespace="bench"),
+                {
+                    "apiVersion": "lbd.io/v1beta1",
+                    "kind": "ServiceL2Status",
+                    "metadata": {"name": name, "namespace": "bench"},
+                    "spec": {},
+                },
+            )
         )
-        kube.patch(
-            SERVICEL2STATUSES.path(namespace="bench", name=name, subresource="status"),
-            {
-                "status": {
-                    "node": f"n{i % 5}",
-                    "serviceName": name,
-                    "serviceNamespace": "bench",
-                    "interfaces": [{"name": "eth0"}],
-                    "vips": [ip],
-                    "since": stamp,
-                }
-            },
+        retried(
+            lambda: kube.patch(
+                SERVICEL2STATUSES.path(namespace="bench", name=name, subresource="status"),
+                {
+                    "status": {
+                        "node": f"n{i % 5}",
+                        "serviceName": name,
+                        "serviceNamespace": "bench",
+                        "interfaces": [{"name": "eth0"}],
+                        "vips": [ip],
+                        "since": stamp,
+                    }
+                },
+            )
         )
 
     with ThreadPoolExecutor(workers) as ex:
