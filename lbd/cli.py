@@ -1,6 +1,8 @@
 """The ``lbd`` command.
 
-One binary, several programs (``controller``, ``speaker``, and ``lab`` in a checkout). Each
+One binary, several programs (``controller``, ``speaker``, the operator tools ``status``,
+``doctor`` and ``migrate``, and ``lab`` in a checkout); ``kubectl-lbd`` is the same binary with
+the operator tools only, so that ``kubectl lbd status`` works (:func:`kubectl_main`). Each
 program contributes its subcommand through a ``register(subparsers)`` function; its module is
 imported only to register arguments, so heavy dependencies are imported inside its ``run``
 functions, keeping ``lbd --help`` fast.
@@ -21,7 +23,7 @@ from typing import Any
 from lbd import __version__
 from lbd.controller import cli as controller_cli
 from lbd.speaker import cli as speaker_cli
-from lbd.tools import migrate_cli
+from lbd.tools import doctor_cli, migrate_cli, status_cli
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -71,13 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=_version)
     controller_cli.register(sub)
     speaker_cli.register(sub)
+    status_cli.register(sub)
+    doctor_cli.register(sub)
     migrate_cli.register(sub)
     (_lab_register() or _register_lab_absent)(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def build_kubectl_parser() -> argparse.ArgumentParser:
+    """``kubectl lbd ...``: the operator commands only (kubectl runs ``kubectl-lbd`` from the
+    PATH for ``kubectl lbd``, passing the rest of the command line; its plugin convention)."""
+    parser = argparse.ArgumentParser(
+        prog="kubectl lbd",
+        description="lbd's operator commands as a kubectl plugin (the same as `lbd status`, "
+        "`lbd doctor`, `lbd migrate`).",
+    )
+    parser.add_argument("--version", action="version", version=f"lbd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    status_cli.register(sub)
+    doctor_cli.register(sub)
+    migrate_cli.register(sub)
+    return parser
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """The ``kubectl-lbd`` console script."""
+    return main(argv, parser=build_kubectl_parser())
+
+
+def main(
+    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> int:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

@@ -10,6 +10,7 @@ consistent read): the controller's views need it to tell a late watch event from
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from lbd.k8s.client import JsonDict, Kube, Resource
@@ -19,14 +20,18 @@ LIST_PAGE = 500
 
 
 def list_pages(
-    kube: Kube, resource: Resource, namespace: str | None = None
+    kube: Kube,
+    resource: Resource,
+    namespace: str | None = None,
+    selectors: Mapping[str, str] | None = None,
 ) -> tuple[list[JsonDict], str]:
     """Every object of ``resource`` (each with its ``apiVersion`` and ``kind``: list items of
-    built-in kinds come without them) and the list's resourceVersion."""
+    built-in kinds come without them) and the list's resourceVersion. ``selectors``: a
+    ``labelSelector`` and/or ``fieldSelector``, sent with every page."""
     items: list[JsonDict] = []
     cont: str | None = None
     while True:
-        query: dict[str, Any] = {"limit": LIST_PAGE}
+        query: dict[str, Any] = {**(selectors or {}), "limit": LIST_PAGE}
         if cont:
             query["continue"] = cont
         page = kube.get(resource.path(namespace=namespace), query=query)

@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbd.core.election import DRAIN_ANNOTATION, Labels, NodeView
-from lbd.k8s.meta import ConversionError, meta_field, strict_annotations, strict_labels
+from lbd.k8s.meta import (
+    ConversionError,
+    labels_of,
+    meta_field,
+    strict_annotations,
+    strict_labels,
+)
 
 Obj = Mapping[str, Any]
 
@@ -88,3 +95,50 @@ def peers_from_nodes(
         if ip is not None:
             peers[name] = ip
     return peers
+
+
+@dataclass(frozen=True)
+class ObservedNode:
+    """What the operator tools read of a Node: its addresses, pod CIDRs and readiness."""
+
+    name: str
+    internal_ips: tuple[str, ...]
+    """Every ``InternalIP`` (both families), in order."""
+    addresses: tuple[str, ...]
+    """Every IP address the Node reports (InternalIP, ExternalIP), hostnames left out."""
+    pod_cidrs: tuple[str, ...]
+    """``spec.podCIDRs`` (else ``spec.podCIDR``): empty when the cluster does not assign them."""
+    ready: bool | None
+    """The Ready condition (None: Unknown or absent, see the module docstring)."""
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+def observe_node(node: Obj) -> ObservedNode:
+    """Read one Node for the operator tools (never raises: bad entries are skipped)."""
+    spec = node.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    status = node.get("status")
+    status = status if isinstance(status, dict) else {}
+    internal: list[str] = []
+    addresses: list[str] = []
+    for addr in status.get("addresses") or []:
+        if not isinstance(addr, Mapping):
+            continue
+        try:
+            ip = str(ipaddress.ip_address(str(addr.get("address", ""))))
+        except ValueError:
+            continue  # a Hostname entry, or garbage
+        if addr.get("type") == "InternalIP":
+            internal.append(ip)
+        if ip not in addresses:
+            addresses.append(ip)
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    ready = _condition(node, "Ready")
+    return ObservedNode(
+        name=meta_field(node, "name"),
+        internal_ips=tuple(internal),
+        addresses=tuple(addresses),
+        pod_cidrs=tuple(str(c) for c in cidrs) if isinstance(cidrs, list) else (),
+        ready=None if ready in (None, "Unknown") else ready == "True",
+        labels=labels_of(node),
+    )

@@ -52,12 +52,49 @@ class ObservedPool:
     status: Mapping[str, Any] = field(hash=False, repr=False)
     """The status fields as shown (for the writer's diff)."""
     conditions: Conditions = field(repr=False)
+    usage: Mapping[Family, PoolUsage] = field(default_factory=dict, hash=False)
+    """The counts the controller last wrote (families it wrote none for are absent)."""
+    waiting: int = 0
+    """``status.waitingServices``: Services waiting for an address of this pool."""
 
     def config_input(self) -> PoolInput:
         return PoolInput(spec=self.spec, labels=self.labels, created=self.created)
 
     def condition(self, ctype: str) -> ObservedCondition | None:
         return ObservedCondition.find(self.conditions, ctype)
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """One family's counts as the pool's status shows them."""
+
+    assigned: int
+    available: int
+
+    @property
+    def total(self) -> int:
+        return self.assigned + self.available
+
+
+def _count(value: Any) -> int | None:
+    """A status counter: an int, or its decimal string above 2**53 (:func:`render_count`)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdecimal():
+        return int(value)
+    return None
+
+
+def _usage(status: Mapping[str, Any]) -> dict[Family, PoolUsage]:
+    out: dict[Family, PoolUsage] = {}
+    for fam, suffix in _SUFFIX.items():
+        assigned = _count(status.get(f"assigned{suffix}"))
+        available = _count(status.get(f"available{suffix}"))
+        if assigned is not None and available is not None and assigned + available > 0:
+            out[fam] = PoolUsage(assigned, available)
+    return out
 
 
 def observe_pool(obj: Obj) -> ObservedPool:
@@ -72,6 +109,8 @@ def observe_pool(obj: Obj) -> ObservedPool:
         labels=labels_of(obj),
         status=status,
         conditions=conditions_of(status.get("conditions")),
+        usage=_usage(status),
+        waiting=w if isinstance(w := status.get(WAITING_FIELD), int) and w > 0 else 0,
     )
 
 

@@ -84,6 +84,9 @@ class ObservedService:
     """The whole list as read, for a writer that must keep the others' conditions."""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     traffic_policy_local: bool = False
+    cluster_ips: tuple[str, ...] = ()
+    """``spec.clusterIPs`` (else ``spec.clusterIP``), "None" left out: what ``lbd doctor``
+    infers the service CIDRs from."""
 
     def ours(self, lb_class: str | None) -> bool:
         """A LoadBalancer Service of our class (``--lb-class``; unset: Services without one)."""
@@ -145,7 +148,15 @@ def observe_service(obj: Obj) -> ObservedService:
         conditions=conditions,
         labels=labels,
         traffic_policy_local=spec.get("externalTrafficPolicy") == "Local",
+        cluster_ips=_cluster_ips(spec),
     )
+
+
+def _cluster_ips(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    raw = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    if not isinstance(raw, list):
+        return ()
+    return tuple(str(ip) for ip in raw if ip and ip != "None")
 
 
 def _ingress(raw: Any) -> tuple[tuple[str, ...], tuple[FieldError, ...], bool]:

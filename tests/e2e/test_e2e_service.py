@@ -10,6 +10,7 @@ owners use ``Local`` Services (answered by a pod on the owner).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,47 @@ def test_fifty_services_spread_over_all_nodes(lab: Lab) -> None:
     # (the chance that one has none is about 3 * (2/3)^50, i.e. never).
     assert set(owners) == {"n1", "n2", "n3"}, owners
     assert min(owners.values()) >= 5, owners
+
+
+def test_lbd_status_and_doctor_name_the_node_that_answers(lab: Lab) -> None:
+    """``lbd status`` (issue 15) on a live lab: the owner it shows, read from the speakers'
+    ServiceL2Status, is the node whose MAC answers ARP; ``lbd doctor`` finds the Service served."""
+    import json
+    import subprocess
+    import sys
+
+    kube = scenario.host_kube(lab)
+    scenario.create_echo_service(kube, "opsview", etp_local=lab.real)
+    (vip,) = scenario.wait_for_vips(kube, "opsview")
+    owner = scenario.arp_owner(lab, vip)
+
+    def lbd(*args: str) -> tuple[int, dict[str, Any]]:
+        res = subprocess.run(
+            [sys.executable, "-m", "lbd", *args, "--kubeconfig", str(lab.host_kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert res.returncode in (0, 1), res.stderr
+        return res.returncode, json.loads(res.stdout)
+
+    def shown() -> dict[str, Any] | None:
+        _, data = lbd("status", "-o", "json")
+        row = next(s for s in data["services"] if s["service"] == "default/opsview")
+        return data if row["node"] else None
+
+    data = scenario.poll(shown, timeout=10.0, what="a ServiceL2Status for default/opsview")
+    row = next(s for s in data["services"] if s["service"] == "default/opsview")
+    assert row["addresses"] == [vip]
+    assert row["node"] == owner, f"status says {row['node']}, ARP answered by {owner}"
+    assert row["addressAssigned"]["reason"] == "Assigned"
+    announcing = {s["node"]: s["announces"] for s in data["speakers"]}
+    assert "default/opsview" in announcing[owner]
+    _, report = lbd("doctor", "-o", "json", "--speaker-metrics", "none")
+    served = [
+        f
+        for f in report["findings"]
+        if f["check"] == "ServicesServed" and f["subject"] == "Service default/opsview"
+    ]
+    assert served == []  # not stuck: it has an address and an owner

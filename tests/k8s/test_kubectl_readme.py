@@ -350,10 +350,20 @@ NOT_COMMANDS = {
     "kubectl": "the word, in prose",
     "kubectl apply": "the word, in prose (kubectl apply -f it: first-pool.yaml, run above)",
     "kubectl explain": "the command, in prose: the explain steps above run it",
+    "kubectl lbd": "the plugin's name, in prose",
+    "kubectl-lbd": "the plugin's file name, in prose",
+    "kubectl-NAME": "kubectl's plugin convention, in prose",
+    "kubectl NAME": "kubectl's plugin convention, in prose",
 }
 KEY_COMMANDS = "the key rotation commands: tests/k8s/test_membership_key_commands.py runs them"
 ELSEWHERE = {
     "kubectl get --raw /_lab/audit": "the stand-in's own endpoint: tests/e2e/test_e2e_rbac.py",
+    # the kubectl-lbd plugin, run through the real kubectl on both servers
+    "kubectl plugin list": "tests/k8s/test_operator_tools.py (finds kubectl-lbd)",
+    "kubectl lbd status": "tests/k8s/test_operator_tools.py",
+    "kubectl lbd doctor -o json": "tests/k8s/test_operator_tools.py",
+    "kubectl lbd migrate from-metallb --from-cluster --check": "tests/k8s/test_operator_tools.py",
+    "kubectl describe service -n default shop": "lbd doctor's advice, in its output sample",
     "kubectl -n lbd-system get secret lbd-memberlist -o jsonpath='{.data.key}'": KEY_COMMANDS,
     'kubectl -n lbd-system patch secret lbd-memberlist --type merge -p "{\\"data\\":'
     '{\\"key\\":\\"$(openssl rand -base64 32': KEY_COMMANDS,
