@@ -58,6 +58,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.controller.adeffects import advertisement_effects
+from lbd.controller.advertisements import Advertisements
 from lbd.controller.effects import (
     Count,
     Decision,
@@ -83,10 +85,19 @@ from lbd.core.model import (
 )
 from lbd.core.poolstatus import READY, pool_shown
 from lbd.k8s.cache import ViewCache
-from lbd.k8s.client import IPADDRESSPOOLS, NAMESPACES, SERVICES, ApiError, JsonDict, Kube
+from lbd.k8s.client import (
+    IPADDRESSPOOLS,
+    L2ADVERTISEMENTS,
+    NAMESPACES,
+    SERVICES,
+    ApiError,
+    JsonDict,
+    Kube,
+)
 from lbd.k8s.conditions import Condition
 from lbd.k8s.events import EventKind, EventRecorder
 from lbd.k8s.informer import Informer
+from lbd.k8s.l2advertisement import AdvertisementStatusWriter
 from lbd.k8s.meta import ObjectRef
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
@@ -120,12 +131,19 @@ class PoolWork:
 
 
 @dataclass(frozen=True)
+class AdvertisementWork:
+    """Write one L2Advertisement's Ready condition (:mod:`lbd.controller.advertisements`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ConfigWork:
     """Give the allocator the current pool configuration."""
 
 
 CONFIG = ConfigWork()
-WorkKey = ServiceWork | PoolWork | ConfigWork
+WorkKey = ServiceWork | PoolWork | ConfigWork | AdvertisementWork
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,14 @@ class Controller:
         self.namespaces: ViewCache[ObservedNamespace] = ViewCache(
             NAMESPACES, observe_namespace, on_change=self._namespace_changed
         )
-        self.informers = (
+        self.ad_writer = AdvertisementStatusWriter(self.patcher)
+        self.advertisements = Advertisements(
+            kube,
+            pools=self.pools,
+            enqueue=lambda name: self.queue.add(AdvertisementWork(name)),
+            watch_timeout=settings.watch_timeout,
+        )
+        self.informers: tuple[Informer, ...] = (
             Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout),
             Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout),
             Informer(
@@ -192,6 +217,7 @@ class Controller:
         self.informers[0].add_handler(self.namespaces.on_event)
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
+        self.informers += self.advertisements.informers
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
@@ -312,6 +338,7 @@ class Controller:
             self.queue.add(ServiceWork(view.key))
         for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
             self.queue.add(PoolWork(name))
+        self.advertisements.enqueue_all()
 
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
@@ -320,6 +347,8 @@ class Controller:
             try:
                 for cache in (self.namespaces, self.pools, self.services):
                     cache.refresh(self.kube)
+                for ad_cache in self.advertisements.caches:
+                    ad_cache.refresh(self.kube)
                 return True
             except ApiError as exc:
                 if not self._may_write():
@@ -382,6 +411,8 @@ class Controller:
             self.services.put(obj, notify=False)
         elif kind == IPADDRESSPOOLS.kind:
             self.pools.put(obj, notify=False)
+        elif kind == L2ADVERTISEMENTS.kind:
+            self.advertisements.ads.put(obj, notify=False)
 
     def _service_changed(self, old: ObservedService | None, new: ObservedService | None) -> None:
         view = new or old
@@ -393,6 +424,7 @@ class Controller:
         view = new or old
         if view is not None:
             self.queue.add(PoolWork(view.name))
+        self.advertisements.pool_changed(old, new)
 
     def _namespace_changed(
         self, old: ObservedNamespace | None, new: ObservedNamespace | None
@@ -447,6 +479,8 @@ class Controller:
                 self._reconcile_pool(name)
             case ConfigWork():
                 self._reconcile_config()
+            case AdvertisementWork(name=name):
+                self._reconcile_advertisement(name)
 
     def sync_once(self, key: WorkKey) -> None:
         """Run one reconcile now (tests); raises what the reconcile raises."""
@@ -683,6 +717,19 @@ class Controller:
             with self._lock:
                 self._pool_written[name] = self.clock.monotonic()
         self._apply(view.ref, pool_effects(name, view.condition(READY), shown, warned))
+
+    # -- L2Advertisement status -----------------------------------------------------------
+    def _reconcile_advertisement(self, name: str) -> None:
+        decided = self.advertisements.decide(name)
+        if decided is None:
+            return  # deleted: its status went with it
+        view, after = decided
+        with self._lock:
+            alloc = self._alloc()
+        want = Condition(after.ready, after.reason.value, after.message)
+        with self._session_write(alloc) as still:
+            wrote = self.ad_writer.write(view, want, still=still)
+        self._apply(view.ref, advertisement_effects(name, view.ready, after, wrote))
 
     # -- effects --------------------------------------------------------------------------
     def _apply(self, subject: ObjectRef, effects: Iterable[Effect]) -> None:

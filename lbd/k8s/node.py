@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbd.core.election import DRAIN_ANNOTATION, Labels, NodeView
-from lbd.k8s.meta import ConversionError, meta_field, strict_annotations, strict_labels
+from lbd.k8s.meta import (
+    ConversionError,
+    ObjectRef,
+    labels_of,
+    meta_field,
+    strict_annotations,
+    strict_labels,
+)
 
 Obj = Mapping[str, Any]
 
@@ -27,6 +35,19 @@ def _condition(node: Obj, type_: str) -> str | None:
         if isinstance(cond, Mapping) and cond.get("type") == type_:
             return str(cond.get("status"))
     return None
+
+
+@dataclass(frozen=True)
+class ObservedNode:
+    """What the controller reads of a Node: its labels (which L2Advertisements select it)."""
+
+    ref: ObjectRef
+    labels: Mapping[str, str] = field(hash=False)
+
+
+def observe_node(node: Obj) -> ObservedNode:
+    """The controller's view of one Node (never raises: malformed labels read as none)."""
+    return ObservedNode(ref=ObjectRef.of(node), labels=labels_of(node))
 
 
 def node_view(node: Obj, *, alive: bool, interfaces_up: frozenset[str]) -> NodeView:

@@ -351,7 +351,8 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
     """Every Kubernetes call of ``lbd controller --leader-elect``: the Lease created and renewed,
     informers on Services, pools and namespaces, a pool chosen by namespace labels, addresses,
     annotations, conditions and Events written (one repeated: aggregated), pool status, an
-    address released, a clean stop that hands the Lease over."""
+    L2Advertisement's Ready condition (Node labels read), an address released, a clean stop
+    that hands the Lease over."""
     admin = kube_for(real)
     admin.create(
         NAMESPACES.path(),
@@ -413,6 +414,22 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
                 lambda: not addresses(get_service(admin, "later")), 30, "default/later withdrawn"
             )
         admin.delete(SERVICES.path(namespace="default", name="b"))
+        admin.create(
+            L2ADVERTISEMENTS.path(),
+            {
+                "apiVersion": L2ADVERTISEMENTS.api_version,
+                "kind": L2ADVERTISEMENTS.kind,
+                "metadata": {"name": "rbac-typo"},
+                "spec": {"ipAddressPools": ["generla"]},
+            },
+        )
+
+        def ad_reason() -> str | None:
+            obj = admin.get(L2ADVERTISEMENTS.path(name="rbac-typo"))
+            conds = (obj.get("status") or {}).get("conditions") or []
+            return next((c["reason"] for c in conds if c["type"] == "Ready"), None)
+
+        wait_for(lambda: ad_reason() == "PoolNotFound", 30, "rbac-typo's Ready condition")
 
         def released() -> bool:
             status = admin.get(IPADDRESSPOOLS.path(name="general")).get("status") or {}
