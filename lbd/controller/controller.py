@@ -60,6 +60,7 @@ from typing import Any
 
 from lbd.controller.adeffects import advertisement_effects
 from lbd.controller.advertisements import Advertisements
+from lbd.controller.annotations import annotation_effects
 from lbd.controller.effects import (
     Count,
     Decision,
@@ -102,7 +103,7 @@ from lbd.k8s.meta import ObjectRef
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
 from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
-from lbd.k8s.service import ObservedService, observe_service
+from lbd.k8s.service import AnnotationFinding, ObservedService, observe_service
 from lbd.k8s.service_writer import ServiceStatus, ServiceWriter, WriteOutcome
 from lbd.metrics import ControllerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
@@ -233,6 +234,8 @@ class Controller:
         self._config_input: Any = None
         self._pool_written: dict[str, float] = {}
         self._pool_warned: dict[str, tuple[str, ...]] = {}
+        # Annotation findings presented per Service (uid, findings): Events once per change.
+        self._findings_shown: dict[ServiceKey, tuple[str, tuple[AnnotationFinding, ...]]] = {}
         self._active = threading.Event()
         self._restored = False
         self._stop = threading.Event()
@@ -541,6 +544,7 @@ class Controller:
 
     def _reconcile_service(self, key: ServiceKey) -> None:
         view = self.services.get(key)
+        self._present_findings(key, view)
         if view is None:
             with self._lock:
                 alloc = self._alloc()
@@ -568,6 +572,22 @@ class Controller:
             self._report_invalid(view, req)
             return
         self._assign(view, req)
+
+    def _present_findings(self, key: ServiceKey, view: ObservedService | None) -> None:
+        """Events for the annotation findings this Service did not show before
+        (:mod:`lbd.controller.annotations`); only Services of our class hear of them."""
+        with self._lock:
+            self._alloc()  # only a leader presents
+            if view is None or not view.ours(self.settings.lb_class):
+                self._findings_shown.pop(key, None)
+                return
+            uid, before = self._findings_shown.get(key, ("", ()))
+            if uid != view.ref.uid:
+                before = ()
+            if before == view.findings:
+                return
+            self._findings_shown[key] = (view.ref.uid, view.findings)
+        self._apply(view.ref, annotation_effects(key, before, view.findings))
 
     def _write(
         self, alloc: Allocator, view: ObservedService, desired: ServiceStatus

@@ -1,4 +1,5 @@
-"""L2Advertisement status (issue 14, point 4) on the stand-in and the real kube-apiserver.
+"""L2Advertisement status and Service annotation findings (issue 14, point 4), on the stand-in
+and the real kube-apiserver.
 
 The controller, under its own ServiceAccount (deploy/base/rbac.yaml enforced), writes the
 ``Ready`` condition of every L2Advertisement: False with PoolNotFound / NoPoolSelected /
@@ -13,8 +14,16 @@ from typing import Any
 
 import pytest
 
-from lbd.k8s.client import L2ADVERTISEMENTS, NODES, JsonDict, Kube
-from tests.k8s.controller_support import ApiServer, Env, events, pool, wait_for
+from lbd.k8s.client import L2ADVERTISEMENTS, NODES, SERVICES, JsonDict, Kube
+from tests.k8s.controller_support import (
+    ApiServer,
+    Env,
+    events,
+    pool,
+    service,
+    wait_addresses,
+    wait_for,
+)
 from tests.k8s.test_controller import flush
 
 
@@ -133,3 +142,53 @@ def test_every_reason_with_one_event_each_and_no_write_at_steady_state(env: Env)
         ("Normal", "Ready"),
         ("Warning", "PoolNotFound"),
     ]
+
+
+def test_annotation_findings_are_told_once_on_the_service(env: Env):
+    """Issue 14 pt 4: a misspelt lbd.io/ key (nearest key named), lbd.io/ and MetalLB keys that
+    disagree (which wins), a deprecated metallb.universe.tf/ key (its lbd.io/ name): one Event
+    each, not one per reconcile."""
+    kube = env.admin
+    pool(kube, "ann-web", ["198.18.100.0/28"])
+    pool(kube, "ann-old", ["198.18.101.0/28"])
+    service(
+        kube,
+        "findings",
+        annotations={
+            "lbd.io/adress-pool": "ann-web",
+            "lbd.io/address-pool": "ann-web",
+            "metallb.io/address-pool": "ann-old",
+            "metallb.universe.tf/allow-shared-ip": "k",
+        },
+    )
+    assert wait_addresses(kube, "findings")[0].startswith("198.18.100.")  # lbd.io/ won
+    # more reconciles of the same Service: a label change, a status rewrite by the controller
+    kube.patch(
+        SERVICES.path(namespace="default", name="findings"), {"metadata": {"labels": {"x": "1"}}}
+    )
+    kube.patch(
+        SERVICES.path(namespace="default", name="findings"), {"metadata": {"labels": {"x": "2"}}}
+    )
+    flush(env)
+    got = {
+        (e["type"], e["reason"]): (e["message"], e.get("count", 1))
+        for e in events(kube, "findings")
+        if e["reason"] != "IPAllocated"
+    }
+    assert got == {
+        ("Warning", "UnknownAnnotation"): (
+            "lbd.io/adress-pool is not an lbd annotation and is ignored; "
+            "did you mean lbd.io/address-pool?",
+            1,
+        ),
+        ("Warning", "ConflictingAnnotations"): (
+            "lbd.io/address-pool='ann-web' wins over metallb.io/address-pool='ann-old' "
+            "(precedence: lbd.io/, then metallb.io/, then metallb.universe.tf/)",
+            1,
+        ),
+        ("Normal", "DeprecatedAnnotation"): (
+            "metallb.universe.tf/allow-shared-ip uses MetalLB's deprecated prefix (still read); "
+            "its lbd name is lbd.io/allow-shared-ip",
+            1,
+        ),
+    }
