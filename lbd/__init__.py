@@ -2,7 +2,7 @@
 
 Two programs share this package: the *controller* assigns addresses from IPAddressPools to
 LoadBalancer Services, and the *speaker* makes those addresses reachable on the wire (ARP/NDP)
-from exactly one healthy node per address. See ``../shared/design/ARCHITECTURE.md`` for the
+from exactly one healthy node per address. See ``docs/ARCHITECTURE.md`` for the
 layering: ``lbd.core`` is pure, ``lbd.k8s`` and ``lbd.net`` are the only adapters.
 """
 

@@ -219,6 +219,8 @@ class Controller:
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
         self.informers += self.advertisements.informers
+        for informer in self.informers:
+            informer.on_rewind(self._on_rewind)
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
@@ -360,6 +362,34 @@ class Controller:
                 self._stop.wait(wait)
                 wait = min(wait * 2, REFRESH_BACKOFF[1])
         return False
+
+    def _on_rewind(self) -> None:
+        """The API server's history went back (an etcd restore, docs/SECURITY.md): objects
+        returned with older resourceVersions, some we saw deleted came back, some we saw
+        created are gone. The newest-first views would keep the undone state, and the
+        allocator was built from it; so end the session, take the views from a fresh list as
+        they are, and, if we lead, restore everything anew (issue 16, point 5)."""
+        log.warning("the API server's history went back (an etcd restore?): relisting")
+        with self._session_lock:
+            leading = self._active.is_set()
+            if leading:
+                self.stop_leading()
+            with self._lock:
+                self._drained.wait_for(lambda: self._writes_in_flight == 0, timeout=60)
+            wait = REFRESH_BACKOFF[0]
+            while not self._stop.is_set():
+                try:
+                    for cache in (self.namespaces, self.pools, self.services):
+                        cache.reset(self.kube)
+                    for ad_cache in self.advertisements.caches:
+                        ad_cache.reset(self.kube)
+                    break
+                except ApiError as exc:
+                    log.warning("rewind: listing failed: %s", exc, extra={"error": str(exc)})
+                    self._stop.wait(wait)
+                    wait = min(wait * 2, REFRESH_BACKOFF[1])
+            if leading and self._may_write():
+                self._start_session()
 
     def stop_leading(self) -> None:
         with self._lock:

@@ -45,7 +45,7 @@ class DropReason(StrEnum):
     NOT_ARP = "NotArp"
     UNSUPPORTED = "Unsupported"  # not Ethernet/IPv4 ARP
     NOT_REQUEST = "NotRequest"
-    NOT_FOR_US = "NotForUs"  # unicast to another MAC (SPEAKER.md: broadcast or our MAC only)
+    NOT_FOR_US = "NotForUs"  # unicast to another MAC (docs/SPEAKER.md: broadcast or our MAC only)
     NOT_OWNED = "NotOwned"
     GRATUITOUS = "Gratuitous"  # someone announcing the target address itself
     FROM_SELF = "FromSelf"
@@ -88,14 +88,22 @@ def vip_key(vip: str) -> bytes:
         raise ValueError(f"vip: {vip!r} is not an IPv4 address") from exc
 
 
-def parse(frame: bytes) -> ArpPacket | DropReason:
-    """Decode an Ethernet/IPv4 ARP frame, or say why it is not one."""
+def _not_arp(frame: bytes) -> DropReason | None:
+    """Why ``frame`` is not an Ethernet/IPv4 ARP frame, or None if it is one."""
     if len(frame) < ARP_LEN:
         return DropReason.TOO_SHORT
     if frame[12:14] != _ETHERTYPE:
         return DropReason.NOT_ARP
     if frame[14:20] != _HEADER:
         return DropReason.UNSUPPORTED
+    return None
+
+
+def parse(frame: bytes) -> ArpPacket | DropReason:
+    """Decode an Ethernet/IPv4 ARP frame, or say why it is not one."""
+    problem = _not_arp(frame)
+    if problem is not None:
+        return problem
     return ArpPacket(
         eth_dst=frame[0:6],
         eth_src=frame[6:12],
@@ -167,12 +175,9 @@ def decide_reply(frame: bytes, my_mac: bytes, owned: Collection[bytes]) -> bytes
     (RFC 5227, sender IP 0.0.0.0) are answered: that is how the owner defends its address.
     Requests from a sender no host can be are not (:func:`invalid_sender`).
     """
-    if len(frame) < ARP_LEN:
-        return DropReason.TOO_SHORT
-    if frame[12:14] != _ETHERTYPE:
-        return DropReason.NOT_ARP
-    if frame[14:20] != _HEADER:
-        return DropReason.UNSUPPORTED
+    problem = _not_arp(frame)
+    if problem is not None:
+        return problem
     if frame[20:22] != _OP_REQUEST:
         return DropReason.NOT_REQUEST
     dst = frame[0:6]
@@ -202,7 +207,7 @@ def claimed_by_other(
     A claim is any ARP frame (reply, or request in gratuitous/announce form) whose *sender* IP is
     an owned VIP and whose sender MAC is not ours. Probes (sender IP 0.0.0.0) claim nothing.
     """
-    if len(frame) < ARP_LEN or frame[12:14] != _ETHERTYPE or frame[14:20] != _HEADER:
+    if _not_arp(frame) is not None:
         return None
     spa = frame[28:32]
     if spa not in owned:

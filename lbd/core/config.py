@@ -216,7 +216,7 @@ def merge_requested(
     annotation: str | None, load_balancer_ip: str | None
 ) -> tuple[str, ...] | FieldError:
     """Merge ``lbd.io/loadBalancerIPs`` and ``spec.loadBalancerIP``: both set and different is
-    an error (API.md); either alone is parsed as the request."""
+    an error (docs/API.md); either alone is parsed as the request."""
     from_annotation = parse_requested_ips(annotation or "")
     if isinstance(from_annotation, FieldError):
         return from_annotation

@@ -2,7 +2,7 @@
 
 Two pure steps, both free of I/O so that every speaker computes the same answer from the same view:
 
-1. :func:`eligibility` applies every rule of SPEAKER.md to one (node, Service) pair and returns
+1. :func:`eligibility` applies every rule of docs/SPEAKER.md to one (node, Service) pair and returns
    ``None`` or the *first* rule that says no, as an :class:`Ineligible` value. Naming every "no"
    (MetalLB's ``processRequest`` drop reasons, same idea) makes the decision countable, loggable
    and table-testable.
@@ -165,7 +165,8 @@ def announce_interfaces(ads: Iterable[Advertisement]) -> tuple[str, ...]:
 def eligibility(
     node: NodeView, svc: ServiceView, ads: Sequence[Advertisement]
 ) -> Ineligible | None:
-    """None if ``node`` may own ``svc``'s VIPs, else the first rule (SPEAKER.md) that says no."""
+    """None if ``node`` may own ``svc``'s VIPs, else the first rule that says no
+    (docs/SPEAKER.md)."""
     if not node.alive:
         return Ineligible.DEAD
     if EXCLUDE_LABEL in node.labels:

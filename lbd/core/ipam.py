@@ -183,7 +183,8 @@ SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
 
 
 def sharing_problem(a: ServiceRequest, b: ServiceRequest) -> str | None:
-    """Why ``a`` and ``b`` may not hold one address, or None if they may (IPAM.md "Sharing")."""
+    """Why ``a`` and ``b`` may not hold one address, or None if they may
+    (docs/IPAM.md "Sharing")."""
     if not a.sharing_key or not b.sharing_key:
         who = a.key if not a.sharing_key else b.key
         return f"{who} has no allow-shared-ip key"
@@ -861,20 +862,19 @@ class Allocator:
         current = self._holdings.get(svc.key)
         own: list[int] = list(current.akeys) if current is not None else []
         own.extend(self._leaving.get(svc.key, {}))
-        for akey in own:
-            if (
-                _split(akey)[0] is fam
-                and ps.contains(akey)
-                and self._share_problem(svc, akey) is None
-            ):
-                return akey
-        return None
+        return self._first_usable(svc, ps, fam, own)
 
     def _shareable(self, svc: ServiceRequest, ps: _PoolState, fam: Family) -> int | None:
         """An address in ``ps`` already held by Services ``svc`` may share with."""
         if not svc.sharing_key:
             return None
-        for akey in self._sharing.get(svc.sharing_key, {}):
+        return self._first_usable(svc, ps, fam, self._sharing.get(svc.sharing_key, {}))
+
+    def _first_usable(
+        self, svc: ServiceRequest, ps: _PoolState, fam: Family, akeys: Iterable[int]
+    ) -> int | None:
+        """The first of ``akeys`` of family ``fam`` in ``ps`` that ``svc`` may hold."""
+        for akey in akeys:
             if (
                 _split(akey)[0] is fam
                 and ps.contains(akey)

@@ -50,7 +50,7 @@ class FamilyPolicy(StrEnum):
 
 
 class Reason(StrEnum):
-    """Reason of the ``lbd.io/AddressAssigned`` condition (API.md); every refusal names one."""
+    """Reason of the ``lbd.io/AddressAssigned`` condition (docs/API.md); every refusal names one."""
 
     ASSIGNED = "Assigned"
     NO_MATCHING_POOL = "NoMatchingPool"

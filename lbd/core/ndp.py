@@ -174,23 +174,30 @@ def parse(frame: bytes) -> Solicitation | DropReason:
     )
 
 
+def _icmpv6_packet(src_ip: bytes, dst_ip: bytes, icmp: bytes) -> bytes:
+    """The IPv6 packet carrying ``icmp`` (its checksum field zero) with the checksum filled in.
+
+    Hop limit 255: RFC 4861 7.1.2 makes receivers drop neighbour discovery with any other."""
+    csum = checksum(src_ip, dst_ip, icmp)
+    icmp = icmp[:2] + csum.to_bytes(2, "big") + icmp[4:]
+    header = (
+        b"\x60\x00\x00\x00"
+        + len(icmp).to_bytes(2, "big")
+        + bytes([IPPROTO_ICMPV6, HOP_LIMIT])
+        + src_ip
+        + dst_ip
+    )
+    return header + icmp
+
+
 def advertisement(
     *, mac: bytes, target: bytes, dst_ip: bytes, dst_mac: bytes, solicited: bool
 ) -> bytes:
     """A Neighbor Advertisement for ``target`` at ``mac`` (Override set, Router clear)."""
     flags = _NA_FLAG_OVERRIDE | (_NA_FLAG_SOLICITED if solicited else 0)
     body = bytes([flags, 0, 0, 0]) + target + bytes([OPT_TARGET_LLA, 1]) + mac
-    icmp = bytes([ICMP_NA, 0, 0, 0]) + body
-    csum = checksum(target, dst_ip, icmp)
-    icmp = icmp[:2] + csum.to_bytes(2, "big") + icmp[4:]
-    ipv6 = (
-        b"\x60\x00\x00\x00"
-        + len(icmp).to_bytes(2, "big")
-        + bytes([IPPROTO_ICMPV6, HOP_LIMIT])
-        + target
-        + dst_ip
-    )
-    return dst_mac + mac + _ETHERTYPE + ipv6 + icmp
+    packet = _icmpv6_packet(target, dst_ip, bytes([ICMP_NA, 0, 0, 0]) + body)
+    return dst_mac + mac + _ETHERTYPE + packet
 
 
 def unsolicited(vip: bytes, mac: bytes) -> bytes:
@@ -279,17 +286,8 @@ def solicitation(
     icmp = bytes([ICMP_NS, 0, 0, 0, 0, 0, 0, 0]) + target
     if src_ip != UNSPECIFIED:
         icmp += bytes([OPT_SOURCE_LLA, 1]) + src_mac
-    csum = checksum(src_ip, dst_ip, icmp)
-    icmp = icmp[:2] + csum.to_bytes(2, "big") + icmp[4:]
-    ipv6 = (
-        b"\x60\x00\x00\x00"
-        + len(icmp).to_bytes(2, "big")
-        + bytes([IPPROTO_ICMPV6, HOP_LIMIT])
-        + src_ip
-        + dst_ip
-    )
     eth_dst = dst_mac if dst_mac is not None else solicited_node_mac(target)
-    return eth_dst + src_mac + _ETHERTYPE + ipv6 + icmp
+    return eth_dst + src_mac + _ETHERTYPE + _icmpv6_packet(src_ip, dst_ip, icmp)
 
 
 def claimed_by_other(

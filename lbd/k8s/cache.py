@@ -6,6 +6,7 @@ API::
     informer.add_handler(cache.on_event)  # watch events feed it
     cache.put(obj)                        # an object we wrote (its watch echo is then ignored)
     cache.refresh(kube)                   # a consistent LIST: after a takeover
+    cache.reset(kube)                     # the LIST is the truth: after a rewound API
     cache.get(key); cache.values(); cache.keys(); cache.by_index(value)
 
 Each object is read once, into a frozen view (:func:`lbd.k8s.service.observe_service` ...), when
@@ -130,6 +131,28 @@ class ViewCache(Generic[V]):
             # Absent from the list: deleted before it, unless we hold a newer version.
             if held is not None and not newer(held.ref.resource_version, list_rv or "0"):
                 changes.append(self._delete(held))
+        for change in changes:
+            self._notify(change)
+
+    def reset(self, kube: Kube) -> None:
+        """After a rewound API (an etcd restore, ``Informer.on_rewind``): the list is the
+        truth, whatever its resourceVersions. Objects come back with older versions than the
+        views hold (and with uids we saw deleted), so :meth:`refresh`'s newest-first rule would
+        keep the undone state; here every view is replaced and every difference notified."""
+        items, _list_rv = list_pages(kube, self.resource)
+        fresh = {object_key(obj): self._observe(obj) for obj in items}
+        with self._lock:
+            held = self._views
+            self._views = {}
+            self._index.clear()
+            self._gone.clear()
+            for key, view in fresh.items():
+                self._views[key] = view
+                self._reindex(key, None, view)
+        changes: list[tuple[V | None, V | None]] = [
+            (held.get(k), v) for k, v in fresh.items() if held.get(k) != v
+        ]
+        changes += [(v, None) for k, v in held.items() if k not in fresh]
         for change in changes:
             self._notify(change)
 

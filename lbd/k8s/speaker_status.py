@@ -1,13 +1,13 @@
 """The speaker's few Kubernetes writes: ServiceL2Status, ``NodeAssigned`` and conflict Events.
 
 The speaker writes to the API only when ownership of a Service changes, never per VIP or per
-period, so a steady cluster costs zero writes (SPEAKER.md). Writes never run on the reconcile or
-responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one Service and
-returns at once; one writer thread converges the API towards it. While the API server is away,
-the wanted state simply waits (with capped exponential backoff) and announcing goes on.
-Keys go through a :class:`~lbd.runtime.workqueue.WorkQueue` (dedup, per-key backoff); Events go
-through the shared :class:`~lbd.k8s.events.EventRecorder` (asynchronous, repeats aggregated
-into ``count``).
+period, so a steady cluster costs zero writes (docs/SPEAKER.md). Writes never run on the
+reconcile or responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one
+Service and returns at once; one writer thread converges the API towards it. While the API
+server is away, the wanted state simply waits (with capped exponential backoff) and announcing
+goes on. Keys go through a :class:`~lbd.runtime.workqueue.WorkQueue` (dedup, per-key backoff);
+Events go through the shared :class:`~lbd.k8s.events.EventRecorder` (asynchronous, repeats
+aggregated into ``count``).
 
 Design decisions:
 
@@ -88,7 +88,7 @@ class EventSpec:
 
 
 def node_assigned_message(own: Ownership, node: str) -> str:
-    """``announcing 198.18.100.7 from n2 on eth0`` (API.md)."""
+    """``announcing 198.18.100.7 from n2 on eth0`` (docs/API.md)."""
     where = f" on {', '.join(own.interfaces)}" if own.interfaces else ""
     return f"announcing {', '.join(own.vips)} from {node}{where}"
 

@@ -1,6 +1,6 @@
 """This node's interfaces: which are up, which may announce a VIP, and netlink change events.
 
-Default interface rule (SPEAKER.md), implemented by :func:`select_interfaces`:
+Default interface rule (docs/SPEAKER.md), implemented by :func:`select_interfaces`:
 
 1. an ``L2Advertisement.interfaces`` list wins: those of its interfaces that are up;
 2. otherwise the interfaces that are up and hold an address whose subnet contains the VIP;

@@ -17,7 +17,7 @@ real lab, its pods marked not ready at once, ``--pod-eviction-delay 0``) and mea
 - the time from the kill until *every* VIP the dead node owned is answered again.
 
 Then the node is restored, and the next round starts once every VIP is announced by its ranked
-owner again (that time, from the restore, is reported too). SPEAKER.md's targets: p99 < 1 s,
+owner again (that time, from the restore, is reported too). docs/SPEAKER.md's targets: p99 < 1 s,
 median < 0.5 s. Prints figures; the last line is one JSON object with both control planes.
 
 What the real lab adds to lbd's own failover (the VIP answered by another node's MAC): the new
@@ -196,7 +196,7 @@ def _measure(lab: Lab, vip_count: int, rounds: int, window: float) -> dict[str, 
         silent = [v for v in vips if v not in answered]
         raise scenario.ScenarioError(f"{len(silent)} VIPs never answered, e.g. {silent[:3]}")
     all_nodes = {n["name"] for n in lab.data["nodes"]}
-    # Each Service has one VIP, its ranking key: the owner SPEAKER.md's election must pick.
+    # Each Service has one VIP, its ranking key: the owner docs/SPEAKER.md's election must pick.
     expected = {vip: rank(vip, all_nodes)[0] for vip in vips}
     owners = owners_now(lab, vips, timeout=4.0)
     spread = dict(sorted(Counter(owners.values()).items()))
@@ -288,7 +288,7 @@ def main() -> int:
     args = parser.parse_args()
     result: dict[str, object] = {
         "bench": "failover",
-        "target": "p99 < 1 s, median < 0.5 s (SPEAKER.md)",
+        "target": "p99 < 1 s, median < 0.5 s (docs/SPEAKER.md)",
         "load_1m": round(os.getloadavg()[0], 2),
     }
     kinds = (STAND_IN, REAL) if args.control_plane == "both" else (args.control_plane,)

@@ -17,7 +17,7 @@ its interruption around that moment is reported as "return".
 
 The interruption is the longest interval between two consecutive answered probes from just
 before the event until the new owner's first reply (so it includes up to one 10 ms probe
-period). "takeover" is from the event to the new owner's first reply. SPEAKER.md targets: hard
+period). "takeover" is from the event to the new owner's first reply. docs/SPEAKER.md targets: hard
 p99 < 1 s and median < 0.5 s; graceful < 200 ms. Figures only; nothing is asserted.
 """
 

@@ -216,13 +216,14 @@ def test_the_controller_neither_loses_nor_doubles_an_address_after_a_restore(
         service(env.admin, "c")
         (c_ip,) = wait_addresses(env.admin, "c", timeout=20)
         env.admin.delete(SERVICES.path(namespace="default", name="a"))
-        wait_for(lambda: env.ctl.services.store.get("default/a") is None, 10, "a gone")
+        informer = next(i for i in env.ctl.informers if i.resource is SERVICES)
+        wait_for(lambda: informer.store.get("default/a") is None, 10, "a gone")
         widen_gap(env.admin, SERVICES.path(namespace="default", name="c"))
-        wait_for(lambda: gap_seen(env.ctl.services.store.get("default/c")), 10, "the gap")
+        wait_for(lambda: gap_seen(informer.store.get("default/c")), 10, "the gap")
 
         lab.restore(snapshot)
 
-        wait_for(lambda: env.ctl.services.rewinds >= 1, 30, "the controller's informer")
+        wait_for(lambda: informer.rewinds >= 1, 30, "the controller's informer")
         admin = kube_for(lab)
         assert addresses(get_service(admin, "a")) == [a_ip]
         service(admin, "d")

@@ -1,4 +1,4 @@
-"""The CRDs in crds/ are what API.md describes and what a real API server accepts.
+"""The CRDs in crds/ are what docs/API.md describes and what a real API server accepts.
 
 The structural rules come from tests/unit/crd_structural.py; the tests at the bottom break a
 copy of a CRD on purpose to show each rule does reject what it should.

@@ -1,4 +1,4 @@
-"""Allocator rules from IPAM.md, one table per section, plus story tests.
+"""Allocator rules from docs/IPAM.md, one table per section, plus story tests.
 
 Every refusal case also checks that the refused call left the allocator exactly as it was.
 """

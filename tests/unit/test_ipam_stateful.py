@@ -125,7 +125,7 @@ def may_use(p: Pool, s: ServiceRequest) -> bool:
 
 
 def may_share(a: ServiceRequest, b: ServiceRequest) -> bool:
-    """IPAM.md's sharing rule, written again independently of the allocator's."""
+    """docs/IPAM.md's sharing rule, written again independently of the allocator's."""
     if not a.sharing_key or a.sharing_key != b.sharing_key:
         return False
     if a.namespace != b.namespace and not (
