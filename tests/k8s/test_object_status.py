@@ -9,15 +9,12 @@ once fixed, and no write at all while nothing changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from lbd.k8s.client import L2ADVERTISEMENTS, NODES, SERVICES, JsonDict, Kube
+from lbd.k8s.client import L2ADVERTISEMENTS, NODES, SERVICES, Kube
 from tests.k8s.controller_support import (
-    ApiServer,
     Env,
+    advertisement,
     events,
     pool,
     service,
@@ -25,27 +22,6 @@ from tests.k8s.controller_support import (
     wait_for,
 )
 from tests.k8s.test_controller import flush
-
-
-@pytest.fixture
-def env(lab: ApiServer) -> Iterator[Env]:
-    e = Env(lab)
-    try:
-        yield e
-    finally:
-        e.close()
-
-
-def advertisement(kube: Kube, name: str, **spec: Any) -> JsonDict:
-    return kube.create(
-        L2ADVERTISEMENTS.path(),
-        {
-            "apiVersion": L2ADVERTISEMENTS.api_version,
-            "kind": L2ADVERTISEMENTS.kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
 
 
 def node(kube: Kube, name: str, labels: dict[str, str]) -> None:
