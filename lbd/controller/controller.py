@@ -345,15 +345,17 @@ class Controller:
             self.queue.add(PoolWork(name))
         self.advertisements.enqueue_all()
 
+    def _caches(self) -> tuple[ViewCache[Any], ...]:
+        """Every view the controller decides from, in the order a takeover lists them."""
+        return (self.namespaces, self.pools, self.services, *self.advertisements.caches)
+
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
         wait = REFRESH_BACKOFF[0]
         while not self._stop.is_set() and self._epoch == epoch:
             try:
-                for cache in (self.namespaces, self.pools, self.services):
+                for cache in self._caches():
                     cache.refresh(self.kube)
-                for ad_cache in self.advertisements.caches:
-                    ad_cache.refresh(self.kube)
                 return True
             except ApiError as exc:
                 if not self._may_write():
@@ -379,10 +381,8 @@ class Controller:
             wait = REFRESH_BACKOFF[0]
             while not self._stop.is_set():
                 try:
-                    for cache in (self.namespaces, self.pools, self.services):
+                    for cache in self._caches():
                         cache.reset(self.kube)
-                    for ad_cache in self.advertisements.caches:
-                        ad_cache.reset(self.kube)
                     break
                 except ApiError as exc:
                     log.warning("rewind: listing failed: %s", exc, extra={"error": str(exc)})
