@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lbd import __version__
+from lbd.clihelp import Parser, examples
 from lbd.controller import cli as controller_cli
 from lbd.speaker import cli as speaker_cli
 from lbd.tools import doctor_cli, migrate_cli, status_cli
@@ -57,19 +58,33 @@ def _lab_absent(_: argparse.Namespace) -> int:
 
 
 def _register_lab_absent(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("lab", help="lab commands (need a checkout of the repository)")
+    p = sub.add_parser(
+        "lab",
+        help="lab commands (need a checkout of the repository)",
+        description="The lab's commands; this installation has no lab (docs/LAB.md).",
+        epilog=examples("git clone ... && cd lbd && make install && .venv/bin/lbd lab --help"),
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_lab_absent)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lbd",
         description="lbd: bare-metal LoadBalancer for Kubernetes (controller, speaker, lab).",
+        epilog=examples(
+            "lbd controller --help",
+            "lbd speaker --node-name n1 --membership-key /etc/lbd/membership/key",
+        ),
     )
     parser.add_argument("--version", action="version", version=f"lbd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    version = sub.add_parser("version", help="print the version and exit")
+    version = sub.add_parser(
+        "version",
+        help="print the version and exit",
+        description="Print lbd's version and exit.",
+        epilog=examples("lbd version"),
+    )
     version.set_defaults(func=_version)
     controller_cli.register(sub)
     speaker_cli.register(sub)

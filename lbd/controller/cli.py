@@ -4,6 +4,8 @@
                    [--lease-namespace NS] [--lease-name NAME] [--identity ID]
                    [--health-addr HOST:PORT] [--workers N] [--log-level LEVEL]
 
+A bad flag, or no usable kubeconfig, is one line on stderr naming the flag and exit code 2.
+
 Without ``--kubeconfig`` the in-cluster configuration is used (``$KUBECONFIG`` is honoured).
 With ``--leader-elect`` the replicas campaign for a Lease in ``--lease-namespace`` (default
 ``$POD_NAMESPACE`` or ``lbd-system``) under ``--identity`` (default ``$POD_NAME`` or
@@ -17,13 +19,36 @@ import os
 import socket
 from typing import Any
 
+from lbd.clihelp import examples
+
+EXAMPLES = examples(
+    "# in a cluster (what the Deployment runs): two replicas, one active",
+    "lbd controller --leader-elect",
+    "# from a workstation, one replica, only Services of one class",
+    "lbd controller --kubeconfig ~/.kube/config --lb-class lbd.io/lb",
+)
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("controller", help="assign addresses to LoadBalancer Services")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster)")
+    p = sub.add_parser(
+        "controller",
+        help="assign addresses to LoadBalancer Services",
+        description="Assigns addresses from IPAddressPools to LoadBalancer Services and writes "
+        "them into status.loadBalancer.ingress, with conditions and Events on Services, pools "
+        "and L2Advertisements. With --leader-elect, replicas campaign for a Lease and only "
+        "the holder writes. SIGTERM/SIGINT stop cleanly and hand the Lease over.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="FILE",
+        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster configuration)",
+    )
     p.add_argument(
         "--lb-class",
         default=None,
+        metavar="CLASS",
         help="handle Services with this spec.loadBalancerClass (default: only Services "
         "without a class)",
     )
@@ -31,27 +56,57 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--lease-namespace",
         default=os.environ.get("POD_NAMESPACE") or "lbd-system",
-        help="namespace of the Lease (default: $POD_NAMESPACE or lbd-system)",
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else lbd-system)",
     )
-    p.add_argument("--lease-name", default="lbd-controller", help="name of the Lease")
+    p.add_argument("--lease-name", default="lbd-controller", metavar="NAME", help="Lease name")
     p.add_argument(
         "--identity",
         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-        help="this replica's name in the Lease (default: $POD_NAME or hostname-pid)",
+        metavar="ID",
+        help="this replica's name in the Lease (default: $POD_NAME, else hostname-pid)",
     )
-    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
-    p.add_argument("--renew-deadline", type=float, default=10.0, help="seconds")
-    p.add_argument("--retry-period", type=float, default=2.0, help="seconds")
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a Lease holds without renewal",
+    )
+    p.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the holder stops writing if it could not renew within this",
+    )
+    p.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="between attempts to take or renew the Lease",
+    )
     p.add_argument(
         "--health-addr",
         default="0.0.0.0:7472",
-        help="HOST:PORT of /healthz, /readyz and /metrics",
+        metavar="HOST:PORT",
+        help="address of /healthz, /readyz and /metrics",
     )
-    p.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
+    p.add_argument("--workers", type=int, default=8, metavar="N", help="concurrent reconciles")
     p.add_argument(
-        "--resync-period", type=float, default=600.0, help="seconds between full resyncs"
+        "--resync-period",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="between full resyncs of the Services",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level written",
+    )
     p.set_defaults(func=run)
 
 

@@ -58,6 +58,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.controller.adeffects import advertisement_effects
+from lbd.controller.advertisements import Advertisements
+from lbd.controller.annotations import annotation_effects
 from lbd.controller.effects import (
     Count,
     Decision,
@@ -84,15 +87,24 @@ from lbd.core.model import (
 )
 from lbd.core.poolstatus import READY, pool_shown
 from lbd.k8s.cache import ViewCache
-from lbd.k8s.client import IPADDRESSPOOLS, NAMESPACES, SERVICES, ApiError, JsonDict, Kube
+from lbd.k8s.client import (
+    IPADDRESSPOOLS,
+    L2ADVERTISEMENTS,
+    NAMESPACES,
+    SERVICES,
+    ApiError,
+    JsonDict,
+    Kube,
+)
 from lbd.k8s.conditions import Condition
 from lbd.k8s.events import EventKind, EventRecorder
 from lbd.k8s.informer import Informer
+from lbd.k8s.l2advertisement import AdvertisementStatusWriter
 from lbd.k8s.meta import ObjectRef
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
 from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
-from lbd.k8s.service import ObservedService, observe_service
+from lbd.k8s.service import AnnotationFinding, ObservedService, observe_service
 from lbd.k8s.service_writer import ServiceStatus, ServiceWriter, WriteOutcome
 from lbd.metrics import ControllerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
@@ -121,12 +133,19 @@ class PoolWork:
 
 
 @dataclass(frozen=True)
+class AdvertisementWork:
+    """Write one L2Advertisement's Ready condition (:mod:`lbd.controller.advertisements`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ConfigWork:
     """Give the allocator the current pool configuration."""
 
 
 CONFIG = ConfigWork()
-WorkKey = ServiceWork | PoolWork | ConfigWork
+WorkKey = ServiceWork | PoolWork | ConfigWork | AdvertisementWork
 
 
 @dataclass(frozen=True)
@@ -180,7 +199,14 @@ class Controller:
         self.namespaces: ViewCache[ObservedNamespace] = ViewCache(
             NAMESPACES, observe_namespace, on_change=self._namespace_changed
         )
-        self.informers = (
+        self.ad_writer = AdvertisementStatusWriter(self.patcher)
+        self.advertisements = Advertisements(
+            kube,
+            pools=self.pools,
+            enqueue=lambda name: self.queue.add(AdvertisementWork(name)),
+            watch_timeout=settings.watch_timeout,
+        )
+        self.informers: tuple[Informer, ...] = (
             Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout),
             Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout),
             Informer(
@@ -193,6 +219,7 @@ class Controller:
         self.informers[0].add_handler(self.namespaces.on_event)
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
+        self.informers += self.advertisements.informers
         for informer in self.informers:
             informer.on_rewind(self._on_rewind)
         self.metrics.services_waiting.source = lambda: services_waiting(
@@ -213,6 +240,8 @@ class Controller:
         self._config_input: Any = None
         self._pool_written: dict[str, float] = {}
         self._pool_warned: dict[str, tuple[str, ...]] = {}
+        # Annotation findings presented per Service (uid, findings): Events once per change.
+        self._findings_shown: dict[ServiceKey, tuple[str, tuple[AnnotationFinding, ...]]] = {}
         self._active = threading.Event()
         self._restored = False
         self._stop = threading.Event()
@@ -318,13 +347,18 @@ class Controller:
             self.queue.add(ServiceWork(view.key))
         for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
             self.queue.add(PoolWork(name))
+        self.advertisements.enqueue_all()
+
+    def _caches(self) -> tuple[ViewCache[Any], ...]:
+        """Every view the controller decides from, in the order a takeover lists them."""
+        return (self.namespaces, self.pools, self.services, *self.advertisements.caches)
 
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
         wait = REFRESH_BACKOFF[0]
         while not self._stop.is_set() and self._epoch == epoch:
             try:
-                for cache in (self.namespaces, self.pools, self.services):
+                for cache in self._caches():
                     cache.refresh(self.kube)
                 return True
             except ApiError as exc:
@@ -351,7 +385,7 @@ class Controller:
             wait = REFRESH_BACKOFF[0]
             while not self._stop.is_set():
                 try:
-                    for cache in (self.namespaces, self.pools, self.services):
+                    for cache in self._caches():
                         cache.reset(self.kube)
                     break
                 except ApiError as exc:
@@ -414,6 +448,8 @@ class Controller:
             self.services.put(obj, notify=False)
         elif kind == IPADDRESSPOOLS.kind:
             self.pools.put(obj, notify=False)
+        elif kind == L2ADVERTISEMENTS.kind:
+            self.advertisements.ads.put(obj, notify=False)
 
     def _service_changed(self, old: ObservedService | None, new: ObservedService | None) -> None:
         view = new or old
@@ -425,6 +461,7 @@ class Controller:
         view = new or old
         if view is not None:
             self.queue.add(PoolWork(view.name))
+        self.advertisements.pool_changed(old, new)
 
     def _namespace_changed(
         self, old: ObservedNamespace | None, new: ObservedNamespace | None
@@ -479,6 +516,8 @@ class Controller:
                 self._reconcile_pool(name)
             case ConfigWork():
                 self._reconcile_config()
+            case AdvertisementWork(name=name):
+                self._reconcile_advertisement(name)
 
     def sync_once(self, key: WorkKey) -> None:
         """Run one reconcile now (tests); raises what the reconcile raises."""
@@ -539,6 +578,7 @@ class Controller:
 
     def _reconcile_service(self, key: ServiceKey) -> None:
         view = self.services.get(key)
+        self._present_findings(key, view)
         if view is None:
             with self._lock:
                 alloc = self._alloc()
@@ -566,6 +606,22 @@ class Controller:
             self._report_invalid(view, req)
             return
         self._assign(view, req)
+
+    def _present_findings(self, key: ServiceKey, view: ObservedService | None) -> None:
+        """Events for the annotation findings this Service did not show before
+        (:mod:`lbd.controller.annotations`); only Services of our class hear of them."""
+        with self._lock:
+            self._alloc()  # only a leader presents
+            if view is None or not view.ours(self.settings.lb_class):
+                self._findings_shown.pop(key, None)
+                return
+            uid, before = self._findings_shown.get(key, ("", ()))
+            if uid != view.ref.uid:
+                before = ()
+            if before == view.findings:
+                return
+            self._findings_shown[key] = (view.ref.uid, view.findings)
+        self._apply(view.ref, annotation_effects(key, before, view.findings))
 
     def _write(
         self, alloc: Allocator, view: ObservedService, desired: ServiceStatus
@@ -715,6 +771,19 @@ class Controller:
             with self._lock:
                 self._pool_written[name] = self.clock.monotonic()
         self._apply(view.ref, pool_effects(name, view.condition(READY), shown, warned))
+
+    # -- L2Advertisement status -----------------------------------------------------------
+    def _reconcile_advertisement(self, name: str) -> None:
+        decided = self.advertisements.decide(name)
+        if decided is None:
+            return  # deleted: its status went with it
+        view, after = decided
+        with self._lock:
+            alloc = self._alloc()
+        want = Condition(after.ready, after.reason.value, after.message)
+        with self._session_write(alloc) as still:
+            wrote = self.ad_writer.write(view, want, still=still)
+        self._apply(view.ref, advertisement_effects(name, view.ready, after, wrote))
 
     # -- effects --------------------------------------------------------------------------
     def _apply(self, subject: ObjectRef, effects: Iterable[Effect]) -> None:

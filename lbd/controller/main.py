@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from types import FrameType
 
 from lbd import log as lbd_log
+from lbd.clihelp import fail
 from lbd.controller.controller import Controller, ControllerSettings
-from lbd.health import HealthServer
-from lbd.k8s.client import ApiError, load_kube
+from lbd.health import HealthServer, parse_addr
+from lbd.k8s.client import ApiError, KubeconfigError, load_kube
 from lbd.k8s.elector import ElectionConfig, LeaderElector
 from lbd.metrics import ControllerMetrics
 
 log = logging.getLogger("lbd.controller")
+PROG = "lbd controller"
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class ControllerOptions:
 
 
 def main(opts: ControllerOptions) -> int:
-    lbd_log.setup(opts.log_level)
+    """Run until a signal; 2 (one line on stderr naming the flag) for a bad flag or no usable
+    kubeconfig, 1 for a fatal API error."""
     try:
         election = (
             ElectionConfig(
@@ -56,13 +59,24 @@ def main(opts: ControllerOptions) -> int:
             if opts.leader_elect
             else None
         )
-    except ValueError as exc:
-        log.error("invalid leader election flags: %s", exc, extra={"error": str(exc)})
-        return 2
+    except ValueError as exc:  # "lease_duration: must be greater than renew_deadline"
+        text = str(exc)
+        for field in ("identity", "lease_duration", "renew_deadline", "retry_period"):
+            text = text.replace(field, "--" + field.replace("_", "-"))
+        return fail(PROG, text)
     if opts.workers < 1:
-        log.error("--workers: must be at least 1")
-        return 2
-    kube = load_kube(opts.kubeconfig)
+        return fail(PROG, f"--workers {opts.workers}: must be at least 1")
+    if not opts.resync_period > 0:
+        return fail(PROG, f"--resync-period {opts.resync_period}: must be more than 0 seconds")
+    try:
+        parse_addr(opts.health_addr)
+    except ValueError:
+        return fail(PROG, f"--health-addr {opts.health_addr!r}: expected HOST:PORT")
+    try:
+        kube = load_kube(opts.kubeconfig)
+    except KubeconfigError as exc:
+        return fail(PROG, str(exc))
+    lbd_log.setup(opts.log_level)
     metrics = ControllerMetrics()
     kube.observer = metrics.api.observe
     stop = threading.Event()
@@ -108,8 +122,7 @@ def main(opts: ControllerOptions) -> int:
     try:
         health.start()
     except (OSError, ValueError) as exc:
-        log.error("--health-addr %s: %s", opts.health_addr, exc, extra={"error": str(exc)})
-        return 2
+        return fail(PROG, f"--health-addr {opts.health_addr}: {exc}")
     ctl.start()
     log.info(
         "controller started",

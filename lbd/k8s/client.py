@@ -393,26 +393,53 @@ _REASONS = {
 }
 
 
-def load_configuration(kubeconfig: str | None = None) -> k8s_client.Configuration:
-    """``--kubeconfig``, else ``$KUBECONFIG``, else in-cluster config, else ``~/.kube/config``."""
+class KubeconfigError(ValueError):
+    """No usable client configuration; the message names where it was looked for (the flag,
+    ``$KUBECONFIG``, the in-cluster files) and why it is unusable, on one line."""
+
+
+def load_configuration(
+    kubeconfig: str | None = None, *, flag: str = "--kubeconfig"
+) -> k8s_client.Configuration:
+    """``--kubeconfig``, else ``$KUBECONFIG``, else in-cluster config, else ``~/.kube/config``;
+    :class:`KubeconfigError` when none is usable (``flag`` is how the caller's user names the
+    file)."""
     cfg = k8s_client.Configuration()
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    if path:
-        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    env = os.environ.get("KUBECONFIG")
+    path = kubeconfig or env
+    where = f"{flag} {path}" if kubeconfig else f"$KUBECONFIG={path}"
+    try:
+        if path:
+            if not os.path.isfile(path):
+                raise KubeconfigError(f"{where}: no such file")
+            k8s_config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            where = "in-cluster configuration"
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            where = "~/.kube/config"
+            if not os.path.isfile(os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)):
+                raise KubeconfigError(
+                    f"no Kubernetes configuration: give {flag} FILE or set $KUBECONFIG "
+                    "(not running in a cluster: $KUBERNETES_SERVICE_HOST is unset; no "
+                    "~/.kube/config)"
+                )
+            k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except KubeconfigError:
+        raise
+    except Exception as exc:  # the loader raises YAML, OS, key and config errors
+        raise KubeconfigError(f"{where}: {' '.join(str(exc).split())}") from exc
     return cfg
 
 
 def load_kube(
     kubeconfig: str | None = None,
     *,
+    flag: str = "--kubeconfig",
     pool_size: int = DEFAULT_POOL_SIZE,
     timeout: tuple[float, float] = DEFAULT_TIMEOUT,
 ) -> Kube:
     """Build a :class:`Kube` (and its ``ApiClient``) from a kubeconfig or in-cluster config."""
-    cfg = load_configuration(kubeconfig)
+    cfg = load_configuration(kubeconfig, flag=flag)
     cfg.connection_pool_maxsize = pool_size
     return Kube(k8s_client.ApiClient(cfg), timeout=timeout)

@@ -19,6 +19,7 @@ from typing import Any
 from lbd.core.election import DRAIN_ANNOTATION, Labels, NodeView
 from lbd.k8s.meta import (
     ConversionError,
+    ObjectRef,
     labels_of,
     meta_field,
     strict_annotations,
@@ -99,22 +100,28 @@ def peers_from_nodes(
 
 @dataclass(frozen=True)
 class ObservedNode:
-    """What the operator tools read of a Node: its addresses, pod CIDRs and readiness."""
+    """What the controller and the operator tools read of a Node: its labels (which
+    L2Advertisements select it), addresses, pod CIDRs and readiness."""
 
-    name: str
-    internal_ips: tuple[str, ...]
+    ref: ObjectRef
+    internal_ips: tuple[str, ...] = ()
     """Every ``InternalIP`` (both families), in order."""
-    addresses: tuple[str, ...]
+    addresses: tuple[str, ...] = ()
     """Every IP address the Node reports (InternalIP, ExternalIP), hostnames left out."""
-    pod_cidrs: tuple[str, ...]
+    pod_cidrs: tuple[str, ...] = ()
     """``spec.podCIDRs`` (else ``spec.podCIDR``): empty when the cluster does not assign them."""
-    ready: bool | None
+    ready: bool | None = None
     """The Ready condition (None: Unknown or absent, see the module docstring)."""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
 
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
 
 def observe_node(node: Obj) -> ObservedNode:
-    """Read one Node for the operator tools (never raises: bad entries are skipped)."""
+    """Read one Node (never raises: malformed entries are skipped, malformed labels read as
+    none)."""
     spec = node.get("spec")
     spec = spec if isinstance(spec, dict) else {}
     status = node.get("status")
@@ -135,7 +142,7 @@ def observe_node(node: Obj) -> ObservedNode:
     cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
     ready = _condition(node, "Ready")
     return ObservedNode(
-        name=meta_field(node, "name"),
+        ref=ObjectRef.of(node),
         internal_ips=tuple(internal),
         addresses=tuple(addresses),
         pod_cidrs=tuple(str(c) for c in cidrs) if isinstance(cidrs, list) else (),

@@ -19,6 +19,13 @@ Reading (each field here and nowhere else):
   without an IP (hostnames) are not ours; an entry whose IP is garbage is skipped and reported in
   :attr:`~ObservedService.address_errors` (the controller rewrites the list; the speaker
   announces the valid ones). Controller and speaker see the same addresses.
+- Annotation findings (:attr:`ObservedService.findings`, issue 14 point 4): an ``lbd.io/`` key
+  lbd does not know (with the nearest known key, by :mod:`difflib`), the same setting under two
+  prefixes with different values (which one wins), and a key under the deprecated
+  ``metallb.universe.tf/`` prefix (its ``lbd.io/`` name). They are facts about the object, read
+  here with everything else; the controller presents them (Events once per change,
+  :mod:`lbd.controller.annotations`). ``ip-allocated-from-pool`` takes no part: controllers
+  write it, and after a migration the old one rightly names MetalLB's pool.
 - Everything malformed in the request becomes one :class:`~lbd.core.config.FieldError` naming
   the field (``metadata.annotations[lbd.io/loadBalancerIPs]``, ``spec.ipFamilies[1]`` ...) and
   the reason; nothing here raises on user input.
@@ -29,9 +36,11 @@ read Services without it; the writes are in :mod:`lbd.k8s.service_writer`.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from lbd.core.config import FieldError, parse_requested_ips
@@ -49,12 +58,45 @@ from lbd.k8s.meta import ObjectRef, annotations_of, labels_of, meta_field
 
 PREFIXES = ("lbd.io/", "metallb.io/", "metallb.universe.tf/")
 """Annotation prefixes in order of precedence."""
+LBD_PREFIX, _, DEPRECATED_PREFIX = PREFIXES
+SETTINGS = ("loadBalancerIPs", "address-pool", "allow-shared-ip")
+"""Annotation names a user sets, read under every prefix (:data:`PREFIXES`)."""
 
 ALLOCATED_FROM = "lbd.io/ip-allocated-from-pool"
 """Written by the controller (after the address); read under every prefix."""
 SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
 CONDITION_TYPE = "lbd.io/AddressAssigned"
 IP_MODE = "VIP"
+KNOWN_LBD_KEYS = (
+    *(LBD_PREFIX + name for name in SETTINGS),
+    ALLOCATED_FROM,
+    SHARING_CROSS_NAMESPACE,
+    "lbd.io/migrated-from",  # lbd.tools.migrate marks what it converted
+)
+"""Every ``lbd.io/`` annotation of a Service that lbd reads or writes."""
+
+
+class FindingKind(StrEnum):
+    UNKNOWN = "UnknownAnnotation"
+    """An ``lbd.io/`` key lbd does not know (a typo: it is ignored)."""
+    CONFLICT = "ConflictingAnnotations"
+    """The same setting under two prefixes with different values."""
+    DEPRECATED = "DeprecatedAnnotation"
+    """A ``metallb.universe.tf/`` key (MetalLB's old prefix) that lbd reads."""
+
+
+@dataclass(frozen=True, order=True)
+class AnnotationFinding:
+    """Something about a Service's annotations that a user should hear of."""
+
+    kind: FindingKind
+    key: str
+    """UNKNOWN and DEPRECATED: the key in question; CONFLICT: the key that wins."""
+    hint: str = ""
+    """UNKNOWN: the nearest known key ("" when none is close); DEPRECATED: its lbd.io/ key."""
+    values: tuple[tuple[str, str], ...] = ()
+    """CONFLICT: every (key, value) of the setting, the winner first."""
+
 
 Obj = Mapping[str, Any]
 
@@ -87,6 +129,8 @@ class ObservedService:
     cluster_ips: tuple[str, ...] = ()
     """``spec.clusterIPs`` (else ``spec.clusterIP``), "None" left out: what ``lbd doctor``
     infers the service CIDRs from."""
+    findings: tuple[AnnotationFinding, ...] = ()
+    """What a user should hear of about the annotations (sorted; see the module doc)."""
 
     def ours(self, lb_class: str | None) -> bool:
         """A LoadBalancer Service of our class (``--lb-class``; unset: Services without one)."""
@@ -149,6 +193,7 @@ def observe_service(obj: Obj) -> ObservedService:
         labels=labels,
         traffic_policy_local=spec.get("externalTrafficPolicy") == "Local",
         cluster_ips=_cluster_ips(spec),
+        findings=annotation_findings(annotations),
     )
 
 
@@ -157,6 +202,35 @@ def _cluster_ips(spec: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(raw, list):
         return ()
     return tuple(str(ip) for ip in raw if ip and ip != "None")
+
+
+def annotation_findings(annotations: Mapping[str, str]) -> tuple[AnnotationFinding, ...]:
+    """Unknown ``lbd.io/`` keys, settings that disagree across prefixes, deprecated keys."""
+    out: list[AnnotationFinding] = []
+    for key in annotations:
+        if key.startswith(LBD_PREFIX) and key not in KNOWN_LBD_KEYS:
+            near = difflib.get_close_matches(key, KNOWN_LBD_KEYS, n=1, cutoff=0.6)
+            out.append(AnnotationFinding(FindingKind.UNKNOWN, key, near[0] if near else ""))
+    for name in SETTINGS:
+        present = [(p + name, annotations[p + name]) for p in PREFIXES if p + name in annotations]
+        if len({_setting_value(name, v) for _k, v in present}) > 1:
+            out.append(
+                AnnotationFinding(FindingKind.CONFLICT, present[0][0], values=tuple(present))
+            )
+        if DEPRECATED_PREFIX + name in annotations:
+            out.append(
+                AnnotationFinding(
+                    FindingKind.DEPRECATED, DEPRECATED_PREFIX + name, LBD_PREFIX + name
+                )
+            )
+    return tuple(sorted(out))
+
+
+def _setting_value(name: str, value: str) -> object:
+    """A setting's value as compared across prefixes ("a, b" and "a,b" are the same IPs)."""
+    if name == "loadBalancerIPs":
+        return frozenset(v.strip() for v in value.split(",") if v.strip())
+    return value.strip()
 
 
 def _ingress(raw: Any) -> tuple[tuple[str, ...], tuple[FieldError, ...], bool]:

@@ -13,6 +13,8 @@ Design decisions:
   liveness, does not depend on the API at all.
 - Kubelets rewrite every Node's status every few seconds (heartbeat timestamps). Those updates
   are filtered out by comparing only the fields the election reads, so they cost no pass.
+- L2Advertisements are read by :func:`lbd.k8s.l2advertisement.observe_l2advertisement`, the
+  reader the controller uses for their status, so both agree on which ones are valid.
 - An L2Advertisement that fails validation is left out (announcing less is safe; announcing
   from a node the user excluded is not) and logged once per resourceVersion.
 """
@@ -24,7 +26,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lbd.core.config import parse_advertisement
 from lbd.core.model import Advertisement
 from lbd.k8s.client import (
     ENDPOINTSLICES,
@@ -36,6 +37,7 @@ from lbd.k8s.client import (
     Kube,
 )
 from lbd.k8s.informer import EventType, Informer
+from lbd.k8s.l2advertisement import observe_l2advertisement
 from lbd.k8s.speaker_convert import (
     ClusterView,
     EndpointSummary,
@@ -122,7 +124,7 @@ class SpeakerCache:
                 meta = obj.get("metadata") or {}
                 ident = (str(meta.get("name")), str(meta.get("resourceVersion")))
                 if ident not in self._ads_cache:
-                    parsed = parse_advertisement(ident[0], obj.get("spec"))
+                    parsed = observe_l2advertisement(obj).parsed
                     if isinstance(parsed, Advertisement):
                         self._ads_cache[ident] = parsed
                     else:

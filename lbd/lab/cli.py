@@ -1,8 +1,9 @@
 """``lbd lab ...``: the lab's sub-commands, registered by the product CLI when the lab is present.
 
-:func:`register` adds ``lab`` with the API stand-in's command (``lbd lab apiserver``) and the
-cluster's and scenarios' commands (:mod:`lbd.lab.commands`). ``lbd.cli`` imports this module in
-one place, optionally: wheels and the container image have no ``lbd.lab`` (docs/LAB.md).
+:func:`register` adds ``lab`` with the API stand-in's command (``lbd lab apiserver``, internal:
+not listed) and the cluster's and scenarios' commands (:mod:`lbd.lab.commands`). ``lbd.cli``
+imports this module in one place, optionally: wheels and the container image have no
+``lbd.lab`` (docs/LAB.md).
 """
 
 from __future__ import annotations
@@ -10,12 +11,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lbd.clihelp import examples
 from lbd.lab import commands
 from lbd.lab.apiserver import cli as apiserver_cli
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    lab = sub.add_parser("lab", help="the lab: API stand-in and network-namespace cluster")
+    lab = sub.add_parser(
+        "lab",
+        help="the lab: API stand-in and network-namespace cluster",
+        description="A cluster of network namespaces on this machine, on the real Kubernetes "
+        "control plane (`make k8s`) or the API stand-in, with lbd's controller and speakers, "
+        "for demos, tests and trying failures (docs/LAB.md). Needs root and a checkout.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab up && sudo .venv/bin/lbd lab exec -- kubectl get svc -A",
+            "sudo .venv/bin/lbd lab kill-node n1 && sudo .venv/bin/lbd lab down",
+        ),
+    )
     lab.set_defaults(func=lambda _a: (lab.print_help(), 2)[1])
     labsub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     apiserver_cli.register(labsub)

@@ -2,18 +2,31 @@
 
 The internal programs (``supervise``, ``control-plane``, ``kubelet``, ``echo``, ``kube-proxy``,
 ``endpoints``, ``forward``) are what the lab runs inside its namespaces; they are subcommands so
-that every lab process is the same ``lbd`` binary, found the same way.
+that every lab process is the same ``lbd`` binary, found the same way. They are left out of
+``lbd lab --help`` (added without ``help=``: :mod:`lbd.clihelp`) and stay runnable.
+
+Which lab a command means: ``--dir DIR``, or ``--prefix PREFIX`` (every command that takes one
+takes the other), or the only lab under ``./.lab``. ``lab up`` records where a prefix's lab
+lives (``/run/lbd-lab/PREFIX.dir``, beside the supervisor's socket), so ``--prefix`` finds a lab
+made with ``--dir`` too, and ``lab down --prefix`` removes that lab's record (its ``lab.json``),
+so the next ``lab up`` of the same directory does not refuse (issue 14, point 5).
+
+Errors are one line on stderr naming the flag (:func:`lbd.clihelp.fail`): exit code 2 for a bad
+flag, 1 when the lab could not do it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lbd.clihelp import examples, fail
 
 NEEDS_ROOT = (
     "lbd lab needs root: it creates network namespaces, a bridge and veth links, and its speakers "
@@ -32,6 +45,73 @@ def _need_root() -> bool:
 
 def _dir(value: str | None) -> Path | None:
     return Path(value) if value else None
+
+
+def _record_path(prefix: str) -> Path:
+    from lbd.lab.cluster.supervisor import SOCKET_DIR
+
+    return SOCKET_DIR / f"{prefix}.dir"
+
+
+def _record(prefix: str, lab_dir: Path) -> None:
+    """Remember where the lab of ``prefix`` lives (for ``--prefix``)."""
+    path = _record_path(prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{lab_dir.resolve()}\n")
+
+
+def _recorded(prefix: str) -> Path | None:
+    try:
+        text = _record_path(prefix).read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def _forget(prefix: str) -> None:
+    with contextlib.suppress(OSError):
+        _record_path(prefix).unlink()
+
+
+def _prefix_dir(prefix: str) -> Path:
+    """The directory of the lab of ``prefix``: where ``lab up`` recorded it, else the default."""
+    from lbd.lab.cluster.lab import default_dir
+
+    return _recorded(prefix) or default_dir(prefix)
+
+
+def _where(args: argparse.Namespace) -> str:
+    """How the user named the lab (for messages)."""
+    if getattr(args, "dir", None):
+        return f"--dir {args.dir}"
+    if getattr(args, "prefix", None):
+        return f"--prefix {args.prefix}"
+    return "--dir/--prefix"
+
+
+def _lab_error(args: argparse.Namespace, exc: Exception) -> str:
+    """A lab error with the flag the user typed: ``dir: no lab at ...`` -> ``--prefix P: ...``."""
+    text = str(exc)
+    if text.startswith("dir: "):
+        text = f"{_where(args)}: {text.removeprefix('dir: ')}"
+    return text.replace("give --dir", "give --dir or --prefix")
+
+
+def _find(args: argparse.Namespace) -> Any:
+    """The lab ``--dir`` or ``--prefix`` names, else the only one under ./.lab (LabError)."""
+    from lbd.lab.cluster.lab import find_lab
+
+    if not args.dir and getattr(args, "prefix", None):
+        return find_lab(_prefix_dir(args.prefix))
+    return find_lab(_dir(args.dir))
+
+
+def _check(prog: str, checks: list[tuple[bool, str]]) -> int | None:
+    """The first failed check as a one-line error (exit code 2), or None."""
+    for ok, message in checks:
+        if not ok:
+            return fail(prog, message)
+    return None
 
 
 def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, built lazily)
@@ -58,6 +138,19 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    bad = _check(
+        "lbd lab up",
+        [
+            (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
+            (args.pods_per_node >= 0, f"--pods-per-node {args.pods_per_node}: must be >= 0"),
+            (
+                args.pod_eviction_delay >= 0,
+                f"--pod-eviction-delay {args.pod_eviction_delay}: must be >= 0 seconds",
+            ),
+        ],
+    )
+    if bad is not None:
+        return bad
     if not _need_root():
         return 2
     from lbd.lab.cluster.lab import LabOptions, choose_control_plane, up
@@ -78,8 +171,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         lab = up(opts, progress=lambda msg: print(f"lab: {msg}", flush=True))
     except except_types as exc:
-        print(f"lbd lab up: {exc}", file=sys.stderr)
-        return 1
+        return fail("lbd lab up", _lab_error(args, exc), 1)
+    _record(lab.prefix, lab.dir)
     for member in [lab.data["control_plane"], *lab.data["nodes"], lab.data["client"]]:
         print(
             f"  {member['name']:<4} netns {member['netns']:<14} {member['ipv4']:<14} "
@@ -98,11 +191,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     if not _need_root():
         return 2
-    from lbd.lab.cluster.lab import LabError, default_dir, down, find_lab
+    from lbd.lab.cluster.lab import LabError, down, find_lab
 
     try:
         if args.prefix:
-            lab_dir = _dir(args.dir) or default_dir(args.prefix)
+            # By prefix (also after a crash): the directory `lab up` recorded for it, so its
+            # record goes too and the next `lab up` there does not refuse.
+            lab_dir = _dir(args.dir) or _prefix_dir(args.prefix)
             report = down(
                 prefix=args.prefix,
                 lab_dir=lab_dir if lab_dir.is_dir() else None,
@@ -112,8 +207,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             lab = find_lab(_dir(args.dir))
             report = down(prefix=lab.prefix, lab_dir=lab.dir, keep_logs=args.keep_logs)
     except LabError as exc:
-        print(f"lbd lab down: {exc}", file=sys.stderr)
-        return 1
+        return fail("lbd lab down", _lab_error(args, exc), 1)
+    _forget(report.prefix)
     print(
         f"lab {report.prefix}: removed {len(report.namespaces)} namespaces"
         + (f" ({', '.join(report.namespaces)})" if report.namespaces else "")
@@ -122,14 +217,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from lbd.lab.cluster.lab import LabError, find_lab
+    from lbd.lab.cluster.lab import LabError
 
     command = [c for c in args.cmd if c != "--"] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
-        print("lbd lab exec: give a command after --", file=sys.stderr)
-        return 2
+        return fail("lbd lab exec", "COMMAND: give a command after --")
     try:
-        lab = find_lab(_dir(args.dir))
+        lab = _find(args)
         if args.client:
             netns = lab.data["client"]["netns"]
         elif args.node:
@@ -137,21 +231,24 @@ def cmd_exec(args: argparse.Namespace) -> int:
         else:
             netns = lab.data["control_plane"]["netns"]
     except LabError as exc:
-        print(f"lbd lab exec: {exc}", file=sys.stderr)
-        return 1
+        return fail("lbd lab exec", _lab_error(args, exc), 1)
     os.environ["KUBECONFIG"] = str(lab.kubeconfig)
     os.environ["LBD_LAB_DIR"] = str(lab.dir)
     os.execvp("ip", ["ip", "netns", "exec", netns, *command])
 
 
 def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
+    verb = "restore-node" if restore else "kill-node"
+    delay = getattr(args, "pod_eviction_delay", None)
+    if delay is not None and not delay >= 0:
+        return fail(f"lbd lab {verb}", f"--pod-eviction-delay {delay}: must be >= 0 seconds")
     if not _need_root():
         return 2
-    from lbd.lab.cluster.lab import find_lab, kill_node, restore_node
+    from lbd.lab.cluster.lab import kill_node, restore_node
 
-    verb = "restore-node" if restore else "kill-node"
+    errors: tuple[type[Exception], ...] = (*_UP_ERRORS(), OSError)
     try:
-        lab = find_lab(_dir(args.dir))
+        lab = _find(args)
         if restore:
             pods = restore_node(lab, args.name)
             print(f"node {args.name} restored (link up, speaker restarted)")
@@ -163,9 +260,8 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
                 say=lambda msg: print(msg, flush=True),
             )
             print(f"node {args.name} cut off (link down, speaker killed)")
-    except (_UP_ERRORS(), OSError) as exc:  # type: ignore[misc]
-        print(f"lbd lab {verb}: {exc}", file=sys.stderr)
-        return 1
+    except errors as exc:
+        return fail(f"lbd lab {verb}", _lab_error(args, exc), 1)
     if pods:
         state = "ready" if restore else "not ready"
         print(f"pods marked {state}: {', '.join(pods)}")
@@ -173,22 +269,25 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    if args.pods < 0:
+        return fail("lbd lab scale", f"PODS {args.pods}: must be >= 0")
     if not _need_root():
         return 2
-    from lbd.lab.cluster.lab import find_lab, scale
+    from lbd.lab.cluster.lab import scale
 
     try:
-        lab = find_lab(_dir(args.dir))
+        lab = _find(args)
         changed = scale(lab, args.pods, args.node or None)
     except _UP_ERRORS() as exc:
-        print(f"lbd lab scale: {exc}", file=sys.stderr)
-        return 1
+        return fail("lbd lab scale", _lab_error(args, exc), 1)
     where = ", ".join(args.node) if args.node else "every node"
     print(f"{args.pods} echo pods on {where} ({changed} created or deleted), all ready")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.nodes < 2:
+        return fail("lbd lab demo", f"--nodes {args.nodes}: a failover needs at least 2 nodes")
     if not _need_root():
         return 2
     from lbd.lab.scenarios.demo import run_demo
@@ -212,18 +311,40 @@ def _control_plane_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _which_lab(p: argparse.ArgumentParser) -> None:
+    """``--dir`` or ``--prefix``: which lab (default: the only one under ./.lab)."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--dir", metavar="DIR", help="the lab's directory (default: the only lab under ./.lab)"
+    )
+    which.add_argument(
+        "--prefix", metavar="PREFIX", help="the lab's namespace prefix (as given to lab up)"
+    )
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("up", help="build the network-namespace lab and start everything")
-    p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    p.add_argument("--dir", help="lab directory (default .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbd", help="namespace name prefix (default lbd)")
+    p = sub.add_parser(
+        "up",
+        help="build the network-namespace lab and start everything",
+        description="Build a lab of network namespaces (a switch, a control plane, nodes and "
+        "an external client) and start the control plane, the lbd controllers, the speakers "
+        "and echo Services. Needs root; touches nothing outside its own namespaces.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab up",
+            "sudo .venv/bin/lbd lab up --prefix l2 --nodes 4 --ipv6 --control-plane stand-in",
+        ),
+    )
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
+    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
+    p.add_argument("--prefix", default="lbd", help="namespace name prefix")
     p.add_argument("--ipv6", action="store_true", help="add the IPv6 range to the lab pool")
     _control_plane_arg(p)
     p.add_argument(
         "--pods-per-node",
         type=int,
         default=3,
-        help="real control plane: echo pods placed on each node (default 3; `lbd lab scale`)",
+        metavar="N",
+        help="real control plane: echo pods placed on each node (`lbd lab scale` changes it)",
     )
     p.add_argument(
         "--pod-eviction-delay",
@@ -231,7 +352,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=0.0,
         metavar="SECONDS",
         help="real control plane: kill-node marks the node's pods not ready this long after "
-        "cutting it off, as the node-lifecycle controller would (default 0)",
+        "cutting it off, as the node-lifecycle controller would",
     )
     p.add_argument(
         "--kube-proxy-mode",
@@ -240,49 +361,101 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("down", help="remove every namespace, link, process and file of a lab")
-    p.add_argument("--dir", help="lab directory")
-    p.add_argument("--prefix", help="clean up by prefix (also after a crash)")
+    p = sub.add_parser(
+        "down",
+        help="remove every namespace, link, process and file of a lab",
+        description="Remove every namespace, link, process and file of a lab, and its record "
+        "(so the next lab up there starts afresh). By --prefix it also cleans up after a "
+        "crash, when the lab's files are gone.",
+        epilog=examples("sudo .venv/bin/lbd lab down", "sudo .venv/bin/lbd lab down --prefix l2"),
+    )
+    p.add_argument("--dir", metavar="DIR", help="the lab's directory")
+    p.add_argument(
+        "--prefix",
+        metavar="PREFIX",
+        help="clean up by namespace prefix (also after a crash); with --dir, the files there",
+    )
     p.add_argument("--keep-logs", action="store_true", help="leave DIR/logs")
     p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser("exec", help="run a command inside a lab namespace with KUBECONFIG set")
-    p.add_argument("--dir", help="lab directory")
+    p = sub.add_parser(
+        "exec",
+        help="run a command inside a lab namespace with KUBECONFIG set",
+        description="Run a command in the control plane's namespace (or a node's, or the "
+        "client's) with KUBECONFIG and LBD_LAB_DIR set to the lab's.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab exec -- kubectl get svc -A",
+            "sudo .venv/bin/lbd lab exec --prefix l2 --client -- curl -s 198.18.100.0:9000",
+        ),
+    )
+    _which_lab(p)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--node", help="run on this node (default: the control plane)")
+    where.add_argument(
+        "--node", metavar="NAME", help="run on this node (default: the control plane)"
+    )
     where.add_argument("--client", action="store_true", help="run on the external client")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run")
     p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser(
-        "kill-node", help="cut a node off: link down, speaker killed (real: pods not ready)"
+        "kill-node",
+        help="cut a node off: link down, speaker killed (real: pods not ready)",
+        description="Cut a node off as a power loss would: its link goes down and its speaker "
+        "is killed; on the real control plane its pods are marked not ready.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab kill-node n1",
+            "sudo .venv/bin/lbd lab kill-node --prefix l2 n2 --pod-eviction-delay 5",
+        ),
     )
-    p.add_argument("name")
-    p.add_argument("--dir", help="lab directory")
+    p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
+    _which_lab(p)
     p.add_argument(
         "--pod-eviction-delay",
         type=float,
         metavar="SECONDS",
         help="real control plane: mark the node's pods not ready after this delay "
-        "(default: the lab's --pod-eviction-delay, 0)",
+        "(default: the lab's --pod-eviction-delay)",
     )
     p.set_defaults(func=lambda a: _node_cmd(a, restore=False))
 
-    p = sub.add_parser("restore-node", help="bring a node back: link up, speaker restarted")
-    p.add_argument("name")
-    p.add_argument("--dir", help="lab directory")
+    p = sub.add_parser(
+        "restore-node",
+        help="bring a node back: link up, speaker restarted",
+        description="Bring a node that kill-node cut off back: link up, speaker restarted, "
+        "its pods ready again.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab restore-node n1",
+            "sudo .venv/bin/lbd lab restore-node --prefix l2 n2",
+        ),
+    )
+    p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
+    _which_lab(p)
     p.set_defaults(func=lambda a: _node_cmd(a, restore=True))
 
-    p = sub.add_parser("scale", help="real control plane: N echo pods per node")
-    p.add_argument("pods", type=int, help="echo pods per node")
-    p.add_argument("--dir", help="lab directory")
-    p.add_argument("--node", action="append", help="only this node (repeatable)")
+    p = sub.add_parser(
+        "scale",
+        help="real control plane: N echo pods per node",
+        description="Real control plane: create or delete echo pods until each node (or each "
+        "--node) runs PODS of them, and wait until they are ready.",
+        epilog=examples(
+            "sudo .venv/bin/lbd lab scale 5", "sudo .venv/bin/lbd lab scale 0 --node n1"
+        ),
+    )
+    p.add_argument("pods", type=int, metavar="PODS", help="echo pods per node")
+    _which_lab(p)
+    p.add_argument("--node", action="append", metavar="NAME", help="only this node (repeatable)")
     p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser("demo", help="up, then a narrated failover scenario, then down")
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--dir", help="lab directory (default .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbddemo")
+    p = sub.add_parser(
+        "demo",
+        help="up, then a narrated failover scenario, then down",
+        description="Build a lab, show a Service getting an address and a node failing over "
+        "with the client's view of the gap, then remove the lab (unless --keep).",
+        epilog=examples("sudo make demo", "sudo .venv/bin/lbd lab demo --keep --nodes 4"),
+    )
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
+    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
+    p.add_argument("--prefix", default="lbddemo", help="namespace name prefix")
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     _control_plane_arg(p)
     p.set_defaults(func=cmd_demo)
@@ -291,53 +464,110 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
-    """``module.run``, imported only when the command runs (``lbd --help`` stays fast)."""
+    """``module.run``, imported only when the command runs (``lbd --help`` stays fast); a
+    ``--prefix`` becomes the ``--dir`` of that lab first."""
 
     def run(args: argparse.Namespace) -> int:
+        if getattr(args, "prefix", None) and getattr(args, "dir", None) is None:
+            args.dir = _prefix_dir(args.prefix)
         result: int = importlib.import_module(module).run(args)
         return result
 
     return run
 
 
+def _internal(sub: argparse._SubParsersAction[Any], name: str, what: str, example: str) -> Any:
+    """A lab-internal command: runnable, described, but not listed by ``lbd lab --help``."""
+    return sub.add_parser(
+        name,
+        description=f"(lab internal: the lab runs it, see docs/LAB.md) {what}",
+        epilog=examples(example),
+    )
+
+
+def _internal_dir(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dir", type=Path, metavar="DIR", help="the lab's directory")
+    which.add_argument("--prefix", metavar="PREFIX", help="the lab's namespace prefix")
+
+
 def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
     """The programs the lab runs in its namespaces (not meant to be typed by hand)."""
-    p = sub.add_parser("supervise", help="(lab internal) run the lab's process supervisor")
-    p.add_argument("--dir", required=True, type=Path)
+    p = _internal(
+        sub,
+        "supervise",
+        "Run the lab's process supervisor.",
+        "lbd lab supervise --prefix lbd --daemonize",
+    )
+    _internal_dir(p)
     p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
     p.set_defaults(func=_lazy("lbd.lab.cluster.supervisor"))
 
-    p = sub.add_parser(
-        "control-plane", help="(lab internal) etcd, kube-apiserver, kube-controller-manager"
+    p = _internal(
+        sub,
+        "control-plane",
+        "Run etcd, kube-apiserver and kube-controller-manager.",
+        "lbd lab control-plane --dir .lab/lbd --manifest deploy/examples/lab-pool.yaml",
     )
-    p.add_argument("--dir", required=True, type=Path, help="lab directory")
-    p.add_argument("--manifest", action="append", default=[], help="file or folder to apply")
-    p.add_argument("--timeout", type=float, default=120.0, help="start-up deadline (seconds)")
+    _internal_dir(p)
+    p.add_argument(
+        "--manifest", action="append", default=[], metavar="PATH", help="file or folder to apply"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=120.0, metavar="SECONDS", help="start-up deadline"
+    )
     p.set_defaults(func=_lazy("lbd.lab.cluster.realplane"))
 
-    p = sub.add_parser("kubelet", help="(lab internal) run the Pods bound to a node")
-    p.add_argument("--dir", required=True, type=Path, help="lab directory")
-    p.add_argument("--node-name", required=True)
-    p.add_argument("--kubeconfig", required=True)
+    p = _internal(
+        sub,
+        "kubelet",
+        "Run the Pods bound to a node.",
+        "lbd lab kubelet --prefix lbd --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+    )
+    _internal_dir(p)
+    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
+    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
     p.set_defaults(func=_lazy("lbd.lab.standins.kubelet"))
 
-    p = sub.add_parser("echo", help="(lab internal) TCP/UDP echo answering with the node name")
-    p.add_argument("--node-name", required=True, help="name to answer with")
-    p.add_argument("--port", type=int, default=9000)
+    p = _internal(
+        sub,
+        "echo",
+        "TCP/UDP echo answering with the node name.",
+        "lbd lab echo --node-name n1 --port 9000",
+    )
+    p.add_argument("--node-name", required=True, metavar="NAME", help="name to answer with")
+    p.add_argument("--port", type=int, default=9000, help="TCP and UDP port")
     p.set_defaults(func=_lazy("lbd.lab.standins.echo"))
 
-    p = sub.add_parser("kube-proxy", help="(lab internal) kube-proxy stand-in: VIPs on lo")
-    p.add_argument("--node-name", required=True)
-    p.add_argument("--kubeconfig", required=True)
+    p = _internal(
+        sub,
+        "kube-proxy",
+        "kube-proxy stand-in: VIPs on lo.",
+        "lbd lab kube-proxy --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+    )
+    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
+    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
     p.set_defaults(func=_lazy("lbd.lab.standins.kubeproxy"))
 
-    p = sub.add_parser("endpoints", help="(lab internal) EndpointSlices for the echo service")
-    p.add_argument("--kubeconfig", required=True)
+    p = _internal(
+        sub,
+        "endpoints",
+        "EndpointSlices for the echo service.",
+        "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",
+    )
+    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
     p.set_defaults(func=_lazy("lbd.lab.standins.endpoints"))
 
-    p = sub.add_parser("forward", help="(lab internal) forward a host socket into the lab")
+    p = _internal(
+        sub,
+        "forward",
+        "Forward a host socket into the lab.",
+        "lbd lab forward --fd 3 --to 198.18.0.1:6443",
+    )
     p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    p.add_argument("--to", required=True, help="ADDR:PORT to connect to (in this namespace)")
-    p.add_argument("--tls-cert", help="serve TLS on the host side with this certificate")
-    p.add_argument("--tls-key", help="... and this key")
+    p.add_argument(
+        "--to", required=True, metavar="ADDR:PORT", help="where to connect (in this namespace)"
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS on the host side with this")
+    p.add_argument("--tls-key", metavar="FILE", help="... and this key")
     p.set_defaults(func=_lazy("lbd.lab.cluster.forward"))

@@ -24,7 +24,10 @@ import signal
 import threading
 from typing import Any
 
+from lbd.clihelp import examples, fail
+
 log = logging.getLogger("lbd.speaker")
+PROG = "lbd speaker"
 
 DEFAULT_HEALTH_ADDR = "0.0.0.0:7473"
 HANDOVER_GRACE = 0.15
@@ -45,15 +48,26 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "speaker",
         help="announce Service VIPs from this node (ARP/NDP, heartbeats, election)",
         description="Runs on every node: elects one owner node per VIP among live speakers and "
-        "answers ARP/NDP for the VIPs this node owns.",
+        "answers ARP/NDP for the VIPs this node owns. Needs CAP_NET_RAW and the host network. "
+        "A bad flag, key file or kubeconfig is one line on stderr naming it, exit code 2.",
+        epilog=examples(
+            "# what the DaemonSet runs (NODE_NAME from the downward API)",
+            "lbd speaker --membership-key /etc/lbd/membership/key",
+            "# by hand on one node, faster failure detection",
+            "lbd speaker --node-name n1 --kubeconfig /etc/lbd/kubeconfig \\",
+            "    --membership-key /etc/lbd/membership/key --dead-after 0.6",
+        ),
     )
     p.add_argument(
         "--node-name",
         default=os.environ.get("NODE_NAME"),
+        metavar="NAME",
         help="this node's Kubernetes Node name (default: $NODE_NAME)",
     )
     p.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster config)"
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster config)",
     )
     p.add_argument(
         "--membership-key",
@@ -75,7 +89,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="allow running without a membership key (heartbeats can then be forged)",
     )
-    p.add_argument("--membership-port", type=int, default=DEFAULT_PORT, help="heartbeat UDP port")
+    p.add_argument(
+        "--membership-port",
+        type=int,
+        default=DEFAULT_PORT,
+        metavar="PORT",
+        help="heartbeat UDP port",
+    )
     p.add_argument(
         "--heartbeat-interval",
         type=float,
@@ -93,12 +113,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--lb-class",
         default=None,
+        metavar="CLASS",
         help="handle only Services with this spec.loadBalancerClass (default: only Services "
         "without a class)",
     )
     p.add_argument(
         "--health-addr",
         default=DEFAULT_HEALTH_ADDR,
+        metavar="HOST:PORT",
         help=f"HOST:PORT for /healthz, /readyz, /metrics (default {DEFAULT_HEALTH_ADDR})",
     )
     p.add_argument(
@@ -109,7 +131,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="interface name prefixes the default interface rule never picks (in addition "
         "to the built-in list of virtual interfaces); repeatable or comma-separated",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level written",
+    )
     p.set_defaults(func=run)
 
 
@@ -117,26 +144,49 @@ def _excludes(values: list[str]) -> tuple[str, ...]:
     return tuple(x.strip() for v in values for x in v.split(",") if x.strip())
 
 
+def _bad_flag(args: argparse.Namespace) -> str | None:
+    """The first flag with a value the speaker cannot run with (checked before anything
+    starts, so the error is the only line on stderr)."""
+    from lbd.health import parse_addr
+
+    try:
+        parse_addr(args.health_addr)
+    except ValueError:
+        return f"--health-addr {args.health_addr!r}: expected HOST:PORT"
+    interval, dead = args.heartbeat_interval, args.dead_after
+    if not 0 < interval < float("inf"):
+        return f"--heartbeat-interval {interval}: must be a finite number > 0 seconds"
+    if not interval < dead < float("inf"):
+        return f"--dead-after {dead}: must exceed --heartbeat-interval ({interval} s)"
+    if not 0 < args.membership_port < 65536:
+        return f"--membership-port {args.membership_port}: must be 1-65535"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from lbd import log as lbd_log
 
-    lbd_log.setup(args.log_level)
     if not args.node_name:
-        log.error("--node-name (or $NODE_NAME) is required")
-        return 2
+        return fail(PROG, "--node-name: required (or set $NODE_NAME)")
     from lbd.net.keyfile import MembershipKeyError, load_keys
 
     if not 0 <= args.membership_key_grace < float("inf"):  # NaN/inf: an old key valid forever
-        log.error(
+        return fail(
+            PROG,
             "--membership-key-grace: must be a finite number >= 0 seconds, "
-            f"got {args.membership_key_grace}"
+            f"got {args.membership_key_grace}",
         )
-        return 2
+    bad = _bad_flag(args)
+    if bad is not None:
+        return fail(PROG, bad)
+    lbd_log.setup(args.log_level)  # load_keys logs the --insecure-membership warning
     try:
         keys = load_keys(args.membership_key, insecure=args.insecure_membership)
     except MembershipKeyError as exc:
-        log.error(str(exc))
-        return 2
+        # "membership key: cannot read FILE: reason": name the flag the user typed
+        text = str(exc).removeprefix("membership key: ")
+        return fail(PROG, f"--membership-key: {text}")
+    from lbd.k8s.client import KubeconfigError
     from lbd.speaker.daemon import Speaker, SpeakerSettings
 
     settings = SpeakerSettings(
@@ -154,12 +204,10 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         speaker = Speaker(settings)
+    except KubeconfigError as exc:
+        return fail(PROG, str(exc))
     except ValueError as exc:  # a bad flag value (interval, dead-after, health address)
-        log.error(str(exc))
-        return 2
-    except Exception as exc:  # no usable kubeconfig / in-cluster config
-        log.error("no usable Kubernetes client configuration", extra={"error": str(exc)})
-        return 1
+        return fail(PROG, str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

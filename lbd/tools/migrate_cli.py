@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from lbd.clihelp import examples
 from lbd.core.model import service_key
 from lbd.k8s.service import observe_service
 from lbd.tools.migrate import FindingKind, Migration, from_metallb
@@ -47,6 +48,10 @@ def register(sub: Any) -> None:
         "migrate",
         help="move a configuration from another load balancer to lbd",
         description="Move a configuration from another load balancer to lbd.",
+        epilog=examples(
+            "lbd migrate from-metallb -f metallb-config.yaml > lbd-config.yaml",
+            "lbd migrate from-metallb --from-cluster --check",
+        ),
     )
     steps = migrate.add_subparsers(dest="migrate_command", metavar="SOURCE", required=True)
     p = steps.add_parser(
@@ -57,7 +62,6 @@ def register(sub: Any) -> None:
         "that does not carry over (BGP objects, fields lbd lacks, pools nothing announces). "
         "Services need no change: lbd reads MetalLB's annotations.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -96,7 +100,9 @@ def register(sub: Any) -> None:
         default=None,
         help="with --check: the class lbd will run with (default: Services without a class)",
     )
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file for --from-cluster")
+    p.add_argument(
+        "--kubeconfig", default=None, metavar="FILE", help="kubeconfig file for --from-cluster"
+    )
     p.set_defaults(func=run)
 
 
@@ -155,13 +161,13 @@ def read_files(names: Iterable[str], stdin: TextIO) -> list[dict[str, Any]]:
 
 def read_cluster(kubeconfig: str | None, namespace: str | None, services: bool) -> Any:
     """MetalLB's objects (and Services, Namespaces) from the API server."""
-    from lbd.k8s.client import ApiError, load_kube
+    from lbd.k8s.client import ApiError, KubeconfigError, load_kube
     from lbd.k8s.metallb import read_cluster as read
 
     try:
         kube = load_kube(kubeconfig)
-    except Exception as exc:  # the kubernetes loader raises its own ConfigException and others
-        raise InputError(f"cannot load a kubeconfig ({kubeconfig or 'default'}): {exc}") from None
+    except KubeconfigError as exc:  # names the flag or $KUBECONFIG and the reason
+        raise InputError(str(exc)) from None
     try:
         return read(kube, namespace, services=services)
     except ApiError as exc:

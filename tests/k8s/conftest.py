@@ -42,7 +42,7 @@ from lbd.lab.control_plane import (
     Sweeper,
     find_binaries,
 )
-from tests.k8s.controller_support import CONTROLLER_TOKEN, ROOT, ApiServer, start_lab
+from tests.k8s.controller_support import CONTROLLER_TOKEN, ROOT, ApiServer, Env, start_lab
 
 STAND_IN, REAL = "stand-in", "real"
 CONTROL_PLANES = tuple(
@@ -218,6 +218,17 @@ def lab(control_plane: str, request: pytest.FixtureRequest) -> Iterator[ApiServe
         yield stand_in
     finally:
         stand_in.stop()
+
+
+@pytest.fixture
+def env(lab: ApiServer) -> Iterator[Env]:
+    """A running in-process controller (leading) on ``lab``, and an admin client; closed after
+    the test. Modules may define their own ``env``."""
+    e = Env(lab)
+    try:
+        yield e
+    finally:
+        e.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -15,6 +15,7 @@ from kubernetes import client as k8s_client
 
 from lbd.k8s.client import (
     IPADDRESSPOOLS,
+    L2ADVERTISEMENTS,
     NAMESPACES,
     SERVICES,
     ApiError,
@@ -92,6 +93,19 @@ def pool(kube: Kube, name: str, addresses: list[str], **spec: Any) -> JsonDict:
             "kind": "IPAddressPool",
             "metadata": {"name": name},
             "spec": {"addresses": addresses, **spec},
+        },
+    )
+
+
+def advertisement(kube: Kube, name: str, **spec: Any) -> JsonDict:
+    """Create an L2Advertisement with ``spec``."""
+    return kube.create(
+        L2ADVERTISEMENTS.path(),
+        {
+            "apiVersion": L2ADVERTISEMENTS.api_version,
+            "kind": L2ADVERTISEMENTS.kind,
+            "metadata": {"name": name},
+            "spec": spec,
         },
     )
 

@@ -100,4 +100,6 @@ def test_invalid_election_timing_is_refused_with_the_field(lab, tmp_path: Path):
         timeout=30,
     )
     assert proc.returncode == 2
-    assert b"lease_duration" in proc.stderr
+    assert (
+        proc.stderr == b"lbd controller: --lease-duration: must be greater than --renew-deadline\n"
+    )

@@ -225,6 +225,7 @@ STEPS: tuple[Step, ...] = (
     Step(k("get", "ipaddresspools"), Compare.SAME_ROWS, ("kubectl get ipaddresspools",)),
     Step(k("get", "ipaddresspools", "-o", "wide"), Compare.SAME_ROWS),
     Step(k("get", "l2advertisements", "-o", "wide"), Compare.SAME_ROWS),
+    Step(k("get", "l2adv"), Compare.SAME_ROWS, ("kubectl get l2adv",)),  # docs/API.md
     # README.md "The network-namespace lab by hand", deploy/examples/service.yaml
     Step(
         k("apply", "-f", "deploy/examples/service.yaml"),

@@ -57,6 +57,7 @@ from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
     ROOT,
     addresses,
+    advertisement,
     condition,
     controller_argv,
     get_service,
@@ -289,15 +290,7 @@ def speaker_scenario(real: RealApiServer) -> None:
     node(admin, "n1", "198.18.0.11")
     node(admin, "n2", "198.18.0.12")
     pool(admin, "rbac", ["198.18.100.0/28"])
-    admin.create(
-        L2ADVERTISEMENTS.path(),
-        {
-            "apiVersion": L2ADVERTISEMENTS.api_version,
-            "kind": L2ADVERTISEMENTS.kind,
-            "metadata": {"name": "rbac"},
-            "spec": {"ipAddressPools": ["rbac"]},
-        },
-    )
+    advertisement(admin, "rbac", ipAddressPools=["rbac"])
     svc = announced_service(admin)
     hand_written_slice(admin)
     own = Ownership("default", "web", svc["metadata"]["uid"], (VIP,), ("eth0",))
@@ -351,7 +344,8 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
     """Every Kubernetes call of ``lbd controller --leader-elect``: the Lease created and renewed,
     informers on Services, pools and namespaces, a pool chosen by namespace labels, addresses,
     annotations, conditions and Events written (one repeated: aggregated), pool status, an
-    address released, a clean stop that hands the Lease over."""
+    L2Advertisement's Ready condition (Node labels read), an address released, a clean stop
+    that hands the Lease over."""
     admin = kube_for(real)
     admin.create(
         NAMESPACES.path(),
@@ -413,6 +407,14 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
                 lambda: not addresses(get_service(admin, "later")), 30, "default/later withdrawn"
             )
         admin.delete(SERVICES.path(namespace="default", name="b"))
+        advertisement(admin, "rbac-typo", ipAddressPools=["generla"])
+
+        def ad_reason() -> str | None:
+            obj = admin.get(L2ADVERTISEMENTS.path(name="rbac-typo"))
+            conds = (obj.get("status") or {}).get("conditions") or []
+            return next((c["reason"] for c in conds if c["type"] == "Ready"), None)
+
+        wait_for(lambda: ad_reason() == "PoolNotFound", 30, "rbac-typo's Ready condition")
 
         def released() -> bool:
             status = admin.get(IPADDRESSPOOLS.path(name="general")).get("status") or {}

@@ -31,8 +31,8 @@ def test_in_a_checkout_lab_has_its_commands(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["lab", "--help"])
     out = capsys.readouterr().out
-    for command in ("apiserver", "up", "down", "demo", "kill-node"):
-        assert command in out
+    for command in ("up", "down", "demo", "kill-node", "restore-node", "exec", "scale"):
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out
 
 
 # Runs ``lbd`` in a fresh interpreter in which ``lbd.lab`` cannot be imported, as in a wheel or the

@@ -653,6 +653,9 @@ CONTROLLER_CALLS = [
     *(Call(v, "", "namespaces") for v in ("list", "watch")),
     *(Call(v, "lbd.io", "ipaddresspools") for v in ("list", "watch")),
     Call("patch", "lbd.io", "ipaddresspools/status"),
+    *(Call(v, "lbd.io", "l2advertisements") for v in ("list", "watch")),
+    Call("patch", "lbd.io", "l2advertisements/status"),
+    *(Call(v, "", "nodes") for v in ("list", "watch")),
     *(Call(v, "", "events", "default") for v in ("create", "patch")),
     Call("create", "coordination.k8s.io", "leases", NS),
     *(Call(v, "coordination.k8s.io", "leases", NS, LEASE) for v in ("get", "update")),
@@ -672,14 +675,17 @@ CONTROLLER_FORBIDDEN = [
         for r in ("services", "services/status")
     ),
     *(Call(v, "lbd.io", "ipaddresspools/status") for v in ("get", "update")),
-    Call("list", "lbd.io", "l2advertisements"),
+    # an L2Advertisement's spec is the user's; its status is only patched
+    *(Call(v, "lbd.io", "l2advertisements") for v in ("get", "patch", "update", "delete")),
+    *(Call(v, "lbd.io", "l2advertisements/status") for v in ("get", "update")),
+    *(Call(v, "", "nodes") for v in ("get", "patch")),
+    Call("patch", "", "nodes/status"),
     Call("create", "events.k8s.io", "events", "default"),
     Call("update", "coordination.k8s.io", "leases", "default", LEASE),
     # only its own Lease, and never by a patch
     *(Call(v, "coordination.k8s.io", "leases", NS, "other") for v in ("get", "update")),
     Call("patch", "coordination.k8s.io", "leases", NS, LEASE),
     Call("get", "", "secrets", NS),
-    Call("list", "", "nodes"),
     Call("create", "lbd.io", "servicel2statuses", "default"),
     Call("update", "lbd.io", "ipaddresspools"),
 ]

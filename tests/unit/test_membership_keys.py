@@ -252,4 +252,4 @@ def test_speaker_key_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert "--membership-key-grace: must be a finite number >= 0 seconds, got" in err
     args = parser.parse_args(base)
     assert args.func(args) == 2  # refused before anything starts: the key file names the line
-    assert f"membership key: {key} line 1 holds 5 bytes" in capsys.readouterr().err
+    assert f"lbd speaker: --membership-key: {key} line 1 holds 5 bytes" in capsys.readouterr().err

@@ -116,7 +116,8 @@ def test_an_unwritable_output_dir_is_one_line_and_exit_1(capsys, tmp_path):
 
 def test_from_cluster_without_a_kubeconfig_is_one_line_and_exit_1(capsys, tmp_path):
     code, _, err = run(capsys, "--from-cluster", "--kubeconfig", str(tmp_path / "nope"))
-    assert code == 1 and "cannot load a kubeconfig" in err and err.count("\n") == 1
+    assert code == 1 and f"--kubeconfig {tmp_path / 'nope'}: no such file" in err
+    assert err.count("\n") == 1
 
 
 def test_a_source_is_required_and_only_one(capsys):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lbd.clihelp import examples
+
 
 def _token(text: str) -> tuple[str, str, list[str]]:
     token, sep, rest = text.partition("=")
@@ -30,8 +32,23 @@ def _listen(text: str) -> tuple[str, int]:
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("apiserver", help="run the lab Kubernetes API server")
-    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 6443), metavar="ADDR:PORT")
+    # Internal (the lab and the tests run it): no help=, so `lbd lab --help` does not list it.
+    p = sub.add_parser(
+        "apiserver",
+        description="(lab internal) Run the lab's Kubernetes API stand-in; prints `ready` once "
+        "it serves, runs until SIGTERM/SIGINT.",
+        epilog=examples(
+            "lbd lab apiserver --crds crds --kubeconfig-out /tmp/kubeconfig",
+            "lbd lab apiserver --listen 127.0.0.1:6443 --tls --token t1=alice",
+        ),
+    )
+    p.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 6443),
+        metavar="ADDR:PORT",
+        help="address to serve on (default: 127.0.0.1:6443)",
+    )
     p.add_argument("--crds", metavar="DIR", help="apply every YAML file in DIR at start")
     p.add_argument(
         "--rbac",
