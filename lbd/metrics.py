@@ -54,6 +54,12 @@ class ControllerMetrics:
         self.controller_leader = Gauge(
             "lbd_controller_leader", "1 when this replica holds the leader lease", registry=r
         )
+        self.services_unannounced = Gauge(
+            "lbd_services_unannounced",
+            "Services with an address that no node announces, by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 @dataclass

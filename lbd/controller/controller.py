@@ -58,6 +58,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.controller.announce import (
+    KEEP,
+    SpeakerState,
+    announced_condition,
+    announced_effects,
+    unannounced_counts,
+)
 from lbd.controller.effects import (
     Count,
     Decision,
@@ -80,14 +87,24 @@ from lbd.core.model import (
     ServiceKey,
     ServiceRequest,
     family_of,
+    service_key,
 )
 from lbd.core.poolstatus import READY, pool_shown
 from lbd.k8s.cache import ViewCache
-from lbd.k8s.client import IPADDRESSPOOLS, NAMESPACES, SERVICES, ApiError, JsonDict, Kube
-from lbd.k8s.conditions import Condition
+from lbd.k8s.client import (
+    IPADDRESSPOOLS,
+    NAMESPACES,
+    SERVICEL2STATUSES,
+    SERVICES,
+    ApiError,
+    JsonDict,
+    Kube,
+)
+from lbd.k8s.conditions import Condition, ObservedCondition
 from lbd.k8s.events import EventKind, EventRecorder
 from lbd.k8s.informer import Informer
-from lbd.k8s.meta import ObjectRef
+from lbd.k8s.l2status import ObservedL2Status, observe_l2status
+from lbd.k8s.meta import ObjectRef, meta_field
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
 from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
@@ -120,12 +137,19 @@ class PoolWork:
 
 
 @dataclass(frozen=True)
+class AnnounceWork:
+    """Bring one Service's ``lbd.io/Announced`` condition up to date (controller/announce.py)."""
+
+    key: ServiceKey
+
+
+@dataclass(frozen=True)
 class ConfigWork:
     """Give the allocator the current pool configuration."""
 
 
 CONFIG = ConfigWork()
-WorkKey = ServiceWork | PoolWork | ConfigWork
+WorkKey = ServiceWork | PoolWork | ConfigWork | AnnounceWork
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,13 @@ class Controller:
         self.namespaces: ViewCache[ObservedNamespace] = ViewCache(
             NAMESPACES, observe_namespace, on_change=self._namespace_changed
         )
-        self.informers = (
+        self.l2statuses: ViewCache[ObservedL2Status] = ViewCache(
+            SERVICEL2STATUSES, observe_l2status, on_change=self._l2status_changed
+        )
+        self._unannounced: dict[str, str] = {}  # Services whose Announced is False -> reason
+        self.speakers: Callable[[], SpeakerState | None] = lambda: None
+        """Whether any speaker runs (lbd.controller.speakers); None: no source, never judged."""
+        self.informers: tuple[Informer, ...] = (
             Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout),
             Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout),
             Informer(
@@ -192,6 +222,7 @@ class Controller:
         self.informers[0].add_handler(self.namespaces.on_event)
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
+        self.informers = (*self.informers, self._l2status_informer())
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
@@ -312,6 +343,7 @@ class Controller:
             self.queue.add(ServiceWork(view.key))
         for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
             self.queue.add(PoolWork(name))
+        self.recheck_announced()
 
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
@@ -337,6 +369,7 @@ class Controller:
             self._allocator = None
             self._restored = False
         self.metrics.controller_leader.set(0)
+        self._forget_announced(None)
         if was:
             log.info("stopped leading: no more writes")
 
@@ -380,6 +413,9 @@ class Controller:
         kind = obj.get("kind")
         if kind == SERVICES.kind:
             self.services.put(obj, notify=False)
+            # its address may have changed: the Announced condition follows
+            key = service_key(meta_field(obj, "namespace"), meta_field(obj, "name"))
+            self.queue.add(AnnounceWork(key))
         elif kind == IPADDRESSPOOLS.kind:
             self.pools.put(obj, notify=False)
 
@@ -387,6 +423,7 @@ class Controller:
         view = new or old
         if view is not None:
             self.queue.add(ServiceWork(view.key))
+            self.queue.add(AnnounceWork(view.key))
 
     def _pool_changed(self, old: ObservedPool | None, new: ObservedPool | None) -> None:
         self.queue.add(CONFIG)
@@ -447,6 +484,8 @@ class Controller:
                 self._reconcile_pool(name)
             case ConfigWork():
                 self._reconcile_config()
+            case AnnounceWork(key=skey):
+                self._reconcile_announced(skey)
 
     def sync_once(self, key: WorkKey) -> None:
         """Run one reconcile now (tests); raises what the reconcile raises."""
@@ -652,6 +691,65 @@ class Controller:
             view.ref,
             service_effects(key, Shown(view.addresses, view.condition), decision, outcome.wrote),
         )
+
+    # -- announcement status (lbd.controller.announce) ------------------------------------
+    def _l2status_informer(self) -> Informer:
+        inf = Informer(self.kube, SERVICEL2STATUSES, watch_timeout=self.settings.watch_timeout)
+        inf.add_handler(self.l2statuses.on_event)
+        return inf
+
+    def _l2status_changed(self, old: ObservedL2Status | None, new: ObservedL2Status | None) -> None:
+        view = new or old
+        if view is not None:
+            self.queue.add(AnnounceWork(ServiceKey(view.key)))
+
+    def recheck_announced(self) -> None:
+        """Decide every Service's Announced condition again (speaker liveness changed)."""
+        for view in self.services.values():
+            self.queue.add(AnnounceWork(view.key))
+
+    def _reconcile_announced(self, key: ServiceKey) -> None:
+        view = self.services.get(key)
+        if view is None:
+            self._forget_announced(key)
+            return
+        want = announced_condition(
+            view, self.l2statuses.get(key), self.speakers(), self.settings.lb_class
+        )
+        shown = view.announced
+        if want is KEEP:
+            self._count_announced(key, shown if view.addresses else None)
+            return
+        wrote = False
+        if (shown is not None) if want is None else (shown is None or not shown.shows(want)):
+            with self._lock:
+                alloc = self._alloc()
+            with self._session_write(alloc) as still:
+                wrote = self.service_writer.write_announced(view, want, still=still)
+        self._count_announced(key, want)
+        self._apply(view.ref, announced_effects(key, shown, want, wrote))
+
+    def _count_announced(self, key: str, shown: Condition | ObservedCondition | None) -> None:
+        """``lbd_services_unannounced``: from the condition the Service now shows."""
+        with self._lock:
+            if shown is not None and shown.status in (False, "False"):
+                self._unannounced[key] = shown.reason
+            elif self._unannounced.pop(key, None) is None:
+                return
+            counts = unannounced_counts(self._unannounced)
+        for reason, n in counts.items():
+            self.metrics.services_unannounced.labels(reason=reason).set(n)
+
+    def _forget_announced(self, key: str | None) -> None:
+        """A Service gone (``key``), or leadership lost (None: forget all, gauge to zero)."""
+        with self._lock:
+            if key is None:
+                self._unannounced.clear()
+            elif self._unannounced.pop(key, None) is None:
+                return
+            counts = unannounced_counts(self._unannounced)
+        for reason, n in counts.items():
+            self.metrics.services_unannounced.labels(reason=reason).set(n)
 
     # -- pool status ----------------------------------------------------------------------
     def _reconcile_pool(self, name: str) -> None:

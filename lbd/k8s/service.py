@@ -54,6 +54,8 @@ ALLOCATED_FROM = "lbd.io/ip-allocated-from-pool"
 """Written by the controller (after the address); read under every prefix."""
 SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
 CONDITION_TYPE = "lbd.io/AddressAssigned"
+ANNOUNCED_TYPE = "lbd.io/Announced"
+"""Whether a node answers ARP/NDP for the addresses (lbd.controller.announce, docs/API.md)."""
 IP_MODE = "VIP"
 
 Obj = Mapping[str, Any]
@@ -84,6 +86,8 @@ class ObservedService:
     """The whole list as read, for a writer that must keep the others' conditions."""
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     traffic_policy_local: bool = False
+    announced: ObservedCondition | None = None
+    """Our ``lbd.io/Announced`` condition."""
 
     def ours(self, lb_class: str | None) -> bool:
         """A LoadBalancer Service of our class (``--lb-class``; unset: Services without one)."""
@@ -145,6 +149,7 @@ def observe_service(obj: Obj) -> ObservedService:
         conditions=conditions,
         labels=labels,
         traffic_policy_local=spec.get("externalTrafficPolicy") == "Local",
+        announced=ObservedCondition.find(conditions, ANNOUNCED_TYPE),
     )
 
 

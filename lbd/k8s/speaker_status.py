@@ -76,6 +76,30 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class Report:
+    """Nobody announces a Service and this node is its reporter (docs/SPEAKER.md,
+    "Announcement status"): what its ServiceL2Status says instead of an owner."""
+
+    namespace: str
+    name: str
+    uid: str
+    vips: tuple[str, ...]
+    reason: str  # an lbd.core.announce.Unannounced value
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+Wanted = Ownership | Report
+"""What this node wants a Service's ServiceL2Status to say."""
+
+ANNOUNCED = "Announced"
+"""``status.reason`` of an announced Service (the owner's object)."""
+
+
+@dataclass(frozen=True)
 class EventSpec:
     """A core/v1 Event about a Service."""
 
@@ -97,7 +121,7 @@ def _rfc3339(now: dt.datetime) -> str:
     return rfc3339(now.timestamp())
 
 
-def desired_object(own: Ownership, node: str) -> JsonDict:
+def desired_object(own: Wanted, node: str) -> JsonDict:
     """The ServiceL2Status object (metadata only; status goes through ``/status``)."""
     return {
         "apiVersion": SERVICEL2STATUSES.api_version,
@@ -125,15 +149,39 @@ def desired_object(own: Ownership, node: str) -> JsonDict:
     }
 
 
-def desired_status(own: Ownership, node: str, since: str) -> JsonDict:
-    return {
+def desired_status(own: Wanted, node: str, since: str) -> JsonDict:
+    """The status: ``node`` announces (an :class:`Ownership`), or reports that nobody does and
+    why (a :class:`Report`; ``node`` is then the reporter, as the admission policy wants every
+    speaker to write only objects naming its own node)."""
+    status: JsonDict = {
         "node": node,
         "serviceName": own.name,
         "serviceNamespace": own.namespace,
-        "interfaces": [{"name": i} for i in own.interfaces],
-        "vips": list(own.vips),
-        "since": since,
     }
+    if isinstance(own, Report):
+        status.update(announced=False, reason=own.reason, message=own.message, vips=list(own.vips))
+    else:
+        where = f" on {', '.join(own.interfaces)}" if own.interfaces else ""
+        status.update(
+            announced=True,
+            reason=ANNOUNCED,
+            message=f"announced from {node}{where}",
+            interfaces=[{"name": i} for i in own.interfaces],
+            vips=list(own.vips),
+        )
+    status["since"] = since
+    return status
+
+
+def announcing_node(status: JsonDict) -> str | None:
+    """The node a ServiceL2Status says announces, or None (a report, or no status yet).
+
+    Objects written before the ``announced`` field existed announce whenever they name a node.
+    """
+    node = status.get("node")
+    if not node or status.get("announced") is False:
+        return None
+    return str(node)
 
 
 class EventSink(Protocol):
@@ -166,13 +214,14 @@ class StatusWriter:
             clock=clock, rate_limiter=ExponentialBackoff(backoff_initial, backoff_max)
         )
         self._lock = threading.Lock()
-        self._desired: dict[str, Ownership | None] = {}
+        self._desired: dict[str, Wanted | None] = {}
         self._thread: threading.Thread | None = None
         self.writes = 0  # ServiceL2Status writes made (steady state must add none)
 
     # -- producer side (reconcile thread) ------------------------------------------------
-    def set_desired(self, key: str, ownership: Ownership | None) -> None:
-        """Want ``key`` (``ns/name``) owned by this node (``ownership``) or not (None)."""
+    def set_desired(self, key: str, ownership: Wanted | None) -> None:
+        """Want ``key`` (``ns/name``) owned by this node (an :class:`Ownership`), reported by it
+        as not announced (a :class:`Report`), or neither (None)."""
         with self._lock:
             if key in self._desired and self._desired[key] == ownership:
                 return
@@ -273,7 +322,7 @@ class StatusWriter:
                 return None
             raise
 
-    def sync(self, key: str, want: Ownership | None) -> None:
+    def sync(self, key: str, want: Wanted | None) -> None:
         """Make the API match ``want`` for ``key``; raises :class:`ApiError` to be retried."""
         namespace, _, name = key.partition("/")
         current = self._get(namespace, name)
@@ -282,12 +331,14 @@ class StatusWriter:
             return
         body = desired_object(want, self.node)
         previous_node = None
+        previously_announced = None
         if current is None:
             # 409 AlreadyExists (another node created it meanwhile) is retried: re-read, update.
             current = self.kube.create(SERVICEL2STATUSES.path(namespace=namespace), body)
             self.writes += 1
         else:
             previous_node = (current.get("status") or {}).get("node")
+            previously_announced = announcing_node(current.get("status") or {})
             meta = current.get("metadata") or {}
             if (
                 meta.get("labels") != body["metadata"]["labels"]
@@ -302,14 +353,27 @@ class StatusWriter:
                 current = self.kube.replace(SERVICEL2STATUSES.object_path(current), updated)
                 self.writes += 1
         old_status = current.get("status") or {}
-        since = old_status.get("since") if previous_node == self.node else None
+        # "since": when this node started announcing, or started reporting this reason
+        same = previous_node == self.node and (
+            (previously_announced == self.node)
+            if isinstance(want, Ownership)
+            else (old_status.get("announced") is False and old_status.get("reason") == want.reason)
+        )
+        since = old_status.get("since") if same else None
         status = desired_status(want, self.node, since or _rfc3339(self.now()))
         if old_status != status:
             current = dict(current)
             current["status"] = status
             self.kube.replace(SERVICEL2STATUSES.object_path(current, "status"), current)
             self.writes += 1
-        if previous_node != self.node:
+        if isinstance(want, Report):
+            if not same:
+                log.info(
+                    "not announced",
+                    extra={"service": key, "reason": want.reason, "node": self.node},
+                )
+            return
+        if previously_announced != self.node:
             log.info(
                 "now announcing",
                 extra={"service": key, "vip": ",".join(want.vips), "node": self.node},

@@ -653,6 +653,7 @@ CONTROLLER_CALLS = [
     *(Call(v, "", "namespaces") for v in ("list", "watch")),
     *(Call(v, "lbd.io", "ipaddresspools") for v in ("list", "watch")),
     Call("patch", "lbd.io", "ipaddresspools/status"),
+    *(Call(v, "lbd.io", "servicel2statuses") for v in ("list", "watch")),
     *(Call(v, "", "events", "default") for v in ("create", "patch")),
     Call("create", "coordination.k8s.io", "leases", NS),
     *(Call(v, "coordination.k8s.io", "leases", NS, LEASE) for v in ("get", "update")),
@@ -681,6 +682,12 @@ CONTROLLER_FORBIDDEN = [
     Call("get", "", "secrets", NS),
     Call("list", "", "nodes"),
     Call("create", "lbd.io", "servicel2statuses", "default"),
+    # it reads what the speakers write; it never writes one
+    *(
+        Call(v, "lbd.io", r, "default")
+        for v in ("update", "patch", "delete")
+        for r in ("servicel2statuses", "servicel2statuses/status")
+    ),
     Call("update", "lbd.io", "ipaddresspools"),
 ]
 SPEAKER_CALLS = [

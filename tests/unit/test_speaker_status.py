@@ -18,6 +18,7 @@ from lbd.k8s.events import EventKind
 from lbd.k8s.speaker_status import (
     NODE_LABEL,
     Ownership,
+    Report,
     StatusWriter,
     node_assigned_message,
 )
@@ -163,6 +164,9 @@ def test_owner_creates_status_with_labels_owner_reference_and_event() -> None:
         "node": "n2",
         "serviceName": "web",
         "serviceNamespace": "ns",
+        "announced": True,
+        "reason": "Announced",
+        "message": "announced from n2 on eth0",
         "interfaces": [{"name": "eth0"}],
         "vips": ["198.18.100.7"],
         "since": "2026-11-24T00:00:00Z",
@@ -304,3 +308,73 @@ def test_cleanup_removes_objects_left_by_a_previous_run() -> None:
 def test_message_without_interfaces() -> None:
     own = Ownership("ns", "web", "u", ("198.18.100.7", "2001:db8::7"), ())
     assert node_assigned_message(own, "n3") == "announcing 198.18.100.7, 2001:db8::7 from n3"
+
+
+DRAINED = Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoEligibleNode", "no (n2: Drained)")
+
+
+def test_reporter_writes_not_announced_once_and_a_restart_writes_nothing() -> None:
+    api = FakeApi()
+    w = writer(api, "n1")
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["announced"] is False
+    assert (status["node"], status["reason"], status["message"]) == (
+        "n1",
+        "NoEligibleNode",
+        "no (n2: Drained)",
+    )
+    assert "interfaces" not in status
+    assert api.events.recorded == []  # the controller tells users (condition + Event)
+    writes = len(api.writes())
+    restarted = writer(api, "n1")
+    restarted.set_desired("ns/web", DRAINED)
+    drain(restarted)
+    assert len(api.writes()) == writes  # level-triggered: found as wanted, nothing written
+
+
+def test_reporter_becoming_owner_announces_with_event_and_new_since() -> None:
+    api = FakeApi()
+    now = [T0]
+    w = StatusWriter(api, node_name="n1", events=api.events, clock=FakeClock(), now=lambda: now[0])
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    now[0] = T0 + dt.timedelta(seconds=5)
+    w.set_desired("ns/web", Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",)))
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["announced"] is True and status["node"] == "n1"
+    assert status["since"] == "2026-11-24T00:00:05Z"
+    [event] = api.events.recorded
+    assert event["reason"] == "NodeAssigned"
+
+
+def test_owner_takes_over_a_dead_reporters_object_and_reporter_leaves_it() -> None:
+    api = FakeApi()
+    reporter, owner = writer(api, "n1"), writer(api, "n2")
+    reporter.set_desired("ns/web", DRAINED)
+    drain(reporter)
+    owner.set_desired("ns/web", WEB)
+    drain(owner)
+    reporter.set_desired("ns/web", None)
+    drain(reporter)
+    obj = api.objects[f"{BASE}/web"]
+    assert obj["status"]["node"] == "n2" and obj["status"]["announced"] is True
+    assert obj["metadata"]["labels"]["lbd.io/node"] == "n2"
+
+
+def test_report_reason_change_rewrites_status_and_since() -> None:
+    api = FakeApi()
+    now = [T0]
+    w = StatusWriter(api, node_name="n1", events=api.events, clock=FakeClock(), now=lambda: now[0])
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    now[0] = T0 + dt.timedelta(seconds=7)
+    w.set_desired(
+        "ns/web", Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoReadyEndpoints", "none")
+    )
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["reason"] == "NoReadyEndpoints"
+    assert status["since"] == "2026-11-24T00:00:07Z"

@@ -1,0 +1,75 @@
+"""ServiceL2Status as the controller reads it: the one reader, into a frozen view.
+
+API::
+
+    view = observe_l2status(obj)    # ObservedL2Status
+    view.key, view.node, view.announced, view.reason, view.message, view.vips
+
+The speakers write these objects (:mod:`lbd.k8s.speaker_status`): the owner of a Service when it
+announces it, or the Service's reporter when no node may (docs/SPEAKER.md, "Announcement
+status"). The controller turns them into the Service's ``lbd.io/Announced`` condition
+(:mod:`lbd.controller.announce`). An object written by a speaker that predates the
+``announced`` field announces whenever it names a node (the field's default, docs/API.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lbd.k8s.meta import ObjectRef
+
+ANNOUNCED_REASON = "Announced"
+
+
+@dataclass(frozen=True)
+class ObservedL2Status:
+    """One ServiceL2Status: who announces the Service of the same name, or why nobody does."""
+
+    ref: ObjectRef
+    key: str  # "namespace/name", the Service's key
+    node: str  # the announcing node, or the reporting one; "" before the status is written
+    announced: bool
+    reason: str
+    message: str
+    interfaces: tuple[str, ...]
+    vips: tuple[str, ...]
+
+    @property
+    def written(self) -> bool:
+        """The speaker has written the status (a create carries none: speaker_status)."""
+        return bool(self.node)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(v) for v in value if isinstance(v, str))
+
+
+def observe_l2status(obj: Mapping[str, Any]) -> ObservedL2Status:
+    ref = ObjectRef.of(obj)
+    raw = obj.get("status")
+    status: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    node = status.get("node")
+    node = node if isinstance(node, str) else ""
+    announced = status.get("announced")
+    announced = bool(node) if not isinstance(announced, bool) else announced and bool(node)
+    interfaces = tuple(
+        str(i["name"])
+        for i in (status.get("interfaces") or [])
+        if isinstance(i, Mapping) and isinstance(i.get("name"), str)
+    )
+    reason = status.get("reason")
+    message = status.get("message")
+    return ObservedL2Status(
+        ref=ref,
+        key=f"{ref.namespace}/{ref.name}",
+        node=node,
+        announced=announced,
+        reason=reason if isinstance(reason, str) and reason else ANNOUNCED_REASON * announced,
+        message=message if isinstance(message, str) else "",
+        interfaces=interfaces if isinstance(status.get("interfaces"), list) else (),
+        vips=_strings(status.get("vips")),
+    )
