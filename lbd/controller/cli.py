@@ -51,6 +51,25 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--resync-period", type=float, default=600.0, help="seconds between full resyncs"
     )
+    p.add_argument(
+        "--speaker-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        help="namespace of the speaker Pods, whose Ready condition tells whether any speaker "
+        "runs (condition lbd.io/Announced, reason NoLiveSpeaker; empty: not judged) "
+        "(default: $POD_NAMESPACE or lbd-system)",
+    )
+    p.add_argument(
+        "--speaker-selector",
+        default="app.kubernetes.io/component=speaker",
+        help="label selector of the speaker Pods (default: %(default)s)",
+    )
+    p.add_argument(
+        "--speaker-grace",
+        type=float,
+        default=10.0,
+        help="seconds without a Ready speaker Pod before Services say NoLiveSpeaker (rolling "
+        "restarts stay quiet) (default: %(default)s)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
@@ -73,5 +92,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             resync_period=args.resync_period,
             log_level=args.log_level,
+            speaker_namespace=args.speaker_namespace or None,
+            speaker_selector=args.speaker_selector,
+            speaker_grace=args.speaker_grace,
         )
     )

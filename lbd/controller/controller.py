@@ -78,6 +78,7 @@ from lbd.controller.effects import (
     pool_effects,
     service_effects,
 )
+from lbd.controller.speakers import SpeakerLiveness
 from lbd.core.config import Config, FieldError, build_config
 from lbd.core.ipam import Allocator
 from lbd.core.model import (
@@ -118,6 +119,10 @@ log = logging.getLogger(__name__)
 
 NOT_LEADER_RETRY = 0.2
 """Seconds before a key that met NotLeaderError is tried again (the elector's blind moment)."""
+ANNOUNCE_SETTLE = 1.0
+"""Seconds a new Service's first "not announced" must last before it is shown: a Service's
+EndpointSlice is often written a moment after its address, and a Warning on every new Service
+would teach users to ignore it."""
 REFRESH_BACKOFF = (0.1, 2.0)
 """First and longest wait between attempts of the takeover LIST while the API is away."""
 
@@ -164,6 +169,10 @@ class ControllerSettings:
     watch_timeout: int = 300
     component: str = "lbd-controller"
     identity: str = ""
+    speaker_namespace: str | None = None
+    """Where the speaker Pods run (NoLiveSpeaker, lbd/controller/speakers.py); None: not judged."""
+    speaker_selector: str = "app.kubernetes.io/component=speaker"
+    speaker_grace: float = 10.0
 
 
 class Controller:
@@ -207,6 +216,7 @@ class Controller:
             SERVICEL2STATUSES, observe_l2status, on_change=self._l2status_changed
         )
         self._unannounced: dict[str, str] = {}  # Services whose Announced is False -> reason
+        self._unsettled: dict[str, tuple[str, float]] = {}  # new Service -> (reason, first seen)
         self.speakers: Callable[[], SpeakerState | None] = lambda: None
         """Whether any speaker runs (lbd.controller.speakers); None: no source, never judged."""
         self.informers: tuple[Informer, ...] = (
@@ -223,6 +233,19 @@ class Controller:
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
         self.informers = (*self.informers, self._l2status_informer())
+        self.liveness: SpeakerLiveness | None = None
+        if settings.speaker_namespace:
+            self.liveness = SpeakerLiveness(
+                kube,
+                namespace=settings.speaker_namespace,
+                selector=settings.speaker_selector,
+                grace=settings.speaker_grace,
+                on_change=self.recheck_announced,
+                clock=clock,
+                watch_timeout=settings.watch_timeout,
+            )
+            self.speakers = self.liveness.state
+            self.informers = (*self.informers, self.liveness.informer)
 
         self._lock = threading.RLock()  # guards the allocator and the session state below
         self._allocator: Allocator | None = None
@@ -247,6 +270,8 @@ class Controller:
     def start(self) -> None:
         for inf in self.informers:
             inf.start()
+        if self.liveness is not None:
+            self.liveness.start()
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
             t.start()
@@ -269,6 +294,8 @@ class Controller:
         self.queue.shutdown()
         for inf in self.informers:
             inf.stop()
+        if self.liveness is not None:
+            self.liveness.stop()
         for t in self._threads:
             t.join(5)
         self.events.stop()
@@ -720,6 +747,8 @@ class Controller:
         if want is KEEP:
             self._count_announced(key, shown if view.addresses else None)
             return
+        if self._settling(key, shown, want):
+            return
         wrote = False
         if (shown is not None) if want is None else (shown is None or not shown.shows(want)):
             with self._lock:
@@ -728,6 +757,28 @@ class Controller:
                 wrote = self.service_writer.write_announced(view, want, still=still)
         self._count_announced(key, want)
         self._apply(view.ref, announced_effects(key, shown, want, wrote))
+
+    def _settling(
+        self, key: ServiceKey, shown: ObservedCondition | None, want: Condition | None
+    ) -> bool:
+        """A Service that never showed the condition and is first said not announced waits
+        :data:`ANNOUNCE_SETTLE` seconds for that to last (the key comes back then)."""
+        if shown is not None or want is None or want.status:
+            with self._lock:
+                self._unsettled.pop(key, None)
+            return False
+        now = self.clock.monotonic()
+        with self._lock:
+            reason, since = self._unsettled.get(key, (want.reason, now))
+            if reason != want.reason:
+                since = now
+            self._unsettled[key] = (want.reason, since)
+            left = since + ANNOUNCE_SETTLE - now
+            if left <= 0:
+                self._unsettled.pop(key, None)
+                return False
+        self.queue.add_after(AnnounceWork(key), left)
+        return True
 
     def _count_announced(self, key: str, shown: Condition | ObservedCondition | None) -> None:
         """``lbd_services_unannounced``: from the condition the Service now shows."""
@@ -743,8 +794,11 @@ class Controller:
     def _forget_announced(self, key: str | None) -> None:
         """A Service gone (``key``), or leadership lost (None: forget all, gauge to zero)."""
         with self._lock:
+            if key is not None:
+                self._unsettled.pop(key, None)
             if key is None:
                 self._unannounced.clear()
+                self._unsettled.clear()
             elif self._unannounced.pop(key, None) is None:
                 return
             counts = unannounced_counts(self._unannounced)

@@ -52,23 +52,21 @@ def _ads_text(ads: Iterable[Advertisement]) -> str:
 
 
 def _no_advertisement(
-    svc: ServiceView, nodes: Sequence[NodeView], ads: Sequence[Advertisement]
+    svc: ServiceView, pool: str, nodes: Sequence[NodeView], ads: Sequence[Advertisement]
 ) -> str | None:
-    """Why no L2Advertisement lets any node announce ``svc``; None when one does."""
-    if svc.pool is None:
-        return "the Service's address comes from no known pool, so no L2Advertisement selects it"
-    of_pool = [ad for ad in ads if ad.selects_pool(svc.pool, svc.pool_labels)]
+    """Why no L2Advertisement lets any node announce ``svc`` (of ``pool``); None when one does."""
+    of_pool = [ad for ad in ads if ad.selects_pool(pool, svc.pool_labels)]
     if not of_pool:
-        return f"no L2Advertisement selects pool {svc.pool}"
+        return f"no L2Advertisement selects pool {pool}"
     of_service = [ad for ad in of_pool if ad.selects_service(svc.labels)]
     if not of_service:
         return (
-            f"the L2Advertisements of pool {svc.pool} ({_ads_text(of_pool)}) "
+            f"the L2Advertisements of pool {pool} ({_ads_text(of_pool)}) "
             "do not select this Service (serviceSelectors)"
         )
     if not any(ad.selects_node(n.labels) for ad in of_service for n in nodes):
         return (
-            f"the L2Advertisements of pool {svc.pool} ({_ads_text(of_service)}) "
+            f"the L2Advertisements of pool {pool} ({_ads_text(of_service)}) "
             "select no node (nodeSelectors)"
         )
     return None
@@ -80,11 +78,13 @@ def not_announced(
     ads: Sequence[Advertisement],
     decision: Decision,
 ) -> NotAnnounced | None:
-    """Why ``svc`` is not announced; None when ``decision`` has an owner."""
-    if decision.owner is not None:
+    """Why ``svc`` is not announced; None when ``decision`` has an owner, or when its pool is not
+    known yet (the controller writes ``ip-allocated-from-pool`` just after the address: saying
+    ``NoAdvertisement`` in between would flash a Warning on every new Service)."""
+    if decision.owner is not None or svc.pool is None:
         return None
     reasons = tuple(sorted(decision.reasons.items()))
-    why = _no_advertisement(svc, nodes, ads)
+    why = _no_advertisement(svc, svc.pool, nodes, ads)
     if why is not None:
         return NotAnnounced(Unannounced.NO_ADVERTISEMENT, why, reasons)
     if not svc.has_endpoints:

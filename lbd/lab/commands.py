@@ -331,6 +331,11 @@ def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--kubeconfig", required=True)
     p.set_defaults(func=_lazy("lbd.lab.standins.kubeproxy"))
 
+    p = sub.add_parser("speaker-pods", help="(lab internal) the speakers' Pods and readiness")
+    p.add_argument("--dir", required=True, type=Path, help="lab directory")
+    p.add_argument("--kubeconfig", required=True)
+    p.set_defaults(func=_lazy("lbd.lab.standins.speakerpods"))
+
     p = sub.add_parser("endpoints", help="(lab internal) EndpointSlices for the echo service")
     p.add_argument("--kubeconfig", required=True)
     p.set_defaults(func=_lazy("lbd.lab.standins.endpoints"))

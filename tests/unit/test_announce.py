@@ -130,3 +130,10 @@ def test_exactly_one_speaker_reports_each_unowned_service() -> None:
     assert set(reported) == set(views) - {"ns/owned"}
     assert all(len(who) == 1 and who[0] != "n0" for who in reported.values())
     assert len({who[0] for who in reported.values()}) > 1  # spread, not one node for all
+
+
+def test_nothing_is_said_before_the_pool_is_known() -> None:
+    """The controller writes ip-allocated-from-pool just after the address: until then the
+    speakers cannot match advertisements, and a NoAdvertisement then would be a false alarm."""
+    svc = ServiceView(key="ns/web", vips=SVC.vips, pool=None)
+    assert answer(svc, NODES, (ad(),)) is None

@@ -657,13 +657,18 @@ CONTROLLER_CALLS = [
     *(Call(v, "", "events", "default") for v in ("create", "patch")),
     Call("create", "coordination.k8s.io", "leases", NS),
     *(Call(v, "coordination.k8s.io", "leases", NS, LEASE) for v in ("get", "update")),
+    # the speaker Pods' Ready condition (NoLiveSpeaker), in its own namespace only
+    *(Call(v, "", "pods", NS) for v in ("list", "watch")),
 ]
 CONTROLLER_FORBIDDEN = [
     *(
         Call(v, "", "pods", ns)
         for v in ("get", "list", "create", "delete")
         for ns in (None, "default", NS)
+        if (v, ns) != ("list", NS)
     ),
+    Call("watch", "", "pods", None),
+    Call("patch", "", "pods/status", NS),
     Call("delete", "", "services", "default"),
     Call("create", "", "services", "default"),
     # every write is a merge patch: no update, and no read of one object by name
