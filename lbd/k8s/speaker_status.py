@@ -1,7 +1,9 @@
 """The speaker's few Kubernetes writes: ServiceL2Status, ``NodeAssigned`` and conflict Events.
 
-The speaker writes to the API only when ownership of a Service changes, never per VIP or per
-period, so a steady cluster costs zero writes (SPEAKER.md). Writes never run on the reconcile or
+The speaker writes to the API only when ownership of a Service changes, or, for a Service no
+node may announce, when the reason its reporter gives changes (a :class:`Report`: docs/SPEAKER.md,
+"Announcement status"); never per VIP or per period, so a steady cluster costs zero writes
+(SPEAKER.md). Writes never run on the reconcile or
 responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one Service and
 returns at once; one writer thread converges the API towards it. While the API server is away,
 the wanted state simply waits (with capped exponential backoff) and announcing goes on.
@@ -20,6 +22,9 @@ Design decisions:
   writes it). The old owner deletes only an object whose ``status.node`` is its own, with
   ``preconditions`` on uid and resourceVersion; a concurrent write by the new owner turns that
   delete into ``409 Conflict``, the old owner re-reads, sees the new owner's name, and leaves it.
+- A report is written the same way, under the reporter's own node (the admission policy lets a
+  speaker write only objects naming its node), with ``announced: false``; an owner that appears
+  overwrites it, and the reporter then leaves alone an object that no longer names it.
 - The object is created without status (a create ignores status when the status subresource is
   on), then its status is written through ``/status``.
 - The ownerReference to the Service lets the garbage collector remove the object with its

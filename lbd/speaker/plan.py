@@ -8,6 +8,9 @@ a lost or reordered event cannot leave a VIP announced from the wrong node. A
 :class:`PlanCache` passed along only saves work (unchanged Services are neither converted nor
 decided again); the result is the same with or without it.
 
+A Service nobody may announce is reported by one live speaker (:mod:`lbd.core.announce`):
+:attr:`Plan.reports` holds those this node reports, with the reason.
+
 Every speaker computes every decision, not just its own, because what the others will do is part
 of the answer (the status writer must know when it stopped being the owner) and because a
 Service's decision is the same on every node that shares the same view.

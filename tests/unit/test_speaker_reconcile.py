@@ -329,6 +329,24 @@ def test_report_becomes_ownership_in_the_status_sink() -> None:
     assert status.desired["ns/web"] == Ownership("ns", "web", "u-1", (VIP,), ("eth0",))
 
 
+def test_steady_state_reports_hand_nothing_new_to_the_api() -> None:
+    """Many Services nobody may announce: the reporter wants each written once, then nothing
+    however often it reconciles (the writer only writes what set_desired changed)."""
+    services = [service(f"s{i}", ips=(f"198.18.100.{i + 1}",)) for i in range(200)]
+    snap = snapshot(*services, advertisements=[])
+    per_node = []
+    for me in NODES:
+        rec, _hb, _resp, status, _m = make_reconciler(me, snap)
+        rec.reconcile()
+        calls = status.calls
+        for _ in range(5):
+            rec.trigger()
+            rec.reconcile()
+        assert status.calls == calls
+        per_node.append(calls)
+    assert sum(per_node) == 200  # each Service has exactly one reporter
+
+
 def test_steady_state_hands_nothing_new_to_responder_or_api() -> None:
     rec, _hb, resp, status, _m = make_reconciler(rank(VIP, NODES)[0], snapshot(service("web")))
     rec.reconcile()

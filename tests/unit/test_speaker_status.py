@@ -13,6 +13,8 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from lbd.k8s.client import ApiError, ApiUnavailableError, JsonDict, PatchType
 from lbd.k8s.events import EventKind
 from lbd.k8s.speaker_status import (
@@ -112,6 +114,7 @@ class FakeApi:
 
 WEB = Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",))
 T0 = dt.datetime(2026, 11, 24, 0, 0, 0, tzinfo=dt.UTC)
+DRAINED = Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoEligibleNode", "no (n2: Drained)")
 
 
 class FakeEvents:
@@ -193,20 +196,22 @@ def test_steady_state_and_restart_write_nothing() -> None:
     assert len(api.events.recorded) == 1
 
 
-def test_handover_new_owner_rewrites_old_owner_leaves_it() -> None:
+@pytest.mark.parametrize("first", ["owner", "reporter"])
+def test_handover_new_owner_rewrites_old_owner_leaves_it(first: str) -> None:
+    """n1 owned the Service (or reported it unannounced); n2 becomes its owner."""
     api = FakeApi()
     old, new = writer(api, "n1"), writer(api, "n2")
-    old.set_desired("ns/web", WEB)
+    old.set_desired("ns/web", WEB if first == "owner" else DRAINED)
     drain(old)
     new.set_desired("ns/web", WEB)
     drain(new)
     old.set_desired("ns/web", None)
     drain(old)
     obj = api.objects[f"{BASE}/web"]
-    assert obj["status"]["node"] == "n2"
+    assert obj["status"]["node"] == "n2" and obj["status"]["announced"] is True
     assert obj["metadata"]["labels"][NODE_LABEL] == "n2"
     assert [e["message"] for e in api.events.recorded] == [
-        "announcing 198.18.100.7 from n1 on eth0",
+        *(["announcing 198.18.100.7 from n1 on eth0"] if first == "owner" else []),
         "announcing 198.18.100.7 from n2 on eth0",
     ]
 
@@ -310,9 +315,6 @@ def test_message_without_interfaces() -> None:
     assert node_assigned_message(own, "n3") == "announcing 198.18.100.7, 2001:db8::7 from n3"
 
 
-DRAINED = Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoEligibleNode", "no (n2: Drained)")
-
-
 def test_reporter_writes_not_announced_once_and_a_restart_writes_nothing() -> None:
     api = FakeApi()
     w = writer(api, "n1")
@@ -348,20 +350,6 @@ def test_reporter_becoming_owner_announces_with_event_and_new_since() -> None:
     assert status["since"] == "2026-11-24T00:00:05Z"
     [event] = api.events.recorded
     assert event["reason"] == "NodeAssigned"
-
-
-def test_owner_takes_over_a_dead_reporters_object_and_reporter_leaves_it() -> None:
-    api = FakeApi()
-    reporter, owner = writer(api, "n1"), writer(api, "n2")
-    reporter.set_desired("ns/web", DRAINED)
-    drain(reporter)
-    owner.set_desired("ns/web", WEB)
-    drain(owner)
-    reporter.set_desired("ns/web", None)
-    drain(reporter)
-    obj = api.objects[f"{BASE}/web"]
-    assert obj["status"]["node"] == "n2" and obj["status"]["announced"] is True
-    assert obj["metadata"]["labels"]["lbd.io/node"] == "n2"
 
 
 def test_report_reason_change_rewrites_status_and_since() -> None:
