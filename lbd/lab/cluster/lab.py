@@ -53,8 +53,6 @@ from lbd.lab.cluster import (
 )
 from lbd.lab.cluster.labdir import KUBE_PROXY_SA, LabFiles
 from lbd.lab.cluster.layout import (
-    API_IPV4,
-    API_PORT,
     POD_CIDRS,
     POOL4,
     POOL6,

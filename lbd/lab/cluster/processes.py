@@ -5,12 +5,15 @@ a short lease) and a speaker per node, each under its own ServiceAccount's crede
 them:
 
 - **stand-in** (docs/LAB.md, the network-namespace cluster): the API stand-in and the host
-  forwarder (a byte pipe: the stand-in speaks TLS itself), the endpoints stand-in, and per node the kube-proxy stand-in
-  and the echo service;
+  forwarder (a byte pipe: the stand-in speaks TLS itself), the endpoints stand-in, and per node
+  the kube-proxy stand-in and the echo service;
 - **real** (docs/LAB.md, the lab on real components): ``lbd lab control-plane`` (etcd,
   kube-apiserver, kube-controller-manager), the host forwarder (a plain byte pipe: kube-apiserver
   speaks TLS itself, with a certificate valid for 127.0.0.1), and per node the real kube-proxy
   and the lab kubelet that runs the node's Pods.
+
+Both run the speaker Pods' stand-in (``lbd lab speaker-pods``), whose Ready condition tells the
+controller whether any speaker runs.
 """
 
 from __future__ import annotations
