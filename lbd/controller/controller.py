@@ -265,6 +265,7 @@ class Controller:
         self._restored = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._forget_announced(None)  # every reason's series at 0 from the start
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
