@@ -72,7 +72,7 @@ class SpeakerLiveness:
         self._verdict: bool | None = None
         self._timer: threading.Timer | None = None
         self.pods: ViewCache[ObservedPod] = ViewCache(
-            PODS, observe_pod, on_change=lambda _old, _new: self._check()
+            PODS, observe_pod, on_change=self._pod_changed
         )
         self.informer = Informer(
             kube, PODS, namespace=namespace, label_selector=selector, watch_timeout=watch_timeout
@@ -91,6 +91,12 @@ class SpeakerLiveness:
                 self._last_ready = now
             down_for = now - self._last_ready
         return speaker_state(len(pods), ready, down_for, self.grace, self.where)
+
+    def _pod_changed(self, old: ObservedPod | None, new: ObservedPod | None) -> None:
+        if old is not None and old.ready and (new is None or not new.ready):
+            with self._lock:  # it was Ready until now: the grace starts here
+                self._last_ready = self.clock.monotonic()
+        self._check()
 
     def _check(self) -> None:
         """A Pod changed, or the grace ran out: tell the controller if the verdict changed,

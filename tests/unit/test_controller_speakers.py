@@ -96,3 +96,42 @@ def test_lab_speaker_pods_follow_the_supervisor_and_write_only_changes() -> None
     again = SpeakerPods(kube, ["n1", "n2"], lambda: dict(running))  # type: ignore[arg-type]
     again.sync()
     assert len(kube.writes) == 5
+
+
+def _pod(name: str, ready: bool, rv: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "lbd-system", "resourceVersion": str(rv)},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def test_the_grace_starts_when_the_last_ready_pod_stops_being_ready() -> None:
+    """Pods Ready for an hour with no event, then the only one restarts: NoLiveSpeaker only
+    after the grace from that moment, not at once (an hour since anything was seen)."""
+    from lbd.controller.speakers import SpeakerLiveness
+    from lbd.k8s.informer import EventType
+    from lbd.runtime.clock import FakeClock
+
+    clock = FakeClock()
+    changes: list[bool] = []
+    live = SpeakerLiveness(
+        None,  # type: ignore[arg-type]  # the informer is never started here
+        namespace="lbd-system",
+        selector="app.kubernetes.io/component=speaker",
+        grace=10.0,
+        on_change=lambda: changes.append(True),
+        clock=clock,
+    )
+    live.informer.has_synced = lambda: True  # type: ignore[method-assign]
+    up = _pod("lbd-speaker-n1", True, 1)
+    live.pods.on_event(EventType.ADDED, None, up)
+    clock.advance(3600.0)
+    down = _pod("lbd-speaker-n1", False, 2)
+    live.pods.on_event(EventType.MODIFIED, up, down)
+    state = live.state()
+    assert state is not None and state.live
+    clock.advance(10.0)
+    state = live.state()
+    assert state is not None and not state.live
+    assert "none of the 1 speaker Pods" in state.message
+    live.stop()
