@@ -35,6 +35,7 @@ class ObservedL2Status:
     message: str
     interfaces: tuple[str, ...]
     vips: tuple[str, ...]
+    since: str = ""
 
     @property
     def written(self) -> bool:
@@ -72,4 +73,5 @@ def observe_l2status(obj: Mapping[str, Any]) -> ObservedL2Status:
         message=message if isinstance(message, str) else "",
         interfaces=interfaces if isinstance(status.get("interfaces"), list) else (),
         vips=_strings(status.get("vips")),
+        since=str(status.get("since") or ""),
     )

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, PatchType
 from lbd.k8s.events import EventKind
+from lbd.k8s.l2status import observe_l2status
 from lbd.k8s.meta import rfc3339
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.runtime.workqueue import ExponentialBackoff, WorkQueue
@@ -176,17 +177,6 @@ def desired_status(own: Wanted, node: str, since: str) -> JsonDict:
         )
     status["since"] = since
     return status
-
-
-def announcing_node(status: JsonDict) -> str | None:
-    """The node a ServiceL2Status says announces, or None (a report, or no status yet).
-
-    Objects written before the ``announced`` field existed announce whenever they name a node.
-    """
-    node = status.get("node")
-    if not node or status.get("announced") is False:
-        return None
-    return str(node)
 
 
 class EventSink(Protocol):
@@ -335,15 +325,16 @@ class StatusWriter:
             self._remove(current)
             return
         body = desired_object(want, self.node)
-        previous_node = None
-        previously_announced = None
+        previous_node = previously_announced = previous_reason = previous_since = None
         if current is None:
             # 409 AlreadyExists (another node created it meanwhile) is retried: re-read, update.
             current = self.kube.create(SERVICEL2STATUSES.path(namespace=namespace), body)
             self.writes += 1
         else:
-            previous_node = (current.get("status") or {}).get("node")
-            previously_announced = announcing_node(current.get("status") or {})
+            seen = observe_l2status(current)
+            previous_node = seen.node or None
+            previously_announced = seen.node if seen.announced else None
+            previous_reason, previous_since = seen.reason, seen.since
             meta = current.get("metadata") or {}
             if (
                 meta.get("labels") != body["metadata"]["labels"]
@@ -362,9 +353,9 @@ class StatusWriter:
         same = previous_node == self.node and (
             (previously_announced == self.node)
             if isinstance(want, Ownership)
-            else (old_status.get("announced") is False and old_status.get("reason") == want.reason)
+            else (previously_announced is None and previous_reason == want.reason)
         )
-        since = old_status.get("since") if same else None
+        since = previous_since if same else None
         status = desired_status(want, self.node, since or _rfc3339(self.now()))
         if old_status != status:
             current = dict(current)
