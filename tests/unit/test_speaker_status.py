@@ -130,14 +130,19 @@ class FakeEvents:
 
 
 def writer(
-    api: FakeApi, node: str, clock: FakeClock | None = None, events: FakeEvents | None = None
+    api: FakeApi,
+    node: str,
+    clock: FakeClock | None = None,
+    events: FakeEvents | None = None,
+    now: list[dt.datetime] | None = None,
 ) -> StatusWriter:
+    """``now``: a one-element list the test moves on (the wall clock of ``since``)."""
     return StatusWriter(
         api,
         node_name=node,
         events=events if events is not None else api.events,
         clock=clock or FakeClock(),
-        now=lambda: T0,
+        now=(lambda: now[0]) if now is not None else (lambda: T0),
     )
 
 
@@ -339,7 +344,7 @@ def test_reporter_writes_not_announced_once_and_a_restart_writes_nothing() -> No
 def test_reporter_becoming_owner_announces_with_event_and_new_since() -> None:
     api = FakeApi()
     now = [T0]
-    w = StatusWriter(api, node_name="n1", events=api.events, clock=FakeClock(), now=lambda: now[0])
+    w = writer(api, "n1", now=now)
     w.set_desired("ns/web", DRAINED)
     drain(w)
     now[0] = T0 + dt.timedelta(seconds=5)
@@ -355,7 +360,7 @@ def test_reporter_becoming_owner_announces_with_event_and_new_since() -> None:
 def test_report_reason_change_rewrites_status_and_since() -> None:
     api = FakeApi()
     now = [T0]
-    w = StatusWriter(api, node_name="n1", events=api.events, clock=FakeClock(), now=lambda: now[0])
+    w = writer(api, "n1", now=now)
     w.set_desired("ns/web", DRAINED)
     drain(w)
     now[0] = T0 + dt.timedelta(seconds=7)
