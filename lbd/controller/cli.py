@@ -107,6 +107,28 @@ def register(sub: Any) -> None:
         choices=["debug", "info", "warning", "error"],
         help="least severe log level written",
     )
+    p.add_argument(
+        "--speaker-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        metavar="NAMESPACE",
+        help="namespace of the speaker Pods, whose Ready condition tells whether any speaker "
+        "runs (condition lbd.io/Announced, reason NoLiveSpeaker; empty: not judged); "
+        "default $POD_NAMESPACE, else lbd-system",
+    )
+    p.add_argument(
+        "--speaker-selector",
+        default="app.kubernetes.io/component=speaker",
+        metavar="SELECTOR",
+        help="label selector of the speaker Pods",
+    )
+    p.add_argument(
+        "--speaker-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="without a Ready speaker Pod before Services say NoLiveSpeaker (rolling restarts "
+        "stay quiet)",
+    )
     p.set_defaults(func=run)
 
 
@@ -128,5 +150,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             resync_period=args.resync_period,
             log_level=args.log_level,
+            speaker_namespace=args.speaker_namespace or None,
+            speaker_selector=args.speaker_selector,
+            speaker_grace=args.speaker_grace,
         )
     )

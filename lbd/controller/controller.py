@@ -61,6 +61,13 @@ from typing import Any
 from lbd.controller.adeffects import advertisement_effects
 from lbd.controller.advertisements import Advertisements
 from lbd.controller.annotations import annotation_effects
+from lbd.controller.announce import (
+    KEEP,
+    SpeakerState,
+    announced_condition,
+    announced_effects,
+    unannounced_counts,
+)
 from lbd.controller.effects import (
     Count,
     Decision,
@@ -75,6 +82,7 @@ from lbd.controller.effects import (
     service_effects,
     services_waiting,
 )
+from lbd.controller.speakers import SpeakerLiveness
 from lbd.core.config import Config, FieldError, build_config
 from lbd.core.ipam import Allocator
 from lbd.core.model import (
@@ -84,6 +92,7 @@ from lbd.core.model import (
     ServiceKey,
     ServiceRequest,
     family_of,
+    service_key,
 )
 from lbd.core.poolstatus import READY, pool_shown
 from lbd.k8s.cache import ViewCache
@@ -91,16 +100,18 @@ from lbd.k8s.client import (
     IPADDRESSPOOLS,
     L2ADVERTISEMENTS,
     NAMESPACES,
+    SERVICEL2STATUSES,
     SERVICES,
     ApiError,
     JsonDict,
     Kube,
 )
-from lbd.k8s.conditions import Condition
+from lbd.k8s.conditions import Condition, ObservedCondition
 from lbd.k8s.events import EventKind, EventRecorder
 from lbd.k8s.informer import Informer
 from lbd.k8s.l2advertisement import AdvertisementStatusWriter
-from lbd.k8s.meta import ObjectRef
+from lbd.k8s.l2status import ObservedL2Status, observe_l2status
+from lbd.k8s.meta import ObjectRef, meta_field
 from lbd.k8s.namespace import ObservedNamespace, observe_namespace
 from lbd.k8s.patch import NotLeaderError, Patcher
 from lbd.k8s.pool import ObservedPool, PoolStatusWriter, observe_pool
@@ -114,6 +125,10 @@ log = logging.getLogger(__name__)
 
 NOT_LEADER_RETRY = 0.2
 """Seconds before a key that met NotLeaderError is tried again (the elector's blind moment)."""
+ANNOUNCE_SETTLE = 1.0
+"""Seconds a new Service's first "not announced" must last before it is shown: a Service's
+EndpointSlice is often written a moment after its address, and a Warning on every new Service
+would teach users to ignore it."""
 REFRESH_BACKOFF = (0.1, 2.0)
 """First and longest wait between attempts of the takeover LIST while the API is away."""
 
@@ -140,12 +155,19 @@ class AdvertisementWork:
 
 
 @dataclass(frozen=True)
+class AnnounceWork:
+    """Bring one Service's ``lbd.io/Announced`` condition up to date (controller/announce.py)."""
+
+    key: ServiceKey
+
+
+@dataclass(frozen=True)
 class ConfigWork:
     """Give the allocator the current pool configuration."""
 
 
 CONFIG = ConfigWork()
-WorkKey = ServiceWork | PoolWork | ConfigWork | AdvertisementWork
+WorkKey = ServiceWork | PoolWork | ConfigWork | AdvertisementWork | AnnounceWork
 
 
 @dataclass(frozen=True)
@@ -160,6 +182,10 @@ class ControllerSettings:
     watch_timeout: int = 300
     component: str = "lbd-controller"
     identity: str = ""
+    speaker_namespace: str | None = None
+    """Where the speaker Pods run (NoLiveSpeaker, lbd/controller/speakers.py); None: not judged."""
+    speaker_selector: str = "app.kubernetes.io/component=speaker"
+    speaker_grace: float = 10.0
 
 
 class Controller:
@@ -206,6 +232,13 @@ class Controller:
             enqueue=lambda name: self.queue.add(AdvertisementWork(name)),
             watch_timeout=settings.watch_timeout,
         )
+        self.l2statuses: ViewCache[ObservedL2Status] = ViewCache(
+            SERVICEL2STATUSES, observe_l2status, on_change=self._l2status_changed
+        )
+        self._unannounced: dict[str, str] = {}  # Services whose Announced is False -> reason
+        self._unsettled: dict[str, tuple[str, float]] = {}  # new Service -> (reason, first seen)
+        self.speakers: Callable[[], SpeakerState | None] = lambda: None
+        """Whether any speaker runs (lbd.controller.speakers); None: no source, never judged."""
         self.informers: tuple[Informer, ...] = (
             Informer(kube, NAMESPACES, watch_timeout=settings.watch_timeout),
             Informer(kube, IPADDRESSPOOLS, watch_timeout=settings.watch_timeout),
@@ -219,6 +252,20 @@ class Controller:
         self.informers[0].add_handler(self.namespaces.on_event)
         self.informers[1].add_handler(self.pools.on_event)
         self.informers[2].add_handler(self.services.on_event)
+        self.informers = (*self.informers, self._l2status_informer())
+        self.liveness: SpeakerLiveness | None = None
+        if settings.speaker_namespace:
+            self.liveness = SpeakerLiveness(
+                kube,
+                namespace=settings.speaker_namespace,
+                selector=settings.speaker_selector,
+                grace=settings.speaker_grace,
+                on_change=self.recheck_announced,
+                clock=clock,
+                watch_timeout=settings.watch_timeout,
+            )
+            self.speakers = self.liveness.state
+            self.informers = (*self.informers, self.liveness.informer)
         self.informers += self.advertisements.informers
         for informer in self.informers:
             informer.on_rewind(self._on_rewind)
@@ -246,11 +293,14 @@ class Controller:
         self._restored = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._forget_announced(None)  # every reason's series at 0 from the start
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         for inf in self.informers:
             inf.start()
+        if self.liveness is not None:
+            self.liveness.start()
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
             t.start()
@@ -273,6 +323,8 @@ class Controller:
         self.queue.shutdown()
         for inf in self.informers:
             inf.stop()
+        if self.liveness is not None:
+            self.liveness.stop()
         for t in self._threads:
             t.join(5)
         self.events.stop()
@@ -348,10 +400,17 @@ class Controller:
         for name in self.pools.keys():  # noqa: SIM118 (a ViewCache, not a dict)
             self.queue.add(PoolWork(name))
         self.advertisements.enqueue_all()
+        self.recheck_announced()
 
     def _caches(self) -> tuple[ViewCache[Any], ...]:
         """Every view the controller decides from, in the order a takeover lists them."""
-        return (self.namespaces, self.pools, self.services, *self.advertisements.caches)
+        return (
+            self.namespaces,
+            self.pools,
+            self.services,
+            self.l2statuses,
+            *self.advertisements.caches,
+        )
 
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
@@ -403,6 +462,7 @@ class Controller:
             self._allocator = None
             self._restored = False
         self.metrics.controller_leader.set(0)
+        self._forget_announced(None)
         if was:
             log.info("stopped leading: no more writes")
 
@@ -446,6 +506,9 @@ class Controller:
         kind = obj.get("kind")
         if kind == SERVICES.kind:
             self.services.put(obj, notify=False)
+            # its address may have changed: the Announced condition follows
+            key = service_key(meta_field(obj, "namespace"), meta_field(obj, "name"))
+            self.queue.add(AnnounceWork(key))
         elif kind == IPADDRESSPOOLS.kind:
             self.pools.put(obj, notify=False)
         elif kind == L2ADVERTISEMENTS.kind:
@@ -455,6 +518,7 @@ class Controller:
         view = new or old
         if view is not None:
             self.queue.add(ServiceWork(view.key))
+            self.queue.add(AnnounceWork(view.key))
 
     def _pool_changed(self, old: ObservedPool | None, new: ObservedPool | None) -> None:
         self.queue.add(CONFIG)
@@ -518,6 +582,8 @@ class Controller:
                 self._reconcile_config()
             case AdvertisementWork(name=name):
                 self._reconcile_advertisement(name)
+            case AnnounceWork(key=skey):
+                self._reconcile_announced(skey)
 
     def sync_once(self, key: WorkKey) -> None:
         """Run one reconcile now (tests); raises what the reconcile raises."""
@@ -740,6 +806,92 @@ class Controller:
             view.ref,
             service_effects(key, Shown(view.addresses, view.condition), decision, outcome.wrote),
         )
+
+    # -- announcement status (lbd.controller.announce) ------------------------------------
+    def _l2status_informer(self) -> Informer:
+        inf = Informer(self.kube, SERVICEL2STATUSES, watch_timeout=self.settings.watch_timeout)
+        inf.add_handler(self.l2statuses.on_event)
+        return inf
+
+    def _l2status_changed(self, old: ObservedL2Status | None, new: ObservedL2Status | None) -> None:
+        view = new or old
+        if view is not None:
+            self.queue.add(AnnounceWork(ServiceKey(view.key)))
+
+    def recheck_announced(self) -> None:
+        """Decide every Service's Announced condition again (speaker liveness changed)."""
+        for view in self.services.values():
+            self.queue.add(AnnounceWork(view.key))
+
+    def _reconcile_announced(self, key: ServiceKey) -> None:
+        view = self.services.get(key)
+        if view is None:
+            self._forget_announced(key)
+            return
+        want = announced_condition(
+            view, self.l2statuses.get(key), self.speakers(), self.settings.lb_class
+        )
+        shown = view.announced
+        if want is KEEP:
+            self._count_announced(key, shown if view.addresses else None)
+            return
+        if self._settling(key, shown, want):
+            return
+        wrote = False
+        if (shown is not None) if want is None else (shown is None or not shown.shows(want)):
+            with self._lock:
+                alloc = self._alloc()
+            with self._session_write(alloc) as still:
+                wrote = self.service_writer.write_announced(view, want, still=still)
+        self._count_announced(key, want)
+        self._apply(view.ref, announced_effects(key, shown, want, wrote))
+
+    def _settling(
+        self, key: ServiceKey, shown: ObservedCondition | None, want: Condition | None
+    ) -> bool:
+        """A Service that never showed the condition and is first said not announced waits
+        :data:`ANNOUNCE_SETTLE` seconds for that to last (the key comes back then)."""
+        if shown is not None or want is None or want.status:
+            with self._lock:
+                self._unsettled.pop(key, None)
+            return False
+        now = self.clock.monotonic()
+        with self._lock:
+            reason, since = self._unsettled.get(key, (want.reason, now))
+            if reason != want.reason:
+                since = now
+            self._unsettled[key] = (want.reason, since)
+            left = since + ANNOUNCE_SETTLE - now
+            if left <= 0:
+                self._unsettled.pop(key, None)
+                return False
+        self.queue.add_after(AnnounceWork(key), left)
+        return True
+
+    def _count_announced(self, key: str, shown: Condition | ObservedCondition | None) -> None:
+        """``lbd_services_unannounced``: from the condition the Service now shows."""
+        with self._lock:
+            if shown is not None and shown.status in (False, "False"):
+                self._unannounced[key] = shown.reason
+            elif self._unannounced.pop(key, None) is None:
+                return
+            counts = unannounced_counts(self._unannounced)
+        for reason, n in counts.items():
+            self.metrics.services_unannounced.labels(reason=reason).set(n)
+
+    def _forget_announced(self, key: str | None) -> None:
+        """A Service gone (``key``), or leadership lost (None: forget all, gauge to zero)."""
+        with self._lock:
+            if key is not None:
+                self._unsettled.pop(key, None)
+            if key is None:
+                self._unannounced.clear()
+                self._unsettled.clear()
+            elif self._unannounced.pop(key, None) is None:
+                return
+            counts = unannounced_counts(self._unannounced)
+        for reason, n in counts.items():
+            self.metrics.services_unannounced.labels(reason=reason).set(n)
 
     # -- pool status ----------------------------------------------------------------------
     def _reconcile_pool(self, name: str) -> None:

@@ -41,6 +41,9 @@ class ControllerOptions:
     workers: int = 8
     resync_period: float = 600.0
     log_level: str = "info"
+    speaker_namespace: str | None = None
+    speaker_selector: str = "app.kubernetes.io/component=speaker"
+    speaker_grace: float = 10.0
 
 
 def main(opts: ControllerOptions) -> int:
@@ -113,6 +116,9 @@ def main(opts: ControllerOptions) -> int:
             workers=opts.workers,
             resync_period=opts.resync_period,
             identity=opts.identity,
+            speaker_namespace=opts.speaker_namespace,
+            speaker_selector=opts.speaker_selector,
+            speaker_grace=opts.speaker_grace,
         ),
         metrics=metrics,
         may_write=elector.is_leader if elector is not None else (lambda: True),

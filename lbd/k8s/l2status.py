@@ -1,13 +1,16 @@
-"""ServiceL2Status objects, read: which node announces a Service, on which interfaces.
+"""ServiceL2Status as the controller and the operator tools read it: the one reader, into a
+frozen view.
 
 API::
 
-    view = observe_l2status(obj)    # ObservedL2Status: service key, node, vips, interfaces, since
+    view = observe_l2status(obj)    # ObservedL2Status
+    view.key, view.node, view.announced, view.reason, view.message, view.vips
 
-The speaker writes these (:mod:`lbd.k8s.speaker_status`); the operator tools read them. The
-Service is named by ``status.serviceNamespace``/``serviceName``, falling back to the object's own
-namespace and name (the speaker names the object after its Service), so an object whose status
-is not written yet still says whose it is.
+The speakers write these objects (:mod:`lbd.k8s.speaker_status`): the owner of a Service when it
+announces it, or the Service's reporter when no node may (docs/SPEAKER.md, "Announcement
+status"). The controller turns them into the Service's ``lbd.io/Announced`` condition
+(:mod:`lbd.controller.announce`). An object written by a speaker that predates the
+``announced`` field announces whenever it names a node (the field's default, docs/API.md).
 """
 
 from __future__ import annotations
@@ -19,38 +22,68 @@ from typing import Any
 from lbd.core.model import ServiceKey, service_key
 from lbd.k8s.meta import ObjectRef
 
+ANNOUNCED_REASON = "Announced"
+
 
 @dataclass(frozen=True)
 class ObservedL2Status:
-    """One ServiceL2Status as read."""
+    """One ServiceL2Status: who announces the Service of the same name, or why nobody does."""
 
     ref: ObjectRef
-    service: ServiceKey
-    node: str
-    """``status.node`` ("" while the status is not written yet)."""
-    vips: tuple[str, ...]
+    key: ServiceKey
+    """The Service's: ``status.serviceNamespace``/``serviceName``, else the object's own
+    namespace and name (the speaker names it after its Service), so an object whose status is
+    not written yet still says whose it is."""
+    node: str  # the announcing node, or the reporting one; "" before the status is written
+    announced: bool
+    reason: str
+    message: str
     interfaces: tuple[str, ...]
-    since: str
+    vips: tuple[str, ...]
+    since: str = ""
+
+    @property
+    def service(self) -> ServiceKey:
+        return self.key
+
+    @property
+    def written(self) -> bool:
+        """The speaker has written the status (a create carries none: speaker_status)."""
+        return bool(self.node)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(str(v) for v in value if isinstance(v, str))
 
 
 def observe_l2status(obj: Mapping[str, Any]) -> ObservedL2Status:
     ref = ObjectRef.of(obj)
-    status = obj.get("status")
-    status = status if isinstance(status, dict) else {}
-    ifaces = status.get("interfaces")
-    vips = status.get("vips")
+    raw = obj.get("status")
+    status: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    node = status.get("node")
+    node = node if isinstance(node, str) else ""
+    announced = status.get("announced")
+    announced = bool(node) if not isinstance(announced, bool) else announced and bool(node)
+    interfaces = tuple(
+        str(i["name"])
+        for i in (status.get("interfaces") or [])
+        if isinstance(i, Mapping) and isinstance(i.get("name"), str)
+    )
+    reason = status.get("reason")
+    message = status.get("message")
     return ObservedL2Status(
         ref=ref,
-        service=service_key(
+        key=service_key(
             str(status.get("serviceNamespace") or ref.namespace),
             str(status.get("serviceName") or ref.name),
         ),
-        node=str(status.get("node") or ""),
-        vips=tuple(str(v) for v in vips) if isinstance(vips, list) else (),
-        interfaces=tuple(
-            str(i.get("name")) for i in ifaces if isinstance(i, dict) and i.get("name")
-        )
-        if isinstance(ifaces, list)
-        else (),
+        node=node,
+        announced=announced,
+        reason=reason if isinstance(reason, str) and reason else ANNOUNCED_REASON * announced,
+        message=message if isinstance(message, str) else "",
+        interfaces=interfaces if isinstance(status.get("interfaces"), list) else (),
+        vips=_strings(status.get("vips")),
         since=str(status.get("since") or ""),
     )

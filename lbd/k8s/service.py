@@ -66,6 +66,8 @@ ALLOCATED_FROM = "lbd.io/ip-allocated-from-pool"
 """Written by the controller (after the address); read under every prefix."""
 SHARING_CROSS_NAMESPACE = "lbd.io/sharing-cross-namespace"
 CONDITION_TYPE = "lbd.io/AddressAssigned"
+ANNOUNCED_TYPE = "lbd.io/Announced"
+"""Whether a node answers ARP/NDP for the addresses (lbd.controller.announce, docs/API.md)."""
 IP_MODE = "VIP"
 KNOWN_LBD_KEYS = (
     *(LBD_PREFIX + name for name in SETTINGS),
@@ -131,6 +133,8 @@ class ObservedService:
     infers the service CIDRs from."""
     findings: tuple[AnnotationFinding, ...] = ()
     """What a user should hear of about the annotations (sorted; see the module doc)."""
+    announced: ObservedCondition | None = None
+    """Our ``lbd.io/Announced`` condition."""
 
     def ours(self, lb_class: str | None) -> bool:
         """A LoadBalancer Service of our class (``--lb-class``; unset: Services without one)."""
@@ -194,6 +198,7 @@ def observe_service(obj: Obj) -> ObservedService:
         traffic_policy_local=spec.get("externalTrafficPolicy") == "Local",
         cluster_ips=_cluster_ips(spec),
         findings=annotation_findings(annotations),
+        announced=ObservedCondition.find(conditions, ANNOUNCED_TYPE),
     )
 
 

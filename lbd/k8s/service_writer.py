@@ -22,7 +22,13 @@ from lbd.k8s.client import SERVICES, ApiError, JsonDict
 from lbd.k8s.conditions import Condition, merge_conditions
 from lbd.k8s.meta import meta_field, rfc3339
 from lbd.k8s.patch import Patcher
-from lbd.k8s.service import ALLOCATED_FROM, CONDITION_TYPE, IP_MODE, ObservedService
+from lbd.k8s.service import (
+    ALLOCATED_FROM,
+    ANNOUNCED_TYPE,
+    CONDITION_TYPE,
+    IP_MODE,
+    ObservedService,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,20 @@ def service_patches(
         {"metadata": {"resourceVersion": rv}, "status": status_body} if status_body else None
     )
     return meta_patch, status_patch
+
+
+def announced_patch(
+    view: ObservedService, want: Condition | None, *, stamp: str | None = None
+) -> JsonDict | None:
+    """The status patch that makes ``lbd.io/Announced`` show ``want`` (None: removed); None
+    when it already does. Every other condition is kept (:func:`merge_conditions`)."""
+    conds = merge_conditions(view.conditions, ANNOUNCED_TYPE, want, stamp or rfc3339())
+    if conds is None:
+        return None
+    return {
+        "metadata": {"resourceVersion": view.ref.resource_version},
+        "status": {"conditions": conds},
+    }
 
 
 @dataclass(frozen=True)
@@ -118,3 +138,27 @@ class ServiceWriter:
                 return WriteOutcome(wrote=current is not None, gone=True)
             raise
         return WriteOutcome(wrote=current is not None, metadata_pending=pending)
+
+    def write_announced(
+        self,
+        view: ObservedService,
+        want: Condition | None,
+        *,
+        still: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Make ``lbd.io/Announced`` show ``want``; True when a write was made (409 raises)."""
+        patch = announced_patch(view, want)
+        if patch is None:
+            return False
+        ref = view.ref
+        try:
+            self.patcher.send(
+                SERVICES.path(namespace=ref.namespace, name=ref.name, subresource="status"),
+                patch,
+                still=still,
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -1,13 +1,14 @@
 """The speaker's few Kubernetes writes: ServiceL2Status, ``NodeAssigned`` and conflict Events.
 
-The speaker writes to the API only when ownership of a Service changes, never per VIP or per
-period, so a steady cluster costs zero writes (docs/SPEAKER.md). Writes never run on the
-reconcile or responder threads: :meth:`StatusWriter.set_desired` records the wanted state of one
-Service and returns at once; one writer thread converges the API towards it. While the API
-server is away, the wanted state simply waits (with capped exponential backoff) and announcing
-goes on. Keys go through a :class:`~lbd.runtime.workqueue.WorkQueue` (dedup, per-key backoff);
-Events go through the shared :class:`~lbd.k8s.events.EventRecorder` (asynchronous, repeats
-aggregated into ``count``).
+The speaker writes to the API only when ownership of a Service changes, or, for a Service no
+node may announce, when the reason its reporter gives changes (a :class:`Report`:
+docs/SPEAKER.md, "Announcement status"); never per VIP or per period, so a steady cluster costs
+zero writes (docs/SPEAKER.md). Writes never run on the reconcile or responder threads:
+:meth:`StatusWriter.set_desired` records the wanted state of one Service and returns at once;
+one writer thread converges the API towards it. While the API server is away, the wanted state
+simply waits (with capped exponential backoff) and announcing goes on. Keys go through a
+:class:`~lbd.runtime.workqueue.WorkQueue` (dedup, per-key backoff); Events go through the shared
+:class:`~lbd.k8s.events.EventRecorder` (asynchronous, repeats aggregated into ``count``).
 
 Design decisions:
 
@@ -20,6 +21,9 @@ Design decisions:
   writes it). The old owner deletes only an object whose ``status.node`` is its own, with
   ``preconditions`` on uid and resourceVersion; a concurrent write by the new owner turns that
   delete into ``409 Conflict``, the old owner re-reads, sees the new owner's name, and leaves it.
+- A report is written the same way, under the reporter's own node (the admission policy lets a
+  speaker write only objects naming its node), with ``announced: false``; an owner that appears
+  overwrites it, and the reporter then leaves alone an object that no longer names it.
 - The object is created without status (a create ignores status when the status subresource is
   on), then its status is written through ``/status``.
 - The ownerReference to the Service lets the garbage collector remove the object with its
@@ -38,6 +42,7 @@ from typing import Any, Protocol
 
 from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, PatchType
 from lbd.k8s.events import EventKind
+from lbd.k8s.l2status import observe_l2status
 from lbd.k8s.meta import rfc3339
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.runtime.workqueue import ExponentialBackoff, WorkQueue
@@ -76,6 +81,30 @@ class Ownership:
 
 
 @dataclass(frozen=True)
+class Report:
+    """Nobody announces a Service and this node is its reporter (docs/SPEAKER.md,
+    "Announcement status"): what its ServiceL2Status says instead of an owner."""
+
+    namespace: str
+    name: str
+    uid: str
+    vips: tuple[str, ...]
+    reason: str  # an lbd.core.announce.Unannounced value
+    message: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+Wanted = Ownership | Report
+"""What this node wants a Service's ServiceL2Status to say."""
+
+ANNOUNCED = "Announced"
+"""``status.reason`` of an announced Service (the owner's object)."""
+
+
+@dataclass(frozen=True)
 class EventSpec:
     """A core/v1 Event about a Service."""
 
@@ -97,7 +126,7 @@ def _rfc3339(now: dt.datetime) -> str:
     return rfc3339(now.timestamp())
 
 
-def desired_object(own: Ownership, node: str) -> JsonDict:
+def desired_object(own: Wanted, node: str) -> JsonDict:
     """The ServiceL2Status object (metadata only; status goes through ``/status``)."""
     return {
         "apiVersion": SERVICEL2STATUSES.api_version,
@@ -125,15 +154,28 @@ def desired_object(own: Ownership, node: str) -> JsonDict:
     }
 
 
-def desired_status(own: Ownership, node: str, since: str) -> JsonDict:
-    return {
+def desired_status(own: Wanted, node: str, since: str) -> JsonDict:
+    """The status: ``node`` announces (an :class:`Ownership`), or reports that nobody does and
+    why (a :class:`Report`; ``node`` is then the reporter, as the admission policy wants every
+    speaker to write only objects naming its own node)."""
+    status: JsonDict = {
         "node": node,
         "serviceName": own.name,
         "serviceNamespace": own.namespace,
-        "interfaces": [{"name": i} for i in own.interfaces],
-        "vips": list(own.vips),
-        "since": since,
     }
+    if isinstance(own, Report):
+        status.update(announced=False, reason=own.reason, message=own.message, vips=list(own.vips))
+    else:
+        where = f" on {', '.join(own.interfaces)}" if own.interfaces else ""
+        status.update(
+            announced=True,
+            reason=ANNOUNCED,
+            message=f"announced from {node}{where}",
+            interfaces=[{"name": i} for i in own.interfaces],
+            vips=list(own.vips),
+        )
+    status["since"] = since
+    return status
 
 
 class EventSink(Protocol):
@@ -166,13 +208,14 @@ class StatusWriter:
             clock=clock, rate_limiter=ExponentialBackoff(backoff_initial, backoff_max)
         )
         self._lock = threading.Lock()
-        self._desired: dict[str, Ownership | None] = {}
+        self._desired: dict[str, Wanted | None] = {}
         self._thread: threading.Thread | None = None
         self.writes = 0  # ServiceL2Status writes made (steady state must add none)
 
     # -- producer side (reconcile thread) ------------------------------------------------
-    def set_desired(self, key: str, ownership: Ownership | None) -> None:
-        """Want ``key`` (``ns/name``) owned by this node (``ownership``) or not (None)."""
+    def set_desired(self, key: str, ownership: Wanted | None) -> None:
+        """Want ``key`` (``ns/name``) owned by this node (an :class:`Ownership`), reported by it
+        as not announced (a :class:`Report`), or neither (None)."""
         with self._lock:
             if key in self._desired and self._desired[key] == ownership:
                 return
@@ -273,7 +316,7 @@ class StatusWriter:
                 return None
             raise
 
-    def sync(self, key: str, want: Ownership | None) -> None:
+    def sync(self, key: str, want: Wanted | None) -> None:
         """Make the API match ``want`` for ``key``; raises :class:`ApiError` to be retried."""
         namespace, _, name = key.partition("/")
         current = self._get(namespace, name)
@@ -281,13 +324,16 @@ class StatusWriter:
             self._remove(current)
             return
         body = desired_object(want, self.node)
-        previous_node = None
+        previous_node = previously_announced = previous_reason = previous_since = None
         if current is None:
             # 409 AlreadyExists (another node created it meanwhile) is retried: re-read, update.
             current = self.kube.create(SERVICEL2STATUSES.path(namespace=namespace), body)
             self.writes += 1
         else:
-            previous_node = (current.get("status") or {}).get("node")
+            seen = observe_l2status(current)
+            previous_node = seen.node or None
+            previously_announced = seen.node if seen.announced else None
+            previous_reason, previous_since = seen.reason, seen.since
             meta = current.get("metadata") or {}
             if (
                 meta.get("labels") != body["metadata"]["labels"]
@@ -302,14 +348,27 @@ class StatusWriter:
                 current = self.kube.replace(SERVICEL2STATUSES.object_path(current), updated)
                 self.writes += 1
         old_status = current.get("status") or {}
-        since = old_status.get("since") if previous_node == self.node else None
+        # "since": when this node started announcing, or started reporting this reason
+        same = previous_node == self.node and (
+            (previously_announced == self.node)
+            if isinstance(want, Ownership)
+            else (previously_announced is None and previous_reason == want.reason)
+        )
+        since = previous_since if same else None
         status = desired_status(want, self.node, since or _rfc3339(self.now()))
         if old_status != status:
             current = dict(current)
             current["status"] = status
             self.kube.replace(SERVICEL2STATUSES.object_path(current, "status"), current)
             self.writes += 1
-        if previous_node != self.node:
+        if isinstance(want, Report):
+            if not same:
+                log.info(
+                    "not announced",
+                    extra={"service": key, "reason": want.reason, "node": self.node},
+                )
+            return
+        if previously_announced != self.node:
             log.info(
                 "now announcing",
                 extra={"service": key, "vip": ",".join(want.vips), "node": self.node},

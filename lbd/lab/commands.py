@@ -551,6 +551,16 @@ def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = _internal(
         sub,
+        "speaker-pods",
+        "The speakers' Pods and their readiness.",
+        "lbd lab speaker-pods --dir .lab/lbd --kubeconfig .lab/lbd/kubeconfig",
+    )
+    p.add_argument("--dir", required=True, type=Path, metavar="DIR", help="the lab's directory")
+    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
+    p.set_defaults(func=_lazy("lbd.lab.standins.speakerpods"))
+
+    p = _internal(
+        sub,
         "endpoints",
         "EndpointSlices for the echo service.",
         "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",

@@ -8,6 +8,9 @@ a lost or reordered event cannot leave a VIP announced from the wrong node. A
 :class:`PlanCache` passed along only saves work (unchanged Services are neither converted nor
 decided again); the result is the same with or without it.
 
+A Service nobody may announce is reported by one live speaker (:mod:`lbd.core.announce`):
+:attr:`Plan.reports` holds those this node reports, with the reason.
+
 Every speaker computes every decision, not just its own, because what the others will do is part
 of the answer (the status writer must know when it stopped being the owner) and because a
 Service's decision is the same on every node that shares the same view.
@@ -19,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lbd.core.announce import reports_for
 from lbd.core.election import (
     Decision,
     NodeView,
@@ -41,7 +45,7 @@ from lbd.k8s.speaker_convert import (
     service_view,
     service_vips,
 )
-from lbd.k8s.speaker_status import Ownership
+from lbd.k8s.speaker_status import Ownership, Report
 
 Obj = Mapping[str, Any]
 
@@ -61,6 +65,8 @@ class Plan:
     owned: Mapping[str, tuple[str, ...]]  # VIP -> interfaces this node answers on
     ownerships: Mapping[str, Ownership]  # Services this node announces, by "ns/name"
     errors: Mapping[str, str] = field(default_factory=dict)  # objects skipped, and why
+    reports: Mapping[str, Report] = field(default_factory=dict)
+    """Services nobody announces that this node reports (lbd.core.announce), by "ns/name"."""
 
     def owner_of(self, vip: str) -> str | None:
         """The Service key owning ``vip`` on this node, if any."""
@@ -210,6 +216,7 @@ def make_plan(
     decisions: dict[str, Decision] = {}
     owned: dict[str, tuple[str, ...]] = {}
     ownerships: dict[str, Ownership] = {}
+    metas: dict[str, Obj] = {}
     for svc in snap.services:
         key = object_key(svc)
         try:
@@ -230,6 +237,8 @@ def make_plan(
             decision = before
         used[key] = (view, decision)
         decisions[key] = decision
+        if decision.owner is None:
+            metas[key] = svc.get("metadata") or {}
         if decision.owner != self_name:
             continue
         interfaces: set[str] = set()
@@ -251,4 +260,19 @@ def make_plan(
     if cache is not None:
         cache.views, cache.decisions = seen_views, used
         cache.nodes, cache.ads = by_name, ads_key
-    return Plan(decisions=decisions, owned=owned, ownerships=ownerships, errors=errors)
+    reports: dict[str, Report] = {}
+    unowned = {k: used[k][0] for k in metas}
+    answers = reports_for(decisions, unowned, nodes, ads, self_name=self_name)
+    for key, answer in answers.items():
+        meta = metas[key]
+        reports[key] = Report(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            vips=unowned[key].vips,
+            reason=answer.reason.value,
+            message=answer.message,
+        )
+    return Plan(
+        decisions=decisions, owned=owned, ownerships=ownerships, errors=errors, reports=reports
+    )

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from lbd.k8s.speaker_convert import peers_from_nodes
-from lbd.k8s.speaker_status import EventSpec, Ownership
+from lbd.k8s.speaker_status import EventSpec, Wanted
 from lbd.metrics import SpeakerMetrics
 from lbd.runtime.clock import SYSTEM_CLOCK, Clock
 from lbd.speaker.plan import EMPTY_PLAN, Plan, PlanCache, Snapshot, make_plan
@@ -98,8 +98,8 @@ class LocalLinks(Protocol):
 
 
 class StatusSink(Protocol):
-    def set_desired(self, key: str, ownership: Ownership | None) -> None: ...
-    def cleanup_stale(self, keys: Mapping[str, Ownership]) -> None: ...
+    def set_desired(self, key: str, ownership: Wanted | None) -> None: ...
+    def cleanup_stale(self, keys: Mapping[str, Wanted]) -> None: ...
     def emit(self, event: EventSpec) -> None: ...
 
 
@@ -284,11 +284,13 @@ class Reconciler:
             self.plan = plan
             self._owned = plan.owned
             self._conflicts &= set(plan.owned)
+        wanted: dict[str, Wanted] = {**plan.reports, **plan.ownerships}
         if previous_owned is None:
-            self.status.cleanup_stale(plan.ownerships)
-        for key, own in plan.ownerships.items():
-            self.status.set_desired(key, own)
-        for key in previous.ownerships.keys() - plan.ownerships.keys():
+            self.status.cleanup_stale(wanted)
+        for key, want in wanted.items():
+            self.status.set_desired(key, want)
+        before = previous.ownerships.keys() | previous.reports.keys()
+        for key in before - wanted.keys():
             self.status.set_desired(key, None)
 
     def _observe_failover(

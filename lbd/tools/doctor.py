@@ -557,7 +557,7 @@ def check_other_lbs(snap: Snapshot) -> list[Finding]:
 
 
 def check_services(snap: Snapshot, lb_class: str | None) -> list[Finding]:
-    announced = {s.service for s in snap.l2statuses if s.node}
+    announced = {s.service for s in snap.l2statuses if s.announced}
     out: list[Finding] = []
     count = 0
     for svc in sorted(snap.services, key=lambda s: s.key):

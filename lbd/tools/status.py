@@ -171,7 +171,7 @@ def is_conflict(event: ObservedEvent) -> bool:
 
 def build_status(snap: Snapshot, lb_class: str | None = None) -> StatusReport:
     """The report (see the module docstring for each decision)."""
-    owner = {s.service: (s.node, s.interfaces) for s in snap.l2statuses if s.node}
+    owner = {s.service: (s.node, s.interfaces) for s in snap.l2statuses if s.announced}
     services = tuple(
         _service_row(s, owner)
         for s in sorted(snap.services, key=lambda s: s.key)
@@ -180,7 +180,7 @@ def build_status(snap: Snapshot, lb_class: str | None = None) -> StatusReport:
     announced: dict[str, list[str]] = {}
     vips: dict[str, list[str]] = {}
     for st in sorted(snap.l2statuses, key=lambda s: s.service):
-        if st.node:
+        if st.announced:  # a reporter's object names a node that does not announce
             announced.setdefault(st.node, []).append(st.service)
             vips.setdefault(st.node, []).extend(st.vips)
     speakers: dict[str, SpeakerRow] = {}

@@ -33,8 +33,9 @@ CONTROL_PLANES = tuple(
 )
 
 
-def unique_prefix() -> str:
-    return "le" + uuid.uuid4().hex[:6]
+def unique_prefix(tag: str = "le") -> str:
+    """``tag`` (a test module's helper name, say) and random hex: 8 characters in all."""
+    return tag + uuid.uuid4().hex[: 8 - len(tag)]
 
 
 def assert_nothing_left(prefix: str, lab_dir: Path | None = None, root_rules: str = "") -> None:
@@ -62,8 +63,8 @@ def _factory(base: Path, control_plane: str) -> Iterator[LabFactory]:
     made: list[tuple[str, Path]] = []
     root_rules = kubeproxy.ruleset(None)
 
-    def make(**kwargs: object) -> Lab:
-        prefix = unique_prefix()
+    def make(*, tag: str = "le", **kwargs: object) -> Lab:
+        prefix = unique_prefix(tag)
         lab_dir = base / prefix
         made.append((prefix, lab_dir))
         opts = LabOptions(prefix=prefix, dir=lab_dir, control_plane=control_plane, **kwargs)  # type: ignore[arg-type]

@@ -107,6 +107,9 @@ class Controllers:
                 "0.5",
                 "--health-addr",
                 "127.0.0.1:0",
+                # no speakers run here: not judging speaker liveness keeps the workload about
+                # addresses (else every Service also gets NoLiveSpeaker: a write and an Event)
+                "--speaker-namespace=",
             ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -267,6 +267,11 @@ STEPS: tuple[Step, ...] = (
         ("kubectl expose deployment web --type=LoadBalancer --port=80",),
     ),
     Step(k("get", "svc"), Compare.TABLE, ("kubectl get svc",)),
+    # README.md "Why is my Service not reachable?"
+    Step(k("get", "svc", "web", "-o", "yaml"), Compare.PREPARE, ("kubectl get svc web -o yaml",)),
+    Step(k("get", "sl2", "-A"), Compare.OUTPUT, ("kubectl get sl2 -A",)),
+    Step(k("get", "sl2", "-A", "-o", "wide"), Compare.OUTPUT, ("kubectl get sl2 -A -o wide",)),
+    Step(k("-n", "lbd-system", "get", "pods"), Compare.OUTPUT, ("kubectl -n lbd-system get pods",)),
     Step(k("get", "svc,servicel2status"), Compare.TABLE, ("kubectl get svc,servicel2status",)),
     Step(k("get", "svc,ipaddresspools"), Compare.TABLE, ("kubectl get svc,ipaddresspools",)),
     Step(k("get", "deployments", "-o", "wide"), Compare.SAME_ROWS),
@@ -277,7 +282,11 @@ STEPS: tuple[Step, ...] = (
     # events, as the controller writes them; issue 14: --sort-by finds them
     Step(k("apply", "-f", "-"), Compare.PREPARE, stdin=EVENT),
     Step(k("get", "events"), Compare.TABLE),
-    Step(k("get", "events", "--sort-by=.lastTimestamp"), Compare.TABLE),
+    Step(
+        k("get", "events", "--sort-by=.lastTimestamp"),
+        Compare.TABLE,
+        ("kubectl get events --sort-by=.lastTimestamp",),
+    ),
     Step(k("get", "events", "-A", "--sort-by=.metadata.creationTimestamp"), Compare.TABLE),
     Step(k("get", "events", "-o", "wide"), Compare.TABLE),
     # README.md "Maintenance"

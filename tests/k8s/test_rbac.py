@@ -342,10 +342,11 @@ def free_port() -> int:
 
 def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
     """Every Kubernetes call of ``lbd controller --leader-elect``: the Lease created and renewed,
-    informers on Services, pools and namespaces, a pool chosen by namespace labels, addresses,
-    annotations, conditions and Events written (one repeated: aggregated), pool status, an
-    L2Advertisement's Ready condition (Node labels read), an address released, a clean stop
-    that hands the Lease over."""
+    informers on Services, pools, namespaces, ServiceL2Statuses and the speaker Pods of
+    lbd-system, a pool chosen by namespace labels, addresses, annotations, conditions and Events
+    written (one repeated: aggregated), a speaker's "not announced" report turned into the
+    ``lbd.io/Announced`` condition, pool status, an L2Advertisement's Ready condition (Node labels
+    read), an address released, a clean stop that hands the Lease over."""
     admin = kube_for(real)
     admin.create(
         NAMESPACES.path(),
@@ -384,7 +385,14 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
     )
     try:
         service(admin, "a", "rbac-team")
-        assert wait_addresses(admin, "a", "rbac-team", timeout=30)[0].startswith("198.18.100.1")
+        (vip,) = wait_addresses(admin, "a", "rbac-team", timeout=30)
+        assert vip.startswith("198.18.100.1")
+        report_unannounced(admin, "rbac-team", "a", vip)
+        wait_for(
+            lambda: announced(get_service(admin, "a", "rbac-team")) == "NoReadyEndpoints",
+            30,
+            "rbac-team/a's lbd.io/Announced condition from the speaker's report",
+        )
         service(admin, "b")
         wait_addresses(admin, "b", timeout=30)
         # an address no pool has: refused; then a pool with it, removed and added again: the
@@ -427,6 +435,34 @@ def controller_scenario(real: RealApiServer, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def report_unannounced(admin: Any, namespace: str, name: str, vip: str) -> None:
+    """What a Service's reporting speaker writes when no node may announce it."""
+    obj = admin.create(
+        SERVICEL2STATUSES.path(namespace=namespace),
+        {
+            "apiVersion": "lbd.io/v1beta1",
+            "kind": "ServiceL2Status",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {},
+        },
+    )
+    obj["status"] = {
+        "node": "n1",
+        "announced": False,
+        "reason": "NoReadyEndpoints",
+        "message": "the Service has no ready endpoint",
+        "vips": [vip],
+    }
+    admin.replace(SERVICEL2STATUSES.path(namespace=namespace, name=name) + "/status", obj)
+
+
+def announced(svc: dict[str, Any]) -> str | None:
+    for c in (svc.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "lbd.io/Announced":
+            return str(c.get("reason"))
+    return None
 
 
 @pytest.fixture

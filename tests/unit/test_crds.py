@@ -99,7 +99,7 @@ def test_names_scope_and_group(kind, scope, short, plural):
     ("kind", "columns"),
     [
         ("IPAddressPool", ["ADDRESSES", "AUTO", "ASSIGNED", "AVAILABLE", "READY", "AGE"]),
-        ("ServiceL2Status", ["SERVICE", "NODE", "VIPS", "AGE"]),
+        ("ServiceL2Status", ["SERVICE", "ANNOUNCED", "NODE", "REASON", "VIPS", "AGE"]),
         ("L2Advertisement", ["IPADDRESSPOOLS", "INTERFACES", "AGE"]),
     ],
 )

@@ -656,16 +656,22 @@ CONTROLLER_CALLS = [
     *(Call(v, "lbd.io", "l2advertisements") for v in ("list", "watch")),
     Call("patch", "lbd.io", "l2advertisements/status"),
     *(Call(v, "", "nodes") for v in ("list", "watch")),
+    *(Call(v, "lbd.io", "servicel2statuses") for v in ("list", "watch")),
     *(Call(v, "", "events", "default") for v in ("create", "patch")),
     Call("create", "coordination.k8s.io", "leases", NS),
     *(Call(v, "coordination.k8s.io", "leases", NS, LEASE) for v in ("get", "update")),
+    # the speaker Pods' Ready condition (NoLiveSpeaker), in its own namespace only
+    *(Call(v, "", "pods", NS) for v in ("list", "watch")),
 ]
 CONTROLLER_FORBIDDEN = [
     *(
         Call(v, "", "pods", ns)
         for v in ("get", "list", "create", "delete")
         for ns in (None, "default", NS)
+        if (v, ns) != ("list", NS)
     ),
+    Call("watch", "", "pods", None),
+    Call("patch", "", "pods/status", NS),
     Call("delete", "", "services", "default"),
     Call("create", "", "services", "default"),
     # every write is a merge patch: no update, and no read of one object by name
@@ -687,6 +693,12 @@ CONTROLLER_FORBIDDEN = [
     Call("patch", "coordination.k8s.io", "leases", NS, LEASE),
     Call("get", "", "secrets", NS),
     Call("create", "lbd.io", "servicel2statuses", "default"),
+    # it reads what the speakers write; it never writes one
+    *(
+        Call(v, "lbd.io", r, "default")
+        for v in ("update", "patch", "delete")
+        for r in ("servicel2statuses", "servicel2statuses/status")
+    ),
     Call("update", "lbd.io", "ipaddresspools"),
 ]
 SPEAKER_CALLS = [

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from lbd.core.election import EXCLUDE_LABEL, NodeView, ServiceView, decide, rank
 from lbd.core.model import Advertisement, LabelSelector
 from lbd.k8s.speaker_convert import EndpointSummary
-from lbd.k8s.speaker_status import EventSpec, Ownership
+from lbd.k8s.speaker_status import EventSpec, Ownership, Wanted
 from lbd.metrics import SpeakerMetrics
 from lbd.runtime.clock import FakeClock
 from lbd.speaker.plan import PlanCache, Snapshot, make_plan, redecide
@@ -256,17 +256,17 @@ class FakeLinks:
 
 class FakeStatus:
     def __init__(self) -> None:
-        self.desired: dict[str, Ownership | None] = {}
+        self.desired: dict[str, Wanted | None] = {}
         self.calls = 0
         self.events: list[EventSpec] = []
         self.cleanups = 0
 
-    def set_desired(self, key: str, ownership: Ownership | None) -> None:
+    def set_desired(self, key: str, ownership: Wanted | None) -> None:
         if self.desired.get(key, ...) != ownership:
             self.calls += 1
         self.desired[key] = ownership
 
-    def cleanup_stale(self, keys: Mapping[str, Ownership]) -> None:
+    def cleanup_stale(self, keys: Mapping[str, Wanted]) -> None:
         self.cleanups += 1
 
     def emit(self, event: EventSpec) -> None:
@@ -303,6 +303,53 @@ def test_reconcile_feeds_membership_responder_and_status() -> None:
     assert status.cleanups == 1
     text = generate_latest(metrics.registry).decode()
     assert "lbd_peers_alive 3.0" in text
+
+
+def test_one_live_speaker_reports_a_service_nobody_may_announce() -> None:
+    snap = snapshot(service("web"), advertisements=[])
+    first, second = rank(VIP, NODES)[:2]
+    reports = {me: plan_for(me, snap).reports for me in NODES}
+    assert {me for me, r in reports.items() if r} == {first}
+    report = reports[first]["ns/web"]
+    assert (report.reason, report.vips, report.uid) == ("NoAdvertisement", (VIP,), "u-1")
+    # the reporter died: the next live speaker in rank reports instead
+    alive = tuple(n for n in NODES if n != first)
+    assert "ns/web" in plan_for(second, snap, alive=alive).reports
+    # an advertisement appears: the owner announces, nobody reports
+    fixed = snapshot(service("web"))
+    assert all(not plan_for(me, fixed).reports for me in NODES)
+
+
+def test_report_becomes_ownership_in_the_status_sink() -> None:
+    first = rank(VIP, NODES)[0]
+    rec, _hb, _resp, status, _m = make_reconciler(
+        first, snapshot(service("web"), advertisements=[])
+    )
+    rec.reconcile()
+    wanted = status.desired["ns/web"]
+    assert wanted is not None and not isinstance(wanted, Ownership)
+    rec.source = lambda: snapshot(service("web"))
+    rec.trigger()
+    rec.reconcile()
+    assert status.desired["ns/web"] == Ownership("ns", "web", "u-1", (VIP,), ("eth0",))
+
+
+def test_steady_state_reports_hand_nothing_new_to_the_api() -> None:
+    """Many Services nobody may announce: the reporter wants each written once, then nothing
+    however often it reconciles (the writer only writes what set_desired changed)."""
+    services = [service(f"s{i}", ips=(f"198.18.100.{i + 1}",)) for i in range(200)]
+    snap = snapshot(*services, advertisements=[])
+    per_node = []
+    for me in NODES:
+        rec, _hb, _resp, status, _m = make_reconciler(me, snap)
+        rec.reconcile()
+        calls = status.calls
+        for _ in range(5):
+            rec.trigger()
+            rec.reconcile()
+        assert status.calls == calls
+        per_node.append(calls)
+    assert sum(per_node) == 200  # each Service has exactly one reporter
 
 
 def test_steady_state_hands_nothing_new_to_responder_or_api() -> None:

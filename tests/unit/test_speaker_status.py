@@ -13,11 +13,14 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from lbd.k8s.client import ApiError, ApiUnavailableError, JsonDict, PatchType
 from lbd.k8s.events import EventKind
 from lbd.k8s.speaker_status import (
     NODE_LABEL,
     Ownership,
+    Report,
     StatusWriter,
     node_assigned_message,
 )
@@ -111,6 +114,7 @@ class FakeApi:
 
 WEB = Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",))
 T0 = dt.datetime(2026, 11, 24, 0, 0, 0, tzinfo=dt.UTC)
+DRAINED = Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoEligibleNode", "no (n2: Drained)")
 
 
 class FakeEvents:
@@ -126,14 +130,19 @@ class FakeEvents:
 
 
 def writer(
-    api: FakeApi, node: str, clock: FakeClock | None = None, events: FakeEvents | None = None
+    api: FakeApi,
+    node: str,
+    clock: FakeClock | None = None,
+    events: FakeEvents | None = None,
+    now: list[dt.datetime] | None = None,
 ) -> StatusWriter:
+    """``now``: a one-element list the test moves on (the wall clock of ``since``)."""
     return StatusWriter(
         api,
         node_name=node,
         events=events if events is not None else api.events,
         clock=clock or FakeClock(),
-        now=lambda: T0,
+        now=(lambda: now[0]) if now is not None else (lambda: T0),
     )
 
 
@@ -163,6 +172,9 @@ def test_owner_creates_status_with_labels_owner_reference_and_event() -> None:
         "node": "n2",
         "serviceName": "web",
         "serviceNamespace": "ns",
+        "announced": True,
+        "reason": "Announced",
+        "message": "announced from n2 on eth0",
         "interfaces": [{"name": "eth0"}],
         "vips": ["198.18.100.7"],
         "since": "2026-11-24T00:00:00Z",
@@ -189,20 +201,22 @@ def test_steady_state_and_restart_write_nothing() -> None:
     assert len(api.events.recorded) == 1
 
 
-def test_handover_new_owner_rewrites_old_owner_leaves_it() -> None:
+@pytest.mark.parametrize("first", ["owner", "reporter"])
+def test_handover_new_owner_rewrites_old_owner_leaves_it(first: str) -> None:
+    """n1 owned the Service (or reported it unannounced); n2 becomes its owner."""
     api = FakeApi()
     old, new = writer(api, "n1"), writer(api, "n2")
-    old.set_desired("ns/web", WEB)
+    old.set_desired("ns/web", WEB if first == "owner" else DRAINED)
     drain(old)
     new.set_desired("ns/web", WEB)
     drain(new)
     old.set_desired("ns/web", None)
     drain(old)
     obj = api.objects[f"{BASE}/web"]
-    assert obj["status"]["node"] == "n2"
+    assert obj["status"]["node"] == "n2" and obj["status"]["announced"] is True
     assert obj["metadata"]["labels"][NODE_LABEL] == "n2"
     assert [e["message"] for e in api.events.recorded] == [
-        "announcing 198.18.100.7 from n1 on eth0",
+        *(["announcing 198.18.100.7 from n1 on eth0"] if first == "owner" else []),
         "announcing 198.18.100.7 from n2 on eth0",
     ]
 
@@ -304,3 +318,56 @@ def test_cleanup_removes_objects_left_by_a_previous_run() -> None:
 def test_message_without_interfaces() -> None:
     own = Ownership("ns", "web", "u", ("198.18.100.7", "2001:db8::7"), ())
     assert node_assigned_message(own, "n3") == "announcing 198.18.100.7, 2001:db8::7 from n3"
+
+
+def test_reporter_writes_not_announced_once_and_a_restart_writes_nothing() -> None:
+    api = FakeApi()
+    w = writer(api, "n1")
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["announced"] is False
+    assert (status["node"], status["reason"], status["message"]) == (
+        "n1",
+        "NoEligibleNode",
+        "no (n2: Drained)",
+    )
+    assert "interfaces" not in status
+    assert api.events.recorded == []  # the controller tells users (condition + Event)
+    writes = len(api.writes())
+    restarted = writer(api, "n1")
+    restarted.set_desired("ns/web", DRAINED)
+    drain(restarted)
+    assert len(api.writes()) == writes  # level-triggered: found as wanted, nothing written
+
+
+def test_reporter_becoming_owner_announces_with_event_and_new_since() -> None:
+    api = FakeApi()
+    now = [T0]
+    w = writer(api, "n1", now=now)
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    now[0] = T0 + dt.timedelta(seconds=5)
+    w.set_desired("ns/web", Ownership("ns", "web", "svc-uid", ("198.18.100.7",), ("eth0",)))
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["announced"] is True and status["node"] == "n1"
+    assert status["since"] == "2026-11-24T00:00:05Z"
+    [event] = api.events.recorded
+    assert event["reason"] == "NodeAssigned"
+
+
+def test_report_reason_change_rewrites_status_and_since() -> None:
+    api = FakeApi()
+    now = [T0]
+    w = writer(api, "n1", now=now)
+    w.set_desired("ns/web", DRAINED)
+    drain(w)
+    now[0] = T0 + dt.timedelta(seconds=7)
+    w.set_desired(
+        "ns/web", Report("ns", "web", "svc-uid", ("198.18.100.7",), "NoReadyEndpoints", "none")
+    )
+    drain(w)
+    status = api.objects[f"{BASE}/web"]["status"]
+    assert status["reason"] == "NoReadyEndpoints"
+    assert status["since"] == "2026-11-24T00:00:07Z"

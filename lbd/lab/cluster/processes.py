@@ -11,6 +11,9 @@ them:
   kube-apiserver, kube-controller-manager), the host forwarder (a plain byte pipe: kube-apiserver
   speaks TLS itself, with a certificate valid for 127.0.0.1), and per node the real kube-proxy
   and the lab kubelet that runs the node's Pods.
+
+Both run the speaker Pods' stand-in (``lbd lab speaker-pods``), whose Ready condition tells the
+controller whether any speaker runs.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ def _controllers(files: LabFiles, layout: Layout, count: int) -> list[ProcSpec]:
                 "4",
                 "--retry-period",
                 "1",
+                # NoLiveSpeaker after 3 s without a Ready speaker Pod (10 s by default)
+                "--speaker-grace",
+                "3",
                 "--health-addr",
                 f"127.0.0.1:{7471 + i}",
             ),
@@ -72,6 +78,18 @@ def _speaker(files: LabFiles, node: Member, extra: tuple[str, ...]) -> ProcSpec:
         ),
         netns=node.netns,
         env={"NODE_NAME": node.name},
+    )
+
+
+def _speaker_pods(files: LabFiles, layout: Layout) -> ProcSpec:
+    """The speakers' Pods, Ready while the supervisor runs each (lbd/lab/standins/speakerpods.py:
+    what the controller reads to tell that no speaker runs)."""
+    return ProcSpec(
+        "speaker-pods",
+        lbd_argv(
+            "lab", "speaker-pods", "--dir", str(files.dir), "--kubeconfig", str(files.kubeconfig)
+        ),
+        netns=layout.control_plane.netns,
     )
 
 
@@ -128,6 +146,7 @@ def stand_in(
         ProcSpec(
             "endpoints", lbd_argv("lab", "endpoints", "--kubeconfig", str(files.kubeconfig)), cp
         ),
+        _speaker_pods(files, layout),
         *_controllers(files, layout, controllers),
     ]
     for node in layout.nodes:
@@ -183,6 +202,7 @@ def real(
             pass_listener=True,
             autostart=True,
         ),
+        _speaker_pods(files, layout),
         *_controllers(files, layout, controllers),
     ]
     for node in layout.nodes:
