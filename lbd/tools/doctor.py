@@ -45,9 +45,7 @@ from typing import Any
 
 from lbd.core.config import build_config
 from lbd.core.model import Family, Pool, PoolRange
-from lbd.k8s.conditions import ObservedCondition
 from lbd.k8s.snapshot import Snapshot
-from lbd.tools.status import ANNOUNCED_TYPE
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 INFERRED_PREFIX = {4: 24, 6: 64}
@@ -591,7 +589,7 @@ def check_services(snap: Snapshot, lb_class: str | None) -> list[Finding]:
                     )
                 )
             continue
-        ann = ObservedCondition.find(svc.conditions, ANNOUNCED_TYPE)
+        ann = svc.announced
         if ann is not None and ann.status != "True":
             out.append(
                 Finding(

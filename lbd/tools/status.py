@@ -39,9 +39,6 @@ from lbd.k8s.pool import ObservedPool
 from lbd.k8s.service import ObservedService
 from lbd.k8s.snapshot import Snapshot
 
-ANNOUNCED_TYPE = "lbd.io/Announced"
-"""The speakers' condition (issue 14; read here with :meth:`ObservedCondition.find` until the
-Service view carries it)."""
 NEAR_EXHAUSTION = 0.9
 RECENT_CONFLICTS = 10
 CONFLICT_REASONS = frozenset({"VIPConflict", "PoolConflicting"})
@@ -159,7 +156,7 @@ def _service_row(
         node=node or None,
         interfaces=ifaces,
         assigned=svc.condition,
-        announced=ObservedCondition.find(svc.conditions, ANNOUNCED_TYPE),
+        announced=svc.announced,
     )
 
 
