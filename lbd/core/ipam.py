@@ -1033,12 +1033,14 @@ class Allocator:
         if w is not None:
             self._set_waiting(w.svc, frozenset())
 
-    def describe(self, most: int = 10) -> dict[str, object]:
-        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller)."""
+    def describe(self, most: int = 10, held: int = 500) -> dict[str, object]:
+        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller): at most
+        ``most`` entries per list, and the first ``held`` holdings (by key) in full."""
         return {
             "pools": {
                 ps.name: {
                     "status": ps.status.value,
+                    "ranges": [str(r) for r in ps.pool.ranges],
                     "free": {f.value: ps.free(f) for f in ps.families},
                     "released": {f.value: len(ps.released[f]) for f in ps.families},
                 }
@@ -1054,6 +1056,9 @@ class Allocator:
                 for w, q in sorted(self._queues.items(), key=lambda item: str(item[0]))[:most]
             },
             "generation": (self._generation, self._woken_generation),
+            "held": {
+                k: ",".join(self._holdings[k].addresses) for k in sorted(self._holdings)[:held]
+            },
         }
 
     def waits(self, key: ServiceKey) -> tuple[Wait, ...]:
