@@ -101,6 +101,8 @@ log = logging.getLogger(__name__)
 
 NOT_LEADER_RETRY = 0.2
 """Seconds before a key that met NotLeaderError is tried again (the elector's blind moment)."""
+CONFIG_RETRY = 0.2
+"""Seconds before a pool change whose consistent LIST failed is tried again."""
 REFRESH_BACKOFF = (0.1, 2.0)
 """First and longest wait between attempts of the takeover LIST while the API is away."""
 
@@ -569,7 +571,13 @@ class Controller:
             # decided from a consistent read, as a takeover is: one LIST of the pools (a few
             # objects; the watch's late events are older than it and ignored). A pool added
             # takes nothing away and is applied at once.
-            self.pools.refresh(self.kube)
+            try:
+                self.pools.refresh(self.kube)
+            except ApiError as exc:
+                # Soon again, not after the rate limiter's backlog: every pool change waits.
+                log.warning("pool list failed: %s", exc, extra={"error": str(exc)})
+                self.queue.add_after(CONFIG, CONFIG_RETRY)
+                return
         with self._lock:
             alloc = self._alloc()
             lost = self._apply_config()

@@ -147,3 +147,22 @@ def test_the_pool_status_counts_each_service_that_starts_waiting(lab: ApiServer)
             assert status.get("waitingServices") == i + 1, status
     finally:
         ctl.stop()
+
+
+def test_a_failed_pool_list_is_retried_soon(lab: ApiServer, scripted: Controller) -> None:
+    """The consistent read of a pool change can fail (the API is away): the change is tried
+    again within a fraction of a second, not after the rate limiter's backlog."""
+    ctl, admin = scripted, kube_for(lab)
+    pool(admin, "alpha", ["198.18.100.0/26"])
+    wait_for(lambda: ctl.pools.get("alpha"), 10, "the pool in the controller's view")
+    ctl.sync_once(CONFIG)
+    ctl.informers[1].stop()
+    shrunk = admin.patch(
+        IPADDRESSPOOLS.path(name="alpha"), {"spec": {"addresses": ["198.18.100.0/27"]}}
+    )
+    ctl.pools.on_event(EventType.MODIFIED, None, shrunk)
+    lab.fail_next(1, 500, verb="list")
+    ctl.sync_once(CONFIG)
+    assert alpha_ranges(ctl) == ["198.18.100.0/26"]  # not applied without the read
+    drain(ctl)  # takes about CONFIG_RETRY
+    assert alpha_ranges(ctl) == ["198.18.100.0/27"]
