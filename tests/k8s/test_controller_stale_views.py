@@ -19,7 +19,7 @@ import pytest
 
 from lbd.controller.controller import CONFIG, Controller, ControllerSettings, ServiceWork
 from lbd.core.model import ServiceKey
-from lbd.k8s.client import IPADDRESSPOOLS
+from lbd.k8s.client import IPADDRESSPOOLS, Kube
 from lbd.k8s.informer import EventType
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
@@ -54,8 +54,8 @@ def alpha_ranges(ctl: Controller) -> Any:
     return state["pools"]["alpha"]["ranges"]
 
 
-def test_a_superseded_pool_shrink_takes_no_address(lab: ApiServer, scripted: Controller) -> None:
-    ctl, admin = scripted, kube_for(lab)
+def web_holds_60(ctl: Controller, admin: Kube) -> ServiceKey:
+    """Pool alpha (198.18.100.0/26), and Service web holding the 198.18.100.60 it requests."""
     pool(admin, "alpha", ["198.18.100.0/26"])
     wait_for(lambda: ctl.pools.get("alpha"), 10, "the pool in the controller's view")
     ctl.sync_once(CONFIG)
@@ -64,6 +64,12 @@ def test_a_superseded_pool_shrink_takes_no_address(lab: ApiServer, scripted: Con
     wait_for(lambda: ctl.services.get(web), 10, "the Service in the controller's view")
     ctl.sync_once(ServiceWork(web))
     assert addresses(get_service(admin, "web")) == ["198.18.100.60"]
+    return web
+
+
+def test_a_superseded_pool_shrink_takes_no_address(lab: ApiServer, scripted: Controller) -> None:
+    ctl, admin = scripted, kube_for(lab)
+    web = web_holds_60(ctl, admin)
 
     # The pool watch stalls; meanwhile a user shrinks the pool and grows it back.
     ctl.informers[1].stop()
@@ -87,14 +93,7 @@ def test_a_superseded_pool_shrink_takes_no_address(lab: ApiServer, scripted: Con
 def test_a_current_pool_shrink_still_releases(lab: ApiServer, scripted: Controller) -> None:
     """The other side: a shrink that is the API's current state is applied at once."""
     ctl, admin = scripted, kube_for(lab)
-    pool(admin, "alpha", ["198.18.100.0/26"])
-    wait_for(lambda: ctl.pools.get("alpha"), 10, "the pool in the controller's view")
-    ctl.sync_once(CONFIG)
-    service(admin, "web", annotations={"lbd.io/loadBalancerIPs": "198.18.100.60"})
-    web = ServiceKey("default/web")
-    wait_for(lambda: ctl.services.get(web), 10, "the Service in the controller's view")
-    ctl.sync_once(ServiceWork(web))
-    assert addresses(get_service(admin, "web")) == ["198.18.100.60"]
+    web = web_holds_60(ctl, admin)
 
     ctl.informers[1].stop()
     shrunk = admin.patch(
