@@ -84,7 +84,7 @@ from lbd.controller.effects import (
 )
 from lbd.controller.speakers import SpeakerLiveness
 from lbd.core.config import Config, FieldError, build_config
-from lbd.core.ipam import Allocator
+from lbd.core.ipam import Allocator, Snapshot
 from lbd.core.model import (
     Allocation,
     Family,
@@ -129,6 +129,8 @@ ANNOUNCE_SETTLE = 1.0
 """Seconds a new Service's first "not announced" must last before it is shown: a Service's
 EndpointSlice is often written a moment after its address, and a Warning on every new Service
 would teach users to ignore it."""
+CONFIG_RETRY = 0.2
+"""Seconds before a pool change whose consistent LIST failed is tried again."""
 REFRESH_BACKOFF = (0.1, 2.0)
 """First and longest wait between attempts of the takeover LIST while the API is away."""
 
@@ -285,6 +287,7 @@ class Controller:
         self._drained = threading.Condition(self._lock)
         self._config: Config | None = None
         self._config_input: Any = None
+        self._config_changed: list[str] = []  # pools the last configuration change touched
         self._pool_written: dict[str, float] = {}
         self._pool_warned: dict[str, tuple[str, ...]] = {}
         # Annotation findings presented per Service (uid, findings): Events once per change.
@@ -339,7 +342,9 @@ class Controller:
     def describe(self) -> dict[str, object]:
         """The session's state, for a diagnostic dump (``SIGUSR1``)."""
         with self._lock:
-            alloc = self._allocator.describe() if self._allocator is not None else None
+            allocator = self._allocator
+            alloc = allocator.describe() if allocator is not None else None
+            snap = allocator.snapshot() if allocator is not None else None
             return {
                 "active": self._active.is_set(),
                 "epoch": self._epoch,
@@ -347,7 +352,31 @@ class Controller:
                 "queue_pending": self.queue.pending(),
                 "services": len(self.services),
                 "allocator": alloc,
+                "unlike_views": self._unlike_views(snap) if snap is not None else None,
             }
+
+    def _unlike_views(self, snap: Snapshot, most: int = 20) -> dict[str, str]:
+        """Services whose view shows other addresses than the allocator holds for them (the
+        writes that are still to be made, or a lost one): ``key -> "held ... shown ..."``."""
+        held = {a.key: a.addresses for a in snap.holdings}
+        for key, addrs in snap.leaving:
+            held[key] = (*held.get(key, ()), *(f"{a}(leaving)" for a in addrs))
+        out: dict[str, str] = {}
+        for key in sorted(
+            set(held)
+            | {
+                v.key
+                for v in self.services.values()
+                if v.addresses and v.ours(self.settings.lb_class)
+            }
+        ):
+            view = self.services.get(key)
+            shown = view.addresses if view is not None else None
+            if shown is None or tuple(held.get(key, ())) != shown:
+                out[key] = f"held {list(held.get(key, ()))}, shown {shown}"
+                if len(out) >= most:
+                    break
+        return out
 
     def _writing_allowed(self) -> bool:
         return self._active.is_set() and self._may_write()
@@ -603,16 +632,25 @@ class Controller:
             self.queue.add(PoolWork(pool))
 
     # -- configuration --------------------------------------------------------------------
+    def _pool_input(self) -> tuple[list[ObservedPool], list[Any]]:
+        """The pool views, by name, and what of them the configuration depends on."""
+        views = sorted(self.pools.values(), key=lambda v: v.name)
+        return views, [(v.name, repr(v.spec), sorted(v.labels.items()), v.created) for v in views]
+
     def _apply_config(self) -> tuple[ServiceKey, ...] | None:
         """Give the allocator the current pools; None when nothing changed."""
         alloc = self._alloc()
-        views = sorted(self.pools.values(), key=lambda v: v.name)
-        frozen = [(v.name, repr(v.spec), sorted(v.labels.items()), v.created) for v in views]
+        views, frozen = self._pool_input()
         if frozen == self._config_input:
             return None
+        before = {f[0]: f for f in self._config_input or ()}
+        gone = set(before) - {v.name for v in views}
+        changed = sorted({f[0] for f in frozen if before.get(f[0]) != f} | gone)
         self._config_input = frozen
         config = build_config({v.name: v.config_input() for v in views})
         self._config = config
+        by_name = {v.name: v for v in views}
+        self._config_changed = [_pool_line(n, by_name.get(n), config) for n in changed]
         for name, errors in config.invalid.items():
             log.warning(
                 "pool %s is invalid: %s",
@@ -628,6 +666,28 @@ class Controller:
 
     def _reconcile_config(self) -> None:
         with self._lock:
+            self._alloc()
+            frozen = self._pool_input()[1]
+            if frozen == self._config_input:
+                return
+            before = set(map(repr, self._config_input or ()))
+            only_added = before <= set(map(repr, frozen))
+        if not only_added:
+            # The pool views may be a lagging watch's: after an outage it replays what it
+            # missed, a pool shrunk and grown back arrives as two events, and a pass between
+            # them would take addresses from Services whose pool never stopped holding them
+            # (issue 10, chaos seed 1843369182). So a change that may take addresses away is
+            # decided from a consistent read, as a takeover is: one LIST of the pools (a few
+            # objects; the watch's late events are older than it and ignored). A pool added
+            # takes nothing away and is applied at once.
+            try:
+                self.pools.refresh(self.kube)
+            except ApiError as exc:
+                # Soon again, not after the rate limiter's backlog: every pool change waits.
+                log.warning("pool list failed: %s", exc, extra={"error": str(exc)})
+                self.queue.add_after(CONFIG, CONFIG_RETRY)
+                return
+        with self._lock:
             alloc = self._alloc()
             lost = self._apply_config()
             if lost is None:
@@ -635,7 +695,8 @@ class Controller:
             for key in lost:  # they lost addresses: decide them again (and clear what left)
                 self.queue.add(ServiceWork(key))
             self._wake(alloc, self.pools.keys())
-        log.info("pool configuration changed", extra={"count": len(lost)})
+            shown = "; ".join(self._config_changed)
+        log.info("pool configuration changed: %s", shown, extra={"count": len(lost)})
 
     # -- Services -------------------------------------------------------------------------
     def _namespace_labels(self, view: ObservedService) -> dict[str, str]:
@@ -649,8 +710,9 @@ class Controller:
             with self._lock:
                 alloc = self._alloc()
                 held = alloc.holding(key)
+                waited = _waited_pools(alloc, key)
                 released = alloc.release(key)
-                self._wake(alloc, [held.pool] if held is not None else [])
+                self._wake(alloc, waited | ({held.pool} if held is not None else set()))
             self._apply(
                 ObjectRef("v1", "Service", *key.split("/", 1)),
                 service_effects(key, Shown(), Decision(Verdict.DELETED, released=released), False),
@@ -733,10 +795,11 @@ class Controller:
         with self._lock:
             alloc = self._alloc()
             held = alloc.holding(key)
+            waited = _waited_pools(alloc, key)
             alloc.retire(key)
             alloc.stop_waiting(key)
             released = alloc.leaving(key)
-            self._wake(alloc, [held.pool] if held is not None else [])
+            self._wake(alloc, waited | ({held.pool} if held is not None else set()))
         wrote = False
         if view.marked:
             wrote = self._write(alloc, view, ServiceStatus((), None, None)).wrote
@@ -753,8 +816,9 @@ class Controller:
         with self._lock:
             alloc = self._alloc()
             held = alloc.holding(view.key)
+            waited = _waited_pools(alloc, view.key)
             alloc.stop_waiting(view.key)
-            self._wake(alloc)
+            self._wake(alloc, waited)
         decision = Decision(Verdict.INVALID, reason="InvalidRequest", message=str(err))
         desired = ServiceStatus(
             addresses=held.addresses if held is not None else (),
@@ -775,6 +839,7 @@ class Controller:
         with self._lock:
             alloc = self._alloc()
             before = alloc.holding(key)
+            waited = _waited_pools(alloc, key)
             if before is None and view.addresses and not alloc.leaving(key):
                 # Addresses we did not know about (a write by the previous leader that landed
                 # after our restore): keep them if nobody holds them; a holder is never
@@ -785,7 +850,8 @@ class Controller:
                 # What it held stays taken until the write below clears its status.
                 alloc.retire(key)
             pools = {a.pool for a in (before, result) if isinstance(a, Allocation)}
-            self._wake(alloc, pools)
+            # The pools it waited or now waits on: their status counts waiting Services.
+            self._wake(alloc, pools | waited | _waited_pools(alloc, key))
         if isinstance(result, Allocation):
             decision = Decision(
                 Verdict.ASSIGNED,
@@ -961,3 +1027,21 @@ class Controller:
                             gauge.remove(*labels)
                     else:
                         gauge.labels(*labels).set(float(value))
+
+
+def _waited_pools(alloc: Allocator, key: ServiceKey) -> set[str]:
+    """Pools whose status counts ``key`` among the Services waiting on them."""
+    return {w.pool for w in alloc.waits(key) if w.pool}
+
+
+def _pool_line(name: str, view: ObservedPool | None, config: Config) -> str:
+    """``name addresses (status)`` of a pool whose definition changed, for the change log."""
+    if view is None:
+        return f"{name} deleted"
+    status = "Ready"
+    if name in config.invalid:
+        status = "Invalid"
+    elif name in config.conflicting:
+        status = "Conflicting"
+    addresses = list(view.spec.get("addresses") or [])
+    return f"{name} {addresses} ({status}, resourceVersion {view.ref.resource_version})"

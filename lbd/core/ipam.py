@@ -40,6 +40,9 @@ waiting, keyed by what would unblock it, and re-decided only when that changes:
 * ``NoMatchingPool``, ``PoolConflicting``, ``RequestedIPNotInPool``: the pool configuration; any
   change of it wakes every waiter (rare, and bounded by the number of waiters).
 * A PreferDualStack Service holding one family waits for the other in its own pool.
+* A Service with an allow-shared-ip key refused ``PoolExhausted`` also waits for what is held
+  under its key (a partner's address it may share): a holding with that key that changes, or a
+  change of the holders of an address held under it, wakes its waiters (chaos, issue 10).
 
 So freeing one address with 10 000 Services of which 1 000 wait costs one re-decision, not
 10 000. Why an index in the allocator and not in the controller: the allocator is the one that
@@ -232,6 +235,9 @@ class WaitKind(StrEnum):
     """A change of the holders of one address (the requested one)."""
     CONFIG = "Config"
     """A change of the pool configuration (``pool``: the pool it asked for, if any)."""
+    SHARED = "Shared"
+    """A change of what is held under the allow-shared-ip key ``sharing`` (a partner to share
+    an address with may have appeared, or one it clashed with may have left)."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,7 @@ class Wait:
     pool: str = ""
     family: Family | None = None
     akey: int = -1
+    sharing: str = ""
 
     @property
     def address(self) -> str:
@@ -253,6 +260,8 @@ class Wait:
             return f"a free {self.family} address in pool {self.pool!r}"
         if self.kind is WaitKind.ADDRESS:
             return f"{self.address} to be released"
+        if self.kind is WaitKind.SHARED:
+            return f"an address shared under key {self.sharing!r}"
         return f"pool {self.pool!r} to become usable" if self.pool else "a pool change"
 
 
@@ -991,6 +1000,8 @@ class Allocator:
                 for fam in fams:
                     if ps.ranges[fam] and self._fresh_for(svc, ps, fam) is None:
                         waits.add(Wait(WaitKind.POOL_ADDRESS, ps.name, fam))
+            if svc.sharing_key:  # or an address a partner holds, once it may share it
+                waits.add(Wait(WaitKind.SHARED, sharing=svc.sharing_key))
             return frozenset(waits) or frozenset({_CONFIG})
         if reason in (Reason.REQUESTED_IP_UNAVAILABLE, Reason.SHARING_CONFLICT):
             return frozenset(Wait(WaitKind.ADDRESS, akey=a) for a in wanted.requested)
@@ -1033,12 +1044,14 @@ class Allocator:
         if w is not None:
             self._set_waiting(w.svc, frozenset())
 
-    def describe(self, most: int = 10) -> dict[str, object]:
-        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller)."""
+    def describe(self, most: int = 10, held: int = 500) -> dict[str, object]:
+        """A summary of the state for a diagnostic dump (``SIGUSR1`` to the controller): at most
+        ``most`` entries per list, and the first ``held`` holdings (by key) in full."""
         return {
             "pools": {
                 ps.name: {
                     "status": ps.status.value,
+                    "ranges": [str(r) for r in ps.pool.ranges],
                     "free": {f.value: ps.free(f) for f in ps.families},
                     "released": {f.value: len(ps.released[f]) for f in ps.families},
                 }
@@ -1054,6 +1067,9 @@ class Allocator:
                 for w, q in sorted(self._queues.items(), key=lambda item: str(item[0]))[:most]
             },
             "generation": (self._generation, self._woken_generation),
+            "held": {
+                k: ",".join(self._holdings[k].addresses) for k in sorted(self._holdings)[:held]
+            },
         }
 
     def waits(self, key: ServiceKey) -> tuple[Wait, ...]:
@@ -1096,7 +1112,7 @@ class Allocator:
                 if ps is None or ps.status is not PoolStatus.READY or w.family is None:
                     continue
                 queue = queue[: max(0, min(len(queue), ps.free(w.family)))]
-            elif w.kind is not WaitKind.ADDRESS:
+            elif w.kind not in (WaitKind.ADDRESS, WaitKind.SHARED):
                 continue  # configuration waits: only a pool change wakes them
             picked.extend(r for r in queue if r[1] not in self._woken)
         self._dirty.clear()
@@ -1108,6 +1124,13 @@ class Allocator:
         if not self._queues:
             return
         self._dirty.add(Wait(WaitKind.ADDRESS, akey=akey))
+        for key in self._holders.get(akey, ()):  # who shares it now may take in someone else
+            h = self._holdings.get(key)
+            sharer = h.svc if h is not None and akey in h.akeys else None
+            if sharer is None:
+                sharer = self._leaving.get(key, {}).get(akey)
+            if sharer is not None and sharer.sharing_key:
+                self._dirty.add(Wait(WaitKind.SHARED, sharing=sharer.sharing_key))
         if freed:
             fam = _split(akey)[0]
             for ps in pools:
@@ -1128,6 +1151,7 @@ class Allocator:
             self._holdings[key] = h
             if svc.sharing_key:
                 self._index_sharing(h)
+                self._note_shared(svc.sharing_key)
             return
         had = set(old.akeys) if old is not None else set()
         if old is not None:
@@ -1148,6 +1172,13 @@ class Allocator:
         h = _Holding(svc, pool, akeys, addresses or tuple(map(_text, akeys)))
         self._holdings[key] = h
         self._index_sharing(h)
+        if svc.sharing_key and (old is None or old.akeys != akeys or old.svc != svc):
+            self._note_shared(svc.sharing_key)
+
+    def _note_shared(self, sharing_key: str) -> None:
+        """Something held under ``sharing_key`` changed: its waiters may share now."""
+        if self._queues:
+            self._dirty.add(Wait(WaitKind.SHARED, sharing=sharing_key))
 
     def _leave(self, key: ServiceKey, akey: int, svc: ServiceRequest) -> None:
         self._leaving.setdefault(key, {})[akey] = svc

@@ -1,6 +1,6 @@
 """Chaos benchmark: the chaos scenario of ``tests/k8s/controller_chaos.py`` on many seeds.
 
-    .venv/bin/python tests/bench/bench_chaos.py [--runs 20] [--ops 2000] [--seed S ...]
+    .venv/bin/python tests/bench/bench_chaos.py [--runs 20] [--ops 2000] [--seed S ...] [--keep DIR]
 
 Each run starts a fresh lab API server and two ``lbd controller --leader-elect`` processes,
 drives the seeded workload with faults and leader kills, and checks every invariant (including
@@ -35,6 +35,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--ops", type=int, default=OPS)
     ap.add_argument("--seed", type=int, action="append", default=[], help="replay these seeds")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each run's controller logs (and, with LBD_CHAOS_DEBUG=1, its history) here",
+    )
     args = ap.parse_args()
     seeds = list(args.seed) or [random.SystemRandom().randrange(1, 2**31) for _ in range(args.runs)]
     print(f"seeds: {' '.join(map(str, seeds))}")
@@ -44,8 +50,12 @@ def main() -> int:
         lab = start_lab()
         try:
             with tempfile.TemporaryDirectory(prefix="lbd-chaos-") as tmp:
+                where = Path(tmp)
+                if args.keep is not None:
+                    where = args.keep / f"seed-{seed}"
+                    where.mkdir(parents=True, exist_ok=True)
                 try:
-                    result = run_chaos(lab, seed, Path(tmp), ops=args.ops)
+                    result = run_chaos(lab, seed, where, ops=args.ops)
                 except Exception as exc:  # a crash of the scenario is a failed run too
                     from tests.k8s.controller_chaos import ChaosResult
 
@@ -54,7 +64,9 @@ def main() -> int:
             lab.stop()
         results.append(result)
         print(result.summary(), flush=True)
-        shown = result.problems[:5] + [p for p in result.problems[5:] if " state: " in p]
+        shown = result.problems[:5] + [
+            p for p in result.problems[5:] if " state: " in p or " holds " in p
+        ]
         for problem in shown:
             print(f"    {problem}", flush=True)
     passed = [r for r in results if r.passed]

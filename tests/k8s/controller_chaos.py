@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -118,16 +119,36 @@ class Controllers:
         )
         return ident
 
-    def leader_state(self, ident: str | None) -> str:
-        """The allocator state ``ident`` logs on SIGUSR1 (or why there is none)."""
+    def leader_state(self, ident: str | None, admin: Kube) -> list[str]:
+        """The allocator state ``ident`` logs on SIGUSR1 (or why there is none), and where
+        what its allocator holds differs from what the Services show."""
         proc = self.procs.get(ident or "")
         if proc is None:
-            return f"no state: the lease holder {ident} is not running"
+            return [f"no state: the lease holder {ident} is not running"]
         proc.send_signal(signal.SIGUSR1)
         time.sleep(1.0)
         lines = (self.logdir / f"{ident}.log").read_text(errors="replace").splitlines()
         dumps = [line for line in lines if '"msg":"state: ' in line]
-        return f"{ident} state: {dumps[-1][:6000] if dumps else '(no dump)'}"
+        if not dumps:
+            return [f"{ident} state: (no dump)"]
+        out = [f"{ident} state: {dumps[-1][:6000]}"]
+        try:
+            state = json.loads(json.loads(dumps[-1])["msg"].removeprefix("state: "))
+            held: dict[str, str] = (state.get("allocator") or {}).get("held") or {}
+        except (ValueError, KeyError, AttributeError):
+            return out
+        shown = {
+            f"{s['metadata']['namespace']}/{s['metadata']['name']}": ",".join(ingress_addresses(s))
+            for s in admin.get(SERVICES.path())["items"]
+            if _ours(s)
+        }
+        for key in sorted(set(held) | {k for k, v in shown.items() if v}):
+            if held.get(key, "") != shown.get(key, ""):
+                out.append(
+                    f"{ident} holds {held.get(key) or 'nothing'} for {key}, which shows "
+                    f"{shown.get(key, '(no such Service)') or 'nothing'}"
+                )
+        return out
 
     def kill9(self, ident: str) -> None:
         proc = self.procs.pop(ident)
@@ -155,6 +176,28 @@ class History:
         self.lock = threading.Lock()
         self.events: list[tuple[int, str, JsonDict | None, JsonDict | None]] = []
         self.address_changes: list[float] = []  # when a Service's addresses changed (monotonic)
+        self.seen_at: dict[int, float] = {}  # resourceVersion -> wall time the watch saw it
+
+    def save(self, path: Path) -> None:
+        """Every change, one JSON line each in resourceVersion order (to read beside the
+        controllers' logs, whose lines carry wall times and the pool versions they applied)."""
+        with self.lock:
+            events = sorted(self.events, key=lambda e: e[0])
+            seen = dict(self.seen_at)
+        with path.open("w") as out:
+            for rv, kind, old, new in events:
+                o = new if new is not None else old
+                assert o is not None
+                line = {
+                    "rv": rv,
+                    "seen": round(seen.get(rv, 0.0), 3),
+                    "kind": kind,
+                    "key": f"{o['metadata'].get('namespace') or ''}/{o['metadata']['name']}",
+                    "deleted": new is None,
+                    "addresses": ingress_addresses(o) if kind == "svc" else None,
+                    "request": _request_of(o) if kind == "svc" else o.get("spec"),
+                }
+                out.write(json.dumps(line) + "\n")
 
     def handler(self, kind: str) -> Any:
         def on(t: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
@@ -169,6 +212,7 @@ class History:
             )
             with self.lock:
                 self.events.append((rv, kind, old, new if t is not EventType.DELETED else None))
+                self.seen_at[rv] = time.time()
                 if moved:
                     self.address_changes.append(time.monotonic())
 
@@ -395,7 +439,9 @@ def run_chaos(lab: LabApiServer, seed: int, tmp_path: Path, ops: int = OPS) -> C
                 f"(limit {SETTLE_LIMIT}s)"
             )
         if problems:  # what the leader's allocator believes (its SIGUSR1 dump), to debug
-            result.problems.append(ctls.leader_state(holder_of_lease(admin)))
+            result.problems += ctls.leader_state(holder_of_lease(admin), admin)
+        if os.environ.get("LBD_CHAOS_DEBUG"):
+            history.save(tmp_path / "history.jsonl")
         churn = replay(history)
         if churn and os.environ.get("LBD_CHAOS_DEBUG"):
             dump_history(history, churn)

@@ -43,11 +43,14 @@ def pool_status(env: Env, name: str) -> dict[str, Any]:
 
 
 def taken_in(env: Env, name: str) -> None:
-    wait_for(
-        lambda: all(c.pools.get(name) is not None for c in env.controllers),
-        10,
-        f"pool {name} taken in",
-    )
+    """Every controller's allocator has the pool (not just its view: a Service decided in
+    between would be refused NoMatchingPool, then served in another order)."""
+
+    def known(ctl: Any) -> bool:
+        state = ctl.describe()["allocator"]
+        return state is not None and name in state["pools"]
+
+    wait_for(lambda: all(known(c) for c in env.controllers), 10, f"pool {name} taken in")
 
 
 def full_pool_with_holders(env: Env, n: int = 4) -> list[str]:

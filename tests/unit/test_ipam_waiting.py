@@ -189,3 +189,54 @@ def test_a_prefer_dual_stack_holder_of_one_family_waits_for_the_other() -> None:
     assert a.wake() == (ServiceKey("default/both"),)
     got = must(a.allocate(svc("both", families=(V4, V6), policy=PREFER, created=at(2))))
     assert got.addresses == ("198.18.100.0", "2001:db8::")  # kept its IPv4, gained IPv6
+
+
+# An automatic Service with an allow-shared-ip key refused PoolExhausted can also be served by
+# sharing an address a compatible partner holds. Found by the chaos test (issue 10, seeds
+# 1264404593 and 312797231: "team-b/s768 has no address but could get ('198.18.101.108',) from
+# beta", held by a team-b Service with the same key on other ports; the waiter was never decided
+# again, because it waited only for a free address).
+
+
+def full_of_unkeyed(a: Allocator) -> None:
+    for i in range(4):
+        must(a.allocate(svc(f"h{i}", tcp=[80], created=at(1))))
+
+
+def test_a_holder_that_takes_the_waiters_key_wakes_it() -> None:
+    a = allocator(SMALL)
+    full_of_unkeyed(a)
+    refused(a.allocate(svc("w", key="k2", tcp=[80], created=at(2))), Reason.POOL_EXHAUSTED)
+    assert a.wake() == ()
+    # h3 keeps its address and now allows sharing it under k2, on another port.
+    got = must(a.allocate(svc("h3", key="k2", udp=[443], created=at(1))))
+    assert a.wake() == (ServiceKey("default/w"),)
+    assert must(a.allocate(svc("w", key="k2", tcp=[80], created=at(2)))).addresses == (
+        got.addresses
+    )
+
+
+def test_a_conflicting_partner_that_leaves_wakes_the_waiter() -> None:
+    a = allocator(SMALL)
+    full_of_unkeyed(a)
+    a.release(ServiceKey("default/h3"))
+    # Two partners share the freed address under k; the waiter clashes with one of them (TCP/80).
+    shared = must(a.allocate(svc("p-udp", key="k", udp=[53], created=at(1)))).addresses
+    assert must(a.allocate(svc("p-tcp", key="k", tcp=[80], created=at(1)))).addresses == shared
+    refused(a.allocate(svc("w", key="k", tcp=[80], created=at(2))), Reason.POOL_EXHAUSTED)
+    assert a.wake() == ()
+    a.release(ServiceKey("default/p-tcp"))  # the address stays held (by p-udp): not freed
+    assert a.wake() == (ServiceKey("default/w"),)
+    assert must(a.allocate(svc("w", key="k", tcp=[80], created=at(2)))).addresses == shared
+
+
+def test_an_unchanged_keyed_holder_wakes_nobody() -> None:
+    """Deciding a keyed holder again (a resync) changes nothing: no storm of waiters."""
+    a = allocator(SMALL)
+    full_of_unkeyed(a)
+    a.release(ServiceKey("default/h3"))
+    must(a.allocate(svc("p", key="k", tcp=[80], created=at(1))))
+    refused(a.allocate(svc("w", key="k", tcp=[80], created=at(2))), Reason.POOL_EXHAUSTED)
+    assert a.wake() == ()
+    must(a.allocate(svc("p", key="k", tcp=[80], created=at(1))))
+    assert a.wake() == ()
