@@ -213,7 +213,7 @@ class Controller:
         self._may_write = may_write
         self.patcher = Patcher(kube, may_write=self._writing_allowed, on_written=self._on_written)
         self.service_writer = ServiceWriter(self.patcher)
-        self.pool_writer = PoolStatusWriter(self.patcher, kube)
+        self.pool_writer = PoolStatusWriter(self.patcher)
         self.queue: WorkQueue[WorkKey] = WorkQueue(clock=clock)
         self.services: ViewCache[ObservedService] = ViewCache(
             SERVICES,

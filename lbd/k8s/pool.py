@@ -4,7 +4,7 @@ API::
 
     view = observe_pool(obj)               # name, created, spec (for lbd.core.config), labels,
     view.config_input()                    # status as shown
-    writer = PoolStatusWriter(patcher, kube)
+    writer = PoolStatusWriter(patcher)
     writer.write(view, shown) -> bool      # a PoolShown (lbd.core.poolstatus) -> status fields
 
 The spec goes to :func:`lbd.core.config.build_config` as the plain map it is: validating it,
@@ -23,7 +23,7 @@ from typing import Any
 from lbd.core.config import PoolInput
 from lbd.core.model import Family, render_count
 from lbd.core.poolstatus import PoolCondition, PoolShown
-from lbd.k8s.client import IPADDRESSPOOLS, ApiError, JsonDict, Kube
+from lbd.k8s.client import IPADDRESSPOOLS, ApiError, JsonDict
 from lbd.k8s.conditions import (
     Condition,
     Conditions,
@@ -138,30 +138,27 @@ def _as_condition(cond: PoolCondition) -> Condition:
 class PoolStatusWriter:
     """Writes a pool's status when it differs from what the pool shows."""
 
-    def __init__(self, patcher: Patcher, kube: Kube) -> None:
+    def __init__(self, patcher: Patcher) -> None:
         self.patcher = patcher
-        self.kube = kube
 
     def write(
         self, view: ObservedPool, shown: PoolShown, *, still: Callable[[], bool] | None = None
     ) -> bool:
         """Make the pool show ``shown``; whether it wrote (the written object goes to the
-        patcher's ``on_written``)."""
-        current = view
-        for attempt in range(1, self.patcher.attempts + 1):
-            status = status_fields(current, shown, rfc3339())
-            if all(current.status.get(k) == v for k, v in status.items()):
+        patcher's ``on_written``).
+
+        A 409 (the pool changed since ``view``) is raised: the caller decides again from the
+        newer view its watch brings. Re-reading here would need ``get`` on pools, which the
+        controller's RBAC does not hold (it lists and watches; docs/SECURITY.md)."""
+        status = status_fields(view, shown, rfc3339())
+        if all(view.status.get(k) == v for k, v in status.items()):
+            return False
+        body = {"metadata": {"resourceVersion": view.ref.resource_version}, "status": status}
+        path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
+        try:
+            self.patcher.send(path, body, still=still)
+        except ApiError as exc:
+            if exc.status == 404:
                 return False
-            body = {"metadata": {"resourceVersion": current.ref.resource_version}, "status": status}
-            path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
-            try:
-                self.patcher.send(path, body, still=still)
-                return True
-            except ApiError as exc:
-                if exc.status == 404:
-                    return False
-                if exc.status != 409 or attempt == self.patcher.attempts:
-                    raise
-                # Counters and conditions do not depend on what changed: re-read, re-apply.
-                current = observe_pool(self.kube.get(IPADDRESSPOOLS.path(name=view.name)))
-        return False
+            raise
+        return True
