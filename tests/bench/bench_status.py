@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -250,6 +251,7 @@ def main() -> int:
         kube.api_client.close()  # type: ignore[no-untyped-call]
     finally:
         stop()
+        shutil.rmtree(work, ignore_errors=True)  # a benchmark leaves no folder behind
     print(f"read (one paged list per kind): {read_s * 1000:.0f} ms")
     print(f"decide + render table:          {decide_s * 1000:.0f} ms")
     print(
