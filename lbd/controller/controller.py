@@ -388,7 +388,8 @@ class Controller:
         with self._session_lock:
             self._start_session()
 
-    def _start_session(self) -> None:
+    def _start_session(self, *, listed: bool = False) -> None:
+        """``listed``: the views were just taken from a fresh list (after a rewind)."""
         with self._lock:
             epoch = self._epoch
         if not self.wait_for_sync(timeout=None if not self._stop.is_set() else 0):
@@ -396,7 +397,7 @@ class Controller:
         started = time.monotonic()
         with self._lock:  # the previous session's last writes land before we look
             self._drained.wait_for(lambda: self._writes_in_flight == 0, timeout=60)
-        if not self._refresh_views(epoch):
+        if not listed and not self._refresh_views(epoch):
             return
         with self._lock:
             if self._epoch != epoch:
@@ -443,16 +444,29 @@ class Controller:
 
     def _refresh_views(self, epoch: int) -> bool:
         """A consistent LIST of everything we decide from; retried while we may lead."""
+        if self._epoch != epoch:
+            return False
+        return self._list_views(
+            lambda cache: cache.refresh(self.kube),
+            "takeover",
+            lambda: self._epoch == epoch and self._may_write(),
+        )
+
+    def _list_views(
+        self, how: Callable[[ViewCache[Any]], None], what: str, go_on: Callable[[], bool]
+    ) -> bool:
+        """``how`` on every view cache, retried with backoff while ``go_on()`` after a
+        failure; whether it completed."""
         wait = REFRESH_BACKOFF[0]
-        while not self._stop.is_set() and self._epoch == epoch:
+        while not self._stop.is_set():
             try:
                 for cache in self._caches():
-                    cache.refresh(self.kube)
+                    how(cache)
                 return True
             except ApiError as exc:
-                if not self._may_write():
+                if not go_on():
                     return False
-                log.warning("takeover: listing failed: %s", exc, extra={"error": str(exc)})
+                log.warning("%s: listing failed: %s", what, exc, extra={"error": str(exc)})
                 self._stop.wait(wait)
                 wait = min(wait * 2, REFRESH_BACKOFF[1])
         return False
@@ -470,18 +484,9 @@ class Controller:
                 self.stop_leading()
             with self._lock:
                 self._drained.wait_for(lambda: self._writes_in_flight == 0, timeout=60)
-            wait = REFRESH_BACKOFF[0]
-            while not self._stop.is_set():
-                try:
-                    for cache in self._caches():
-                        cache.reset(self.kube)
-                    break
-                except ApiError as exc:
-                    log.warning("rewind: listing failed: %s", exc, extra={"error": str(exc)})
-                    self._stop.wait(wait)
-                    wait = min(wait * 2, REFRESH_BACKOFF[1])
-            if leading and self._may_write():
-                self._start_session()
+            listed = self._list_views(lambda cache: cache.reset(self.kube), "rewind", lambda: True)
+            if listed and leading and self._may_write():
+                self._start_session(listed=True)  # the views are fresh: no second LIST
 
     def stop_leading(self) -> None:
         with self._lock:
