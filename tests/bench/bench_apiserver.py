@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    """``lbd lab apiserver`` in a process of its own (``extra``: more of its flags)."""
+
+    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()) -> None:
         kubeconfig = workdir / "kubeconfig"
         self.proc = subprocess.Popen(
             [
@@ -47,6 +49,7 @@ class Server:
                 str(kubeconfig),
                 "--history",
                 "50000",
+                *extra,
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -40,40 +40,13 @@ from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, load_kube  # n
 from lbd.k8s.meta import rfc3339  # noqa: E402
 from lbd.k8s.snapshot_read import read_snapshot  # noqa: E402
 from lbd.tools.status import build_status, render_table  # noqa: E402
+from tests.bench.bench_apiserver import Server  # noqa: E402
 from tests.k8s.controller_support import service_body  # noqa: E402
 
 
 def stand_in(workdir: Path) -> tuple[Path, Callable[[], None]]:
-    kubeconfig = workdir / "kubeconfig"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lbd",
-            "lab",
-            "apiserver",
-            "--listen",
-            "127.0.0.1:0",
-            "--crds",
-            str(ROOT / "crds"),
-            "--kubeconfig-out",
-            str(kubeconfig),
-            "--history",
-            "50000",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        raise SystemExit("the stand-in did not start")
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-
-    return kubeconfig, stop
+    server = Server(workdir, ("--crds", str(ROOT / "crds")))
+    return server.kubeconfig, server.stop
 
 
 def real(workdir: Path) -> tuple[Path, Callable[[], None]]:
