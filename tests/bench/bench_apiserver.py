@@ -102,7 +102,13 @@ def _service(i: int) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"svc-{i}", "labels": {"app": "bench"}},
-        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "name": "http"}]},
+        # no node ports: thousands of Services would exhaust the 30000-32767 range, as on a
+        # real kube-apiserver (the stand-in allocates them since issue 11)
+        "spec": {
+            "type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": False,
+            "ports": [{"port": 80, "name": "http"}],
+        },
     }
 
 
@@ -164,7 +170,9 @@ def main() -> int:
             t0 = time.perf_counter()
             listed = v1.list_namespaced_service("default")
             dt = time.perf_counter() - t0
-            assert len(listed.items) == args.services
+            # every Service created, besides the cluster's own default/kubernetes
+            ours = [i for i in listed.items if i.metadata.name != "kubernetes"]
+            assert len(ours) == args.services
             results["list_client_seconds"] = round(dt, 3)
             print(f"list {args.services} (official client): {dt * 1000:>9.1f} ms")
 
