@@ -78,47 +78,43 @@ def _parent(doc: Any, tokens: list[str]) -> Any:
     return cur
 
 
-def _get(doc: Any, tokens: list[str]) -> Any:
-    if not tokens:
-        return doc
+def _slot(doc: Any, tokens: list[str], verb: str, *, adding: bool = False) -> tuple[Any, Any]:
+    """The container the last token points into and its key there: a member that must exist
+    (a new one may be named when ``adding``), or a list index (``-``, the end, when adding)."""
     parent = _parent(doc, tokens)
     last = tokens[-1]
     if isinstance(parent, dict):
-        if last not in parent:
+        if not adding and last not in parent:
             raise PatchError(f"missing path element {last!r}")
-        return parent[last]
+        return parent, last
     if isinstance(parent, list):
-        return parent[_index(parent, last, allow_end=False)]
-    raise PatchError(f"cannot read {last!r}")
+        return parent, _index(parent, last, allow_end=adding)
+    raise PatchError(f"cannot {verb} {last!r}")
+
+
+def _get(doc: Any, tokens: list[str]) -> Any:
+    if not tokens:
+        return doc
+    parent, key = _slot(doc, tokens, "read")
+    return parent[key]
 
 
 def _add(doc: Any, tokens: list[str], value: Any) -> Any:
     if not tokens:
         return value
-    parent = _parent(doc, tokens)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, last, allow_end=True), value)
+    parent, key = _slot(doc, tokens, "add", adding=True)
+    if isinstance(parent, list):
+        parent.insert(key, value)
     else:
-        raise PatchError(f"cannot add {last!r}")
+        parent[key] = value
     return doc
 
 
 def _remove(doc: Any, tokens: list[str]) -> Any:
     if not tokens:
         raise PatchError("cannot remove the whole document")
-    parent = _parent(doc, tokens)
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise PatchError(f"missing path element {last!r}")
-        del parent[last]
-    elif isinstance(parent, list):
-        del parent[_index(parent, last, allow_end=False)]
-    else:
-        raise PatchError(f"cannot remove {last!r}")
+    parent, key = _slot(doc, tokens, "remove")
+    del parent[key]
     return doc
 
 
