@@ -35,8 +35,11 @@ from lbd.lab.apiserver.errors import (
     already_exists,
     bad_request,
     conflict,
+    forbidden_cause,
     invalid,
+    invalid_value_cause,
     not_found,
+    required_cause,
     unsupported_media_type,
 )
 from lbd.lab.apiserver.patch import (
@@ -399,13 +402,7 @@ class Api:
                         rt.kind,
                         rt.group,
                         "",
-                        [
-                            Cause(
-                                "FieldValueRequired",
-                                "Required value: name or generateName is required",
-                                "metadata.name",
-                            )
-                        ],
+                        [required_cause("metadata.name", "name or generateName is required")],
                     )
             key = self._key(rt, namespace, meta["name"])
             if self.store.get(rt.key, key) is not None:
@@ -448,18 +445,10 @@ class Api:
             old = self._existing(rt, namespace, name)
             rv = obj["metadata"].get("resourceVersion")
             if not rv and rt.custom:
-                raise invalid(
-                    rt.kind,
-                    rt.group,
-                    name,
-                    [
-                        Cause(
-                            "FieldValueInvalid",
-                            "Invalid value: 0: must be specified for an update",
-                            "metadata.resourceVersion",
-                        )
-                    ],
+                cause = invalid_value_cause(
+                    "metadata.resourceVersion", 0, "must be specified for an update"
                 )
+                raise invalid(rt.kind, rt.group, name, [cause])
             return self._write(rt, old, obj, subresource, dry_run=dry_run, strict=strict)
 
     def patch(
@@ -543,18 +532,9 @@ class Api:
         if old_meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
             if added:
+                detail = "no new finalizers can be added if the object is being deleted"
                 raise invalid(
-                    rt.kind,
-                    rt.group,
-                    name,
-                    [
-                        Cause(
-                            "FieldValueForbidden",
-                            "Forbidden: no new finalizers can be added if the object is being "
-                            "deleted",
-                            "metadata.finalizers",
-                        )
-                    ],
+                    rt.kind, rt.group, name, [forbidden_cause("metadata.finalizers", detail)]
                 )
         if subresource != "status":
             self._prepare(rt, new, old.obj, strict=strict)

@@ -50,6 +50,22 @@ class ApiError(Exception):
         return out
 
 
+# The causes of field.Required / field.Forbidden / field.Invalid (apimachinery's
+# ``pkg/util/validation/field``): the reason is the error type, the message starts with its text.
+
+
+def required_cause(path: str, detail: str) -> Cause:
+    return Cause("FieldValueRequired", f"Required value: {detail}", path)
+
+
+def forbidden_cause(path: str, detail: str) -> Cause:
+    return Cause("FieldValueForbidden", f"Forbidden: {detail}", path)
+
+
+def invalid_value_cause(path: str, value: object, detail: str) -> Cause:
+    return Cause("FieldValueInvalid", f"Invalid value: {value}: {detail}", path)
+
+
 def _details(resource: str, group: str, name: str | None) -> dict[str, Any]:
     details: dict[str, Any] = {"kind": resource}
     if name:
@@ -64,13 +80,18 @@ def qualified(resource: str, group: str) -> str:
     return f"{resource}.{group}" if group else resource
 
 
-def not_found(resource: str, group: str, name: str) -> ApiError:
+def _about(code: int, reason: str, resource: str, group: str, name: str, *, text: str) -> ApiError:
+    """An error about one named object, whose message names it as ``resource "name"``."""
     return ApiError(
-        404,
-        "NotFound",
-        f'{qualified(resource, group)} "{name}" not found',
+        code,
+        reason,
+        f'{qualified(resource, group)} "{name}" {text}',
         _details(resource, group, name),
     )
+
+
+def not_found(resource: str, group: str, name: str) -> ApiError:
+    return _about(404, "NotFound", resource, group, name, text="not found")
 
 
 def path_not_found() -> ApiError:
@@ -78,12 +99,7 @@ def path_not_found() -> ApiError:
 
 
 def already_exists(resource: str, group: str, name: str) -> ApiError:
-    return ApiError(
-        409,
-        "AlreadyExists",
-        f'{qualified(resource, group)} "{name}" already exists',
-        _details(resource, group, name),
-    )
+    return _about(409, "AlreadyExists", resource, group, name, text="already exists")
 
 
 def conflict(resource: str, group: str, name: str, why: str | None = None) -> ApiError:
