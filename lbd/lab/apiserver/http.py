@@ -22,6 +22,7 @@ import select
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -55,24 +56,15 @@ VERSION_INFO = {
 }
 
 
+@dataclass(frozen=True, slots=True)
 class Route:
     """A parsed resource URL."""
 
-    __slots__ = ("name", "namespace", "rt", "subresource", "watch_prefix")
-
-    def __init__(
-        self,
-        rt: ResourceType,
-        namespace: str,
-        name: str,
-        subresource: str,
-        watch_prefix: bool,
-    ) -> None:
-        self.rt = rt
-        self.namespace = namespace
-        self.name = name
-        self.subresource = subresource
-        self.watch_prefix = watch_prefix
+    rt: ResourceType
+    namespace: str
+    name: str
+    subresource: str
+    watch_prefix: bool
 
 
 def parse_route(lab: LabApiServer, path: str) -> Route | dict[str, Any] | None:
@@ -288,27 +280,6 @@ class Handler(BaseHTTPRequestHandler):
             ) from exc
 
     # -- entry points ---------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_OPTIONS(self) -> None:
-        self._handle("OPTIONS")
 
     def _handle(self, method: str) -> None:
         lab = self.lab
