@@ -75,6 +75,24 @@ def _alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
     return names
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*allowed: str) -> x509.KeyUsage:
+    """The KeyUsage extension that allows exactly ``allowed`` (its constructor takes all nine)."""
+    return x509.KeyUsage(**{usage: usage in allowed for usage in _KEY_USAGES})
+
+
 class Pki:
     """The CA, serving, client and service-account material of one run, under ``directory``."""
 
@@ -94,18 +112,7 @@ class Pki:
             .issuer_name(ca_name)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+                _key_usage("digital_signature", "key_cert_sign", "crl_sign"), critical=True
             )
             .sign(self._ca_key, hashes.SHA256())
         )
