@@ -19,6 +19,7 @@ controller whether any speaker runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lbd.lab.cluster.labdir import SYSTEM_NAMESPACE, LabFiles
@@ -93,6 +94,38 @@ def _speaker_pods(files: LabFiles, layout: Layout) -> ProcSpec:
     )
 
 
+def _plan(
+    layout: Layout,
+    files: LabFiles,
+    api: ProcSpec,
+    node_procs: Callable[[Member], list[ProcSpec]],
+    *,
+    controllers: int,
+    speaker_args: tuple[str, ...],
+    extra: tuple[ProcSpec, ...] = (),
+) -> list[ProcSpec]:
+    """What both labs run around their API server ``api`` (and the ``extra`` processes of the
+    control plane) and each node's ``node_procs``: the host forwarder (the API server speaks TLS
+    itself: it passes bytes through), the speaker Pods' stand-in, the controllers, and a speaker
+    per node."""
+    procs = [
+        api,
+        ProcSpec(
+            "forward",
+            lbd_argv("lab", "forward", "--to", f"{API_IPV4}:{API_PORT}"),
+            netns=layout.control_plane.netns,
+            pass_listener=True,
+            autostart=True,
+        ),
+        *extra,
+        _speaker_pods(files, layout),
+        *_controllers(files, layout, controllers),
+    ]
+    for node in layout.nodes:
+        procs += [_speaker(files, node, speaker_args), *node_procs(node)]
+    return procs
+
+
 def stand_in(
     layout: Layout,
     files: LabFiles,
@@ -110,48 +143,31 @@ def stand_in(
     rbac_args: list[str] = []
     for path in rbac:
         rbac_args += ["--rbac", str(path)]
-    procs = [
-        ProcSpec(
+    apiserver = ProcSpec(
+        "apiserver",
+        lbd_argv(
+            "lab",
             "apiserver",
-            lbd_argv(
-                "lab",
-                "apiserver",
-                "--listen",
-                f"{API_IPV4}:{API_PORT}",
-                "--crds",
-                str(files.manifests),
-                "--tls-cert",
-                str(files.tls / "tls.crt"),
-                "--tls-key",
-                str(files.tls / "tls.key"),
-                *rbac_args,
-                *token_args,
-            ),
-            netns=cp,
-            autostart=True,
+            "--listen",
+            f"{API_IPV4}:{API_PORT}",
+            "--crds",
+            str(files.manifests),
+            "--tls-cert",
+            str(files.tls / "tls.crt"),
+            "--tls-key",
+            str(files.tls / "tls.key"),
+            *rbac_args,
+            *token_args,
         ),
-        ProcSpec(
-            "forward",
-            lbd_argv(
-                "lab",
-                "forward",
-                # the API server speaks TLS itself: the forwarder passes bytes through
-                "--to",
-                f"{API_IPV4}:{API_PORT}",
-            ),
-            netns=cp,
-            pass_listener=True,
-            autostart=True,
-        ),
-        ProcSpec(
-            "endpoints", lbd_argv("lab", "endpoints", "--kubeconfig", str(files.kubeconfig)), cp
-        ),
-        _speaker_pods(files, layout),
-        *_controllers(files, layout, controllers),
-    ]
-    for node in layout.nodes:
-        procs += [
-            _speaker(files, node, speaker_args),
+        netns=cp,
+        autostart=True,
+    )
+    endpoints = ProcSpec(
+        "endpoints", lbd_argv("lab", "endpoints", "--kubeconfig", str(files.kubeconfig)), cp
+    )
+
+    def node_procs(node: Member) -> list[ProcSpec]:
+        return [
             ProcSpec(
                 f"kube-proxy-{node.name}",
                 lbd_argv(
@@ -168,7 +184,16 @@ def stand_in(
                 f"echo-{node.name}", lbd_argv("lab", "echo", "--node-name", node.name), node.netns
             ),
         ]
-    return procs
+
+    return _plan(
+        layout,
+        files,
+        apiserver,
+        node_procs,
+        controllers=controllers,
+        speaker_args=speaker_args,
+        extra=(endpoints,),
+    )
 
 
 def real(
@@ -186,28 +211,17 @@ def real(
     manifest_args: list[str] = []
     for path in manifests:
         manifest_args += ["--manifest", str(path)]
-    procs = [
-        ProcSpec(
-            "control-plane",
-            lbd_argv("lab", "control-plane", "--dir", str(files.dir), *manifest_args),
-            netns=cp,
-            # find_binaries() in that process sees the folder this lab was started with
-            env={"KUBEBUILDER_ASSETS": str(assets)},
-            autostart=True,
-        ),
-        ProcSpec(
-            "forward",
-            lbd_argv("lab", "forward", "--to", f"{API_IPV4}:{API_PORT}"),
-            netns=cp,
-            pass_listener=True,
-            autostart=True,
-        ),
-        _speaker_pods(files, layout),
-        *_controllers(files, layout, controllers),
-    ]
-    for node in layout.nodes:
-        procs += [
-            _speaker(files, node, speaker_args),
+    control_plane = ProcSpec(
+        "control-plane",
+        lbd_argv("lab", "control-plane", "--dir", str(files.dir), *manifest_args),
+        netns=cp,
+        # find_binaries() in that process sees the folder this lab was started with
+        env={"KUBEBUILDER_ASSETS": str(assets)},
+        autostart=True,
+    )
+
+    def node_procs(node: Member) -> list[ProcSpec]:
+        return [
             ProcSpec(
                 f"kube-proxy-{node.name}",
                 (str(kube_proxy), f"--config={files.kube_proxy_config(node.name)}"),
@@ -229,4 +243,7 @@ def real(
                 host_mounts=True,
             ),
         ]
-    return procs
+
+    return _plan(
+        layout, files, control_plane, node_procs, controllers=controllers, speaker_args=speaker_args
+    )
