@@ -203,15 +203,20 @@ def wait_ready(kube: Kube, layout: Layout, *, timeout: float = 30.0) -> None:
 CONTROLLER_LEASE = "lbd-controller"
 
 
-def leader(kube: Kube) -> str | None:
-    """The identity holding the controller's Lease, or None."""
+def get_or_none(kube: Kube, path: str) -> dict[str, Any] | None:
+    """The object at ``path``, or None where there is none (yet)."""
     try:
-        lease = kube.get(LEASES.path(namespace=SYSTEM_NAMESPACE, name=CONTROLLER_LEASE))
+        return kube.get(path)
     except ApiError as exc:
         if exc.status == 404:
             return None
         raise
-    holder = (lease.get("spec") or {}).get("holderIdentity")
+
+
+def leader(kube: Kube) -> str | None:
+    """The identity holding the controller's Lease, or None."""
+    lease = get_or_none(kube, LEASES.path(namespace=SYSTEM_NAMESPACE, name=CONTROLLER_LEASE))
+    holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
     return str(holder) if holder else None
 
 

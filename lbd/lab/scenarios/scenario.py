@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from lbd.k8s.client import SERVICEL2STATUSES, SERVICES, ApiError, Kube, load_kube
 from lbd.lab.cluster import probe
+from lbd.lab.cluster.bootstrap import get_or_none
 from lbd.lab.cluster.lab import Lab
 
 T = TypeVar("T")
@@ -307,13 +308,8 @@ def measure_failover(
 
 def announced_by(kube: Kube, name: str) -> str | None:
     """The node the ServiceL2Status of Service ``name`` names (what ``kubectl`` users see)."""
-    try:
-        obj = kube.get(SERVICEL2STATUSES.path(namespace=NAMESPACE, name=name))
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    node = (obj.get("status") or {}).get("node")
+    obj = get_or_none(kube, SERVICEL2STATUSES.path(namespace=NAMESPACE, name=name))
+    node = ((obj or {}).get("status") or {}).get("node")
     return str(node) if node else None
 
 
