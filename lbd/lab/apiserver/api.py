@@ -26,6 +26,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lbd.lab.apiserver import builtin, schema
@@ -63,6 +64,19 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 NS_GR = ("", "namespaces")
 _GENERATION_GROUPS = ("apps", "policy", CRD_GROUP)
 CRD_GR = (CRD_GROUP, "customresourcedefinitions")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """How a create, update or patch is made, from its query (metav1.CreateOptions,
+    UpdateOptions and PatchOptions): ``dryRun`` (validate, store nothing) and
+    ``fieldValidation=Strict`` (an unknown field of a custom resource is an error, not pruned)."""
+
+    dry_run: bool = False
+    strict: bool = False
+
+
+PLAIN_WRITE = WriteOptions()
 
 
 def utc_now() -> str:
@@ -380,13 +394,7 @@ class Api:
         return items, rv, token, remaining
 
     def create(
-        self,
-        rt: ResourceType,
-        namespace: str,
-        body: Any,
-        *,
-        dry_run: bool = False,
-        strict: bool = False,
+        self, rt: ResourceType, namespace: str, body: Any, opts: WriteOptions = PLAIN_WRITE
     ) -> Stored:
         obj = self._check_body(rt, namespace, None, body)
         meta = obj["metadata"]
@@ -411,7 +419,7 @@ class Api:
                 obj.pop("status", None)
             for f in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
                 meta.pop(f, None)
-            self._prepare(rt, obj, None, strict=strict)
+            self._prepare(rt, obj, None, strict=opts.strict)
             builtin.default(rt.kind if not rt.group else "", obj)
             self._validate(rt, obj)
             meta["uid"] = str(uuid.uuid4())
@@ -419,7 +427,7 @@ class Api:
             if rt.custom or rt.group in _GENERATION_GROUPS:
                 # only some registries track generation (core/v1 kinds such as Service do not)
                 meta["generation"] = 1
-            if dry_run:
+            if opts.dry_run:
                 meta["resourceVersion"] = ""
                 return Stored.of(obj)
             meta["resourceVersion"] = str(self.store.next_rv())
@@ -437,8 +445,7 @@ class Api:
         subresource: str,
         body: Any,
         *,
-        dry_run: bool = False,
-        strict: bool = False,
+        opts: WriteOptions = PLAIN_WRITE,
     ) -> Stored:
         obj = self._check_body(rt, namespace, name, body)
         with self.store.lock:
@@ -449,7 +456,7 @@ class Api:
                     "metadata.resourceVersion", 0, "must be specified for an update"
                 )
                 raise invalid(rt.kind, rt.group, name, [cause])
-            return self._write(rt, old, obj, subresource, dry_run=dry_run, strict=strict)
+            return self._write(rt, old, obj, subresource, opts)
 
     def patch(
         self,
@@ -460,8 +467,7 @@ class Api:
         *,
         content_type: str,
         body: bytes,
-        dry_run: bool = False,
-        strict: bool = False,
+        opts: WriteOptions = PLAIN_WRITE,
     ) -> Stored:
         ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
         accepted = PATCH_TYPES if not rt.custom else (PATCH_TYPES[0], PATCH_TYPES[1])
@@ -488,7 +494,7 @@ class Api:
             if not isinstance(patched, dict):
                 raise bad_request("the patch did not produce an object")
             obj = self._check_body(rt, namespace, name, patched)
-            return self._write(rt, old, obj, subresource, dry_run=dry_run, strict=strict)
+            return self._write(rt, old, obj, subresource, opts)
 
     def _write(
         self,
@@ -496,9 +502,7 @@ class Api:
         old: Stored,
         new: dict[str, Any],
         subresource: str,
-        *,
-        dry_run: bool,
-        strict: bool = False,
+        opts: WriteOptions,
     ) -> Stored:
         name = old.obj["metadata"]["name"]
         rv = new["metadata"].get("resourceVersion")
@@ -537,7 +541,7 @@ class Api:
                     rt.kind, rt.group, name, [forbidden_cause("metadata.finalizers", detail)]
                 )
         if subresource != "status":
-            self._prepare(rt, new, old.obj, strict=strict)
+            self._prepare(rt, new, old.obj, strict=opts.strict)
         builtin.default(rt.kind if not rt.group else "", new)
         self._validate(rt, new)
         if _strip_volatile(new) == _strip_volatile(old.obj):
@@ -546,7 +550,7 @@ class Api:
             old.obj, "metadata", "status"
         ):
             meta["generation"] = old_meta["generation"] + 1
-        if dry_run:
+        if opts.dry_run:
             return Stored.of(new)
         meta["resourceVersion"] = str(self.store.next_rv())
         key = (old_meta.get("namespace", ""), name)

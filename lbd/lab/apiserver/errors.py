@@ -11,7 +11,10 @@ constructors below are named after the ``StatusReason`` they produce, as in apim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lbd.lab.apiserver.rbac import Attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,26 +177,19 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
 
-def forbidden(
-    *,
-    user: str,
-    verb: str,
-    resource: str,
-    subresource: str,
-    group: str,
-    namespace: str,
-    name: str,
-) -> ApiError:
-    """The message of the RBAC authorizer, e.g.
+def forbidden(user: str, attrs: Attributes) -> ApiError:
+    """The message of the RBAC authorizer for the request ``attrs`` that ``user`` may not make,
+    e.g.
 
     ``services "web" is forbidden: User "system:serviceaccount:lbd-system:lbd-controller" cannot
     patch resource "services/status" in API group "" in the namespace "default"``
     """
+    resource, group, name = attrs.resource, attrs.group, attrs.name
     what = qualified(resource, group) + (f' "{name}"' if name else "")
-    full = f"{resource}/{subresource}" if subresource else resource
-    where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    full = f"{resource}/{attrs.subresource}" if attrs.subresource else resource
+    where = f'in the namespace "{attrs.namespace}"' if attrs.namespace else "at the cluster scope"
     msg = (
-        f'{what} is forbidden: User "{user}" cannot {verb} resource "{full}" in API group '
+        f'{what} is forbidden: User "{user}" cannot {attrs.verb} resource "{full}" in API group '
         f'"{group}" {where}'
     )
     return ApiError(403, "Forbidden", msg, _details(resource, group, name))

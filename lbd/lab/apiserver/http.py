@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from lbd.lab.apiserver import errors, negotiate, openapi, protobuf, resources, tables
+from lbd.lab.apiserver.api import WriteOptions
 from lbd.lab.apiserver.errors import ApiError
 from lbd.lab.apiserver.negotiate import Representation
 from lbd.lab.apiserver.rbac import Attributes, User
@@ -423,15 +424,7 @@ class Handler(BaseHTTPRequestHandler):
             name=route.name,
         )
         if not lab.authorize(user, attrs):
-            raise errors.forbidden(
-                user=user.name,
-                verb=verb,
-                resource=rt.plural,
-                subresource=route.subresource,
-                group=rt.group,
-                namespace=route.namespace,
-                name=route.name,
-            )
+            raise errors.forbidden(user.name, attrs)
         self._faults(verb, path)
         if verb != "watch":  # a watch negotiates its own stream (see _watch)
             self._rep = negotiate.negotiate(
@@ -440,8 +433,10 @@ class Handler(BaseHTTPRequestHandler):
                 listing=verb in ("list", "deletecollection"),
             )
         api = lab.api
-        dry_run = bool(query.get("dryRun"))
-        strict = (_first(query, "fieldValidation") or "").lower() == "strict"
+        opts = WriteOptions(
+            dry_run=bool(query.get("dryRun")),
+            strict=(_first(query, "fieldValidation") or "").lower() == "strict",
+        )
         ns = route.namespace
         if verb == "get":
             stored = api.get(rt, ns, route.name)
@@ -455,13 +450,11 @@ class Handler(BaseHTTPRequestHandler):
         elif verb == "watch":
             self._watch(rt, ns, route.name, query)
         elif verb == "create":
-            stored = api.create(rt, ns, self._decode(raw, rt), dry_run=dry_run, strict=strict)
+            stored = api.create(rt, ns, self._decode(raw, rt), opts)
             self._object(201, api.view(rt, stored))
         elif verb == "update":
             body = self._decode(raw, rt)
-            stored = api.update(
-                rt, ns, route.name, route.subresource, body, dry_run=dry_run, strict=strict
-            )
+            stored = api.update(rt, ns, route.name, route.subresource, body, opts=opts)
             self._object(200, api.view(rt, stored))
         elif verb == "patch":
             ctype = self.headers.get("Content-Type") or ""
@@ -472,14 +465,17 @@ class Handler(BaseHTTPRequestHandler):
                 route.subresource,
                 content_type=ctype,
                 body=raw,
-                dry_run=dry_run,
-                strict=strict,
+                opts=opts,
             )
             self._object(200, api.view(rt, stored))
         elif verb == "delete":
             options = self._decode(raw, delete_options=True) if raw.strip() else {}
             deleted, stored = api.delete(
-                rt, ns, route.name, options if isinstance(options, dict) else {}, dry_run=dry_run
+                rt,
+                ns,
+                route.name,
+                options if isinstance(options, dict) else {},
+                dry_run=opts.dry_run,
             )
             if not deleted or rt.custom or rt.plural in ("services", "namespaces"):
                 self._object(200 if deleted else 202, api.view(rt, stored))
