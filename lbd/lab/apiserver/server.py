@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import socket
-import ssl
 import struct
 import threading
 from collections.abc import Iterable, Sequence
@@ -61,7 +60,8 @@ from lbd.lab.apiserver.rbac import (
 )
 from lbd.lab.apiserver.resources import Registry
 from lbd.lab.apiserver.store import SavedState, Store
-from lbd.lab.apiserver.tls import TlsFiles, make_self_signed
+from lbd.lab.apiserver.tls import TlsFiles, make_self_signed, wrap_listener
+from lbd.lab.lifecycle import Startable, serve_in_thread
 from lbd.runtime.clock import Clock, MonotonicClock
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class _HttpServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
 
-class LabApiServer(FaultCalls):
+class LabApiServer(FaultCalls, Startable):
     """A Kubernetes API stand-in serving on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
@@ -165,20 +165,9 @@ class LabApiServer(FaultCalls):
         self._httpd = _HttpServer((self.host, self.port), handler, self)
         self.port = self._httpd.server_address[1]
         if self.tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(self.tls.cert, self.tls.key)
-            # the handshake happens in the connection's own thread, not in the accept loop
-            self._httpd.socket = ctx.wrap_socket(
-                self._httpd.socket, server_side=True, do_handshake_on_connect=False
-            )
+            wrap_listener(self._httpd, self.tls.cert, self.tls.key)
         self._publish_kubernetes_service()
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="lab-apiserver",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._httpd, "lab-apiserver")
         return self
 
     def _publish_kubernetes_service(self) -> None:
@@ -239,12 +228,6 @@ class LabApiServer(FaultCalls):
             self._thread.join(timeout=5)
         if self.tls is not None and self._own_tls:
             shutil.rmtree(self.tls.directory, ignore_errors=True)
-
-    def __enter__(self) -> LabApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def address(self) -> str:

@@ -4,12 +4,15 @@ Only needed for kubectl with a bearer token: client-go never sends credentials o
 (kubernetes/kubectl#744), so a faithful RBAC check with kubectl needs HTTPS. The certificate is
 made with the ``openssl`` command (no Python crypto dependency), valid for the listen address,
 ``127.0.0.1``, ``::1`` and ``localhost``; kubeconfigs embed it as ``certificate-authority-data``.
+:func:`wrap_listener` serves TLS on a socketserver (the stand-in's and the fault proxy's).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import shutil
+import socketserver
+import ssl
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -64,3 +67,12 @@ def make_self_signed(host: str) -> TlsFiles:
         capture_output=True,
     )
     return TlsFiles(directory, cert, key)
+
+
+def wrap_listener(server: socketserver.TCPServer, cert: Path, key: Path) -> None:
+    """Make ``server`` accept TLS with ``cert`` and ``key``. The handshake happens in the
+    connection's own thread (``do_handshake_on_connect=False``), not in the accept loop, where
+    one slow client would hold up every other."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)

@@ -35,11 +35,12 @@ from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
 from lbd.lab.apiserver.faults import FaultCalls, OutageMode
 from lbd.lab.control_plane.plane import ControlPlane
 from lbd.lab.control_plane.proxy import FaultProxy
+from lbd.lab.lifecycle import Startable
 
 SA_PREFIX = "system:serviceaccount:"
 
 
-class RealApiServer(FaultCalls):
+class RealApiServer(FaultCalls, Startable):
     """A :class:`ControlPlane` seen through a fresh :class:`FaultProxy`, with the stand-in's
     calls. ``stop()`` stops the proxy only: the control plane belongs to whoever started it."""
 
@@ -70,12 +71,6 @@ class RealApiServer(FaultCalls):
         if self._direct is not None:
             self._direct.api_client.close()  # type: ignore[no-untyped-call]
             self._direct = None
-
-    def __enter__(self) -> RealApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -81,6 +81,7 @@ from kubernetes import client as k8s_client
 from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
 from lbd.lab.control_plane.binaries import Binaries, find_binaries
 from lbd.lab.control_plane.certs import CertFiles, Pki
+from lbd.lab.lifecycle import Startable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,7 +175,7 @@ class _Process:
         self._log.close()
 
 
-class ControlPlane:
+class ControlPlane(Startable):
     """etcd + kube-apiserver + kube-controller-manager, started by :meth:`start`."""
 
     def __init__(
@@ -245,12 +246,6 @@ class ControlPlane:
     @property
     def pids(self) -> dict[str, int]:
         return {p.name: p.pid for p in self._procs if p.running()}
-
-    def __enter__(self) -> ControlPlane:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> ControlPlane:
         started = time.monotonic()

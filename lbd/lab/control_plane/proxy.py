@@ -43,7 +43,9 @@ from urllib.parse import parse_qs, urlsplit
 from lbd.lab.apiserver.errors import injected
 from lbd.lab.apiserver.faults import FaultCalls, Faults, OutageMode
 from lbd.lab.apiserver.http import TOO_MANY_REQUESTS
+from lbd.lab.apiserver.tls import wrap_listener
 from lbd.lab.control_plane.certs import CertFiles
+from lbd.lab.lifecycle import Startable, serve_in_thread
 from lbd.runtime.clock import Clock, MonotonicClock
 
 log = logging.getLogger(__name__)
@@ -289,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.remove_stream(stream)
 
 
-class FaultProxy(FaultCalls):
+class FaultProxy(FaultCalls, Startable):
     """An HTTPS proxy to ``upstream`` (a kube-apiserver URL) that injects faults on request."""
 
     def __init__(
@@ -325,21 +327,10 @@ class FaultProxy(FaultCalls):
 
     def start(self) -> FaultProxy:
         server = _Server((self.host, self.port), self)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self._serving.cert, self._serving.key)
-        # The handshake happens in the connection's own thread, not in the accept loop.
-        server.socket = ctx.wrap_socket(
-            server.socket, server_side=True, do_handshake_on_connect=False
-        )
+        wrap_listener(server, self._serving.cert, self._serving.key)
         self.port = int(server.server_address[1])
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="fault-proxy",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(server, "fault-proxy")
         return self
 
     def stop(self) -> None:
@@ -352,12 +343,6 @@ class FaultProxy(FaultCalls):
         server.server_close()
         if self._thread is not None:
             self._thread.join(5)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- bookkeeping (called by the handler threads) --------------------------------------------
 
