@@ -189,15 +189,12 @@ def _stand_in(lab: Lab, n: Narrator) -> list[str]:
         f"Kill the owner node {owner} while the client sends a probe every 10 ms", failover
     )
 
-    def restore() -> str:
-        restore_node(lab, owner)
-        n.say(f"{owner}: link up, speaker restarted; waiting for it to rejoin")
-        # The ranking is stable: once its heartbeats are seen again, the VIP goes back to it.
+    def answered_again() -> str:
         back = scenario.wait_for_answer(lab, vip, node=owner, timeout=30.0)
         n.say(f"{vip} answered by {back} again")
         return back
 
-    after = n.step(f"Restore {owner}", restore)
+    after = _restore(lab, n, owner, "speaker restarted; waiting for it to rejoin", answered_again)
     return [
         "control plane: stand-in (`make k8s` builds the real one; the demo then runs on it)",
         f"VIP {vip} for Service default/{svc}",
@@ -206,6 +203,19 @@ def _stand_in(lab: Lab, n: Narrator) -> list[str]:
         f"{result.outage * 1000:.0f} ms",
         f"after restoring {owner}: {after}",
     ]
+
+
+def _restore(lab: Lab, n: Narrator, owner: str, restarted: str, back: Callable[[], str]) -> str:
+    """The last step of both demos: bring the killed owner back, and wait until ``back`` sees
+    its VIP return to it (the ranking is stable: once its heartbeats are seen again, the VIP
+    goes back to it)."""
+
+    def restore() -> str:
+        restore_node(lab, owner)
+        n.say(f"{owner}: link up, {restarted}")
+        return back()
+
+    return n.step(f"Restore {owner}", restore)
 
 
 SERVICE_YAML = """\
@@ -317,10 +327,7 @@ def _real(lab: Lab, n: Narrator) -> list[str]:
         f"Kill the owner node {owner} while the client sends a UDP probe every 10 ms", failover
     )
 
-    def restore() -> str:
-        restore_node(lab, owner)
-        n.say(f"{owner}: link up, speaker restarted, its pods ready again")
-        # The ranking is stable: once its heartbeats are seen again, the VIP goes back to it.
+    def announced_again() -> str:
         back = scenario.poll(
             lambda: (o := scenario.arp_owner(lab, vip)) == owner and o,
             timeout=30.0,
@@ -330,7 +337,7 @@ def _real(lab: Lab, n: Narrator) -> list[str]:
         n.say(f"{vip} announced by {back} again; curl: {scenario.http_get(lab, vip).strip()}")
         return str(back)
 
-    after = n.step(f"Restore {owner}", restore)
+    after = _restore(lab, n, owner, "speaker restarted, its pods ready again", announced_again)
     return [
         f"control plane: real, Kubernetes {_server_version(lab)} (kube-apiserver, etcd, "
         "kube-controller-manager, kube-proxy)",
