@@ -119,11 +119,15 @@ class Layout:
     """The whole lab: the switch namespace and every member attached to it."""
 
     prefix: str
-    switch_netns: str
     control_plane: Member
     nodes: tuple[Member, ...]
     client: Member
     ipv6_pool: bool
+
+    @property
+    def switch_netns(self) -> str:
+        """The namespace of the bridge, named like the members' after the prefix."""
+        return f"{self.prefix}-sw"
 
     @property
     def members(self) -> tuple[Member, ...]:
@@ -182,7 +186,6 @@ def plan(prefix: str, nodes: int = 3, *, ipv6_pool: bool = False) -> Layout:
         raise LayoutError(f"nodes: {nodes} is out of range (1..{MAX_NODES})")
     return Layout(
         prefix=prefix,
-        switch_netns=f"{prefix}-sw",
         control_plane=_member(prefix, "cp", Role.CONTROL_PLANE, 1),
         nodes=tuple(
             _member(prefix, f"n{i}", Role.NODE, FIRST_NODE_HOST + i - 1, i)
