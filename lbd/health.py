@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -37,21 +38,19 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+@dataclass(eq=False)
 class HealthServer:
     """Serves ``/healthz``, ``/readyz`` and ``/metrics`` on its own thread."""
 
-    def __init__(
-        self,
-        addr: str,
-        *,
-        healthz: Check = lambda: True,
-        readyz: Check = lambda: True,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        self.addr = parse_addr(addr)
-        self.healthz = healthz
-        self.readyz = readyz
-        self.registry = registry
+    addr: str
+    """``HOST:PORT`` to listen on (:func:`parse_addr`; a bad one raises here, not at start)."""
+    _: KW_ONLY
+    healthz: Check = lambda: True
+    readyz: Check = lambda: True
+    registry: CollectorRegistry | None = None
+
+    def __post_init__(self) -> None:
+        self.bind = parse_addr(self.addr)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -97,7 +96,7 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes and probes every few seconds would drown the JSON logs
 
-        self._server = ThreadingHTTPServer(self.addr, Handler)
+        self._server = ThreadingHTTPServer(self.bind, Handler)
         self._server.daemon_threads = True
         # shutdown() waits for the serve loop's next poll: 0.1 s instead of the default 0.5 s
         # keeps a SIGTERMed speaker's exit within its one-second promise on a busy node
@@ -106,7 +105,7 @@ class HealthServer:
             target=lambda: server.serve_forever(poll_interval=0.1), name="health", daemon=True
         )
         self._thread.start()
-        log.info("health endpoint on %s:%d", self.addr[0], self.port)
+        log.info("health endpoint on %s:%d", self.bind[0], self.port)
 
     def stop(self) -> None:
         if self._server is not None:

@@ -38,7 +38,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from lbd.k8s.client import LEASES, ApiError, JsonDict, Kube
@@ -70,25 +70,21 @@ class ElectionConfig:
             raise ValueError("retry_period: must be positive")
 
 
+@dataclass(eq=False)
 class LeaderElector:
-    """Acquires and renews one Lease; tells callbacks when leadership starts and stops."""
+    """Acquires and renews one Lease; tells callbacks when leadership starts and stops.
 
-    def __init__(
-        self,
-        kube: Kube,
-        config: ElectionConfig,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        on_started_leading: Callable[[], None] | None = None,
-        on_stopped_leading: Callable[[], None] | None = None,
-        on_new_leader: Callable[[str], None] | None = None,
-    ) -> None:
-        self.kube = kube
-        self.config = config
-        self.clock = clock
-        self._on_started = on_started_leading
-        self._on_stopped = on_stopped_leading
-        self._on_new_leader = on_new_leader
+    The fields are what it is given; its record of the Lease starts in ``__post_init__``."""
+
+    kube: Kube
+    config: ElectionConfig
+    _: KW_ONLY
+    clock: Clock = SYSTEM_CLOCK
+    on_started_leading: Callable[[], None] | None = None
+    on_stopped_leading: Callable[[], None] | None = None
+    on_new_leader: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._observed: tuple[Any, ...] | None = None  # the record as we last saw it
         self._observed_at = 0.0  # monotonic time we saw it change
@@ -215,8 +211,8 @@ class LeaderElector:
         if holder and holder != self._leader:
             self._leader = holder
             log.info("lease: leader is %s", holder, extra={"node": holder})
-            if self._on_new_leader is not None:
-                self._on_new_leader(holder)
+            if self.on_new_leader is not None:
+                self.on_new_leader(holder)
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -258,7 +254,7 @@ class LeaderElector:
                 self._renewed_at = None
         if not changed:
             return
-        callback = self._on_started if leading else self._on_stopped
+        callback = self.on_started_leading if leading else self.on_stopped_leading
         log.info("lease: %s leading", "started" if leading else "stopped")
         if callback is not None:
             callback()

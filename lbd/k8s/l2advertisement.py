@@ -25,7 +25,7 @@ from typing import Any
 
 from lbd.core.config import FieldError, parse_advertisement
 from lbd.core.model import Advertisement
-from lbd.k8s.client import L2ADVERTISEMENTS, ApiError
+from lbd.k8s.client import L2ADVERTISEMENTS
 from lbd.k8s.conditions import (
     Condition,
     Conditions,
@@ -73,11 +73,11 @@ def observe_l2advertisement(obj: Obj) -> ObservedAdvertisement:
     )
 
 
+@dataclass(frozen=True)
 class AdvertisementStatusWriter:
     """Writes an L2Advertisement's ``Ready`` condition when it differs from what it shows."""
 
-    def __init__(self, patcher: Patcher) -> None:
-        self.patcher = patcher
+    patcher: Patcher
 
     def write(
         self,
@@ -94,12 +94,6 @@ class AdvertisementStatusWriter:
             "metadata": {"resourceVersion": view.ref.resource_version},
             "status": {"conditions": merged},
         }
-        try:
-            self.patcher.send(
-                L2ADVERTISEMENTS.path(name=view.name, subresource="status"), body, still=still
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return self.patcher.send_unless_gone(
+            L2ADVERTISEMENTS.path(name=view.name, subresource="status"), body, still=still
+        )

@@ -59,6 +59,28 @@ def node_view(node: Obj, *, alive: bool, interfaces_up: frozenset[str]) -> NodeV
     )
 
 
+def node_fingerprint(node: Obj | None) -> object:
+    """What of a Node can change a speaker's decision, compared to tell a real change from a
+    kubelet's status update (those rewrite heartbeat timestamps every few seconds and would
+    otherwise cost a reconcile pass each).
+
+    It covers every field the speaker reads from a Node, each as it stands in the object:
+    the labels, the drain annotation, the taint keys, each condition's type and status (not its
+    timestamps), and the addresses (heartbeat peers). Equal fingerprints, no pass needed.
+    """
+    if node is None:
+        return None
+    meta = node.get("metadata") or {}
+    status = node.get("status") or {}
+    return (
+        meta.get("labels"),
+        (meta.get("annotations") or {}).get(DRAIN_ANNOTATION),
+        [t.get("key") for t in (node.get("spec") or {}).get("taints") or []],
+        [(c.get("type"), c.get("status")) for c in status.get("conditions") or []],
+        status.get("addresses"),
+    )
+
+
 def freeze_labels(labels: Mapping[str, str]) -> Labels:
     """Labels in the hashable form :class:`NodeView`/:class:`ServiceView` hold."""
     return Labels(labels)

@@ -4,6 +4,7 @@ API::
 
     patcher = Patcher(kube, may_write=elector.is_leader, on_written=fn(obj))
     obj = patcher.send(path, body)     # raises ApiError (409 included) or NotLeaderError
+    patcher.send_unless_gone(path, body) -> bool   # the same, a 404 is False (nothing to write)
 
 - ``may_write`` is checked before every request: a replica that lost (or cannot prove) its
   leadership stops writing at once, even in the middle of a retry loop.
@@ -17,6 +18,7 @@ API::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, InitVar, dataclass
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -32,23 +34,19 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and (exc.status in (0, 429) or exc.status >= 500)
 
 
+@dataclass(eq=False)
 class Patcher:
     """Merge patches with retries, as long as we may write."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        *,
-        may_write: Callable[[], bool] = lambda: True,
-        on_written: Callable[[JsonDict], None] | None = None,
-        attempts: int = 8,
-        wait_initial: float = 0.05,
-        wait_max: float = 2.0,
-    ) -> None:
-        self.kube = kube
-        self.may_write = may_write
-        self.on_written = on_written
-        self.attempts = attempts
+    kube: Kube
+    _: KW_ONLY
+    may_write: Callable[[], bool] = lambda: True
+    on_written: Callable[[JsonDict], None] | None = None
+    attempts: int = 8
+    wait_initial: InitVar[float] = 0.05
+    wait_max: InitVar[float] = 2.0
+
+    def __post_init__(self, wait_initial: float, wait_max: float) -> None:
         self._wait = wait_exponential_jitter(multiplier=wait_initial, max=wait_max, jitter=0.1)
         self.requests = 0
 
@@ -74,3 +72,16 @@ class Patcher:
         if self.on_written is not None:
             self.on_written(written)
         return written
+
+    def send_unless_gone(
+        self, path: str, body: JsonDict, *, still: Callable[[], bool] | None = None
+    ) -> bool:
+        """:meth:`send`, where a 404 means the object was deleted since it was read: nothing is
+        left to write, so it returns False instead of raising; True when it wrote."""
+        try:
+            self.send(path, body, still=still)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

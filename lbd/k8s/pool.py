@@ -23,7 +23,7 @@ from typing import Any
 from lbd.core.config import PoolInput
 from lbd.core.model import Family, render_count
 from lbd.core.poolstatus import PoolCondition, PoolShown
-from lbd.k8s.client import IPADDRESSPOOLS, ApiError, JsonDict
+from lbd.k8s.client import IPADDRESSPOOLS, JsonDict
 from lbd.k8s.conditions import (
     Condition,
     Conditions,
@@ -135,11 +135,11 @@ def _as_condition(cond: PoolCondition) -> Condition:
     return Condition(cond.status, cond.reason, cond.message)
 
 
+@dataclass(frozen=True)
 class PoolStatusWriter:
     """Writes a pool's status when it differs from what the pool shows."""
 
-    def __init__(self, patcher: Patcher) -> None:
-        self.patcher = patcher
+    patcher: Patcher
 
     def write(
         self, view: ObservedPool, shown: PoolShown, *, still: Callable[[], bool] | None = None
@@ -155,10 +155,4 @@ class PoolStatusWriter:
             return False
         body = {"metadata": {"resourceVersion": view.ref.resource_version}, "status": status}
         path = IPADDRESSPOOLS.path(name=view.name, subresource="status")
-        try:
-            self.patcher.send(path, body, still=still)
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return self.patcher.send_unless_gone(path, body, still=still)

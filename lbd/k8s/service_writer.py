@@ -92,11 +92,11 @@ class WriteOutcome:
     metadata_pending: bool = False
 
 
+@dataclass(frozen=True)
 class ServiceWriter:
     """Makes Services show what the controller decided: only the differences."""
 
-    def __init__(self, patcher: Patcher) -> None:
-        self.patcher = patcher
+    patcher: Patcher
 
     def write(
         self,
@@ -151,14 +151,8 @@ class ServiceWriter:
         if patch is None:
             return False
         ref = view.ref
-        try:
-            self.patcher.send(
-                SERVICES.path(namespace=ref.namespace, name=ref.name, subresource="status"),
-                patch,
-                still=still,
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return self.patcher.send_unless_gone(
+            SERVICES.path(namespace=ref.namespace, name=ref.name, subresource="status"),
+            patch,
+            still=still,
+        )

@@ -12,7 +12,8 @@ Design decisions:
   because a list failed), so the speaker keeps announcing from it; membership, which decides
   liveness, does not depend on the API at all.
 - Kubelets rewrite every Node's status every few seconds (heartbeat timestamps). Those updates
-  are filtered out by comparing only the fields the election reads, so they cost no pass.
+  are filtered out by comparing only the fields the election reads
+  (:func:`lbd.k8s.node.node_fingerprint`), so they cost no pass.
 - L2Advertisements are read by :func:`lbd.k8s.l2advertisement.observe_l2advertisement`, the
   reader the controller uses for their status, so both agree on which ones are valid.
 - An L2Advertisement that fails validation is left out (announcing less is safe; announcing
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from lbd.core.model import Advertisement
 from lbd.k8s.client import (
@@ -38,6 +38,7 @@ from lbd.k8s.client import (
 )
 from lbd.k8s.informer import EventType, Informer
 from lbd.k8s.l2advertisement import observe_l2advertisement
+from lbd.k8s.node import node_fingerprint
 from lbd.k8s.speaker_convert import (
     ClusterView,
     EndpointSummary,
@@ -49,21 +50,6 @@ from lbd.k8s.speaker_convert import (
 log = logging.getLogger(__name__)
 
 BY_SERVICE = "service"
-
-
-def node_relevant(node: JsonDict | None) -> Any:
-    """The parts of a Node the speaker decides on (heartbeat timestamps excluded)."""
-    if node is None:
-        return None
-    meta = node.get("metadata") or {}
-    status = node.get("status") or {}
-    return (
-        meta.get("labels"),
-        (meta.get("annotations") or {}).get("lbd.io/drain"),
-        [t.get("key") for t in (node.get("spec") or {}).get("taints") or []],
-        [(c.get("type"), c.get("status")) for c in status.get("conditions") or []],
-        status.get("addresses"),
-    )
 
 
 def _slice_index(obj: JsonDict) -> list[str]:
@@ -91,7 +77,7 @@ class SpeakerCache:
         self._ads_cache: dict[tuple[str, str], Advertisement | None] = {}
 
     def _node_event(self, type_: EventType, old: JsonDict | None, new: JsonDict | None) -> None:
-        if type_ is EventType.MODIFIED and node_relevant(old) == node_relevant(new):
+        if type_ is EventType.MODIFIED and node_fingerprint(old) == node_fingerprint(new):
             return
         self.on_change()
 

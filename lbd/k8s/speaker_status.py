@@ -37,7 +37,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass
 from typing import Any, Protocol
 
 from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, PatchType
@@ -184,28 +184,30 @@ class EventSink(Protocol):
     def event(self, involved: JsonDict, kind: EventKind, reason: str, message: str) -> None: ...
 
 
-class StatusWriter:
-    """Converges ServiceL2Status objects of this node towards :meth:`set_desired`; emits Events."""
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
-    def __init__(
-        self,
-        kube: KubeApi,
-        *,
-        node_name: str,
-        events: EventSink,
-        clock: Clock = SYSTEM_CLOCK,
-        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        backoff_initial: float = 0.2,
-        backoff_max: float = 10.0,
-    ) -> None:
-        self.kube = kube
-        self.node = node_name
-        self.events = events
-        self.clock = clock
-        self.now = now
+
+@dataclass(eq=False)
+class StatusWriter:
+    """Converges ServiceL2Status objects of this node towards :meth:`set_desired`; emits Events.
+
+    The fields are what it is given; its queue and record of what is wanted start in
+    ``__post_init__``."""
+
+    kube: KubeApi
+    _: KW_ONLY
+    node_name: str
+    events: EventSink
+    clock: Clock = SYSTEM_CLOCK
+    now: Callable[[], dt.datetime] = _utc_now
+    backoff_initial: InitVar[float] = 0.2
+    backoff_max: InitVar[float] = 10.0
+
+    def __post_init__(self, backoff_initial: float, backoff_max: float) -> None:
         # One key per Service, never processed twice at once, per-key exponential backoff.
         self.queue: WorkQueue[str] = WorkQueue(
-            clock=clock, rate_limiter=ExponentialBackoff(backoff_initial, backoff_max)
+            clock=self.clock, rate_limiter=ExponentialBackoff(backoff_initial, backoff_max)
         )
         self._lock = threading.Lock()
         self._desired: dict[str, Wanted | None] = {}
@@ -237,7 +239,7 @@ class StatusWriter:
         """Remove objects naming this node for Services not in ``keys`` (left by a past run)."""
         try:
             listing = self.kube.get(
-                SERVICEL2STATUSES.path(), query={"labelSelector": f"{NODE_LABEL}={self.node}"}
+                SERVICEL2STATUSES.path(), query={"labelSelector": f"{NODE_LABEL}={self.node_name}"}
             )
         except ApiError as exc:
             log.warning("cannot list stale ServiceL2Status", extra={"error": str(exc)})
@@ -323,7 +325,7 @@ class StatusWriter:
         if want is None:
             self._remove(current)
             return
-        body = desired_object(want, self.node)
+        body = desired_object(want, self.node_name)
         previous_node = previously_announced = previous_reason = previous_since = None
         if current is None:
             # 409 AlreadyExists (another node created it meanwhile) is retried: re-read, update.
@@ -349,13 +351,13 @@ class StatusWriter:
                 self.writes += 1
         old_status = current.get("status") or {}
         # "since": when this node started announcing, or started reporting this reason
-        same = previous_node == self.node and (
-            (previously_announced == self.node)
+        same = previous_node == self.node_name and (
+            (previously_announced == self.node_name)
             if isinstance(want, Ownership)
             else (previously_announced is None and previous_reason == want.reason)
         )
         since = previous_since if same else None
-        status = desired_status(want, self.node, since or _rfc3339(self.now()))
+        status = desired_status(want, self.node_name, since or _rfc3339(self.now()))
         if old_status != status:
             current = dict(current)
             current["status"] = status
@@ -365,13 +367,13 @@ class StatusWriter:
             if not same:
                 log.info(
                     "not announced",
-                    extra={"service": key, "reason": want.reason, "node": self.node},
+                    extra={"service": key, "reason": want.reason, "node": self.node_name},
                 )
             return
-        if previously_announced != self.node:
+        if previously_announced != self.node_name:
             log.info(
                 "now announcing",
-                extra={"service": key, "vip": ",".join(want.vips), "node": self.node},
+                extra={"service": key, "vip": ",".join(want.vips), "node": self.node_name},
             )
             self.emit(
                 EventSpec(
@@ -380,7 +382,7 @@ class StatusWriter:
                     uid=want.uid,
                     type="Normal",
                     reason="NodeAssigned",
-                    message=node_assigned_message(want, self.node),
+                    message=node_assigned_message(want, self.node_name),
                 )
             )
 
@@ -391,7 +393,7 @@ class StatusWriter:
         owner = (current.get("status") or {}).get("node") or (meta.get("labels") or {}).get(
             NODE_LABEL
         )
-        if owner != self.node:
+        if owner != self.node_name:
             return  # another node took over: its object now
         try:
             self.kube.delete(

@@ -41,6 +41,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 from lbd.k8s.speaker_convert import peers_from_nodes
@@ -103,35 +104,27 @@ class StatusSink(Protocol):
     def emit(self, event: EventSpec) -> None: ...
 
 
+@dataclass(eq=False)
 class Reconciler:
-    """Level-triggered loop from (Kubernetes view, live peers, links) to the responder's table."""
+    """Level-triggered loop from (Kubernetes view, live peers, links) to the responder's table.
 
-    def __init__(
-        self,
-        *,
-        node_name: str,
-        lb_class: str | None,
-        source: Callable[[], Snapshot],
-        heartbeats: Heartbeats,
-        announcer: Announcer,
-        links: LocalLinks,
-        status: StatusSink,
-        metrics: SpeakerMetrics,
-        clock: Clock = SYSTEM_CLOCK,
-        warmup: float = 0.0,
-        resync: float = 30.0,
-    ) -> None:
-        self.node = node_name
-        self.lb_class = lb_class
-        self.source = source
-        self.heartbeats = heartbeats
-        self.announcer = announcer
-        self.links = links
-        self.status = status
-        self.metrics = metrics
-        self.clock = clock
-        self.resync = resync
-        self.warmup = warmup
+    The fields are what it is wired to (speaker/daemon.py injects each one; tests inject
+    fakes); its own state starts in ``__post_init__``."""
+
+    _: KW_ONLY
+    node_name: str
+    lb_class: str | None
+    source: Callable[[], Snapshot]
+    heartbeats: Heartbeats
+    announcer: Announcer
+    links: LocalLinks
+    status: StatusSink
+    metrics: SpeakerMetrics
+    clock: Clock = SYSTEM_CLOCK
+    warmup: float = 0.0
+    resync: float = 30.0
+
+    def __post_init__(self) -> None:
         self._announce_from: float | None = None  # set by the first pass
         self._recheck = False
         self._claimed = False
@@ -181,7 +174,7 @@ class Reconciler:
                 uid=own.uid,
                 type="Warning",
                 reason="VIPConflict",
-                message=f"{mac} also answers for {vip}, announced from {self.node}; "
+                message=f"{mac} also answers for {vip}, announced from {self.node_name}; "
                 "re-announcing (check for a duplicate address on the network)",
             )
         )
@@ -232,12 +225,12 @@ class Reconciler:
             self._announce_from = now + self.warmup
         warm = now >= self._announce_from
         alive = dict(self.heartbeats.alive_peers())
-        alive.pop(self.node, None)
+        alive.pop(self.node_name, None)
         self.metrics.peers_alive.set(len(alive) + 1)
-        alive[self.node] = local_up
+        alive[self.node_name] = local_up
         plan = make_plan(
             snap,
-            self_name=self.node,
+            self_name=self.node_name,
             alive=alive,
             lb_class=self.lb_class,
             resolve_interfaces=self.links.resolve,
@@ -306,7 +299,7 @@ class Reconciler:
         taking: dict[str, tuple[str, str, float | None, float | None]] = {}
         for key in plan.ownerships.keys() - previous.ownerships.keys():
             before = previous.decisions.get(key)
-            if before is None or before.owner in (None, self.node) or before.owner in alive:
+            if before is None or before.owner in (None, self.node_name) or before.owner in alive:
                 continue
             last = self.heartbeats.last_seen(before.owner)
             for vip in plan.ownerships[key].vips:
@@ -345,9 +338,9 @@ class Reconciler:
         was, now = _announced(previous), _announced(plan)
         for key, vip in was - now:
             with contextlib.suppress(KeyError):
-                gauge.remove(key, vip, self.node)
+                gauge.remove(key, vip, self.node_name)
         for key, vip in now - was:
-            gauge.labels(key, vip, self.node).set(1)
+            gauge.labels(key, vip, self.node_name).set(1)
 
 
 def _announced(plan: Plan) -> set[tuple[str, str]]:

@@ -13,7 +13,8 @@ import pytest
 from lbd.cli import build_parser
 from lbd.core.model import Advertisement
 from lbd.k8s.informer import EventType
-from lbd.k8s.speaker_informers import SpeakerCache, node_relevant
+from lbd.k8s.node import node_fingerprint
+from lbd.k8s.speaker_informers import SpeakerCache
 from lbd.net.links import IFF_BROADCAST, IFF_LOOPBACK, IFF_LOWER_UP, IFF_NOARP, IFF_UP, Link
 from lbd.speaker.cli import _excludes
 from lbd.speaker.daemon import AnnounceLinks
@@ -63,7 +64,34 @@ def test_kubelet_heartbeat_updates_do_not_wake_the_loop() -> None:
     assert woke == []
     c._node_event(EventType.MODIFIED, old, node("n1", ready="False"))
     assert woke == [1]
-    assert node_relevant(old) != node_relevant(node("n1", labels={"a": "b"}))
+    assert node_fingerprint(old) != node_fingerprint(node("n1", labels={"a": "b"}))
+
+
+@pytest.mark.parametrize(
+    ("changed", "wakes"),
+    [
+        (node("n1", labels={"zone": "b"}), True),
+        (node("n1", annotations={"lbd.io/drain": "true"}), True),
+        (node("n1", taints=[{"key": "maintenance", "effect": "NoSchedule"}]), True),
+        (node("n1", ready="Unknown"), True),
+        (node("n1", net_unavailable="True"), True),
+        (node("n1", ips=("198.18.0.12",)), True),
+        (node("n1", ips=("198.18.0.11", "2001:db8::11")), True),
+        # not read by the speaker: no pass
+        (node("n1", annotations={"example.com/owner": "ops"}), False),
+        (node("n1"), False),
+    ],
+)
+def test_every_node_field_the_speaker_reads_wakes_the_loop(
+    changed: dict[str, Any], wakes: bool
+) -> None:
+    c, woke = cache()
+    c._node_event(EventType.MODIFIED, node("n1"), changed)
+    assert woke == ([1] if wakes else [])
+    # an added or deleted Node always counts
+    c._node_event(EventType.ADDED, None, changed)
+    c._node_event(EventType.DELETED, changed, None)
+    assert len(woke) == (3 if wakes else 2)
 
 
 class FakeMonitor:
