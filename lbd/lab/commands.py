@@ -22,7 +22,8 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,6 @@ NEEDS_ROOT = (
     "(all addresses are from the 198.18.0.0/15 and 2001:db8::/32 documentation ranges), and "
     "`lbd lab down` removes everything. Run it again as root, e.g. `sudo make demo`."
 )
-
-
-def _need_root() -> bool:
-    if os.geteuid() != 0:
-        print(NEEDS_ROOT, file=sys.stderr)
-        return False
-    return True
 
 
 def _dir(value: str | None) -> Path | None:
@@ -106,11 +100,15 @@ def _find(args: argparse.Namespace) -> Any:
     return find_lab(_dir(args.dir))
 
 
-def _check(prog: str, checks: list[tuple[bool, str]]) -> int | None:
-    """The first failed check as a one-line error (exit code 2), or None."""
+def _refused(prog: str, *checks: tuple[bool, str]) -> int | None:
+    """Why a command that needs root does not start: the first failed check of its flags as a
+    one-line error, else :data:`NEEDS_ROOT` when not root (exit code 2); None when it may."""
     for ok, message in checks:
         if not ok:
             return fail(prog, message)
+    if os.geteuid() != 0:
+        print(NEEDS_ROOT, file=sys.stderr)
+        return 2
     return None
 
 
@@ -138,21 +136,17 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    bad = _check(
+    refused = _refused(
         "lbd lab up",
-        [
-            (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
-            (args.pods_per_node >= 0, f"--pods-per-node {args.pods_per_node}: must be >= 0"),
-            (
-                args.pod_eviction_delay >= 0,
-                f"--pod-eviction-delay {args.pod_eviction_delay}: must be >= 0 seconds",
-            ),
-        ],
+        (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
+        (args.pods_per_node >= 0, f"--pods-per-node {args.pods_per_node}: must be >= 0"),
+        (
+            args.pod_eviction_delay >= 0,
+            f"--pod-eviction-delay {args.pod_eviction_delay}: must be >= 0 seconds",
+        ),
     )
-    if bad is not None:
-        return bad
-    if not _need_root():
-        return 2
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import LabOptions, choose_control_plane, up
 
     except_types = _UP_ERRORS()
@@ -189,8 +183,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if not _need_root():
-        return 2
+    refused = _refused("lbd lab down")
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import LabError, down, find_lab
 
     try:
@@ -240,10 +235,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
     verb = "restore-node" if restore else "kill-node"
     delay = getattr(args, "pod_eviction_delay", None)
-    if delay is not None and not delay >= 0:
-        return fail(f"lbd lab {verb}", f"--pod-eviction-delay {delay}: must be >= 0 seconds")
-    if not _need_root():
-        return 2
+    refused = _refused(
+        f"lbd lab {verb}",
+        (delay is None or delay >= 0, f"--pod-eviction-delay {delay}: must be >= 0 seconds"),
+    )
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import kill_node, restore_node
 
     errors: tuple[type[Exception], ...] = (*_UP_ERRORS(), OSError)
@@ -269,10 +266,9 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    if args.pods < 0:
-        return fail("lbd lab scale", f"PODS {args.pods}: must be >= 0")
-    if not _need_root():
-        return 2
+    refused = _refused("lbd lab scale", (args.pods >= 0, f"PODS {args.pods}: must be >= 0"))
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import scale
 
     try:
@@ -286,10 +282,12 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.nodes < 2:
-        return fail("lbd lab demo", f"--nodes {args.nodes}: a failover needs at least 2 nodes")
-    if not _need_root():
-        return 2
+    refused = _refused(
+        "lbd lab demo",
+        (args.nodes >= 2, f"--nodes {args.nodes}: a failover needs at least 2 nodes"),
+    )
+    if refused is not None:
+        return refused
     from lbd.lab.scenarios.demo import run_demo
 
     return run_demo(
@@ -476,108 +474,152 @@ def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _internal(sub: argparse._SubParsersAction[Any], name: str, what: str, example: str) -> Any:
-    """A lab-internal command: runnable, described, but not listed by ``lbd lab --help``."""
-    return sub.add_parser(
-        name,
-        description=f"(lab internal: the lab runs it, see docs/LAB.md) {what}",
-        epilog=examples(example),
-    )
+@dataclass(frozen=True)
+class _Flag:
+    """One ``add_argument`` of an internal command (its flags and keyword arguments), or, with
+    ``one_of``, a required group of mutually exclusive ones."""
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any]
+    one_of: tuple[_Flag, ...] = ()
+
+    def add_to(self, p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+        if self.one_of:
+            group = p.add_mutually_exclusive_group(required=True)
+            for flag in self.one_of:
+                flag.add_to(group)
+        else:
+            p.add_argument(*self.flags, **self.options)
 
 
-def _internal_dir(p: argparse.ArgumentParser) -> None:
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--dir", type=Path, metavar="DIR", help="the lab's directory")
-    which.add_argument("--prefix", metavar="PREFIX", help="the lab's namespace prefix")
+def _flag(*flags: str, **options: Any) -> _Flag:
+    return _Flag(flags, options)
+
+
+_WHICH_LAB = _Flag(
+    (),
+    {},
+    one_of=(
+        _flag("--dir", type=Path, metavar="DIR", help="the lab's directory"),
+        _flag("--prefix", metavar="PREFIX", help="the lab's namespace prefix"),
+    ),
+)
+_KUBECONFIG = _flag("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
+_NODE = _flag("--node-name", required=True, metavar="NAME", help="the node")
+
+
+@dataclass(frozen=True)
+class _Internal:
+    """A program the lab runs in its namespaces: ``lbd lab NAME`` runs ``module.run``."""
+
+    name: str
+    module: str
+    what: str
+    example: str
+    flags: tuple[_Flag, ...]
+
+
+# The programs the lab runs in its namespaces (not meant to be typed by hand).
+_INTERNAL = (
+    _Internal(
+        "supervise",
+        "lbd.lab.cluster.supervisor",
+        "Run the lab's process supervisor.",
+        "lbd lab supervise --prefix lbd --daemonize",
+        (
+            _WHICH_LAB,
+            _flag("--daemonize", action="store_true", help="fork, start a new session, detach"),
+        ),
+    ),
+    _Internal(
+        "control-plane",
+        "lbd.lab.cluster.realplane",
+        "Run etcd, kube-apiserver and kube-controller-manager.",
+        "lbd lab control-plane --dir .lab/lbd --manifest deploy/examples/lab-pool.yaml",
+        (
+            _WHICH_LAB,
+            _flag(
+                "--manifest",
+                action="append",
+                default=[],
+                metavar="PATH",
+                help="file or folder to apply",
+            ),
+            _flag(
+                "--timeout", type=float, default=120.0, metavar="SECONDS", help="start-up deadline"
+            ),
+        ),
+    ),
+    _Internal(
+        "kubelet",
+        "lbd.lab.standins.kubelet",
+        "Run the Pods bound to a node.",
+        "lbd lab kubelet --prefix lbd --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+        (_WHICH_LAB, _NODE, _KUBECONFIG),
+    ),
+    _Internal(
+        "echo",
+        "lbd.lab.standins.echo",
+        "TCP/UDP echo answering with the node name.",
+        "lbd lab echo --node-name n1 --port 9000",
+        (
+            _flag("--node-name", required=True, metavar="NAME", help="name to answer with"),
+            _flag("--port", type=int, default=9000, help="TCP and UDP port"),
+        ),
+    ),
+    _Internal(
+        "kube-proxy",
+        "lbd.lab.standins.kubeproxy",
+        "kube-proxy stand-in: VIPs on lo.",
+        "lbd lab kube-proxy --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+        (_NODE, _KUBECONFIG),
+    ),
+    _Internal(
+        "speaker-pods",
+        "lbd.lab.standins.speakerpods",
+        "The speakers' Pods and their readiness.",
+        "lbd lab speaker-pods --dir .lab/lbd --kubeconfig .lab/lbd/kubeconfig",
+        (
+            _flag("--dir", required=True, type=Path, metavar="DIR", help="the lab's directory"),
+            _KUBECONFIG,
+        ),
+    ),
+    _Internal(
+        "endpoints",
+        "lbd.lab.standins.endpoints",
+        "EndpointSlices for the echo service.",
+        "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",
+        (_KUBECONFIG,),
+    ),
+    _Internal(
+        "forward",
+        "lbd.lab.cluster.forward",
+        "Forward a host socket into the lab.",
+        "lbd lab forward --fd 3 --to 198.18.0.1:6443",
+        (
+            _flag("--fd", type=int, required=True, help="inherited listening socket"),
+            _flag(
+                "--to",
+                required=True,
+                metavar="ADDR:PORT",
+                help="where to connect (in this namespace)",
+            ),
+            _flag("--tls-cert", metavar="FILE", help="serve TLS on the host side with this"),
+            _flag("--tls-key", metavar="FILE", help="... and this key"),
+        ),
+    ),
+)
 
 
 def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
-    """The programs the lab runs in its namespaces (not meant to be typed by hand)."""
-    p = _internal(
-        sub,
-        "supervise",
-        "Run the lab's process supervisor.",
-        "lbd lab supervise --prefix lbd --daemonize",
-    )
-    _internal_dir(p)
-    p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
-    p.set_defaults(func=_lazy("lbd.lab.cluster.supervisor"))
-
-    p = _internal(
-        sub,
-        "control-plane",
-        "Run etcd, kube-apiserver and kube-controller-manager.",
-        "lbd lab control-plane --dir .lab/lbd --manifest deploy/examples/lab-pool.yaml",
-    )
-    _internal_dir(p)
-    p.add_argument(
-        "--manifest", action="append", default=[], metavar="PATH", help="file or folder to apply"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=120.0, metavar="SECONDS", help="start-up deadline"
-    )
-    p.set_defaults(func=_lazy("lbd.lab.cluster.realplane"))
-
-    p = _internal(
-        sub,
-        "kubelet",
-        "Run the Pods bound to a node.",
-        "lbd lab kubelet --prefix lbd --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
-    )
-    _internal_dir(p)
-    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.kubelet"))
-
-    p = _internal(
-        sub,
-        "echo",
-        "TCP/UDP echo answering with the node name.",
-        "lbd lab echo --node-name n1 --port 9000",
-    )
-    p.add_argument("--node-name", required=True, metavar="NAME", help="name to answer with")
-    p.add_argument("--port", type=int, default=9000, help="TCP and UDP port")
-    p.set_defaults(func=_lazy("lbd.lab.standins.echo"))
-
-    p = _internal(
-        sub,
-        "kube-proxy",
-        "kube-proxy stand-in: VIPs on lo.",
-        "lbd lab kube-proxy --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.kubeproxy"))
-
-    p = _internal(
-        sub,
-        "speaker-pods",
-        "The speakers' Pods and their readiness.",
-        "lbd lab speaker-pods --dir .lab/lbd --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--dir", required=True, type=Path, metavar="DIR", help="the lab's directory")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.speakerpods"))
-
-    p = _internal(
-        sub,
-        "endpoints",
-        "EndpointSlices for the echo service.",
-        "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.endpoints"))
-
-    p = _internal(
-        sub,
-        "forward",
-        "Forward a host socket into the lab.",
-        "lbd lab forward --fd 3 --to 198.18.0.1:6443",
-    )
-    p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    p.add_argument(
-        "--to", required=True, metavar="ADDR:PORT", help="where to connect (in this namespace)"
-    )
-    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS on the host side with this")
-    p.add_argument("--tls-key", metavar="FILE", help="... and this key")
-    p.set_defaults(func=_lazy("lbd.lab.cluster.forward"))
+    """The lab-internal commands: runnable, described, but not listed by ``lbd lab --help``
+    (no ``help=``)."""
+    for cmd in _INTERNAL:
+        p = sub.add_parser(
+            cmd.name,
+            description=f"(lab internal: the lab runs it, see docs/LAB.md) {cmd.what}",
+            epilog=examples(cmd.example),
+        )
+        for flag in cmd.flags:
+            flag.add_to(p)
+        p.set_defaults(func=_lazy(cmd.module))
