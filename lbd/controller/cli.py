@@ -19,7 +19,7 @@ import os
 import socket
 from typing import Any
 
-from lbd.clihelp import examples
+from lbd.clihelp import examples, settings
 
 EXAMPLES = examples(
     "# in a cluster (what the Deployment runs): two replicas, one active",
@@ -135,23 +135,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from lbd.controller.main import ControllerOptions, main
 
+    # An empty --lb-class or --speaker-namespace means none (the Deployment may pass "").
     return main(
-        ControllerOptions(
-            kubeconfig=args.kubeconfig,
+        settings(
+            ControllerOptions,
+            args,
             lb_class=args.lb_class or None,
-            leader_elect=args.leader_elect,
-            lease_namespace=args.lease_namespace,
-            lease_name=args.lease_name,
-            identity=args.identity,
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            health_addr=args.health_addr,
-            workers=args.workers,
-            resync_period=args.resync_period,
-            log_level=args.log_level,
             speaker_namespace=args.speaker_namespace or None,
-            speaker_selector=args.speaker_selector,
-            speaker_grace=args.speaker_grace,
         )
     )

@@ -24,7 +24,7 @@ import signal
 import threading
 from typing import Any
 
-from lbd.clihelp import examples, fail
+from lbd.clihelp import examples, fail, settings
 
 log = logging.getLogger("lbd.speaker")
 PROG = "lbd speaker"
@@ -189,21 +189,17 @@ def run(args: argparse.Namespace) -> int:
     from lbd.k8s.client import KubeconfigError
     from lbd.speaker.daemon import Speaker, SpeakerSettings
 
-    settings = SpeakerSettings(
-        node_name=args.node_name,
-        kubeconfig=args.kubeconfig,
+    config = settings(
+        SpeakerSettings,
+        args,
         keys=keys,
         key_file=args.membership_key,
         key_grace=args.membership_key_grace,
-        membership_port=args.membership_port,
-        heartbeat_interval=args.heartbeat_interval,
-        dead_after=args.dead_after,
         lb_class=args.lb_class or None,
-        health_addr=args.health_addr,
         interfaces_exclude=_excludes(args.interfaces_exclude),
     )
     try:
-        speaker = Speaker(settings)
+        speaker = Speaker(config)
     except KubeconfigError as exc:
         return fail(PROG, str(exc))
     except ValueError as exc:  # a bad flag value (interval, dead-after, health address)
