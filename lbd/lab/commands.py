@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lbd.clihelp import examples, fail
+from lbd.clihelp import add_command, examples, fail
 
 NEEDS_ROOT = (
     "lbd lab needs root: it creates network namespaces, a bridge and veth links, and its speakers "
@@ -136,6 +136,16 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """build the network-namespace lab and start everything
+
+    Build a lab of network namespaces (a switch, a control plane, nodes and an external client) and
+    start the control plane, the lbd controllers, the speakers and echo Services. Needs root;
+    touches nothing outside its own namespaces.
+
+    examples:
+      sudo .venv/bin/lbd lab up
+      sudo .venv/bin/lbd lab up --prefix l2 --nodes 4 --ipv6 --control-plane stand-in
+    """
     refused = _refused(
         "lbd lab up",
         (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
@@ -183,6 +193,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """remove every namespace, link, process and file of a lab
+
+    Remove every namespace, link, process and file of a lab, and its record (so the next lab up
+    there starts afresh). By --prefix it also cleans up after a crash, when the lab's files are
+    gone.
+
+    examples:
+      sudo .venv/bin/lbd lab down
+      sudo .venv/bin/lbd lab down --prefix l2
+    """
     refused = _refused("lbd lab down")
     if refused is not None:
         return refused
@@ -212,6 +232,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """run a command inside a lab namespace with KUBECONFIG set
+
+    Run a command in the control plane's namespace (or a node's, or the client's) with KUBECONFIG
+    and LBD_LAB_DIR set to the lab's.
+
+    examples:
+      sudo .venv/bin/lbd lab exec -- kubectl get svc -A
+      sudo .venv/bin/lbd lab exec --prefix l2 --client -- curl -s 198.18.100.0:9000
+    """
     from lbd.lab.cluster.lab import LabError
 
     command = [c for c in args.cmd if c != "--"] if args.cmd[:1] == ["--"] else args.cmd
@@ -265,7 +294,41 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
     return 0
 
 
+def cmd_kill_node(args: argparse.Namespace) -> int:
+    """cut a node off: link down, speaker killed (real: pods not ready)
+
+    Cut a node off as a power loss would: its link goes down and its speaker is killed; on the real
+    control plane its pods are marked not ready.
+
+    examples:
+      sudo .venv/bin/lbd lab kill-node n1
+      sudo .venv/bin/lbd lab kill-node --prefix l2 n2 --pod-eviction-delay 5
+    """
+    return _node_cmd(args, restore=False)
+
+
+def cmd_restore_node(args: argparse.Namespace) -> int:
+    """bring a node back: link up, speaker restarted
+
+    Bring a node that kill-node cut off back: link up, speaker restarted, its pods ready again.
+
+    examples:
+      sudo .venv/bin/lbd lab restore-node n1
+      sudo .venv/bin/lbd lab restore-node --prefix l2 n2
+    """
+    return _node_cmd(args, restore=True)
+
+
 def cmd_scale(args: argparse.Namespace) -> int:
+    """real control plane: N echo pods per node
+
+    Real control plane: create or delete echo pods until each node (or each --node) runs PODS of
+    them, and wait until they are ready.
+
+    examples:
+      sudo .venv/bin/lbd lab scale 5
+      sudo .venv/bin/lbd lab scale 0 --node n1
+    """
     refused = _refused("lbd lab scale", (args.pods >= 0, f"PODS {args.pods}: must be >= 0"))
     if refused is not None:
         return refused
@@ -282,6 +345,15 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """up, then a narrated failover scenario, then down
+
+    Build a lab, show a Service getting an address and a node failing over with the client's view of
+    the gap, then remove the lab (unless --keep).
+
+    examples:
+      sudo make demo
+      sudo .venv/bin/lbd lab demo --keep --nodes 4
+    """
     refused = _refused(
         "lbd lab demo",
         (args.nodes >= 2, f"--nodes {args.nodes}: a failover needs at least 2 nodes"),
@@ -309,6 +381,13 @@ def _control_plane_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _new_lab(p: argparse.ArgumentParser, *, prefix: str) -> None:
+    """``--nodes``, ``--dir`` and ``--prefix`` of a lab to build (``up``, ``demo``)."""
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
+    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
+    p.add_argument("--prefix", default=prefix, help="namespace name prefix")
+
+
 def _which_lab(p: argparse.ArgumentParser) -> None:
     """``--dir`` or ``--prefix``: which lab (default: the only one under ./.lab)."""
     which = p.add_mutually_exclusive_group()
@@ -321,20 +400,8 @@ def _which_lab(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser(
-        "up",
-        help="build the network-namespace lab and start everything",
-        description="Build a lab of network namespaces (a switch, a control plane, nodes and "
-        "an external client) and start the control plane, the lbd controllers, the speakers "
-        "and echo Services. Needs root; touches nothing outside its own namespaces.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab up",
-            "sudo .venv/bin/lbd lab up --prefix l2 --nodes 4 --ipv6 --control-plane stand-in",
-        ),
-    )
-    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
-    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbd", help="namespace name prefix")
+    p = add_command(sub, "up", cmd_up)
+    _new_lab(p, prefix="lbd")
     p.add_argument("--ipv6", action="store_true", help="add the IPv6 range to the lab pool")
     _control_plane_arg(p)
     p.add_argument(
@@ -357,16 +424,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         choices=("nftables", "iptables"),
         help="real control plane: kube-proxy's mode (default: nftables, else iptables)",
     )
-    p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser(
-        "down",
-        help="remove every namespace, link, process and file of a lab",
-        description="Remove every namespace, link, process and file of a lab, and its record "
-        "(so the next lab up there starts afresh). By --prefix it also cleans up after a "
-        "crash, when the lab's files are gone.",
-        epilog=examples("sudo .venv/bin/lbd lab down", "sudo .venv/bin/lbd lab down --prefix l2"),
-    )
+    p = add_command(sub, "down", cmd_down)
     p.add_argument("--dir", metavar="DIR", help="the lab's directory")
     p.add_argument(
         "--prefix",
@@ -374,18 +433,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="clean up by namespace prefix (also after a crash); with --dir, the files there",
     )
     p.add_argument("--keep-logs", action="store_true", help="leave DIR/logs")
-    p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser(
-        "exec",
-        help="run a command inside a lab namespace with KUBECONFIG set",
-        description="Run a command in the control plane's namespace (or a node's, or the "
-        "client's) with KUBECONFIG and LBD_LAB_DIR set to the lab's.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab exec -- kubectl get svc -A",
-            "sudo .venv/bin/lbd lab exec --prefix l2 --client -- curl -s 198.18.100.0:9000",
-        ),
-    )
+    p = add_command(sub, "exec", cmd_exec)
     _which_lab(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -393,18 +442,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     where.add_argument("--client", action="store_true", help="run on the external client")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run")
-    p.set_defaults(func=cmd_exec)
 
-    p = sub.add_parser(
-        "kill-node",
-        help="cut a node off: link down, speaker killed (real: pods not ready)",
-        description="Cut a node off as a power loss would: its link goes down and its speaker "
-        "is killed; on the real control plane its pods are marked not ready.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab kill-node n1",
-            "sudo .venv/bin/lbd lab kill-node --prefix l2 n2 --pod-eviction-delay 5",
-        ),
-    )
+    p = add_command(sub, "kill-node", cmd_kill_node)
     p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
     _which_lab(p)
     p.add_argument(
@@ -414,49 +453,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="real control plane: mark the node's pods not ready after this delay "
         "(default: the lab's --pod-eviction-delay)",
     )
-    p.set_defaults(func=lambda a: _node_cmd(a, restore=False))
 
-    p = sub.add_parser(
-        "restore-node",
-        help="bring a node back: link up, speaker restarted",
-        description="Bring a node that kill-node cut off back: link up, speaker restarted, "
-        "its pods ready again.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab restore-node n1",
-            "sudo .venv/bin/lbd lab restore-node --prefix l2 n2",
-        ),
-    )
+    p = add_command(sub, "restore-node", cmd_restore_node)
     p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
     _which_lab(p)
-    p.set_defaults(func=lambda a: _node_cmd(a, restore=True))
 
-    p = sub.add_parser(
-        "scale",
-        help="real control plane: N echo pods per node",
-        description="Real control plane: create or delete echo pods until each node (or each "
-        "--node) runs PODS of them, and wait until they are ready.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab scale 5", "sudo .venv/bin/lbd lab scale 0 --node n1"
-        ),
-    )
+    p = add_command(sub, "scale", cmd_scale)
     p.add_argument("pods", type=int, metavar="PODS", help="echo pods per node")
     _which_lab(p)
     p.add_argument("--node", action="append", metavar="NAME", help="only this node (repeatable)")
-    p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser(
-        "demo",
-        help="up, then a narrated failover scenario, then down",
-        description="Build a lab, show a Service getting an address and a node failing over "
-        "with the client's view of the gap, then remove the lab (unless --keep).",
-        epilog=examples("sudo make demo", "sudo .venv/bin/lbd lab demo --keep --nodes 4"),
-    )
-    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
-    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbddemo", help="namespace name prefix")
+    p = add_command(sub, "demo", cmd_demo)
+    _new_lab(p, prefix="lbddemo")
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     _control_plane_arg(p)
-    p.set_defaults(func=cmd_demo)
 
     _register_internal(sub)
 
