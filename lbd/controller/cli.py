@@ -19,26 +19,11 @@ import os
 import socket
 from typing import Any
 
-from lbd.clihelp import examples, settings
-
-EXAMPLES = examples(
-    "# in a cluster (what the Deployment runs): two replicas, one active",
-    "lbd controller --leader-elect",
-    "# from a workstation, one replica, only Services of one class",
-    "lbd controller --kubeconfig ~/.kube/config --lb-class lbd.io/lb",
-)
+from lbd.clihelp import add_command, settings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "controller",
-        help="assign addresses to LoadBalancer Services",
-        description="Assigns addresses from IPAddressPools to LoadBalancer Services and writes "
-        "them into status.loadBalancer.ingress, with conditions and Events on Services, pools "
-        "and L2Advertisements. With --leader-elect, replicas campaign for a Lease and only "
-        "the holder writes. SIGTERM/SIGINT stop cleanly and hand the Lease over.",
-        epilog=EXAMPLES,
-    )
+    p = add_command(sub, "controller", run)
     p.add_argument(
         "--kubeconfig",
         default=None,
@@ -129,10 +114,22 @@ def register(sub: Any) -> None:
         help="without a Ready speaker Pod before Services say NoLiveSpeaker (rolling restarts "
         "stay quiet)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """assign addresses to LoadBalancer Services
+
+    Assigns addresses from IPAddressPools to LoadBalancer Services and writes them into
+    status.loadBalancer.ingress, with conditions and Events on Services, pools and L2Advertisements.
+    With --leader-elect, replicas campaign for a Lease and only the holder writes. SIGTERM/SIGINT
+    stop cleanly and hand the Lease over.
+
+    examples:
+      # in a cluster (what the Deployment runs): two replicas, one active
+      lbd controller --leader-elect
+      # from a workstation, one replica, only Services of one class
+      lbd controller --kubeconfig ~/.kube/config --lb-class lbd.io/lb
+    """
     from lbd.controller.main import ControllerOptions, main
 
     # An empty --lb-class or --speaker-namespace means none (the Deployment may pass "").

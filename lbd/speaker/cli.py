@@ -24,7 +24,7 @@ import signal
 import threading
 from typing import Any
 
-from lbd.clihelp import examples, fail, settings
+from lbd.clihelp import add_command, fail, settings
 
 log = logging.getLogger("lbd.speaker")
 PROG = "lbd speaker"
@@ -44,20 +44,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     from lbd.core.keyring import DEFAULT_GRACE
     from lbd.core.membership import DEFAULT_DEAD_AFTER, DEFAULT_INTERVAL, DEFAULT_PORT
 
-    p = sub.add_parser(
-        "speaker",
-        help="announce Service VIPs from this node (ARP/NDP, heartbeats, election)",
-        description="Runs on every node: elects one owner node per VIP among live speakers and "
-        "answers ARP/NDP for the VIPs this node owns. Needs CAP_NET_RAW and the host network. "
-        "A bad flag, key file or kubeconfig is one line on stderr naming it, exit code 2.",
-        epilog=examples(
-            "# what the DaemonSet runs (NODE_NAME from the downward API)",
-            "lbd speaker --membership-key /etc/lbd/membership/key",
-            "# by hand on one node, faster failure detection",
-            "lbd speaker --node-name n1 --kubeconfig /etc/lbd/kubeconfig \\",
-            "    --membership-key /etc/lbd/membership/key --dead-after 0.6",
-        ),
-    )
+    p = add_command(sub, "speaker", run)
     p.add_argument(
         "--node-name",
         default=os.environ.get("NODE_NAME"),
@@ -137,7 +124,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         choices=["debug", "info", "warning", "error"],
         help="least severe log level written",
     )
-    p.set_defaults(func=run)
 
 
 def _excludes(values: list[str]) -> tuple[str, ...]:
@@ -164,6 +150,19 @@ def _bad_flag(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """announce Service VIPs from this node (ARP/NDP, heartbeats, election)
+
+    Runs on every node: elects one owner node per VIP among live speakers and answers ARP/NDP for
+    the VIPs this node owns. Needs CAP_NET_RAW and the host network. A bad flag, key file or
+    kubeconfig is one line on stderr naming it, exit code 2.
+
+    examples:
+      # what the DaemonSet runs (NODE_NAME from the downward API)
+      lbd speaker --membership-key /etc/lbd/membership/key
+      # by hand on one node, faster failure detection
+      lbd speaker --node-name n1 --kubeconfig /etc/lbd/kubeconfig \\
+          --membership-key /etc/lbd/membership/key --dead-after 0.6
+    """
     from lbd import log as lbd_log
 
     if not args.node_name:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from lbd.cli import build_parser
-from lbd.clihelp import settings
+from lbd.clihelp import command_texts, settings
 from lbd.controller.controller import ControllerSettings
 from lbd.controller.main import ControllerOptions
 from lbd.k8s.elector import ElectionConfig
@@ -50,3 +50,34 @@ def test_every_controller_flag_reaches_the_settings_it_belongs_to() -> None:
     got = settings(ControllerSettings, opts)
     assert (got.lb_class, got.workers, got.resync_period, got.identity) == ("c", 3, 60.0, "me")
     assert (got.speaker_namespace, got.speaker_selector, got.speaker_grace) == ("sns", "a=b", 7.0)
+
+
+def _doc() -> None:
+    """say hello
+    to someone
+
+    Says hello to the
+    one named.
+
+    Twice if asked.
+
+    examples:
+      lbd hello bob    # bob
+      lbd hello \\
+          --twice
+    """
+
+
+def test_a_docstring_is_help_then_description_then_examples_kept_line_by_line() -> None:
+    help_text, description, epilog = command_texts(_doc.__doc__ or "")
+    assert help_text == "say hello to someone"
+    assert description == "Says hello to the one named. Twice if asked."
+    assert epilog == "examples:\n  lbd hello bob    # bob\n  lbd hello \\\n      --twice"
+    internal = command_texts(_doc.__doc__ or "", internal=True)
+    assert internal[0] is None
+    assert internal[1] == "say hello to someone Says hello to the one named. Twice if asked."
+
+
+def test_a_command_without_examples_is_refused_when_it_is_added() -> None:
+    with pytest.raises(ValueError, match="examples: paragraph"):
+        command_texts("say hello\n\nSays hello.")
