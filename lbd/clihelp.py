@@ -118,6 +118,16 @@ def add_command(
     return p
 
 
+def add_log_level(p: argparse.ArgumentParser) -> None:
+    """``--log-level``, the same for each program that runs until stopped (lbd.log.setup)."""
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level written",
+    )
+
+
 def fail(prog: str, message: str, code: int = 2) -> int:
     """Report a command-line error as one line on stderr; the exit code to return."""
     print(f"{prog}: {' '.join(message.split())}", file=sys.stderr)

@@ -19,7 +19,7 @@ import os
 import socket
 from typing import Any
 
-from lbd.clihelp import add_command, settings
+from lbd.clihelp import add_command, add_log_level, settings
 
 
 def register(sub: Any) -> None:
@@ -86,12 +86,7 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="between full resyncs of the Services",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level written",
-    )
+    add_log_level(p)
     p.add_argument(
         "--speaker-namespace",
         default=os.environ.get("POD_NAMESPACE") or "lbd-system",

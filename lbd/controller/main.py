@@ -21,6 +21,7 @@ from lbd.health import HealthServer, parse_addr
 from lbd.k8s.client import ApiError, KubeconfigError, load_kube
 from lbd.k8s.elector import ElectionConfig, LeaderElector
 from lbd.metrics import ControllerMetrics
+from lbd.runtime.signals import stop_event
 
 log = logging.getLogger("lbd.controller")
 PROG = "lbd controller"
@@ -75,14 +76,7 @@ def main(opts: ControllerOptions) -> int:
     lbd_log.setup(opts.log_level)
     metrics = ControllerMetrics()
     kube.observer = metrics.api.observe
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_event(lambda signum: log.info("signal %d: stopping", signum))
     holder: list[Controller] = []
 
     def dump(_signum: int, _frame: FrameType | None) -> None:

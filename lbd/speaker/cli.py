@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 from typing import Any
 
-from lbd.clihelp import add_command, fail, settings
+from lbd.clihelp import add_command, add_log_level, fail, settings
 
 log = logging.getLogger("lbd.speaker")
 PROG = "lbd speaker"
@@ -118,12 +116,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="interface name prefixes the default interface rule never picks (in addition "
         "to the built-in list of virtual interfaces); repeatable or comma-separated",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level written",
-    )
+    add_log_level(p)
 
 
 def _excludes(values: list[str]) -> tuple[str, ...]:
@@ -186,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         text = str(exc).removeprefix("membership key: ")
         return fail(PROG, f"--membership-key: {text}")
     from lbd.k8s.client import KubeconfigError
+    from lbd.runtime.signals import stop_event
     from lbd.speaker.daemon import Speaker, SpeakerSettings
 
     config = settings(
@@ -203,14 +197,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(PROG, str(exc))
     except ValueError as exc:  # a bad flag value (interval, dead-after, health address)
         return fail(PROG, str(exc))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, leaving", extra={"reason": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_event(lambda sig: log.info("signal received, leaving", extra={"reason": sig.name}))
     try:
         speaker.start()
     except OSError as exc:  # health or heartbeat port taken, no netlink in this namespace

@@ -87,13 +87,12 @@ def run(args: argparse.Namespace) -> int:
       lbd lab apiserver --crds crds --kubeconfig-out /tmp/kubeconfig
       lbd lab apiserver --listen 127.0.0.1:6443 --tls --token t1=alice
     """
-    import signal
     import sys
-    import threading
     from pathlib import Path
 
     from lbd.lab.apiserver.server import LabApiServer
     from lbd.lab.apiserver.tls import TlsFiles
+    from lbd.runtime.signals import stop_event
 
     host, port = args.listen
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -127,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for token, user, groups in args.token:
         server.add_token(token, user, groups)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_event()
     try:
         server.start()
     except OSError as exc:
