@@ -24,6 +24,7 @@ from lbd.clihelp import add_command, add_log_level, settings
 
 def register(sub: Any) -> None:
     p = add_command(sub, "controller", run)
+    namespace = os.environ.get("POD_NAMESPACE") or "lbd-system"  # the Deployment's (downward API)
     p.add_argument(
         "--kubeconfig",
         default=None,
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--leader-elect", action="store_true", help="campaign for a Lease (HA)")
     p.add_argument(
         "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        default=namespace,
         metavar="NS",
         help="namespace of the Lease (default: $POD_NAMESPACE, else lbd-system)",
     )
@@ -89,7 +90,7 @@ def register(sub: Any) -> None:
     add_log_level(p)
     p.add_argument(
         "--speaker-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        default=namespace,
         metavar="NAMESPACE",
         help="namespace of the speaker Pods, whose Ready condition tells whether any speaker "
         "runs (condition lbd.io/Announced, reason NoLiveSpeaker; empty: not judged); "
