@@ -107,13 +107,17 @@ def add_command(
     **kwargs: Any,
 ) -> argparse.ArgumentParser:
     """Add the command ``name`` that runs ``run``, its texts from ``doc`` (default: ``run``'s
-    docstring); ``kwargs`` go to ``add_parser`` (e.g. a ``formatter_class``)."""
-    help_text, description, epilog = command_texts(doc or run.__doc__ or "", internal=internal)
+    docstring); ``kwargs`` go to ``add_parser`` (e.g. a ``formatter_class``).
+
+    Under ``python -OO`` docstrings are gone: the commands still parse and run, with bare help
+    (``tests/unit/test_cli_usage.py`` checks that every command has its texts)."""
+    doc = doc or run.__doc__
+    help_text: str | None = None if internal else ""
+    if doc is not None:
+        help_text, kwargs["description"], kwargs["epilog"] = command_texts(doc, internal=internal)
     if help_text is not None:  # argparse lists a sub-command only when help= is given at all
         kwargs["help"] = help_text
-    p: argparse.ArgumentParser = sub.add_parser(
-        name, description=description, epilog=epilog, **kwargs
-    )
+    p: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
     p.set_defaults(func=run)
     return p
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from lbd.cli import build_parser
-from lbd.clihelp import command_texts, settings
+from lbd.clihelp import add_command, command_texts, settings
 from lbd.controller.controller import ControllerSettings
 from lbd.controller.main import ControllerOptions
 from lbd.k8s.elector import ElectionConfig
@@ -81,3 +81,19 @@ def test_a_docstring_is_help_then_description_then_examples_kept_line_by_line() 
 def test_a_command_without_examples_is_refused_when_it_is_added() -> None:
     with pytest.raises(ValueError, match="examples: paragraph"):
         command_texts("say hello\n\nSays hello.")
+
+
+def test_without_docstrings_python_oo_commands_still_parse_and_run() -> None:
+    """``python -OO`` strips docstrings: the command is still there, listed, with bare help."""
+
+    def bare(_args: argparse.Namespace) -> int:
+        return 7
+
+    bare.__doc__ = None
+    parser = argparse.ArgumentParser(prog="lbd")
+    sub = parser.add_subparsers(dest="command")
+    add_command(sub, "bare", bare).add_argument("--x", default="1")
+    add_command(sub, "hidden", bare, internal=True)
+    args = parser.parse_args(["bare", "--x", "2"])
+    assert (args.func(args), args.x) == (7, "2")
+    assert [a.dest for a in sub._choices_actions] == ["bare"]
