@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lbd import __version__
-from lbd.clihelp import Parser, examples
+from lbd.clihelp import Parser, add_command, examples
 from lbd.controller import cli as controller_cli
 from lbd.speaker import cli as speaker_cli
 from lbd.tools import doctor_cli, migrate_cli, status_cli
@@ -36,6 +36,13 @@ LAB_ABSENT = (
 
 
 def _version(_: argparse.Namespace) -> int:
+    """print the version and exit
+
+    Print lbd's version and exit.
+
+    examples:
+      lbd version
+    """
     print(f"lbd {__version__}")
     return 0
 
@@ -53,19 +60,20 @@ def _lab_register() -> Register | None:
 
 
 def _lab_absent(_: argparse.Namespace) -> int:
+    """lab commands (need a checkout of the repository)
+
+    The lab's commands; this installation has no lab (docs/LAB.md).
+
+    examples:
+      git clone ... && cd lbd && make install && .venv/bin/lbd lab --help
+    """
     print(LAB_ABSENT, file=sys.stderr)
     return 2
 
 
 def _register_lab_absent(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser(
-        "lab",
-        help="lab commands (need a checkout of the repository)",
-        description="The lab's commands; this installation has no lab (docs/LAB.md).",
-        epilog=examples("git clone ... && cd lbd && make install && .venv/bin/lbd lab --help"),
-    )
+    p = add_command(sub, "lab", _lab_absent)
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_lab_absent)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,13 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lbd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    version = sub.add_parser(
-        "version",
-        help="print the version and exit",
-        description="Print lbd's version and exit.",
-        epilog=examples("lbd version"),
-    )
-    version.set_defaults(func=_version)
+    add_command(sub, "version", _version)
     controller_cli.register(sub)
     speaker_cli.register(sub)
     status_cli.register(sub)

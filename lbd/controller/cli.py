@@ -19,26 +19,12 @@ import os
 import socket
 from typing import Any
 
-from lbd.clihelp import examples
-
-EXAMPLES = examples(
-    "# in a cluster (what the Deployment runs): two replicas, one active",
-    "lbd controller --leader-elect",
-    "# from a workstation, one replica, only Services of one class",
-    "lbd controller --kubeconfig ~/.kube/config --lb-class lbd.io/lb",
-)
+from lbd.clihelp import add_command, add_log_level, settings
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "controller",
-        help="assign addresses to LoadBalancer Services",
-        description="Assigns addresses from IPAddressPools to LoadBalancer Services and writes "
-        "them into status.loadBalancer.ingress, with conditions and Events on Services, pools "
-        "and L2Advertisements. With --leader-elect, replicas campaign for a Lease and only "
-        "the holder writes. SIGTERM/SIGINT stop cleanly and hand the Lease over.",
-        epilog=EXAMPLES,
-    )
+    p = add_command(sub, "controller", run)
+    namespace = os.environ.get("POD_NAMESPACE") or "lbd-system"  # the Deployment's (downward API)
     p.add_argument(
         "--kubeconfig",
         default=None,
@@ -55,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--leader-elect", action="store_true", help="campaign for a Lease (HA)")
     p.add_argument(
         "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        default=namespace,
         metavar="NS",
         help="namespace of the Lease (default: $POD_NAMESPACE, else lbd-system)",
     )
@@ -101,15 +87,10 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help="between full resyncs of the Services",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level written",
-    )
+    add_log_level(p)
     p.add_argument(
         "--speaker-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "lbd-system",
+        default=namespace,
         metavar="NAMESPACE",
         help="namespace of the speaker Pods, whose Ready condition tells whether any speaker "
         "runs (condition lbd.io/Announced, reason NoLiveSpeaker; empty: not judged); "
@@ -129,29 +110,30 @@ def register(sub: Any) -> None:
         help="without a Ready speaker Pod before Services say NoLiveSpeaker (rolling restarts "
         "stay quiet)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """assign addresses to LoadBalancer Services
+
+    Assigns addresses from IPAddressPools to LoadBalancer Services and writes them into
+    status.loadBalancer.ingress, with conditions and Events on Services, pools and L2Advertisements.
+    With --leader-elect, replicas campaign for a Lease and only the holder writes. SIGTERM/SIGINT
+    stop cleanly and hand the Lease over.
+
+    examples:
+      # in a cluster (what the Deployment runs): two replicas, one active
+      lbd controller --leader-elect
+      # from a workstation, one replica, only Services of one class
+      lbd controller --kubeconfig ~/.kube/config --lb-class lbd.io/lb
+    """
     from lbd.controller.main import ControllerOptions, main
 
+    # An empty --lb-class or --speaker-namespace means none (the Deployment may pass "").
     return main(
-        ControllerOptions(
-            kubeconfig=args.kubeconfig,
+        settings(
+            ControllerOptions,
+            args,
             lb_class=args.lb_class or None,
-            leader_elect=args.leader_elect,
-            lease_namespace=args.lease_namespace,
-            lease_name=args.lease_name,
-            identity=args.identity,
-            lease_duration=args.lease_duration,
-            renew_deadline=args.renew_deadline,
-            retry_period=args.retry_period,
-            health_addr=args.health_addr,
-            workers=args.workers,
-            resync_period=args.resync_period,
-            log_level=args.log_level,
             speaker_namespace=args.speaker_namespace or None,
-            speaker_selector=args.speaker_selector,
-            speaker_grace=args.speaker_grace,
         )
     )

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from types import FrameType
 
 from lbd import log as lbd_log
-from lbd.clihelp import fail
+from lbd.clihelp import fail, settings
 from lbd.controller.controller import Controller, ControllerSettings
 from lbd.health import HealthServer, parse_addr
 from lbd.k8s.client import ApiError, KubeconfigError, load_kube
 from lbd.k8s.elector import ElectionConfig, LeaderElector
 from lbd.metrics import ControllerMetrics
+from lbd.runtime.signals import stop_event
 
 log = logging.getLogger("lbd.controller")
 PROG = "lbd controller"
@@ -51,14 +52,7 @@ def main(opts: ControllerOptions) -> int:
     kubeconfig, 1 for a fatal API error."""
     try:
         election = (
-            ElectionConfig(
-                namespace=opts.lease_namespace,
-                name=opts.lease_name,
-                identity=opts.identity,
-                lease_duration=opts.lease_duration,
-                renew_deadline=opts.renew_deadline,
-                retry_period=opts.retry_period,
-            )
+            settings(ElectionConfig, opts, namespace=opts.lease_namespace, name=opts.lease_name)
             if opts.leader_elect
             else None
         )
@@ -82,14 +76,7 @@ def main(opts: ControllerOptions) -> int:
     lbd_log.setup(opts.log_level)
     metrics = ControllerMetrics()
     kube.observer = metrics.api.observe
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_event(lambda signum: log.info("signal %d: stopping", signum))
     holder: list[Controller] = []
 
     def dump(_signum: int, _frame: FrameType | None) -> None:
@@ -111,15 +98,7 @@ def main(opts: ControllerOptions) -> int:
         )
     ctl = Controller(
         kube,
-        ControllerSettings(
-            lb_class=opts.lb_class,
-            workers=opts.workers,
-            resync_period=opts.resync_period,
-            identity=opts.identity,
-            speaker_namespace=opts.speaker_namespace,
-            speaker_selector=opts.speaker_selector,
-            speaker_grace=opts.speaker_grace,
-        ),
+        settings(ControllerSettings, opts),
         metrics=metrics,
         may_write=elector.is_leader if elector is not None else (lambda: True),
     )

@@ -11,24 +11,28 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lbd.clihelp import examples
+from lbd.clihelp import add_command
 from lbd.lab import commands
 from lbd.lab.apiserver import cli as apiserver_cli
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    lab = sub.add_parser(
-        "lab",
-        help="the lab: API stand-in and network-namespace cluster",
-        description="A cluster of network namespaces on this machine, on the real Kubernetes "
-        "control plane (`make k8s`) or the API stand-in, with lbd's controller and speakers, "
-        "for demos, tests and trying failures (docs/LAB.md). Needs root and a checkout.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab up && sudo .venv/bin/lbd lab exec -- kubectl get svc -A",
-            "sudo .venv/bin/lbd lab kill-node n1 && sudo .venv/bin/lbd lab down",
-        ),
-    )
-    lab.set_defaults(func=lambda _a: (lab.print_help(), 2)[1])
+    """the lab: API stand-in and network-namespace cluster
+
+    A cluster of network namespaces on this machine, on the real Kubernetes control plane (`make
+    k8s`) or the API stand-in, with lbd's controller and speakers, for demos, tests and trying
+    failures (docs/LAB.md). Needs root and a checkout.
+
+    examples:
+      sudo .venv/bin/lbd lab up && sudo .venv/bin/lbd lab exec -- kubectl get svc -A
+      sudo .venv/bin/lbd lab kill-node n1 && sudo .venv/bin/lbd lab down
+    """
+
+    def usage(_args: argparse.Namespace) -> int:
+        lab.print_help()  # `lbd lab` alone: this help and exit code 2, as `lbd` alone
+        return 2
+
+    lab = add_command(sub, "lab", usage, doc=register.__doc__)
     labsub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     apiserver_cli.register(labsub)
     commands.register(labsub)

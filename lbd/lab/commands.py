@@ -22,11 +22,12 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lbd.clihelp import examples, fail
+from lbd.clihelp import add_command, examples, fail
 
 NEEDS_ROOT = (
     "lbd lab needs root: it creates network namespaces, a bridge and veth links, and its speakers "
@@ -34,13 +35,6 @@ NEEDS_ROOT = (
     "(all addresses are from the 198.18.0.0/15 and 2001:db8::/32 documentation ranges), and "
     "`lbd lab down` removes everything. Run it again as root, e.g. `sudo make demo`."
 )
-
-
-def _need_root() -> bool:
-    if os.geteuid() != 0:
-        print(NEEDS_ROOT, file=sys.stderr)
-        return False
-    return True
 
 
 def _dir(value: str | None) -> Path | None:
@@ -106,11 +100,15 @@ def _find(args: argparse.Namespace) -> Any:
     return find_lab(_dir(args.dir))
 
 
-def _check(prog: str, checks: list[tuple[bool, str]]) -> int | None:
-    """The first failed check as a one-line error (exit code 2), or None."""
+def _refused(prog: str, *checks: tuple[bool, str]) -> int | None:
+    """Why a command that needs root does not start: the first failed check of its flags as a
+    one-line error, else :data:`NEEDS_ROOT` when not root (exit code 2); None when it may."""
     for ok, message in checks:
         if not ok:
             return fail(prog, message)
+    if os.geteuid() != 0:
+        print(NEEDS_ROOT, file=sys.stderr)
+        return 2
     return None
 
 
@@ -138,21 +136,27 @@ def _UP_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 (a constant, buil
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    bad = _check(
+    """build the network-namespace lab and start everything
+
+    Build a lab of network namespaces (a switch, a control plane, nodes and an external client) and
+    start the control plane, the lbd controllers, the speakers and echo Services. Needs root;
+    touches nothing outside its own namespaces.
+
+    examples:
+      sudo .venv/bin/lbd lab up
+      sudo .venv/bin/lbd lab up --prefix l2 --nodes 4 --ipv6 --control-plane stand-in
+    """
+    refused = _refused(
         "lbd lab up",
-        [
-            (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
-            (args.pods_per_node >= 0, f"--pods-per-node {args.pods_per_node}: must be >= 0"),
-            (
-                args.pod_eviction_delay >= 0,
-                f"--pod-eviction-delay {args.pod_eviction_delay}: must be >= 0 seconds",
-            ),
-        ],
+        (args.nodes >= 1, f"--nodes {args.nodes}: a lab needs at least one node"),
+        (args.pods_per_node >= 0, f"--pods-per-node {args.pods_per_node}: must be >= 0"),
+        (
+            args.pod_eviction_delay >= 0,
+            f"--pod-eviction-delay {args.pod_eviction_delay}: must be >= 0 seconds",
+        ),
     )
-    if bad is not None:
-        return bad
-    if not _need_root():
-        return 2
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import LabOptions, choose_control_plane, up
 
     except_types = _UP_ERRORS()
@@ -189,8 +193,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if not _need_root():
-        return 2
+    """remove every namespace, link, process and file of a lab
+
+    Remove every namespace, link, process and file of a lab, and its record (so the next lab up
+    there starts afresh). By --prefix it also cleans up after a crash, when the lab's files are
+    gone.
+
+    examples:
+      sudo .venv/bin/lbd lab down
+      sudo .venv/bin/lbd lab down --prefix l2
+    """
+    refused = _refused("lbd lab down")
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import LabError, down, find_lab
 
     try:
@@ -217,6 +232,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    """run a command inside a lab namespace with KUBECONFIG set
+
+    Run a command in the control plane's namespace (or a node's, or the client's) with KUBECONFIG
+    and LBD_LAB_DIR set to the lab's.
+
+    examples:
+      sudo .venv/bin/lbd lab exec -- kubectl get svc -A
+      sudo .venv/bin/lbd lab exec --prefix l2 --client -- curl -s 198.18.100.0:9000
+    """
     from lbd.lab.cluster.lab import LabError
 
     command = [c for c in args.cmd if c != "--"] if args.cmd[:1] == ["--"] else args.cmd
@@ -240,10 +264,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
     verb = "restore-node" if restore else "kill-node"
     delay = getattr(args, "pod_eviction_delay", None)
-    if delay is not None and not delay >= 0:
-        return fail(f"lbd lab {verb}", f"--pod-eviction-delay {delay}: must be >= 0 seconds")
-    if not _need_root():
-        return 2
+    refused = _refused(
+        f"lbd lab {verb}",
+        (delay is None or delay >= 0, f"--pod-eviction-delay {delay}: must be >= 0 seconds"),
+    )
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import kill_node, restore_node
 
     errors: tuple[type[Exception], ...] = (*_UP_ERRORS(), OSError)
@@ -268,11 +294,44 @@ def _node_cmd(args: argparse.Namespace, restore: bool) -> int:
     return 0
 
 
+def cmd_kill_node(args: argparse.Namespace) -> int:
+    """cut a node off: link down, speaker killed (real: pods not ready)
+
+    Cut a node off as a power loss would: its link goes down and its speaker is killed; on the real
+    control plane its pods are marked not ready.
+
+    examples:
+      sudo .venv/bin/lbd lab kill-node n1
+      sudo .venv/bin/lbd lab kill-node --prefix l2 n2 --pod-eviction-delay 5
+    """
+    return _node_cmd(args, restore=False)
+
+
+def cmd_restore_node(args: argparse.Namespace) -> int:
+    """bring a node back: link up, speaker restarted
+
+    Bring a node that kill-node cut off back: link up, speaker restarted, its pods ready again.
+
+    examples:
+      sudo .venv/bin/lbd lab restore-node n1
+      sudo .venv/bin/lbd lab restore-node --prefix l2 n2
+    """
+    return _node_cmd(args, restore=True)
+
+
 def cmd_scale(args: argparse.Namespace) -> int:
-    if args.pods < 0:
-        return fail("lbd lab scale", f"PODS {args.pods}: must be >= 0")
-    if not _need_root():
-        return 2
+    """real control plane: N echo pods per node
+
+    Real control plane: create or delete echo pods until each node (or each --node) runs PODS of
+    them, and wait until they are ready.
+
+    examples:
+      sudo .venv/bin/lbd lab scale 5
+      sudo .venv/bin/lbd lab scale 0 --node n1
+    """
+    refused = _refused("lbd lab scale", (args.pods >= 0, f"PODS {args.pods}: must be >= 0"))
+    if refused is not None:
+        return refused
     from lbd.lab.cluster.lab import scale
 
     try:
@@ -286,10 +345,21 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.nodes < 2:
-        return fail("lbd lab demo", f"--nodes {args.nodes}: a failover needs at least 2 nodes")
-    if not _need_root():
-        return 2
+    """up, then a narrated failover scenario, then down
+
+    Build a lab, show a Service getting an address and a node failing over with the client's view of
+    the gap, then remove the lab (unless --keep).
+
+    examples:
+      sudo make demo
+      sudo .venv/bin/lbd lab demo --keep --nodes 4
+    """
+    refused = _refused(
+        "lbd lab demo",
+        (args.nodes >= 2, f"--nodes {args.nodes}: a failover needs at least 2 nodes"),
+    )
+    if refused is not None:
+        return refused
     from lbd.lab.scenarios.demo import run_demo
 
     return run_demo(
@@ -311,6 +381,13 @@ def _control_plane_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _new_lab(p: argparse.ArgumentParser, *, prefix: str) -> None:
+    """``--nodes``, ``--dir`` and ``--prefix`` of a lab to build (``up``, ``demo``)."""
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
+    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
+    p.add_argument("--prefix", default=prefix, help="namespace name prefix")
+
+
 def _which_lab(p: argparse.ArgumentParser) -> None:
     """``--dir`` or ``--prefix``: which lab (default: the only one under ./.lab)."""
     which = p.add_mutually_exclusive_group()
@@ -323,20 +400,8 @@ def _which_lab(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser(
-        "up",
-        help="build the network-namespace lab and start everything",
-        description="Build a lab of network namespaces (a switch, a control plane, nodes and "
-        "an external client) and start the control plane, the lbd controllers, the speakers "
-        "and echo Services. Needs root; touches nothing outside its own namespaces.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab up",
-            "sudo .venv/bin/lbd lab up --prefix l2 --nodes 4 --ipv6 --control-plane stand-in",
-        ),
-    )
-    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
-    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbd", help="namespace name prefix")
+    p = add_command(sub, "up", cmd_up)
+    _new_lab(p, prefix="lbd")
     p.add_argument("--ipv6", action="store_true", help="add the IPv6 range to the lab pool")
     _control_plane_arg(p)
     p.add_argument(
@@ -359,16 +424,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         choices=("nftables", "iptables"),
         help="real control plane: kube-proxy's mode (default: nftables, else iptables)",
     )
-    p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser(
-        "down",
-        help="remove every namespace, link, process and file of a lab",
-        description="Remove every namespace, link, process and file of a lab, and its record "
-        "(so the next lab up there starts afresh). By --prefix it also cleans up after a "
-        "crash, when the lab's files are gone.",
-        epilog=examples("sudo .venv/bin/lbd lab down", "sudo .venv/bin/lbd lab down --prefix l2"),
-    )
+    p = add_command(sub, "down", cmd_down)
     p.add_argument("--dir", metavar="DIR", help="the lab's directory")
     p.add_argument(
         "--prefix",
@@ -376,18 +433,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="clean up by namespace prefix (also after a crash); with --dir, the files there",
     )
     p.add_argument("--keep-logs", action="store_true", help="leave DIR/logs")
-    p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser(
-        "exec",
-        help="run a command inside a lab namespace with KUBECONFIG set",
-        description="Run a command in the control plane's namespace (or a node's, or the "
-        "client's) with KUBECONFIG and LBD_LAB_DIR set to the lab's.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab exec -- kubectl get svc -A",
-            "sudo .venv/bin/lbd lab exec --prefix l2 --client -- curl -s 198.18.100.0:9000",
-        ),
-    )
+    p = add_command(sub, "exec", cmd_exec)
     _which_lab(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -395,18 +442,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     where.add_argument("--client", action="store_true", help="run on the external client")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run")
-    p.set_defaults(func=cmd_exec)
 
-    p = sub.add_parser(
-        "kill-node",
-        help="cut a node off: link down, speaker killed (real: pods not ready)",
-        description="Cut a node off as a power loss would: its link goes down and its speaker "
-        "is killed; on the real control plane its pods are marked not ready.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab kill-node n1",
-            "sudo .venv/bin/lbd lab kill-node --prefix l2 n2 --pod-eviction-delay 5",
-        ),
-    )
+    p = add_command(sub, "kill-node", cmd_kill_node)
     p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
     _which_lab(p)
     p.add_argument(
@@ -416,49 +453,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="real control plane: mark the node's pods not ready after this delay "
         "(default: the lab's --pod-eviction-delay)",
     )
-    p.set_defaults(func=lambda a: _node_cmd(a, restore=False))
 
-    p = sub.add_parser(
-        "restore-node",
-        help="bring a node back: link up, speaker restarted",
-        description="Bring a node that kill-node cut off back: link up, speaker restarted, "
-        "its pods ready again.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab restore-node n1",
-            "sudo .venv/bin/lbd lab restore-node --prefix l2 n2",
-        ),
-    )
+    p = add_command(sub, "restore-node", cmd_restore_node)
     p.add_argument("name", metavar="NAME", help="the node (n1, n2, ...)")
     _which_lab(p)
-    p.set_defaults(func=lambda a: _node_cmd(a, restore=True))
 
-    p = sub.add_parser(
-        "scale",
-        help="real control plane: N echo pods per node",
-        description="Real control plane: create or delete echo pods until each node (or each "
-        "--node) runs PODS of them, and wait until they are ready.",
-        epilog=examples(
-            "sudo .venv/bin/lbd lab scale 5", "sudo .venv/bin/lbd lab scale 0 --node n1"
-        ),
-    )
+    p = add_command(sub, "scale", cmd_scale)
     p.add_argument("pods", type=int, metavar="PODS", help="echo pods per node")
     _which_lab(p)
     p.add_argument("--node", action="append", metavar="NAME", help="only this node (repeatable)")
-    p.set_defaults(func=cmd_scale)
 
-    p = sub.add_parser(
-        "demo",
-        help="up, then a narrated failover scenario, then down",
-        description="Build a lab, show a Service getting an address and a node failing over "
-        "with the client's view of the gap, then remove the lab (unless --keep).",
-        epilog=examples("sudo make demo", "sudo .venv/bin/lbd lab demo --keep --nodes 4"),
-    )
-    p.add_argument("--nodes", type=int, default=3, metavar="N", help="number of nodes")
-    p.add_argument("--dir", metavar="DIR", help="lab directory (default: .lab/PREFIX)")
-    p.add_argument("--prefix", default="lbddemo", help="namespace name prefix")
+    p = add_command(sub, "demo", cmd_demo)
+    _new_lab(p, prefix="lbddemo")
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     _control_plane_arg(p)
-    p.set_defaults(func=cmd_demo)
 
     _register_internal(sub)
 
@@ -476,108 +484,152 @@ def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _internal(sub: argparse._SubParsersAction[Any], name: str, what: str, example: str) -> Any:
-    """A lab-internal command: runnable, described, but not listed by ``lbd lab --help``."""
-    return sub.add_parser(
-        name,
-        description=f"(lab internal: the lab runs it, see docs/LAB.md) {what}",
-        epilog=examples(example),
-    )
+@dataclass(frozen=True)
+class _Flag:
+    """One ``add_argument`` of an internal command (its flags and keyword arguments), or, with
+    ``one_of``, a required group of mutually exclusive ones."""
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any]
+    one_of: tuple[_Flag, ...] = ()
+
+    def add_to(self, p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+        if self.one_of:
+            group = p.add_mutually_exclusive_group(required=True)
+            for flag in self.one_of:
+                flag.add_to(group)
+        else:
+            p.add_argument(*self.flags, **self.options)
 
 
-def _internal_dir(p: argparse.ArgumentParser) -> None:
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--dir", type=Path, metavar="DIR", help="the lab's directory")
-    which.add_argument("--prefix", metavar="PREFIX", help="the lab's namespace prefix")
+def _flag(*flags: str, **options: Any) -> _Flag:
+    return _Flag(flags, options)
+
+
+_WHICH_LAB = _Flag(
+    (),
+    {},
+    one_of=(
+        _flag("--dir", type=Path, metavar="DIR", help="the lab's directory"),
+        _flag("--prefix", metavar="PREFIX", help="the lab's namespace prefix"),
+    ),
+)
+_KUBECONFIG = _flag("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
+_NODE = _flag("--node-name", required=True, metavar="NAME", help="the node")
+
+
+@dataclass(frozen=True)
+class _Internal:
+    """A program the lab runs in its namespaces: ``lbd lab NAME`` runs ``module.run``."""
+
+    name: str
+    module: str
+    what: str
+    example: str
+    flags: tuple[_Flag, ...]
+
+
+# The programs the lab runs in its namespaces (not meant to be typed by hand).
+_INTERNAL = (
+    _Internal(
+        "supervise",
+        "lbd.lab.cluster.supervisor",
+        "Run the lab's process supervisor.",
+        "lbd lab supervise --prefix lbd --daemonize",
+        (
+            _WHICH_LAB,
+            _flag("--daemonize", action="store_true", help="fork, start a new session, detach"),
+        ),
+    ),
+    _Internal(
+        "control-plane",
+        "lbd.lab.cluster.realplane",
+        "Run etcd, kube-apiserver and kube-controller-manager.",
+        "lbd lab control-plane --dir .lab/lbd --manifest deploy/examples/lab-pool.yaml",
+        (
+            _WHICH_LAB,
+            _flag(
+                "--manifest",
+                action="append",
+                default=[],
+                metavar="PATH",
+                help="file or folder to apply",
+            ),
+            _flag(
+                "--timeout", type=float, default=120.0, metavar="SECONDS", help="start-up deadline"
+            ),
+        ),
+    ),
+    _Internal(
+        "kubelet",
+        "lbd.lab.standins.kubelet",
+        "Run the Pods bound to a node.",
+        "lbd lab kubelet --prefix lbd --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+        (_WHICH_LAB, _NODE, _KUBECONFIG),
+    ),
+    _Internal(
+        "echo",
+        "lbd.lab.standins.echo",
+        "TCP/UDP echo answering with the node name.",
+        "lbd lab echo --node-name n1 --port 9000",
+        (
+            _flag("--node-name", required=True, metavar="NAME", help="name to answer with"),
+            _flag("--port", type=int, default=9000, help="TCP and UDP port"),
+        ),
+    ),
+    _Internal(
+        "kube-proxy",
+        "lbd.lab.standins.kubeproxy",
+        "kube-proxy stand-in: VIPs on lo.",
+        "lbd lab kube-proxy --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
+        (_NODE, _KUBECONFIG),
+    ),
+    _Internal(
+        "speaker-pods",
+        "lbd.lab.standins.speakerpods",
+        "The speakers' Pods and their readiness.",
+        "lbd lab speaker-pods --dir .lab/lbd --kubeconfig .lab/lbd/kubeconfig",
+        (
+            _flag("--dir", required=True, type=Path, metavar="DIR", help="the lab's directory"),
+            _KUBECONFIG,
+        ),
+    ),
+    _Internal(
+        "endpoints",
+        "lbd.lab.standins.endpoints",
+        "EndpointSlices for the echo service.",
+        "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",
+        (_KUBECONFIG,),
+    ),
+    _Internal(
+        "forward",
+        "lbd.lab.cluster.forward",
+        "Forward a host socket into the lab.",
+        "lbd lab forward --fd 3 --to 198.18.0.1:6443",
+        (
+            _flag("--fd", type=int, required=True, help="inherited listening socket"),
+            _flag(
+                "--to",
+                required=True,
+                metavar="ADDR:PORT",
+                help="where to connect (in this namespace)",
+            ),
+            _flag("--tls-cert", metavar="FILE", help="serve TLS on the host side with this"),
+            _flag("--tls-key", metavar="FILE", help="... and this key"),
+        ),
+    ),
+)
 
 
 def _register_internal(sub: argparse._SubParsersAction[Any]) -> None:
-    """The programs the lab runs in its namespaces (not meant to be typed by hand)."""
-    p = _internal(
-        sub,
-        "supervise",
-        "Run the lab's process supervisor.",
-        "lbd lab supervise --prefix lbd --daemonize",
-    )
-    _internal_dir(p)
-    p.add_argument("--daemonize", action="store_true", help="fork, start a new session, detach")
-    p.set_defaults(func=_lazy("lbd.lab.cluster.supervisor"))
-
-    p = _internal(
-        sub,
-        "control-plane",
-        "Run etcd, kube-apiserver and kube-controller-manager.",
-        "lbd lab control-plane --dir .lab/lbd --manifest deploy/examples/lab-pool.yaml",
-    )
-    _internal_dir(p)
-    p.add_argument(
-        "--manifest", action="append", default=[], metavar="PATH", help="file or folder to apply"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=120.0, metavar="SECONDS", help="start-up deadline"
-    )
-    p.set_defaults(func=_lazy("lbd.lab.cluster.realplane"))
-
-    p = _internal(
-        sub,
-        "kubelet",
-        "Run the Pods bound to a node.",
-        "lbd lab kubelet --prefix lbd --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
-    )
-    _internal_dir(p)
-    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.kubelet"))
-
-    p = _internal(
-        sub,
-        "echo",
-        "TCP/UDP echo answering with the node name.",
-        "lbd lab echo --node-name n1 --port 9000",
-    )
-    p.add_argument("--node-name", required=True, metavar="NAME", help="name to answer with")
-    p.add_argument("--port", type=int, default=9000, help="TCP and UDP port")
-    p.set_defaults(func=_lazy("lbd.lab.standins.echo"))
-
-    p = _internal(
-        sub,
-        "kube-proxy",
-        "kube-proxy stand-in: VIPs on lo.",
-        "lbd lab kube-proxy --node-name n1 --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--node-name", required=True, metavar="NAME", help="the node")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.kubeproxy"))
-
-    p = _internal(
-        sub,
-        "speaker-pods",
-        "The speakers' Pods and their readiness.",
-        "lbd lab speaker-pods --dir .lab/lbd --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--dir", required=True, type=Path, metavar="DIR", help="the lab's directory")
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.speakerpods"))
-
-    p = _internal(
-        sub,
-        "endpoints",
-        "EndpointSlices for the echo service.",
-        "lbd lab endpoints --kubeconfig .lab/lbd/kubeconfig",
-    )
-    p.add_argument("--kubeconfig", required=True, metavar="FILE", help="kubeconfig file")
-    p.set_defaults(func=_lazy("lbd.lab.standins.endpoints"))
-
-    p = _internal(
-        sub,
-        "forward",
-        "Forward a host socket into the lab.",
-        "lbd lab forward --fd 3 --to 198.18.0.1:6443",
-    )
-    p.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    p.add_argument(
-        "--to", required=True, metavar="ADDR:PORT", help="where to connect (in this namespace)"
-    )
-    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS on the host side with this")
-    p.add_argument("--tls-key", metavar="FILE", help="... and this key")
-    p.set_defaults(func=_lazy("lbd.lab.cluster.forward"))
+    """The lab-internal commands: runnable, described, but not listed by ``lbd lab --help``
+    (no ``help=``)."""
+    for cmd in _INTERNAL:
+        p = sub.add_parser(
+            cmd.name,
+            description=f"(lab internal: the lab runs it, see docs/LAB.md) {cmd.what}",
+            epilog=examples(cmd.example),
+        )
+        for flag in cmd.flags:
+            flag.add_to(p)
+        p.set_defaults(func=_lazy(cmd.module))

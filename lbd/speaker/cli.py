@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 from typing import Any
 
-from lbd.clihelp import examples, fail
+from lbd.clihelp import add_command, add_log_level, fail, settings
 
 log = logging.getLogger("lbd.speaker")
 PROG = "lbd speaker"
@@ -44,20 +42,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     from lbd.core.keyring import DEFAULT_GRACE
     from lbd.core.membership import DEFAULT_DEAD_AFTER, DEFAULT_INTERVAL, DEFAULT_PORT
 
-    p = sub.add_parser(
-        "speaker",
-        help="announce Service VIPs from this node (ARP/NDP, heartbeats, election)",
-        description="Runs on every node: elects one owner node per VIP among live speakers and "
-        "answers ARP/NDP for the VIPs this node owns. Needs CAP_NET_RAW and the host network. "
-        "A bad flag, key file or kubeconfig is one line on stderr naming it, exit code 2.",
-        epilog=examples(
-            "# what the DaemonSet runs (NODE_NAME from the downward API)",
-            "lbd speaker --membership-key /etc/lbd/membership/key",
-            "# by hand on one node, faster failure detection",
-            "lbd speaker --node-name n1 --kubeconfig /etc/lbd/kubeconfig \\",
-            "    --membership-key /etc/lbd/membership/key --dead-after 0.6",
-        ),
-    )
+    p = add_command(sub, "speaker", run)
     p.add_argument(
         "--node-name",
         default=os.environ.get("NODE_NAME"),
@@ -131,13 +116,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="interface name prefixes the default interface rule never picks (in addition "
         "to the built-in list of virtual interfaces); repeatable or comma-separated",
     )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level written",
-    )
-    p.set_defaults(func=run)
+    add_log_level(p)
 
 
 def _excludes(values: list[str]) -> tuple[str, ...]:
@@ -164,6 +143,19 @@ def _bad_flag(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """announce Service VIPs from this node (ARP/NDP, heartbeats, election)
+
+    Runs on every node: elects one owner node per VIP among live speakers and answers ARP/NDP for
+    the VIPs this node owns. Needs CAP_NET_RAW and the host network. A bad flag, key file or
+    kubeconfig is one line on stderr naming it, exit code 2.
+
+    examples:
+      # what the DaemonSet runs (NODE_NAME from the downward API)
+      lbd speaker --membership-key /etc/lbd/membership/key
+      # by hand on one node, faster failure detection
+      lbd speaker --node-name n1 --kubeconfig /etc/lbd/kubeconfig \\
+          --membership-key /etc/lbd/membership/key --dead-after 0.6
+    """
     from lbd import log as lbd_log
 
     if not args.node_name:
@@ -187,35 +179,25 @@ def run(args: argparse.Namespace) -> int:
         text = str(exc).removeprefix("membership key: ")
         return fail(PROG, f"--membership-key: {text}")
     from lbd.k8s.client import KubeconfigError
+    from lbd.runtime.signals import stop_event
     from lbd.speaker.daemon import Speaker, SpeakerSettings
 
-    settings = SpeakerSettings(
-        node_name=args.node_name,
-        kubeconfig=args.kubeconfig,
+    config = settings(
+        SpeakerSettings,
+        args,
         keys=keys,
         key_file=args.membership_key,
         key_grace=args.membership_key_grace,
-        membership_port=args.membership_port,
-        heartbeat_interval=args.heartbeat_interval,
-        dead_after=args.dead_after,
         lb_class=args.lb_class or None,
-        health_addr=args.health_addr,
         interfaces_exclude=_excludes(args.interfaces_exclude),
     )
     try:
-        speaker = Speaker(settings)
+        speaker = Speaker(config)
     except KubeconfigError as exc:
         return fail(PROG, str(exc))
     except ValueError as exc:  # a bad flag value (interval, dead-after, health address)
         return fail(PROG, str(exc))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, leaving", extra={"reason": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_event(lambda sig: log.info("signal received, leaving", extra={"reason": sig.name}))
     try:
         speaker.start()
     except OSError as exc:  # health or heartbeat port taken, no netlink in this namespace

@@ -26,32 +26,17 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from lbd.clihelp import add_command
 from lbd.tools.status_cli import ReadError, add_common, dump, read
 
 PROG = "lbd doctor"
 DEFAULT_METRICS_PORT = 7473
 FETCH_TIMEOUT = 3.0
 FETCH_PARALLEL = 8
-EXAMPLES = """\
-examples:
-  lbd doctor                          # before installing lbd, and after
-  lbd doctor -o json | jq '.findings[] | select(.verdict == "problem")'
-  lbd doctor --node-subnet 192.168.1.0/24 --speaker-metrics direct
-"""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "doctor",
-        help="check a cluster before and after installing lbd; each finding with its fix",
-        description="Check what breaks an L2 load balancer: kube-proxy's strictARP, pools "
-        "overlapping the cluster's networks or off the nodes' subnets, pools no L2Advertisement "
-        "selects, membership keys differing between speakers, nodes without a speaker, "
-        "another load balancer, Services stuck without an address or an announcement. "
-        "Exit code 1 when a problem is found.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "doctor", run, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument("--lb-class", default=None, help="the loadBalancerClass lbd runs with")
     p.add_argument(
@@ -68,7 +53,6 @@ def register(sub: Any) -> None:
         default="proxy",
         help="how to reach the speakers' /metrics (default: the API server's pod proxy)",
     )
-    p.set_defaults(func=run)
 
 
 def _direct(url: str) -> str:
@@ -124,6 +108,18 @@ def collect(args: argparse.Namespace) -> tuple[Any, Mapping[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """check a cluster before and after installing lbd; each finding with its fix
+
+    Check what breaks an L2 load balancer: kube-proxy's strictARP, pools overlapping the cluster's
+    networks or off the nodes' subnets, pools no L2Advertisement selects, membership keys differing
+    between speakers, nodes without a speaker, another load balancer, Services stuck without an
+    address or an announcement. Exit code 1 when a problem is found.
+
+    examples:
+      lbd doctor                          # before installing lbd, and after
+      lbd doctor -o json | jq '.findings[] | select(.verdict == "problem")'
+      lbd doctor --node-subnet 192.168.1.0/24 --speaker-metrics direct
+    """
     from lbd.tools.doctor import as_data, diagnose, problems, render
 
     try:

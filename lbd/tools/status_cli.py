@@ -16,13 +16,9 @@ import os
 import sys
 from typing import Any, TextIO
 
+from lbd.clihelp import add_command
+
 PROG = "lbd status"
-EXAMPLES = """\
-examples:
-  lbd status                      # pools, Services, speakers, conflicts
-  lbd status -o json | jq '.services[] | select(.why != "")'
-  kubectl lbd status              # the same, as a kubectl plugin
-"""
 
 
 class ReadError(Exception):
@@ -30,22 +26,13 @@ class ReadError(Exception):
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "status",
-        help="pools, Services, speakers and conflicts of the cluster at a glance",
-        description="Show each IPAddressPool's usage per family and the Services waiting for "
-        "it, each LoadBalancer Service's addresses, owner node and conditions, the speakers "
-        "and what each announces, and the recent conflicts. One list per kind.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "status", run, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     p.add_argument(
         "--lb-class",
         default=None,
         help="the loadBalancerClass lbd runs with (default: Services without a class)",
     )
-    p.set_defaults(func=run)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -94,6 +81,17 @@ def dump(data: Any, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """pools, Services, speakers and conflicts of the cluster at a glance
+
+    Show each IPAddressPool's usage per family and the Services waiting for it, each LoadBalancer
+    Service's addresses, owner node and conditions, the speakers and what each announces, and the
+    recent conflicts. One list per kind.
+
+    examples:
+      lbd status                      # pools, Services, speakers, conflicts
+      lbd status -o json | jq '.services[] | select(.why != "")'
+      kubectl lbd status              # the same, as a kubectl plugin
+    """
     from lbd.tools.status import as_data, build_status, render_table
 
     try:

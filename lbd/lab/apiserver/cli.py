@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lbd.clihelp import examples
+from lbd.clihelp import add_command
 
 
 def _token(text: str) -> tuple[str, str, list[str]]:
@@ -33,15 +33,7 @@ def _listen(text: str) -> tuple[str, int]:
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     # Internal (the lab and the tests run it): no help=, so `lbd lab --help` does not list it.
-    p = sub.add_parser(
-        "apiserver",
-        description="(lab internal) Run the lab's Kubernetes API stand-in; prints `ready` once "
-        "it serves, runs until SIGTERM/SIGINT.",
-        epilog=examples(
-            "lbd lab apiserver --crds crds --kubeconfig-out /tmp/kubeconfig",
-            "lbd lab apiserver --listen 127.0.0.1:6443 --tls --token t1=alice",
-        ),
-    )
+    p = add_command(sub, "apiserver", run, internal=True)
     p.add_argument(
         "--listen",
         type=_listen,
@@ -85,17 +77,22 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="treat requests without credentials as the admin (kubectl over plain HTTP)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
+    """(lab internal) Run the lab's Kubernetes API stand-in; prints `ready` once it serves, runs
+    until SIGTERM/SIGINT.
+
+    examples:
+      lbd lab apiserver --crds crds --kubeconfig-out /tmp/kubeconfig
+      lbd lab apiserver --listen 127.0.0.1:6443 --tls --token t1=alice
+    """
     import sys
-    import threading
     from pathlib import Path
 
     from lbd.lab.apiserver.server import LabApiServer
     from lbd.lab.apiserver.tls import TlsFiles
+    from lbd.runtime.signals import stop_event
 
     host, port = args.listen
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -129,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for token, user, groups in args.token:
         server.add_token(token, user, groups)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_event()
     try:
         server.start()
     except OSError as exc:
