@@ -77,8 +77,9 @@ T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def _bulk_read() -> Iterator[None]:
-    """The cyclic garbage collector paused while lists are decoded and read.
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while lists are decoded and read (and, in
+    ``lbd status``, while the report is built from them).
 
     Decoding 10 000 Services makes about a million dicts and lists, each a GC-tracked object:
     the collector's passes over the growing heap took a third of the read (3.9 s -> 2.8 s
@@ -147,7 +148,7 @@ def read_snapshot(kube: Kube, *, deep: bool = False) -> Snapshot:
     and observed in order; the views do not depend on which list ended first.
     """
     missing: dict[str, str] = {}
-    with _bulk_read(), ThreadPoolExecutor(READERS, thread_name_prefix="lbd-read") as pool:
+    with gc_paused(), ThreadPoolExecutor(READERS, thread_name_prefix="lbd-read") as pool:
 
         def kind(
             resource: Resource, observe: Callable[[JsonDict], T], **how: str
