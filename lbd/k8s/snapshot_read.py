@@ -70,6 +70,10 @@ SPEAKER_SELECTOR = "app.kubernetes.io/name=lbd,app.kubernetes.io/component=speak
 KUBE_SYSTEM = "kube-system"
 
 
+SNAPSHOT_PAGE = 2000
+"""Objects per page here (the informers keep client-go's 500): a one-off read of everything
+spends less of its time on round trips and per-request work with fewer, larger pages (CPU of a
+read of 10 000 Services 1.36 s at 500 -> 1.04-1.2 s at 2000, no gain beyond; 3 MB a page)."""
 READERS = 6
 """Lists in flight at once: every kind of ``lbd status`` together (see :func:`read_snapshot`)."""
 
@@ -107,7 +111,7 @@ def _list(
 ) -> list[JsonDict]:
     extra = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", fields)) if v}
     try:
-        return list_pages(kube, resource, namespace, extra)[0]
+        return list_pages(kube, resource, namespace, extra, limit=SNAPSHOT_PAGE)[0]
     except ApiError as exc:
         if exc.status in (403, 404):
             missing[resource.kind] = "not served" if exc.status == 404 else "forbidden"
