@@ -7,10 +7,11 @@ API::
     snap = read_snapshot(kube, deep=True)     # doctor: also advertisements, Nodes, workloads,
                                               # CRDs, Leases, kube-proxy's and Cilium's config
 
-Each kind is read with ONE paged list (:func:`lbd.k8s.listing.list_pages`, 500 per page), never
-one request per object, so the tools answer in about a second on 10 000 Services
-(tests/bench/bench_status.py). Every object goes through its kind's reader here; the tools in
-:mod:`lbd.tools` decide from the frozen views only.
+Each kind is read with ONE paged list (:func:`lbd.k8s.listing.list_pages`, :data:`SNAPSHOT_PAGE`
+per page), never one request per object, and the kinds are listed at once (timed on 10 000
+Services by tests/bench/bench_status.py; figures in docs/OPERATIONS.md).
+Every object goes through its kind's reader here; the tools in :mod:`lbd.tools` decide from the
+frozen views only.
 
 A kind the server does not serve (a cluster without lbd's CRDs, before install; no
 ServiceCIDR API on an older server) or that the user may not list is recorded in
