@@ -35,7 +35,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote, urlencode
 
 import urllib3
@@ -82,6 +82,19 @@ def verb_and_resource(method: str, path: str, query: Mapping[str, Any] | None) -
         verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
         verb = verbs.get(method, "delete" if named else "deletecollection")
     return verb, resource
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a request may carry besides its method and path (every key optional)."""
+
+    query: Mapping[str, Any] | None
+    """Query parameters; a None value is left out."""
+    body: Any
+    """Sent as JSON."""
+    content_type: str | None
+    """Of the body (default ``application/json``; a patch names its :class:`PatchType`)."""
+    timeout: tuple[float, float] | None
+    """(connect, read) seconds instead of the client's."""
 
 
 class PatchType(enum.Enum):
@@ -211,20 +224,14 @@ class Kube:
         return url
 
     def _open(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        timeout: tuple[float, float] | None = None,
-        stream: bool = False,
+        self, method: str, path: str, *, stream: bool = False, **options: Unpack[RequestOptions]
     ) -> urllib3.BaseHTTPResponse:
+        query, body = options.get("query"), options.get("body")
+        content_type = options.get("content_type")
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         if data is not None and content_type is None:
             content_type = "application/json"
-        connect, read = timeout or self._timeout
+        connect, read = options.get("timeout") or self._timeout
         started = time.monotonic()
         observer = self.observer
         try:
@@ -251,20 +258,9 @@ class Kube:
             raise _error_from(resp.status, raw, f"{method} {path}", resp.headers.get("Retry-After"))
         return resp
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str | None = None,
-        timeout: tuple[float, float] | None = None,
-    ) -> JsonDict:
+    def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> JsonDict:
         """Send one request and return the decoded JSON answer (``{}`` for an empty body)."""
-        resp = self._open(
-            method, path, query=query, body=body, content_type=content_type, timeout=timeout
-        )
+        resp = self._open(method, path, **options)
         try:
             raw = resp.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lbd.k8s.client import JsonDict, Kube, Resource
+from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
 
 LIST_PAGE = 500
 """Objects per page: bounds the size of one response (client-go uses 500 too)."""
@@ -24,17 +24,34 @@ def list_pages(
     resource: Resource,
     namespace: str | None = None,
     selectors: Mapping[str, str] | None = None,
+    *,
+    limit: int = LIST_PAGE,
 ) -> tuple[list[JsonDict], str]:
     """Every object of ``resource`` (each with its ``apiVersion`` and ``kind``: list items of
     built-in kinds come without them) and the list's resourceVersion. ``selectors``: a
-    ``labelSelector`` and/or ``fieldSelector``, sent with every page."""
+    ``labelSelector`` and/or ``fieldSelector``, sent with every page; ``limit``: objects per
+    page.
+
+    A continue token outlives its snapshot when etcd compacts past the first page's revision:
+    the server answers ``410 Expired``. As client-go's pager does (``FullListIfExpired``), the
+    list is then read again in one request without ``limit``, so the result is still one
+    consistent picture rather than pages of two different moments.
+    """
     items: list[JsonDict] = []
     cont: str | None = None
     while True:
-        query: dict[str, Any] = {**(selectors or {}), "limit": LIST_PAGE}
+        query: dict[str, Any] = {**(selectors or {})}
+        if limit:
+            query["limit"] = limit
         if cont:
             query["continue"] = cont
-        page = kube.get(resource.path(namespace=namespace), query=query)
+        try:
+            page = kube.get(resource.path(namespace=namespace), query=query)
+        except ApiError as exc:
+            if exc.status != 410 or not cont:
+                raise
+            items, cont, limit = [], None, 0
+            continue
         for item in page.get("items") or []:
             item.setdefault("apiVersion", resource.api_version)
             item.setdefault("kind", resource.kind)

@@ -92,16 +92,21 @@ def run(args: argparse.Namespace) -> int:
       lbd status -o json | jq '.services[] | select(.why != "")'
       kubectl lbd status              # the same, as a kubectl plugin
     """
+    from lbd.k8s.snapshot_read import gc_paused
     from lbd.tools.status import as_data, build_status, render_table
 
-    try:
-        snap = read(args.kubeconfig, deep=False)
-    except ReadError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    report = build_status(snap, args.lb_class)
-    if args.output == "table":
-        sys.stdout.write(render_table(report, color=use_color(sys.stdout)))
-    else:
-        sys.stdout.write(dump(as_data(report), args.output))
+    # One pause of the cyclic GC for the whole command, not only the read: building the report
+    # next to the million objects just read set off full collections that cost more than the
+    # building itself (0.3 s of 0.35 s, 10 000 Services, tests/bench/bench_status.py).
+    with gc_paused():
+        try:
+            snap = read(args.kubeconfig, deep=False)
+        except ReadError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
+        report = build_status(snap, args.lb_class)
+        if args.output == "table":
+            sys.stdout.write(render_table(report, color=use_color(sys.stdout)))
+        else:
+            sys.stdout.write(dump(as_data(report), args.output))
     return 0
