@@ -81,8 +81,22 @@ def int_to_address(family: Family, value: int) -> str:
 
 
 def canonical_address(address: str) -> str:
-    """``"2001:DB8:0::7"`` -> ``"2001:db8::7"``; raises ``ValueError`` if not an address."""
+    """``"2001:DB8:0::7"`` -> ``"2001:db8::7"``; raises ``ValueError`` if not an address.
+
+    An IPv4 address already in canonical form (four decimal octets up to 255, no leading
+    zeros: the form ipaddress accepts and prints) is returned as it is, about ten times faster
+    than parsing it: every Service's ingress is read this way (10 000 in lbd status,
+    tests/bench/bench_status.py)."""
+    parts = address.split(".")
+    if len(parts) == 4 and address.isascii() and all(map(_canonical_octet, parts)):
+        return address
     return str(ipaddress.ip_address(address))
+
+
+def _canonical_octet(part: str) -> bool:
+    return (
+        part.isdigit() and len(part) <= 3 and (part == "0" or part[0] != "0") and int(part) <= 255
+    )
 
 
 # --------------------------------------------------------------------------- label selectors
