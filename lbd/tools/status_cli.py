@@ -74,7 +74,15 @@ def use_color(out: TextIO) -> bool:
 
 def dump(data: Any, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(data, indent=2) + "\n"
+        # orjson writes the same indented JSON about ten times faster than json.dumps (whose
+        # C encoder cannot indent: 0.22 s of a 10 000-Service report, tests/bench/
+        # bench_status.py); it refuses integers beyond 64 bits (an IPv6 pool's free count).
+        import orjson  # here: `lbd --help` runs without dependencies (tests/unit/test_deploy)
+
+        try:
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+        except TypeError:
+            return json.dumps(data, indent=2) + "\n"
     import yaml
 
     return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
