@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.request
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -56,6 +55,8 @@ def register(sub: Any) -> None:
 
 
 def _direct(url: str) -> str:
+    import urllib.request  # here: every lbd command would pay its import (28 ms) otherwise
+
     with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as resp:
         return bytes(resp.read()).decode()
 

@@ -67,7 +67,10 @@ def stand_in(workdir: Path) -> tuple[Path, Callable[[], None]]:
 def real(workdir: Path) -> tuple[Path, Callable[[], None]]:
     from lbd.lab.control_plane import ControlPlane, RealApiServer
 
-    plane = ControlPlane(manifests=[ROOT / "crds"]).start()
+    # No kube-controller-manager: with 10 000 Services its endpoint-slice and garbage
+    # collectors kept a quarter of a core busy minutes after populating, on the two cores the
+    # measured command shares (in a cluster it runs on the control-plane nodes).
+    plane = ControlPlane(manifests=[ROOT / "crds"], controllers=()).start()
     print(f"real control plane {plane.version.get('gitVersion')} in {plane.startup_seconds:.1f}s")
     server = RealApiServer(plane, proxy=False).start()  # no fault proxy: kube-apiserver itself
     kubeconfig = server.write_kubeconfig(workdir / "kubeconfig")
@@ -186,6 +189,17 @@ def populate(kubeconfig: str, n: int, workers: int, processes: int) -> None:
             f.result()
 
 
+def cpu_reference() -> float:
+    """Seconds for a fixed piece of pure-Python work (ten million additions): this machine's
+    speed varies by a factor of two from one minute to the next (0.86-1.66 s measured while
+    idle), so every figure above is printed with it, to be compared at equal speed."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def median_of(runs: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     times, out = [], None
     for _ in range(runs):
@@ -242,6 +256,7 @@ def main() -> int:
         assert len(data["services"]) == args.services
         baseline = [sys.executable, "-c", "import lbd.cli, lbd.k8s.client"]
         imports_s, _ = median_of(args.runs, lambda: subprocess.run(baseline, check=True, cwd=ROOT))
+        reference_s, _ = median_of(args.runs, cpu_reference)
         kube.api_client.close()  # type: ignore[no-untyped-call]
     finally:
         stop()
@@ -256,6 +271,7 @@ def main() -> int:
         f"  its own CPU time:              {command_cpu_s * 1000:.0f} ms (the rest of the wall "
         "time: waiting for the API server, which shares this machine's cores)"
     )
+    print(f"CPU reference (10M additions):  {reference_s * 1000:.0f} ms (this machine's speed)")
     print(
         json.dumps(
             {
@@ -267,6 +283,7 @@ def main() -> int:
                 "command_ms": round(command_s * 1000),
                 "command_cpu_ms": round(command_cpu_s * 1000),
                 "startup_ms": round(imports_s * 1000),
+                "cpu_reference_ms": round(reference_s * 1000),
             }
         )
     )
