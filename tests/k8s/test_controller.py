@@ -3,10 +3,8 @@ deploy/base/rbac.yaml is enforced: a permission the manifests miss fails these t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from lbd.controller.controller import ServiceWork
 from lbd.core.model import ServiceKey
@@ -26,15 +24,6 @@ from tests.k8s.controller_support import (
     wait_for,
     wait_pool_annotation,
 )
-
-
-@pytest.fixture
-def env(lab: ApiServer) -> Iterator[Env]:
-    e = Env(lab)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def holder_call(holder: list[Any], method: str) -> Callable[[], None]:

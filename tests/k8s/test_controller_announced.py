@@ -9,15 +9,12 @@ write at all when nothing changed (a resync, a restart).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 
 from lbd.k8s.client import SERVICEL2STATUSES, ApiError, JsonDict, Kube
 from tests.k8s.controller_support import (
-    ApiServer,
     Env,
     condition,
     event_reasons,
@@ -29,15 +26,6 @@ from tests.k8s.controller_support import (
 from tests.k8s.test_controller import flush, seen_pool
 
 ANNOUNCED = "lbd.io/Announced"
-
-
-@pytest.fixture
-def env(lab: ApiServer) -> Iterator[Env]:
-    e = Env(lab)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def speaker_writes(kube: Kube, name: str, **status: Any) -> None:

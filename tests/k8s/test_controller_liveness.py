@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from lbd.k8s.client import IPADDRESSPOOLS, SERVICES
 from lbd.k8s.elector import ElectionConfig, LeaderElector
@@ -27,15 +24,6 @@ from tests.k8s.controller_support import (
     wait_condition,
     wait_for,
 )
-
-
-@pytest.fixture
-def env(lab: ApiServer) -> Iterator[Env]:
-    e = Env(lab)
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def pool_status(env: Env, name: str) -> dict[str, Any]:
