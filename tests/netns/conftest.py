@@ -14,9 +14,11 @@ there), :meth:`Segment.ip` runs ``ip`` commands, :meth:`Segment.exec` any comman
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -129,7 +131,42 @@ def build_segment(prefix: str, names: Sequence[str], created: list[str]) -> Segm
         run("ip", "-n", ns, "addr", "add", f"{ipv6}/64", "dev", "eth0", "nodad")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         seg.hosts[name] = Host(name, ns, "eth0", _read_mac(ns, "eth0"), ipv4, ipv6, i)
+    _wait_forwarding(seg)
     return seg
+
+
+def _link_states(ns: str, *args: str) -> list[tuple[str, str]]:
+    out = json.loads(run("ip", "-n", ns, "-d", "-j", "link", "show", *args).stdout)
+    return [(link["ifname"], _port_state(link)) for link in out]
+
+
+def _port_state(link: dict[str, Any]) -> str:
+    slave = link.get("linkinfo", {}).get("info_slave_data", {})
+    return f"{link['operstate']}/{slave.get('state', 'forwarding')}"
+
+
+def _wait_forwarding(seg: Segment, timeout: float = 10.0) -> None:
+    """Wait until every bridge port forwards and every host's eth0 is operationally up.
+
+    The kernel learns of a veth's carrier through its link-watch work, which runs at most once a
+    second; until then the bridge port is disabled and drops frames. On a loaded machine a test
+    that sent a request at once could miss a host entirely (a CI run saw a responder receive no
+    ARP request at all), so a segment is handed out only once it is a working switch.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _link_states(seg.bridge_ns, "master", "br0")
+        states += [(h.name, _port_state(_one(h.ns, h.ifname))) for h in seg.hosts.values()]
+        if all(state == "UP/forwarding" for _, state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"segment not forwarding after {timeout} s: {states}")
+        time.sleep(0.02)
+
+
+def _one(ns: str, ifname: str) -> dict[str, Any]:
+    out: list[dict[str, Any]] = json.loads(run("ip", "-n", ns, "-j", "link", "show", ifname).stdout)
+    return out[0]
 
 
 @pytest.fixture
