@@ -150,6 +150,25 @@ def test_a_service_is_read_once_into_a_frozen_view():
         view.addresses = ()  # type: ignore[misc]
 
 
+def test_the_request_is_read_when_asked_and_views_compare_by_it():
+    """The request is read on first use (lbd status never asks); views still compare by it,
+    as ViewCache.reset diffs them: equal requests are equal views, a change the request
+    reads (a port) makes them differ, one it does not read (sessionAffinity) does not."""
+    obj = svc({"lbd.io/address-pool": "gold"})
+    view, again = observe_service(obj), observe_service(svc({"lbd.io/address-pool": "gold"}))
+    assert view == again  # neither has read its request yet: both are read to compare
+    first = view.request
+    assert first is view.request  # read once, then kept
+    assert isinstance(first, ServiceRequest) and first.pool == "gold"
+    assert "pool='gold'" in repr(view)
+    other_port = svc({"lbd.io/address-pool": "gold"}, ports=[{"port": 81, "protocol": "TCP"}])
+    assert observe_service(other_port) != view
+    assert observe_service(svc({"lbd.io/address-pool": "gold"}, sessionAffinity="None")) == view
+    bad = observe_service(svc(ipFamilies=["IPv5"]))
+    assert bad.request == FieldError("spec.ipFamilies[0]", "'IPv5' is not IPv4 or IPv6")
+    assert bad != view
+
+
 # -- the controller and the speaker read a Service the same way (issue 13) ---------------
 
 PREFIX_CASES = [
