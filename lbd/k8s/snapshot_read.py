@@ -42,9 +42,10 @@ from lbd.k8s.client import (
     Resource,
 )
 from lbd.k8s.configmaps import cilium_l2_announcements, observe_kube_proxy
+from lbd.k8s.decode import decode_lean_list
 from lbd.k8s.event_view import observe_event
 from lbd.k8s.l2status import observe_l2status
-from lbd.k8s.listing import list_pages
+from lbd.k8s.listing import Decoder, list_pages
 from lbd.k8s.meta import meta_field
 from lbd.k8s.node import observe_node
 from lbd.k8s.pool import observe_pool
@@ -75,6 +76,9 @@ SNAPSHOT_PAGE = 2000
 """Objects per page here (the informers keep client-go's 500): a one-off read of everything
 spends less of its time on round trips and per-request work with fewer, larger pages (CPU of a
 read of 10 000 Services 1.36 s at 500 -> 1.04-1.2 s at 2000, no gain beyond; 3 MB a page)."""
+LEAN: dict[Resource, Decoder] = {SERVICES: decode_lean_list, SERVICEL2STATUSES: decode_lean_list}
+"""The big kinds, decoded without ``metadata.managedFields`` (:mod:`lbd.k8s.decode`: half the
+decoding time; no reader looks at it)."""
 READERS = 6
 """Lists in flight at once: every kind of ``lbd status`` together (see :func:`read_snapshot`)."""
 
@@ -111,8 +115,9 @@ def _list(
     fields: str | None = None,
 ) -> list[JsonDict]:
     extra = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", fields)) if v}
+    decode = LEAN.get(resource)
     try:
-        return list_pages(kube, resource, namespace, extra, limit=SNAPSHOT_PAGE)[0]
+        return list_pages(kube, resource, namespace, extra, limit=SNAPSHOT_PAGE, decode=decode)[0]
     except ApiError as exc:
         if exc.status in (403, 404):
             missing[resource.kind] = "not served" if exc.status == 404 else "forbidden"

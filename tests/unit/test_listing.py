@@ -4,12 +4,14 @@ full list, as client-go's pager does, never as pages of two moments glued togeth
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
 import pytest
 
 from lbd.k8s.client import SERVICES, ApiError, JsonDict, Kube
+from lbd.k8s.decode import decode_lean_list
 from lbd.k8s.listing import list_pages
 
 
@@ -79,3 +81,21 @@ def test_other_failures_are_the_callers(cont: str, status: int) -> None:
 
 def _gone(path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
     raise ApiError(410, "Gone", "no such history")
+
+
+class RawPagedServer(PagedServer):
+    """The same pages, as the bodies a ``decode`` reads (what ``Kube._open`` answers)."""
+
+    def _open(self, method: str, path: str, *, query: Mapping[str, Any]) -> Any:
+        assert method == "GET"
+        page = self.get(path, query=query)
+        page["items"][0]["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        return type("Response", (), {"data": json.dumps(page).encode()})()
+
+
+def test_pages_can_be_read_by_another_decoder() -> None:
+    server = RawPagedServer([f"s{i}" for i in range(5)])
+    items, rv = list_pages(cast(Kube, server), SERVICES, limit=2, decode=decode_lean_list)
+    assert names_of(items) == [f"s{i}" for i in range(5)] and rv == "7"
+    assert all("managedFields" not in i["metadata"] for i in items)
+    assert {(i["apiVersion"], i["kind"]) for i in items} == {("v1", "Service")}
