@@ -44,12 +44,12 @@ class ObservedCondition:
     def find(cls, conditions: Conditions, ctype: str) -> ObservedCondition | None:
         for c in conditions:
             if c.get("type") == ctype:
-                return cls(
-                    type=ctype,
-                    status=str(c.get("status") or ""),
-                    reason=str(c.get("reason") or ""),
-                    message=str(c.get("message") or ""),
-                    last_transition=str(c.get("lastTransitionTime") or ""),
+                return cls(  # positional: a quarter cheaper (two per Service read)
+                    ctype,
+                    str(c.get("status") or ""),
+                    str(c.get("reason") or ""),
+                    str(c.get("message") or ""),
+                    str(c.get("lastTransitionTime") or ""),
                 )
         return None
 
@@ -66,7 +66,7 @@ def conditions_of(value: Any) -> Conditions:
     """A ``conditions`` field as read: its map entries (anything else is dropped)."""
     if not isinstance(value, list | tuple):
         return ()
-    return tuple(c for c in value if isinstance(c, dict))
+    return tuple([c for c in value if isinstance(c, dict)])  # a list comprehension: no generator
 
 
 def merge_conditions(

@@ -55,35 +55,39 @@ class ObservedL2Status:
 def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
-    return tuple(str(v) for v in value if isinstance(v, str))
+    return tuple([v for v in value if isinstance(v, str)])
+
+
+def _interfaces(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        [str(i["name"]) for i in value if isinstance(i, Mapping) and isinstance(i.get("name"), str)]
+    )
 
 
 def observe_l2status(obj: Mapping[str, Any]) -> ObservedL2Status:
+    """Read one ServiceL2Status (never raises on what a speaker or a user wrote)."""
     ref = ObjectRef.of(obj)
     raw = obj.get("status")
-    status: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    node = status.get("node")
+    status: Mapping[str, Any] = raw if isinstance(raw, dict | Mapping) else {}
+    get = status.get
+    node = get("node")
     node = node if isinstance(node, str) else ""
-    announced = status.get("announced")
+    announced = get("announced")
     announced = bool(node) if not isinstance(announced, bool) else announced and bool(node)
-    interfaces = tuple(
-        str(i["name"])
-        for i in (status.get("interfaces") or [])
-        if isinstance(i, Mapping) and isinstance(i.get("name"), str)
-    )
-    reason = status.get("reason")
-    message = status.get("message")
+    reason = get("reason")
+    message = get("message")
     return ObservedL2Status(
         ref=ref,
         key=service_key(
-            str(status.get("serviceNamespace") or ref.namespace),
-            str(status.get("serviceName") or ref.name),
+            str(get("serviceNamespace") or ref.namespace), str(get("serviceName") or ref.name)
         ),
         node=node,
         announced=announced,
         reason=reason if isinstance(reason, str) and reason else ANNOUNCED_REASON * announced,
         message=message if isinstance(message, str) else "",
-        interfaces=interfaces if isinstance(status.get("interfaces"), list) else (),
-        vips=_strings(status.get("vips")),
-        since=str(status.get("since") or ""),
+        interfaces=_interfaces(get("interfaces")),
+        vips=_strings(get("vips")),
+        since=str(get("since") or ""),
     )

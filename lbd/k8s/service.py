@@ -176,7 +176,9 @@ class DeferredRequest:
     31 us; reading the 10 000 Services of tests/bench/bench_status.py's cluster took 0.45 s of
     CPU before, 0.24 s after). Until it is asked for, the view keeps the Service's ``spec``
     map (the raw object's own, no copy: the controller's informer store holds that object
-    anyway) and the annotations map it built; once read, only the result is kept.
+    anyway) and the annotations map it built; once read, only the result is kept. That is
+    the request the Service had when it was read because objects are never changed in place
+    once read (informers and lists replace them; lbd copies an object before it edits one).
 
     Equal when the requests are equal (both are read to compare), so views compare exactly as
     they did when the request was a plain field (:meth:`lbd.k8s.cache.ViewCache.reset` diffs
@@ -234,7 +236,7 @@ def observe_service(obj: Obj) -> ObservedService:
     lb = status.get("loadBalancer")
     addresses, errors, exact = _ingress(lb.get("ingress") if isinstance(lb, dict) else None)
     conditions = conditions_of(status.get("conditions"))
-    hint = annotation_source(annotations, "ip-allocated-from-pool")
+    hint = annotation_source(annotations, "ip-allocated-from-pool") if annotations else None
     lb_class = spec.get("loadBalancerClass")
     return ObservedService(
         ref=ref,
@@ -262,11 +264,13 @@ def _cluster_ips(spec: Mapping[str, Any]) -> tuple[str, ...]:
     raw = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
     if not isinstance(raw, list):
         return ()
-    return tuple(str(ip) for ip in raw if ip and ip != "None")
+    return tuple([str(ip) for ip in raw if ip and ip != "None"])
 
 
 def annotation_findings(annotations: Mapping[str, str]) -> tuple[AnnotationFinding, ...]:
     """Unknown ``lbd.io/`` keys, settings that disagree across prefixes, deprecated keys."""
+    if not annotations:
+        return ()  # most Services
     ours = [key for key in annotations if key.startswith(PREFIXES)]
     out: list[AnnotationFinding] = []
     for key in ours:
