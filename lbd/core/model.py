@@ -20,6 +20,7 @@ Design decisions worth knowing:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -80,23 +81,22 @@ def int_to_address(family: Family, value: int) -> str:
     return str(ipaddress.IPv6Address(value))
 
 
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+"""Four decimal octets up to 255 in ASCII digits, no leading zeros: the text ipaddress accepts
+and prints back unchanged."""
+
+
 def canonical_address(address: str) -> str:
     """``"2001:DB8:0::7"`` -> ``"2001:db8::7"``; raises ``ValueError`` if not an address.
 
-    An IPv4 address already in canonical form (four decimal octets up to 255, no leading
-    zeros: the form ipaddress accepts and prints) is returned as it is, about ten times faster
-    than parsing it: every Service's ingress is read this way (10 000 in lbd status,
-    tests/bench/bench_status.py)."""
-    parts = address.split(".")
-    if len(parts) == 4 and address.isascii() and all(map(_canonical_octet, parts)):
+    An IPv4 address already in canonical form (:data:`_CANONICAL_IPV4`) is returned as it is,
+    without parsing it: every Service's ingress is read this way (10 000 in lbd status,
+    tests/bench/bench_status.py, each address a different one). One regular expression match
+    is 0.6 us, the per-octet check it replaced 3.1 us, parsing about ten times that."""
+    if _CANONICAL_IPV4.fullmatch(address):
         return address
     return str(ipaddress.ip_address(address))
-
-
-def _canonical_octet(part: str) -> bool:
-    return (
-        part.isdigit() and len(part) <= 3 and (part == "0" or part[0] != "0") and int(part) <= 255
-    )
 
 
 # --------------------------------------------------------------------------- label selectors
