@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lbd.k8s.frozen import quick_init
+
 Conditions = tuple[Mapping[str, Any], ...]
 """A conditions list as read (entries that are not maps dropped); passed through, never edited."""
 
@@ -30,6 +32,7 @@ class Condition:
     message: str
 
 
+@quick_init  # built for every listed object: lbd.k8s.frozen
 @dataclass(frozen=True)
 class ObservedCondition:
     """A condition as read, with its transition time."""

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbd.core.model import ServiceKey, service_key
+from lbd.k8s.frozen import quick_init
 from lbd.k8s.meta import ObjectRef
 
 ANNOUNCED_REASON = "Announced"
 
 
+@quick_init  # built for every listed object: lbd.k8s.frozen
 @dataclass(frozen=True)
 class ObservedL2Status:
     """One ServiceL2Status: who announces the Service of the same name, or why nobody does."""

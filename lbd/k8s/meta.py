@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbd.core.model import service_key
+from lbd.k8s.frozen import quick_init
 
 __all__ = [
     "ConversionError",
@@ -109,6 +110,7 @@ def meta_field(obj: Obj, field: str) -> str:
     return "" if value is None else str(value)
 
 
+@quick_init  # built for every listed object: lbd.k8s.frozen
 @dataclass(frozen=True)
 class ObjectRef:
     """Who an object is: enough to address a write (with optimistic concurrency) or an Event."""

@@ -54,6 +54,7 @@ from lbd.core.model import (
     service_key,
 )
 from lbd.k8s.conditions import Conditions, ObservedCondition, conditions_of
+from lbd.k8s.frozen import quick_init
 from lbd.k8s.meta import ObjectRef, annotations_of, labels_of, meta_field
 
 PREFIXES = ("lbd.io/", "metallb.io/", "metallb.universe.tf/")
@@ -103,6 +104,7 @@ class AnnotationFinding:
 Obj = Mapping[str, Any]
 
 
+@quick_init  # built for every listed object: lbd.k8s.frozen
 @dataclass(frozen=True)
 class ObservedService:
     """One Service as read: everything the controller and the speaker decide from."""
