@@ -105,7 +105,7 @@ def collect(args: argparse.Namespace) -> tuple[Any, Mapping[str, Any]]:
     try:
         return snap, speaker_metrics(snap, "proxy", kube.request_text)
     finally:
-        kube.api_client.close()  # type: ignore[no-untyped-call]
+        kube.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,13 +18,14 @@ import argparse
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lbd.clihelp import examples
-from lbd.core.model import service_key
-from lbd.k8s.service import observe_service
-from lbd.tools.migrate import FindingKind, Migration, from_metallb
-from lbd.tools.migrate_check import ObservedService, ServiceVerdict, check
+
+if TYPE_CHECKING:  # imported where used: `lbd status` registers this command too, and its
+    # conversion and check modules are not needed to parse a command line
+    from lbd.tools.migrate import Migration
+    from lbd.tools.migrate_check import ObservedService, ServiceVerdict
 
 PROG = "lbd migrate from-metallb"
 EXAMPLES = """\
@@ -191,19 +192,19 @@ def file_name(obj: Mapping[str, Any]) -> str:
     return f"{str(obj['kind']).lower()}-{obj['metadata']['name']}.yaml"
 
 
-_ORDER = list(FindingKind)
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def report(migration: Migration, written: Sequence[str], out: TextIO) -> None:
     """The summary line, one line per finding (worst first), then the files written."""
+    from lbd.tools.migrate import FindingKind
+
+    order = list(FindingKind)
     counts = migration.counts()
     converted = ", ".join(_plural(n, k) for k, n in sorted(counts.items())) or "nothing"
     print(f"{PROG}: converted {converted}; {_plural(len(migration.findings), 'finding')}", file=out)
-    for finding in sorted(migration.findings, key=lambda f: _ORDER.index(f.kind)):
+    for finding in sorted(migration.findings, key=lambda f: order.index(f.kind)):
         print(f"  {finding}", file=out)
     for name in written:
         print(f"  wrote {name}", file=out)
@@ -237,6 +238,10 @@ def observed_services(
     objects: Iterable[Mapping[str, Any]], lb_class: str | None
 ) -> list[ObservedService]:
     """The LoadBalancer Services lbd would handle, as ``--check`` needs them."""
+    from lbd.core.model import service_key
+    from lbd.k8s.service import observe_service
+    from lbd.tools.migrate_check import ObservedService
+
     objs = list(objects)
     ns_labels = {
         str(o["metadata"].get("name")): dict(o["metadata"].get("labels") or {})
@@ -262,6 +267,9 @@ def observed_services(
 
 
 def run(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
+    from lbd.tools.migrate import from_metallb
+    from lbd.tools.migrate_check import check
+
     try:
         if args.from_cluster:
             cluster = read_cluster(args.kubeconfig, args.namespace, services=args.check)

@@ -65,7 +65,7 @@ def read(kubeconfig: str | None, *, deep: bool) -> Any:
     except ApiError as exc:
         raise ReadError(f"cannot read the cluster: {exc}") from None
     finally:
-        kube.api_client.close()  # type: ignore[no-untyped-call]
+        kube.close()
 
 
 def use_color(out: TextIO) -> bool:

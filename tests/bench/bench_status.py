@@ -178,7 +178,7 @@ def populate(kubeconfig: str, n: int, workers: int, processes: int) -> None:
         {"status": {"assignedIPv4": n, "availableIPv4": 32768 - n, "waitingServices": 0}},
     )
     kube.create("/api/v1/namespaces", {"metadata": {"name": "bench"}})
-    kube.api_client.close()  # type: ignore[no-untyped-call]
+    kube.close()
     step = -(-n // processes)
     with ProcessPoolExecutor(processes) as ex:
         futures = [
@@ -257,7 +257,7 @@ def main() -> int:
         baseline = [sys.executable, "-c", "import lbd.cli, lbd.k8s.client"]
         imports_s, _ = median_of(args.runs, lambda: subprocess.run(baseline, check=True, cwd=ROOT))
         reference_s, _ = median_of(args.runs, cpu_reference)
-        kube.api_client.close()  # type: ignore[no-untyped-call]
+        kube.close()
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)  # a benchmark leaves no folder behind

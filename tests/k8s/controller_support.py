@@ -21,6 +21,7 @@ from lbd.k8s.client import (
     ApiError,
     JsonDict,
     Kube,
+    api_transport,
 )
 from lbd.lab.apiserver import LabApiServer
 from lbd.lab.apiserver.errors import ApiError as LabApiError
@@ -52,7 +53,7 @@ def kube_for(server: ApiServer, token: str | None = None) -> Kube:
     cfg = server.client_configuration(token)
     cfg.retries = False
     cfg.connection_pool_maxsize = 32
-    return Kube(k8s_client.ApiClient(cfg), timeout=(2.0, 10.0))
+    return Kube(api_transport(k8s_client.ApiClient(cfg)), timeout=(2.0, 10.0))
 
 
 def wait_for(

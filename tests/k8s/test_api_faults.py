@@ -105,7 +105,7 @@ def test_closed_watches_end_cleanly_and_reset_connections_are_errors(lab: ApiSer
 @pytest.mark.parametrize("mode", ["refuse", "hang"])
 def test_outage_then_recovery(lab: ApiServer, mode: str):
     kube = kube_for(lab)
-    quick = Kube(kube.api_client, timeout=(0.5, 0.5))
+    quick = Kube(kube.transport, timeout=(0.5, 0.5))
     lab.outage(1.5, mode)
     time.sleep(0.1)  # the stand-in starts its outage from a timer when asked over HTTP
     started = time.monotonic()

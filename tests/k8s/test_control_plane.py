@@ -50,7 +50,7 @@ def test_start_versions_tokens_and_a_clean_stop():
         with pytest.raises(ApiError) as err:
             robot.get("/api/v1/namespaces/ns1/secrets")
         assert err.value.status == 403
-        robot.api_client.close()  # type: ignore[no-untyped-call]
+        robot.close()
         workdir = plane.workdir
     finally:
         plane.stop()
@@ -100,7 +100,7 @@ def test_bound_to_a_lab_address_inside_a_network_namespace(netns: str):
         kube = plane.kube(token)
         got = plane.call(lambda: kube.get("/version"))
         assert got["gitVersion"] == plane.version["gitVersion"]
-        kube.api_client.close()  # type: ignore[no-untyped-call]
+        kube.close()
         pids = plane.pids
     finally:
         plane.stop()

@@ -70,7 +70,7 @@ def cluster(tmp_path) -> Iterator[tuple[LabApiServer, Kube, str]]:
         kubeconfig = str(server.write_kubeconfig(tmp_path / "kubeconfig"))
         yield server, kube, kubeconfig
     finally:
-        kube.api_client.close()  # type: ignore[no-untyped-call]
+        kube.close()
         server.stop()
 
 

@@ -583,7 +583,7 @@ def kill_node(
                 return []  # restored in the meantime: nothing to evict
         return workloads.set_pods_ready(kube, member, False, reason="NodeNotReady")
     finally:
-        kube.api_client.close()
+        kube.close()
 
 
 def _cut(lab: Lab, member: Member, on_cut: Callable[[], None] | None) -> None:
@@ -608,7 +608,7 @@ def restore_node(lab: Lab, name: str) -> list[str]:
     try:
         return workloads.set_pods_ready(kube, member, True, reason="")
     finally:
-        kube.api_client.close()
+        kube.close()
 
 
 def scale(lab: Lab, per_node: int, nodes: list[str] | None = None, *, timeout: float = 60.0) -> int:
@@ -626,5 +626,5 @@ def scale(lab: Lab, per_node: int, nodes: list[str] | None = None, *, timeout: f
         changed = workloads.scale(kube, lab.layout, per_node, nodes)
         workloads.wait_pods_ready(kube, lab.layout, per_node, timeout=timeout, nodes=nodes)
     finally:
-        kube.api_client.close()
+        kube.close()
     return changed

@@ -69,7 +69,7 @@ class RealApiServer(FaultCalls, Startable):
     def stop(self) -> None:
         self.proxy.stop()
         if self._direct is not None:
-            self._direct.api_client.close()  # type: ignore[no-untyped-call]
+            self._direct.close()
             self._direct = None
 
     @property

@@ -78,7 +78,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client as k8s_client
 
-from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
+from lbd.k8s.client import ApiError, JsonDict, Kube, Resource, api_transport
 from lbd.lab.control_plane.binaries import Binaries, find_binaries
 from lbd.lab.control_plane.certs import CertFiles, Pki
 from lbd.lab.lifecycle import Startable
@@ -374,7 +374,7 @@ class ControlPlane(Startable):
             procs, self._procs = self._procs, []
             admin, self._admin = self._admin, None
         if admin is not None:
-            admin.api_client.close()  # type: ignore[no-untyped-call]
+            admin.close()
         for proc in reversed(procs):
             # kube-apiserver may wait more than 10 s for open watches to end; its data goes
             # with the folder anyway
@@ -564,10 +564,10 @@ class ControlPlane(Startable):
 
     def kube(self, token: str | None = None, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Kube:
         """A new :class:`Kube` for ``token``, straight to kube-apiserver (the caller closes
-        its ``api_client``)."""
+        it: :meth:`Kube.close`)."""
         cfg = self.configuration(token)
         cfg.connection_pool_maxsize = 32
-        return Kube(k8s_client.ApiClient(cfg), timeout=timeout)
+        return Kube(api_transport(k8s_client.ApiClient(cfg)), timeout=timeout)
 
     @property
     def admin(self) -> Kube:
