@@ -64,7 +64,11 @@ def _interfaces(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     return tuple(
-        [str(i["name"]) for i in value if isinstance(i, Mapping) and isinstance(i.get("name"), str)]
+        [
+            str(i["name"])
+            for i in value
+            if isinstance(i, dict | Mapping) and isinstance(i.get("name"), str)
+        ]
     )
 
 
