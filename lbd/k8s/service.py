@@ -177,8 +177,10 @@ class DeferredRequest:
     10 000 Services and never do, and reading the request was 40% of reading a Service (12 of
     31 us; reading the 10 000 Services of tests/bench/bench_status.py's cluster took 0.45 s of
     CPU before, 0.24 s after). Until it is asked for, the view keeps the Service's ``spec``
-    map (the raw object's own, no copy: the controller's informer store holds that object
-    anyway) and the annotations map it built; once read, only the result is kept. That is
+    map (the raw object's own, no copy) and the annotations map it built; once read, only the
+    result is kept. In the controller a view from a watch event shares that map with the
+    informer's store; one from its takeover list keeps a map of its own, and for a Service the
+    controller never allocates for (not a LoadBalancer) keeps it until the Service changes. That is
     the request the Service had when it was read because objects are never changed in place
     once read (informers and lists replace them; lbd copies an object before it edits one).
 
