@@ -8,16 +8,15 @@ API::
 ``managedFields`` (server-side apply's record of who set which field) is half of every listed
 Service's bytes (3.1 MB of a 2000-Service page) and no reader of lbd looks at it. msgspec, given
 the shape of a list, skips a field it is not asked for without building it: a page decodes in
-about half of orjson's time (10 000 Services: 120-167 -> 54-84 ms of CPU; 10 000
+about half of a general decoder's time (orjson's, measured) (10 000 Services: 120-167 -> 54-84 ms of CPU; 10 000
 ServiceL2Statuses: 62-73 -> 31-39 ms; the pages of tests/bench/bench_status.py's cluster,
 several interleaved runs), and the views' sources hold half the memory.
 
 The shape names every field of a list, of its items and of ``metav1.ObjectMeta`` except
 ``managedFields``; anything else is decoded as it comes (``Any``: plain dicts, lists, strings,
 Python ints of any size, floats, bools, None), so an item reads exactly as :func:`json.loads`
-reads it, minus ``managedFields``. (orjson, :func:`lbd.k8s.client.decode_json`'s first try,
-turns an integer beyond 64 bits into a float without a word: ijl/orjson#308; msgspec keeps it
-exact.) Only for kinds whose objects have nothing beyond ``apiVersion``, ``kind``,
+reads it, minus ``managedFields``, integers of any size exact (as
+:func:`lbd.k8s.client.decode_json`, msgspec too, reads other answers). Only for kinds whose objects have nothing beyond ``apiVersion``, ``kind``,
 ``metadata``, ``spec`` and ``status`` (Services and lbd's own kinds): a field missing from the
 shape would be dropped silently.
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import urllib3
-
-from lbd.k8s.client import ApiError, ApiUnavailableError, JsonDict, Kube, Resource
+from lbd.k8s.client import ApiError, JsonDict, Kube, Resource
 
 LIST_PAGE = 500
 """Objects per page: bounds the size of one response (client-go uses 500 too)."""
@@ -53,7 +51,7 @@ def list_pages(
         if cont:
             query["continue"] = cont
         try:
-            page = _get_page(kube, resource.path(namespace=namespace), query, decode)
+            page = kube.get(resource.path(namespace=namespace), query=query, decode=decode)
         except ApiError as exc:
             if exc.status != 410 or not cont:
                 raise
@@ -67,20 +65,3 @@ def list_pages(
         cont = meta.get("continue") or None
         if not cont:
             return items, str(meta.get("resourceVersion") or "")
-
-
-def _get_page(kube: Kube, path: str, query: Mapping[str, Any], decode: Decoder | None) -> JsonDict:
-    """One page, decoded by ``decode`` when given.
-
-    :class:`Kube` decodes every answer with its general decoder and has no public way to hand
-    the body to another one yet, so this reads the body as :meth:`Kube.request` does (the same
-    request, metrics and errors). To go once ``Kube.get`` takes a decoder.
-    """
-    if decode is None:
-        return kube.get(path, query=query)
-    resp = kube._open("GET", path, query=query)
-    try:
-        raw = resp.data
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise ApiUnavailableError(f"GET {path}: {exc}") from exc
-    return decode(raw) if raw else {}

@@ -121,9 +121,9 @@ def test_a_renewal_after_a_stall_counts_from_its_write(lab):
     assert a.try_acquire_or_renew() and a.is_leader()
     real_get = a.kube.get
 
-    def stalled_get(path: str, *, query: Any = None) -> Any:
+    def stalled_get(path: str, *, query: Any = None, decode: Any = None) -> Any:
         clock.advance(12.0)  # the API server did not answer for longer than renew_deadline
-        return real_get(path, query=query)
+        return real_get(path, query=query, decode=decode)
 
     a.kube.get = stalled_get  # type: ignore[method-assign]
     assert a.try_acquire_or_renew()

@@ -38,7 +38,7 @@ def full_service() -> dict[str, Any]:
             "selfLink": "/api/v1/namespaces/ns/services/web",
             "uid": "6b1c9a4e-0000-4000-8000-000000000001",
             "resourceVersion": "123",
-            "generation": 2**70,  # beyond 64 bits: orjson refuses it, JSON does not
+            "generation": 2**70,  # beyond 64 bits: JSON allows it, and it must stay exact
             "creationTimestamp": "2026-01-01T00:00:00Z",
             "deletionTimestamp": "2026-01-02T00:00:00Z",
             "deletionGracePeriodSeconds": 30,

@@ -12,7 +12,7 @@ import pytest
 
 from lbd.k8s.client import SERVICES, ApiError, JsonDict, Kube
 from lbd.k8s.decode import decode_lean_list
-from lbd.k8s.listing import list_pages
+from lbd.k8s.listing import Decoder, list_pages
 
 
 class PagedServer:
@@ -25,7 +25,13 @@ class PagedServer:
         self.expired_with = expired_with
         self.queries: list[dict[str, Any]] = []
 
-    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
+    def get(
+        self, path: str, *, query: Mapping[str, Any] | None = None, decode: Decoder | None = None
+    ) -> JsonDict:
+        page = self.page(path, query)
+        return page if decode is None else decode(json.dumps(page).encode())
+
+    def page(self, path: str, query: Mapping[str, Any] | None) -> JsonDict:
         assert path == "/api/v1/services"
         q = dict(query or {})
         self.queries.append(q)
@@ -79,18 +85,17 @@ def test_other_failures_are_the_callers(cont: str, status: int) -> None:
     assert err.value.status == status
 
 
-def _gone(path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
+def _gone(path: str, *, query: Mapping[str, Any] | None = None, decode: Any = None) -> JsonDict:
     raise ApiError(410, "Gone", "no such history")
 
 
 class RawPagedServer(PagedServer):
-    """The same pages, as the bodies a ``decode`` reads (what ``Kube._open`` answers)."""
+    """The same pages, with managedFields on each page's first item."""
 
-    def _open(self, method: str, path: str, *, query: Mapping[str, Any]) -> Any:
-        assert method == "GET"
-        page = self.get(path, query=query)
+    def page(self, path: str, query: Mapping[str, Any] | None) -> JsonDict:
+        page = super().page(path, query)
         page["items"][0]["metadata"]["managedFields"] = [{"manager": "kubectl"}]
-        return type("Response", (), {"data": json.dumps(page).encode()})()
+        return page
 
 
 def test_pages_can_be_read_by_another_decoder() -> None:
