@@ -8,17 +8,17 @@ API::
 ``managedFields`` (server-side apply's record of who set which field) is half of every listed
 Service's bytes (3.1 MB of a 2000-Service page) and no reader of lbd looks at it. msgspec, given
 the shape of a list, skips a field it is not asked for without building it: a page decodes in
-about half of a general decoder's time (orjson's, measured) (10 000 Services: 120-167 -> 54-84 ms of CPU; 10 000
-ServiceL2Statuses: 62-73 -> 31-39 ms; the pages of tests/bench/bench_status.py's cluster,
-several interleaved runs), and the views' sources hold half the memory.
+about half the time of a general decoder (orjson, measured: 10 000 Services 120-167 -> 54-84 ms
+of CPU; 10 000 ServiceL2Statuses 62-73 -> 31-39 ms; the pages of tests/bench/bench_status.py's
+cluster, several interleaved runs), and the views' sources hold half the memory.
 
 The shape names every field of a list, of its items and of ``metav1.ObjectMeta`` except
 ``managedFields``; anything else is decoded as it comes (``Any``: plain dicts, lists, strings,
 Python ints of any size, floats, bools, None), so an item reads exactly as :func:`json.loads`
 reads it, minus ``managedFields``, integers of any size exact (as
-:func:`lbd.k8s.client.decode_json`, msgspec too, reads other answers). Only for kinds whose objects have nothing beyond ``apiVersion``, ``kind``,
-``metadata``, ``spec`` and ``status`` (Services and lbd's own kinds): a field missing from the
-shape would be dropped silently.
+:func:`lbd.k8s.client.decode_json`, msgspec too, reads other answers). Only for kinds whose
+objects have nothing beyond ``apiVersion``, ``kind``, ``metadata``, ``spec`` and ``status``
+(Services and lbd's own kinds): a field missing from the shape would be dropped silently.
 
 A page msgspec refuses (not this shape: ``items`` or a ``metadata`` that is not a list or a
 map; a number beyond a float's range; malformed JSON) is read whole by :func:`json.loads`, which
