@@ -13,13 +13,14 @@ API::
     inf.on_rewind(fn)                # fn() after the relist that followed a rewound API
     inf.stop()
 
-How it follows the API (client-go's reflector): list (paged with ``limit``/``continue`` when the
-server supports it), replace the store and emit the differences, then watch from the list's
-``resourceVersion`` with bookmarks on. Every event and bookmark moves the remembered
-``resourceVersion`` forward, so a broken stream (server restart, timeout, network cut) resumes
-with a new watch from there, after a backoff computed by tenacity (exponential with jitter,
-capped) so that an API outage does not turn into a reconnect storm. ``410 Gone`` (as an HTTP
-answer or as an ``ERROR`` event) means our version fell out of the server's history: relist.
+How it follows the API (client-go's reflector): list (one consistent list, unpaged: the watch
+cache serves it, see :data:`lbd.k8s.listing.LIST_PAGE`), replace the store and emit the
+differences, then watch from the list's ``resourceVersion`` with bookmarks on. Every event and
+bookmark moves the remembered ``resourceVersion`` forward, so a broken stream (server restart,
+timeout, network cut) resumes with a new watch from there, after a backoff computed by tenacity
+(exponential with jitter, capped) so that an API outage does not turn into a reconnect storm.
+``410 Gone`` (as an HTTP answer or as an ``ERROR`` event) means our version fell out of the
+server's history: relist.
 
 A rewound API (etcd restored from a snapshot, a stand-in restarted empty) is the opposite case:
 our version lies in the server's *future*, and a real kube-apiserver does not say so. Measured on
@@ -68,6 +69,7 @@ from typing import Any
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from lbd.k8s.client import ApiError, JsonDict, Kube, Resource, object_key
+from lbd.k8s.listing import list_pages
 from lbd.k8s.store import Indexer, Store
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,6 @@ class EventType(enum.Enum):
 
 
 Handler = Callable[[EventType, JsonDict | None, JsonDict | None], None]
-
-LIST_PAGE = 500
-"""Objects per list page: bounds the size of one response (client-go uses 500 too)."""
 
 
 class Informer:
@@ -305,22 +304,7 @@ class Informer:
             self._rewound = why
 
     def _list(self) -> None:
-        path = self.resource.path(namespace=self.namespace)
-        items: list[JsonDict] = []
-        cont: str | None = None
-        rv = ""
-        while True:
-            q = self._query()
-            q["limit"] = LIST_PAGE
-            if cont:
-                q["continue"] = cont
-            page = self.kube.get(path, query=q)
-            items.extend(page.get("items") or [])
-            lmeta = page.get("metadata") or {}
-            cont = lmeta.get("continue") or None
-            if not cont:
-                rv = str(lmeta.get("resourceVersion") or "")
-                break
+        items, rv = list_pages(self.kube, self.resource, self.namespace, self._query())
         if self._synced.is_set():
             self.relists += 1
         if _older(rv, self._resource_version):

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from lbd.k8s.client import NAMESPACES, SERVICES, ApiError, JsonDict, Kube, Resource
 from lbd.k8s.listing import list_pages
 
-LIST_PAGE = 500
-
 # Every kind of MetalLB's configuration, newest served version first (BGPPeer has two).
 METALLB_KINDS: tuple[tuple[Resource, ...], ...] = tuple(
     tuple(Resource("metallb.io", v, plural, kind, True) for v in versions)

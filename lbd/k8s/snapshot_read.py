@@ -7,9 +7,10 @@ API::
     snap = read_snapshot(kube, deep=True)     # doctor: also advertisements, Nodes, workloads,
                                               # CRDs, Leases, kube-proxy's and Cilium's config
 
-Each kind is read with ONE list (:func:`lbd.k8s.listing.list_pages`, unpaged: :data:`SNAPSHOT_PAGE`
-says why), never one request per object, and the kinds are listed at once (timed on 10 000
-Services by tests/bench/bench_status.py; figures in docs/OPERATIONS.md).
+Each kind is read with ONE list (:func:`lbd.k8s.listing.list_pages`, unpaged:
+:data:`lbd.k8s.listing.LIST_PAGE` says why), never one request per object, and the kinds are
+listed at once (timed on 10 000 Services by tests/bench/bench_status.py; figures in
+docs/OPERATIONS.md).
 Every object goes through its kind's reader here; the tools in :mod:`lbd.tools` decide from the
 frozen views only.
 
@@ -72,16 +73,6 @@ SPEAKER_SELECTOR = "app.kubernetes.io/name=lbd,app.kubernetes.io/component=speak
 KUBE_SYSTEM = "kube-system"
 
 
-SNAPSHOT_PAGE = 0
-"""Objects per page here: 0, one unpaged list per kind (the informers keep client-go's 500).
-
-Measured on 10 000 ServiceL2Status objects, real kube-apiserver v1.36 (tests/bench/
-bench_status.py's cluster, /proc CPU time of the server): a consistent list with ``limit`` is
-not served from the watch cache for a custom resource, so every page is read from etcd and
-decoded again: 2.8-4 s of server CPU (and wall time) with pages of 500 or 2000, against
-0.4-1.1 s for the same list unpaged, which the watch cache serves (consistent reads from the
-cache). Services, a built-in kind, cost the server about 0.3 s either way. A one-off read of
-everything gains nothing from pages: the client holds every object in the end anyway."""
 LEAN: dict[Resource, Decoder] = {SERVICES: decode_lean_list, SERVICEL2STATUSES: decode_lean_list}
 """The big kinds, decoded without ``metadata.managedFields`` (:mod:`lbd.k8s.decode`: half the
 decoding time; no reader looks at it)."""
@@ -123,7 +114,7 @@ def _list(
     extra = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", fields)) if v}
     decode = LEAN.get(resource)
     try:
-        return list_pages(kube, resource, namespace, extra, limit=SNAPSHOT_PAGE, decode=decode)[0]
+        return list_pages(kube, resource, namespace, extra, decode=decode)[0]
     except ApiError as exc:
         if exc.status in (403, 404):
             missing[resource.kind] = "not served" if exc.status == 404 else "forbidden"

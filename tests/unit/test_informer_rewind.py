@@ -53,7 +53,9 @@ class FakeKube:
         self.released = threading.Event()
         self.lock = threading.Lock()
 
-    def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> JsonDict:
+    def get(
+        self, path: str, *, query: Mapping[str, Any] | None = None, decode: Any = None
+    ) -> JsonDict:
         with self.lock:
             self.list_queries.append(dict(query or {}))
             return self.lists.pop(0) if len(self.lists) > 1 else self.lists[0]
