@@ -8,7 +8,7 @@ server never shares the measuring interpreter's lock.
 
 Measured (median of ``--runs``):
 
-- ``read``: :func:`lbd.k8s.snapshot_read.read_snapshot`, one paged list per kind, the kinds
+- ``read``: :func:`lbd.k8s.snapshot_read.read_snapshot`, one list per kind, the kinds
   listed at once (the I/O, the JSON decoding and the typed readers);
 - ``decide+render``: :func:`lbd.tools.status.build_status` and the table;
 - ``command``: the whole ``lbd status -o json`` as a user runs it (a new process: interpreter
@@ -19,17 +19,18 @@ Measured (median of ``--runs``):
 Usage: ``.venv/bin/python tests/bench/bench_status.py [--services N] [--control-plane ...]``.
 Prints figures, then one JSON line. Never asserts on time (target: about 1 s, issue 15).
 
-Where the time went (10 000 Services, real kube-apiserver, cProfile and per-phase timing;
-figures in docs/OPERATIONS.md): the lists were read one kind after another in pages of 500
-(about 1 s of round trips), and the cyclic GC walked the million freshly decoded objects again
-and again (a third of the read, and most of building the report after it); the standard
-library decoded the 24 MB (half of it managedFields) in 0.39 s and wrote ``-o json`` in 0.22 s
-(orjson now: 0.27 s and 0.05 s); the Service reader parsed every ingress address with
-ipaddress (0.62 s for 10 000 Services, now 0.35 s). What remains is that CPU in one
-interpreter, the server's encoding on the same cores, and ``startup``, which includes
-importing ``kubernetes`` (about 0.35 s, of which ``kubernetes.dynamic`` pulls in
-kubernetes-validate and jsonschema when the test extras are installed, as in this checkout's
-venv).
+Where the time went, and what was done (10 000 Services, real kube-apiserver; per-phase timing,
+cProfile, py-spy, the server's CPU from /proc and its storage metrics; figures in
+docs/OPERATIONS.md): the lists were paged, and kube-apiserver reads every page after the first
+from etcd (several seconds of its CPU for a custom resource): now one unpaged list per kind,
+which its watch cache serves. The cyclic GC walked the million freshly decoded objects again and
+again: paused for the command. The standard library decoded the 24 MB (half of it
+managedFields): msgspec now, leaving managedFields out of the two big kinds. Importing
+``kubernetes`` for its kubeconfig loader took 0.3 s: a kubeconfig with static credentials is
+read without it. The Service reader built the allocator's request nobody here reads: it is
+built when asked. What remains is the interpreter's start and imports, the decoding and typed
+reading of 20 000 objects, and, on these two shared cores, the API server's encoding of the
+lists (about 0.7 s of its CPU, the ServiceL2Statuses the slowest: a custom resource's JSON).
 """
 
 from __future__ import annotations
@@ -189,6 +190,31 @@ def populate(kubeconfig: str, n: int, workers: int, processes: int) -> None:
             f.result()
 
 
+def machine_busy(window: float = 1.0) -> float:
+    """The share of this machine's CPU time that was busy during ``window`` seconds."""
+
+    def totals() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, all0 = totals()
+    time.sleep(window)
+    busy1, all1 = totals()
+    return (busy1 - busy0) / max(1, all1 - all0)
+
+
+def settle(limit: float = 120.0, quiet: float = 0.05) -> float:
+    """Wait until the machine is quiet (the API server done with what populating left it:
+    its caches and its Go and etcd housekeeping kept a core busy for up to a minute after
+    190 s of writes); the seconds waited. Measured figures are of a cluster at rest."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit and machine_busy() > quiet:
+        pass
+    return time.monotonic() - started
+
+
 def cpu_reference() -> float:
     """Seconds for a fixed piece of pure-Python work (ten million additions): this machine's
     speed varies by a factor of two from one minute to the next (0.86-1.66 s measured while
@@ -227,6 +253,7 @@ def main() -> int:
             f"populated {args.services} Services + ServiceL2Statuses in "
             f"{time.perf_counter() - t0:.1f}s ({args.control_plane})"
         )
+        print(f"the machine was quiet {settle():.0f} s later")
         read_s, snap = median_of(args.runs, lambda: read_snapshot(kube))
         assert len(snap.services) == args.services, len(snap.services)
         decide_s, text = median_of(args.runs, lambda: render_table(build_status(snap)))
@@ -261,7 +288,7 @@ def main() -> int:
     finally:
         stop()
         shutil.rmtree(work, ignore_errors=True)  # a benchmark leaves no folder behind
-    print(f"read (one paged list per kind): {read_s * 1000:.0f} ms")
+    print(f"read (one list per kind):       {read_s * 1000:.0f} ms")
     print(f"decide + render table:          {decide_s * 1000:.0f} ms")
     print(
         f"lbd status -o json (process):   {command_s * 1000:.0f} ms "
