@@ -113,6 +113,9 @@ def _current(doc: Any) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
     user = _named(doc.get("users"), context.get("user"), "user")
     if cluster is None or user is None:
         return None
+    # ``extensions`` (minikube writes one per cluster) carry nothing a connection uses.
+    cluster = {k: v for k, v in cluster.items() if k != "extensions"}
+    user = {k: v for k, v in user.items() if k != "extensions"}
     if not cluster.keys() <= CLUSTER_KEYS or not user.keys() <= USER_KEYS:
         return None
     if not all(isinstance(v, str) for v in (*cluster.values(), *user.values())):

@@ -60,6 +60,18 @@ def test_token_and_ca_data_are_read_without_the_official_client(tmp_path: Path, 
     transport.close()
 
 
+def test_extensions_are_no_reason_to_go_elsewhere(tmp_path: Path, pki: Pki):
+    # as minikube writes them: informational, nothing a connection uses
+    extensions = [{"name": "cluster_info", "extension": {"provider": "minikube.sigs.k8s.io"}}]
+    cluster = {
+        "server": "https://127.0.0.1:6443",
+        "certificate-authority-data": b64(pki.ca.cert),
+        "extensions": extensions,
+    }
+    user = {"token": "t", "extensions": extensions}
+    assert static_transport(write(tmp_path, cluster, user), pool_size=4) is not None
+
+
 def test_certificate_files_are_found_relative_to_the_kubeconfig(tmp_path: Path, pki: Pki):
     client = pki.issue("alice", "alice", ["dev"])
     (tmp_path / "certs").mkdir()
