@@ -454,16 +454,12 @@ def _source(kubeconfig: str | None, flag: str) -> tuple[str | None, str]:
     return default, "~/.kube/config"
 
 
-def load_configuration(
-    kubeconfig: str | None = None, *, flag: str = "--kubeconfig"
-) -> k8s_client.Configuration:
-    """The official client's ``Configuration`` from the same sources as :func:`load_kube`;
-    :class:`KubeconfigError` when none is usable (``flag`` is how the caller's user names the
-    file)."""
+def _official_configuration(path: str | None, where: str) -> k8s_client.Configuration:
+    """The official loader's ``Configuration`` for :func:`_source`'s answer (None: in-cluster);
+    :class:`KubeconfigError`, naming ``where``, when it cannot be loaded."""
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
 
-    path, where = _source(kubeconfig, flag)
     cfg = k8s_client.Configuration()
     try:
         if path is None:
@@ -475,15 +471,21 @@ def load_configuration(
     return cfg
 
 
-def api_transport(api_client: k8s_client.ApiClient) -> Transport:
-    """A :class:`Transport` over an official ``ApiClient``: its pool, and its credentials as
-    ``auth_settings()`` gives them for each request (it re-reads refreshed tokens: in-cluster
-    token rotation, exec plugins)."""
-    cfg = api_client.configuration
+def api_transport(
+    cfg: k8s_client.Configuration, *, pool_size: int = DEFAULT_POOL_SIZE
+) -> Transport:
+    """A :class:`Transport` through an official ``ApiClient`` made from ``cfg``: its pool, and
+    its credentials as ``auth_settings()`` gives them for each request (it re-reads refreshed
+    tokens: in-cluster token rotation, exec plugins)."""
+    from kubernetes import client as k8s_client
+
+    cfg.connection_pool_maxsize = pool_size
+    api_client = k8s_client.ApiClient(cfg)
 
     def headers() -> dict[str, str]:
         out: dict[str, str] = {}
-        for setting in dict(cfg.auth_settings()).values():
+        settings: dict[str, Any] = dict(cfg.auth_settings())
+        for setting in settings.values():
             if setting.get("in") == "header" and setting.get("value"):
                 out[str(setting["key"])] = str(setting["value"])
         return out
@@ -509,12 +511,8 @@ def load_kube(
     without importing the official client (0.3 s of every ``lbd status``); anything else, and
     the in-cluster config, by ``kubernetes.config``.
     """
-    path, _ = _source(kubeconfig, flag)
+    path, where = _source(kubeconfig, flag)
     transport = static_transport(path, pool_size=pool_size) if path is not None else None
     if transport is None:
-        from kubernetes import client as k8s_client
-
-        cfg = load_configuration(kubeconfig, flag=flag)
-        cfg.connection_pool_maxsize = pool_size
-        transport = api_transport(k8s_client.ApiClient(cfg))
+        transport = api_transport(_official_configuration(path, where), pool_size=pool_size)
     return Kube(transport, timeout=timeout)

@@ -61,6 +61,7 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def _interfaces(value: Any) -> tuple[str, ...]:
+    # ``dict | Mapping``: a decoded object is a dict, recognised before the slower ABC check.
     if not isinstance(value, list):
         return ()
     return tuple(

@@ -149,10 +149,10 @@ def read_snapshot(kube: Kube, *, deep: bool = False) -> Snapshot:
     server cannot be reached or refuses the core kinds.
 
     The kinds are listed at once (:data:`READERS` threads over the client's connection pool),
-    the big ones first: while one thread decodes a page of Services, the server is already
-    answering the next page of ServiceL2Statuses, so the read takes about its decoding time
-    rather than the sum of every list's round trips. Each kind is still one paged list, read
-    and observed in order; the views do not depend on which list ended first.
+    the big ones first: while one thread reads the Services, the server is still encoding the
+    ServiceL2Statuses, so the read takes about the slowest list rather than the sum of every
+    list's round trips. Each kind is one list, read and observed in order; the views do not
+    depend on which list ended first.
     """
     missing: dict[str, str] = {}
     with gc_paused(), ThreadPoolExecutor(READERS, thread_name_prefix="lbd-read") as pool:

@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubernetes import client as k8s_client
-
 from lbd.k8s.client import (
     IPADDRESSPOOLS,
     L2ADVERTISEMENTS,
@@ -52,8 +50,7 @@ def start_lab() -> LabApiServer:
 def kube_for(server: ApiServer, token: str | None = None) -> Kube:
     cfg = server.client_configuration(token)
     cfg.retries = False
-    cfg.connection_pool_maxsize = 32
-    return Kube(api_transport(k8s_client.ApiClient(cfg)), timeout=(2.0, 10.0))
+    return Kube(api_transport(cfg, pool_size=32), timeout=(2.0, 10.0))
 
 
 def wait_for(

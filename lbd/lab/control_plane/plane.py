@@ -565,9 +565,7 @@ class ControlPlane(Startable):
     def kube(self, token: str | None = None, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Kube:
         """A new :class:`Kube` for ``token``, straight to kube-apiserver (the caller closes
         it: :meth:`Kube.close`)."""
-        cfg = self.configuration(token)
-        cfg.connection_pool_maxsize = 32
-        return Kube(api_transport(k8s_client.ApiClient(cfg)), timeout=timeout)
+        return Kube(api_transport(self.configuration(token), pool_size=32), timeout=timeout)
 
     @property
     def admin(self) -> Kube:
