@@ -16,6 +16,7 @@ from tests.k8s.controller_support import (
     Env,
     addresses,
     condition,
+    event_reasons,
     get_service,
     kube_for,
     pool,
@@ -24,6 +25,7 @@ from tests.k8s.controller_support import (
     wait_condition,
     wait_for,
 )
+from tests.k8s.test_controller import flush
 
 
 def pool_status(env: Env, name: str) -> dict[str, Any]:
@@ -62,8 +64,9 @@ def test_a_freed_address_goes_to_the_waiting_service_at_once(env: Env) -> None:
     full_pool_with_holders(env)
     service(env.admin, "waiter")
     cond = wait_condition(env.admin, "waiter", "PoolExhausted")
-    # It says what it waits for: which pool, how many addresses, how many held.
-    assert "pool 'small': 4 IPv4 addresses, 4 held" in cond["message"], cond["message"]
+    # It says what it waits for: which pool and family, and who gets the next address.
+    assert "no IPv4 address of pool 'small' is free" in cond["message"], cond["message"]
+    assert "the oldest waiting Service gets the next one released" in cond["message"]
     wait_for(lambda: pool_status(env, "small").get("waitingServices") == 1, 5, "waiting count")
     freed = addresses(get_service(env.admin, "holder2"))
     env.admin.delete(SERVICES.path(namespace="default", name="holder2"))
@@ -78,8 +81,7 @@ def test_a_grown_pool_serves_every_waiter_that_now_fits(env: Env) -> None:
     waiters = [f"w{i}" for i in range(5)]
     for name in waiters:
         service(env.admin, name)
-    for name in waiters:
-        wait_condition(env.admin, name, "PoolExhausted")
+    shown = {name: wait_condition(env.admin, name, "PoolExhausted") for name in waiters}
     wait_for(lambda: pool_status(env, "small").get("waitingServices") == 5, 5, "5 waiting")
     ready = {c["type"]: c for c in pool_status(env, "small")["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "Exhausted")
@@ -97,8 +99,13 @@ def test_a_grown_pool_serves_every_waiter_that_now_fits(env: Env) -> None:
     took = time.monotonic() - start
     assert took < 1.0, f"the grown pool served its waiters after {took:.2f}s"
     (left,) = set(waiters) - set(done)
-    assert (condition(get_service(env.admin, left)) or {}).get("reason") == "PoolExhausted"
     wait_for(lambda: pool_status(env, "small").get("waitingServices") == 1, 5, "1 waiting")
+    # The one still waiting was decided again, and its condition was not rewritten: the pool's
+    # new size and counts are in the pool's status, not in every waiting Service (a rewrite is
+    # a status write and a new Event per waiter on every pool change).
+    flush(env)
+    assert condition(get_service(env.admin, left)) == shown[left]
+    assert event_reasons(env.admin, left) == ["AllocationFailed"]
 
 
 def test_three_wait_one_frees_the_oldest_gets_it(env: Env) -> None:

@@ -33,7 +33,7 @@ def test_a_refusal_records_what_would_unblock_it_and_the_message_says_it() -> No
     a = allocator(SMALL)
     full(a)
     r = refused(a.allocate(svc("w", created=at(2))), Reason.POOL_EXHAUSTED)
-    assert "pool 'small': 4 IPv4 addresses, 4 held" in r.message
+    assert "no IPv4 address of pool 'small' is free" in r.message
     assert a.waits(ServiceKey("default/w")) == (Wait(WaitKind.POOL_ADDRESS, "small", V4),)
     assert a.waiting_on("small") == 1
     assert a.wake() == ()  # nothing changed yet
@@ -56,7 +56,7 @@ def test_one_freed_address_wakes_only_the_oldest_of_many_waiters() -> None:
     assert a.wake() == ()  # not twice
     # A younger one asking now is refused: the address is kept for the oldest.
     r = refused(a.allocate(svc("w000", created="2026-02-01T00:16:39Z")), Reason.POOL_EXHAUSTED)
-    assert "1 kept for older waiting Services" in r.message
+    assert "kept for an older waiting Service" in r.message
     # The oldest takes it.
     got = must(a.allocate(svc("w999", created="2026-02-01T00:00:00Z")))
     assert got.addresses == ("198.18.100.0",)
@@ -240,3 +240,39 @@ def test_an_unchanged_keyed_holder_wakes_nobody() -> None:
     assert a.wake() == ()
     must(a.allocate(svc("p", key="k", tcp=[80], created=at(1))))
     assert a.wake() == ()
+
+
+def test_a_waiting_services_message_stays_the_same_while_the_pool_changes_around_it() -> None:
+    """The refusal becomes the Service's condition, and a changed condition is a status write
+    and an Event: a release, an address kept for an older waiter, or a grown pool must not
+    rewrite every waiting Service (a CI chaos run wrote 2 672 such updates while counts were in
+    the message)."""
+    a = allocator(SMALL)
+    holders = full(a)
+    refused(a.allocate(svc("old", created=at(2))), Reason.POOL_EXHAUSTED)
+    first = refused(a.allocate(svc("young", created=at(3))), Reason.POOL_EXHAUSTED).message
+    a.release(holders[0])  # one free address, kept for "old"
+    assert refused(a.allocate(svc("young", created=at(3))), Reason.POOL_EXHAUSTED).message == first
+    must(a.allocate(svc("old", created=at(2))))  # "old" takes it: the pool is full again
+    assert refused(a.allocate(svc("young", created=at(3))), Reason.POOL_EXHAUSTED).message == first
+    grown = pool("small", "198.18.100.0/29")
+    a.set_pools([grown], conflicting=frozenset(), invalid=frozenset())
+    for i in range(4):  # four older Services take the four new addresses
+        must(a.allocate(svc(f"g{i}", created=at(1))))
+    assert refused(a.allocate(svc("young", created=at(3))), Reason.POOL_EXHAUSTED).message == first
+
+
+def test_the_message_names_every_full_pool_once_per_family() -> None:
+    a = allocator(SMALL, pool("spare", "198.18.101.0/31"), pool("six", "2001:db8:18::/127"))
+    for i in range(6):
+        must(a.allocate(svc(f"h{i}", created=at(1))))
+    for i in range(2):
+        must(a.allocate(svc(f"v6h{i}", created=at(1), families=("IPv6",))))
+    r = refused(
+        a.allocate(svc("w", created=at(2), families=("IPv4", "IPv6"), policy=PREFER)),
+        Reason.POOL_EXHAUSTED,
+    )
+    assert r.message.startswith(
+        "waiting for a free address: no IPv4 address of pool 'small' or 'spare' is free; "
+        "no IPv6 address of pool 'six' is free (each is assigned"
+    ), r.message
