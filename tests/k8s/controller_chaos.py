@@ -169,12 +169,16 @@ class Controllers:
             log.close()
 
 
+HistoryEvent = tuple[int, str, JsonDict | None, JsonDict | None]
+"""resourceVersion, ``svc`` or ``pool``, the object before (None: new) and after (None: gone)."""
+
+
 class History:
     """Every Service and pool change seen by a watch, for the replay check."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.events: list[tuple[int, str, JsonDict | None, JsonDict | None]] = []
+        self.events: list[HistoryEvent] = []
         self.address_changes: list[float] = []  # when a Service's addresses changed (monotonic)
         self.seen_at: dict[int, float] = {}  # resourceVersion -> wall time the watch saw it
 
@@ -440,11 +444,17 @@ def run_chaos(lab: LabApiServer, seed: int, tmp_path: Path, ops: int = OPS) -> C
             )
         if problems:  # what the leader's allocator believes (its SIGUSR1 dump), to debug
             result.problems += ctls.leader_state(holder_of_lease(admin), admin)
-        if os.environ.get("LBD_CHAOS_DEBUG"):
-            history.save(tmp_path / "history.jsonl")
         churn = replay(history)
-        if churn and os.environ.get("LBD_CHAOS_DEBUG"):
-            dump_history(history, churn)
+        if churn or os.environ.get("LBD_CHAOS_DEBUG"):
+            history.save(tmp_path / "history.jsonl")
+        if churn:
+            relists = {w.resource.kind: w.relists for w in watchers}
+            churn.append(
+                f"the observer's watches relisted {relists} times; every "
+                f"change it saw, with the controllers' logs: {tmp_path}"
+            )
+            if os.environ.get("LBD_CHAOS_DEBUG"):
+                dump_history(history, churn)
         result.problems += churn
         result.assigned = sum(
             1 for svc in admin.get(SERVICES.path())["items"] if ingress_addresses(svc)
@@ -613,13 +623,32 @@ def _request_of(svc: JsonDict) -> tuple[Any, ...]:
     )
 
 
+def _uid(obj: JsonDict | None) -> str | None:
+    return None if obj is None else obj["metadata"].get("uid")
+
+
+def _with_replacements(events: list[HistoryEvent]) -> list[HistoryEvent]:
+    """A change whose old and new objects differ in uid is a delete and a re-create that the
+    watch did not show one by one: the observer's informer relisted after a gap (a ``410 Gone``
+    after an outage or closed watches) and reports the replaced object as modified. Replay it
+    as the deletion followed by the creation, or a Service moved out of a pool that was deleted
+    and re-created in the gap would count as churn."""
+    out: list[HistoryEvent] = []
+    for rv, kind, old, new in events:
+        replaced = old is not None and new is not None and _uid(old) != _uid(new)
+        if replaced:
+            out.append((rv, kind, old, None))
+        out.append((rv, kind, None if replaced else old, new))
+    return out
+
+
 def replay(history: History) -> list[str]:
     """Invariants 4 and 5, replayed from the history in resourceVersion order: address changes
     of a Service whose request did not change since it got the address and whose address never
     left the valid pools meanwhile; and any moment two Services that may not share an address
     both showed it."""
     with history.lock:
-        events = sorted(history.events, key=lambda e: e[0])
+        events = _with_replacements(sorted(history.events, key=lambda e: e[0]))
     pools: dict[str, JsonDict] = {}
     # key -> [addresses, request when they were assigned, wanted pool, exempt from the check]
     state: dict[str, list[Any]] = {}

@@ -267,9 +267,9 @@ def test_the_message_names_every_full_pool_once_per_family() -> None:
     for i in range(6):
         must(a.allocate(svc(f"h{i}", created=at(1))))
     for i in range(2):
-        must(a.allocate(svc(f"v6h{i}", created=at(1), families=("IPv6",))))
+        must(a.allocate(svc(f"v6h{i}", created=at(1), families=(V6,))))
     r = refused(
-        a.allocate(svc("w", created=at(2), families=("IPv4", "IPv6"), policy=PREFER)),
+        a.allocate(svc("w", created=at(2), families=(V4, V6), policy=PREFER)),
         Reason.POOL_EXHAUSTED,
     )
     assert r.message.startswith(
