@@ -1,8 +1,11 @@
 """Chaos benchmark: the chaos scenario of ``tests/k8s/controller_chaos.py`` on many seeds.
 
     .venv/bin/python tests/bench/bench_chaos.py [--runs 20] [--ops 2000] [--seed S ...] [--keep DIR]
+        [--control-plane stand-in|real]
 
-Each run starts a fresh lab API server and two ``lbd controller --leader-elect`` processes,
+Each run starts a fresh stand-in API server (``--control-plane real``: a fresh fault proxy in
+front of one real etcd + kube-apiserver + kube-controller-manager, swept clean after each run, as
+``tests/k8s`` runs the ``[real]`` chaos test) and two ``lbd controller --leader-elect`` processes,
 drives the seeded workload with faults and leader kills, and checks every invariant (including
 "settled within 2 s of the workload going quiet"). Seeds are fresh unless given with ``--seed``
 (each is printed, so a failure replays with ``LBD_CHAOS_SEED=S pytest
@@ -15,19 +18,29 @@ failed; the last line is one JSON object. Never asserts: the exit status is 1 if
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from lbd.lab.control_plane import Sweeper  # noqa: E402
 from tests.k8s.controller_chaos import OPS, run_chaos  # noqa: E402
-from tests.k8s.controller_support import start_lab  # noqa: E402
+from tests.k8s.controller_support import (  # noqa: E402
+    ApiServer,
+    real_control_plane,
+    real_lab,
+    real_tokens,
+    start_lab,
+)
 
 
 def main() -> int:
@@ -41,14 +54,45 @@ def main() -> int:
         default=None,
         help="keep each run's controller logs (and, with LBD_CHAOS_DEBUG=1, its history) here",
     )
+    ap.add_argument("--control-plane", choices=("stand-in", "real"), default="stand-in")
     args = ap.parse_args()
     seeds = list(args.seed) or [random.SystemRandom().randrange(1, 2**31) for _ in range(args.runs)]
     print(f"seeds: {' '.join(map(str, seeds))}")
+    with server_factory(args.control_plane) as servers:
+        return run(args, seeds, servers)
+
+
+@contextlib.contextmanager
+def server_factory(control_plane: str) -> Iterator[Callable[[], ContextManager[ApiServer]]]:
+    """For each run, a context that gives a clean API server of the kind asked for."""
+    if control_plane == "stand-in":
+
+        @contextlib.contextmanager
+        def stand_in() -> Iterator[ApiServer]:
+            lab = start_lab()
+            try:
+                yield lab
+            finally:
+                lab.stop()
+
+        yield stand_in
+        return
+    plane = real_control_plane().start()
+    print(f"real control plane {plane.version.get('gitVersion')} in {plane.startup_seconds:.1f}s")
+    try:
+        sweeper, tokens = Sweeper(plane.admin), real_tokens(plane)
+        yield lambda: real_lab(plane, sweeper, tokens)
+    finally:
+        plane.stop()
+
+
+def run(
+    args: argparse.Namespace, seeds: list[int], servers: Callable[[], ContextManager[ApiServer]]
+) -> int:
     results = []
     started = time.monotonic()
     for seed in seeds:
-        lab = start_lab()
-        try:
+        with servers() as lab:
             with tempfile.TemporaryDirectory(prefix="lbd-chaos-") as tmp:
                 where = Path(tmp)
                 if args.keep is not None:
@@ -60,8 +104,6 @@ def main() -> int:
                     from tests.k8s.controller_chaos import ChaosResult
 
                     result = ChaosResult(seed=seed, ops=args.ops, problems=[f"crashed: {exc!r}"])
-        finally:
-            lab.stop()
         results.append(result)
         print(result.summary(), flush=True)
         shown = result.problems[:5] + [
@@ -87,6 +129,7 @@ def main() -> int:
                 if settles
                 else None,
                 "failed_seeds": failed,
+                "control_plane": args.control_plane,
                 "loadavg_1m": round(os.getloadavg()[0], 2),
             }
         )

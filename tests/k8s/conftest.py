@@ -24,7 +24,6 @@ build them, except in CI (``CI=true``), where that is a failure.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -42,7 +41,14 @@ from lbd.lab.control_plane import (
     Sweeper,
     find_binaries,
 )
-from tests.k8s.controller_support import CONTROLLER_TOKEN, ROOT, ApiServer, Env, start_lab
+from tests.k8s.controller_support import (
+    ApiServer,
+    Env,
+    real_control_plane,
+    real_lab,
+    real_tokens,
+    start_lab,
+)
 
 STAND_IN, REAL = "stand-in", "real"
 CONTROL_PLANES = tuple(
@@ -141,18 +147,7 @@ def real_plane() -> Iterator[ControlPlane]:
     """One real control plane for the session, with crds/ and the deploy/ RBAC and admission
     policies applied, auditing what lbd's ServiceAccounts do."""
     binaries = binaries_or_skip()
-    deploy = ROOT / "deploy/base"
-    plane = ControlPlane(
-        binaries,
-        manifests=[
-            ROOT / "crds",
-            deploy / "namespace.yaml",
-            deploy / "serviceaccounts.yaml",
-            deploy / "rbac.yaml",
-            deploy / "admission.yaml",
-        ],
-        audit_policy=LBD_AUDIT_POLICY,
-    )
+    plane = real_control_plane(binaries, audit_policy=LBD_AUDIT_POLICY)
     # SIGTERM (a CI runner cancelling the job) must still run the finalizers below.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
@@ -174,30 +169,17 @@ def real_sweeper(real_plane: ControlPlane) -> Sweeper:
 
 
 @pytest.fixture(scope="session")
-def real_tokens(real_plane: ControlPlane) -> dict[str, str]:
+def real_plane_tokens(real_plane: ControlPlane) -> dict[str, str]:
     """Real tokens of lbd's ServiceAccounts, under the names the stand-in tests use."""
-    return {CONTROLLER_TOKEN: real_plane.service_account_token("lbd-system", "lbd-controller")}
-
-
-@contextlib.contextmanager
-def real_lab(
-    plane: ControlPlane, sweeper: Sweeper, tokens: dict[str, str]
-) -> Iterator[RealApiServer]:
-    """A fault proxy in front of the shared control plane; afterwards, a clean cluster."""
-    server = RealApiServer(plane, tokens).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        sweeper.sweep()
+    return real_tokens(real_plane)
 
 
 @pytest.fixture
 def real_api(
-    real_plane: ControlPlane, real_sweeper: Sweeper, real_tokens: dict[str, str]
+    real_plane: ControlPlane, real_sweeper: Sweeper, real_plane_tokens: dict[str, str]
 ) -> Iterator[RealApiServer]:
     """The shared real control plane behind a fresh fault proxy; a clean cluster afterwards."""
-    with real_lab(real_plane, real_sweeper, real_tokens) as server:
+    with real_lab(real_plane, real_sweeper, real_plane_tokens) as server:
         yield server
 
 

@@ -46,10 +46,10 @@ from lbd.core.model import Allocation, ServiceRequest, address_to_int
 from lbd.k8s.client import IPADDRESSPOOLS, LEASES, SERVICES, ApiError, JsonDict, Kube
 from lbd.k8s.informer import EventType, Informer
 from lbd.k8s.service import observe_service
-from lbd.lab.apiserver import LabApiServer
 from tests.k8s.controller_support import (
     CONTROLLER_TOKEN,
     ROOT,
+    ApiServer,
     controller_argv,
     kube_for,
     service_body,
@@ -367,8 +367,8 @@ def chaos_seed() -> int:
     return int(env) if env else random.SystemRandom().randrange(1, 2**31)
 
 
-def run_chaos(lab: LabApiServer, seed: int, tmp_path: Path, ops: int = OPS) -> ChaosResult:
-    """The whole scenario on a fresh lab API server; returns what it found."""
+def run_chaos(lab: ApiServer, seed: int, tmp_path: Path, ops: int = OPS) -> ChaosResult:
+    """The whole scenario on a clean API server (stand-in or real); returns what it found."""
     result = ChaosResult(seed=seed, ops=ops)
     rng = random.Random(seed)
     admin = kube_for(lab)

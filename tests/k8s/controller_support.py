@@ -23,7 +23,7 @@ from lbd.k8s.client import (
 )
 from lbd.lab.apiserver import LabApiServer
 from lbd.lab.apiserver.errors import ApiError as LabApiError
-from lbd.lab.control_plane import RealApiServer
+from lbd.lab.control_plane import Binaries, ControlPlane, RealApiServer, Sweeper
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_SA = "system:serviceaccount:lbd-system:lbd-controller"
@@ -45,6 +45,35 @@ def start_lab() -> LabApiServer:
     server.add_token(CONTROLLER_TOKEN, CONTROLLER_SA)
     server.start()
     return server
+
+
+def real_control_plane(binaries: Binaries | None = None, **kw: Any) -> ControlPlane:
+    """A real control plane (not started) with ``crds/`` and the ``deploy/`` namespace,
+    ServiceAccounts, RBAC and admission policies: what the tests and the chaos benchmark run
+    lbd against."""
+    deploy = ROOT / "deploy/base"
+    manifests = [ROOT / "crds"] + [
+        deploy / f"{name}.yaml" for name in ("namespace", "serviceaccounts", "rbac", "admission")
+    ]
+    return ControlPlane(binaries, manifests=manifests, **kw)
+
+
+def real_tokens(plane: ControlPlane) -> dict[str, str]:
+    """Real tokens of lbd's ServiceAccounts, under the names the stand-in tests use."""
+    return {CONTROLLER_TOKEN: plane.service_account_token("lbd-system", "lbd-controller")}
+
+
+@contextlib.contextmanager
+def real_lab(
+    plane: ControlPlane, sweeper: Sweeper, tokens: dict[str, str]
+) -> Iterator[RealApiServer]:
+    """A fault proxy in front of a shared control plane; afterwards, a clean cluster."""
+    server = RealApiServer(plane, tokens).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        sweeper.sweep()
 
 
 def kube_for(server: ApiServer, token: str | None = None) -> Kube:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from lbd.lab.apiserver import LabApiServer
 from tests.k8s.controller_chaos import REGRESSION_SEED, chaos_seed, run_chaos
+from tests.k8s.controller_support import ApiServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("which", ["fresh", "regression"])
-def test_chaos(lab: LabApiServer, tmp_path: Path, which: str) -> None:
+def test_chaos(lab: ApiServer, tmp_path: Path, which: str) -> None:
     seed = chaos_seed() if which == "fresh" else REGRESSION_SEED
     print(f"chaos seed {seed} (replay: LBD_CHAOS_SEED={seed})")
     result = run_chaos(lab, seed, tmp_path)
