@@ -63,18 +63,19 @@ def main() -> int:
 
 
 @contextlib.contextmanager
+def stand_in() -> Iterator[ApiServer]:
+    """A fresh stand-in API server for one run."""
+    lab = start_lab()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@contextlib.contextmanager
 def server_factory(control_plane: str) -> Iterator[Callable[[], ContextManager[ApiServer]]]:
     """For each run, a context that gives a clean API server of the kind asked for."""
     if control_plane == "stand-in":
-
-        @contextlib.contextmanager
-        def stand_in() -> Iterator[ApiServer]:
-            lab = start_lab()
-            try:
-                yield lab
-            finally:
-                lab.stop()
-
         yield stand_in
         return
     plane = real_control_plane().start()

@@ -266,3 +266,38 @@ def wait_pool_annotation(kube: Kube, name: str, namespace: str = "default", time
 def controller_argv(kubeconfig: object, *flags: str) -> list[str]:
     """The command line of an ``lbd controller`` subprocess using ``kubeconfig``."""
     return [sys.executable, "-m", "lbd", "controller", "--kubeconfig", str(kubeconfig), *flags]
+
+
+def seen_pool(env: Env, name: str, addresses: list[str], **spec: Any) -> None:
+    """Create a pool and wait until every running controller has taken it in.
+
+    The pool and the Service a test creates next arrive on separate watches, in either order,
+    and the pool reaches the allocator through its own queue key; a Service decided before
+    that is (rightly) refused and then assigned, with one more Event than the test expects.
+    So wait until the pool is in every controller's cache and their queues are idle.
+    """
+    pool(env.admin, name, addresses, **spec)
+
+    def taken_in() -> bool:
+        return all(
+            ctl.pools.get(name) is not None and ctl.queue.pending() == 0 for ctl in env.controllers
+        )
+
+    wait_for(taken_in, 10, f"pool {name} taken in by the controllers")
+
+
+def flush(env: Env) -> None:
+    """Wait until every Event the controllers will record for what the test saw is written.
+
+    A reconcile records its Event only after its write has returned, so a test that has just
+    seen the write (by polling the API server) can get ahead of the ``event()`` call; flushing
+    the recorder at that moment would miss it. So first wait until no key is queued, delayed
+    or in flight (the reconcile that made the write has finished), then flush the recorders.
+    """
+
+    def idle() -> bool:
+        return all(ctl.queue.pending() == 0 for ctl in env.controllers)
+
+    wait_for(idle, 20, "idle work queues")
+    for ctl in env.controllers:
+        assert ctl.events.flush(10)

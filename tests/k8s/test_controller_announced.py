@@ -18,12 +18,13 @@ from tests.k8s.controller_support import (
     Env,
     condition,
     event_reasons,
+    flush,
     get_service,
+    seen_pool,
     service,
     wait_addresses,
     wait_for,
 )
-from tests.k8s.test_controller import flush, seen_pool
 
 ANNOUNCED = "lbd.io/Announced"
 

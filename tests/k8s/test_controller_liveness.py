@@ -17,6 +17,7 @@ from tests.k8s.controller_support import (
     addresses,
     condition,
     event_reasons,
+    flush,
     get_service,
     kube_for,
     pool,
@@ -25,7 +26,6 @@ from tests.k8s.controller_support import (
     wait_condition,
     wait_for,
 )
-from tests.k8s.test_controller import flush
 
 
 def pool_status(env: Env, name: str) -> dict[str, Any]:

@@ -16,12 +16,13 @@ from tests.k8s.controller_support import (
     Env,
     advertisement,
     events,
+    flush,
     pool,
+    seen_pool,
     service,
     wait_addresses,
     wait_for,
 )
-from tests.k8s.test_controller import flush, seen_pool
 
 
 def node(kube: Kube, name: str, labels: dict[str, str]) -> None:
